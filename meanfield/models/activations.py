@@ -1,0 +1,92 @@
+"""Activation functions σ and their derivatives σ' (torch), by name.
+
+Every activation used by a unit φ(x; θ) = a σ(⟨w, x⟩ + b) lives here with its derivative
+written out, so sample-based gradients never need autograd.
+
+Conventions
+-----------
+``erf``      σ(z) = erf(z/√2) = 2Φ(z) − 1 (the scaling under which the Gaussian arcsine
+             kernel reads E[σ(w·x) σ(w'·x)] = (2/π) arcsin(w·w'/√((1+|w|²)(1+|w'|²))));
+``relu``     σ(z) = max(z, 0);
+``tanh``, ``sigmoid`` as usual; ``linear`` σ(z) = z;
+``piecewise`` MMN's piecewise-linear σ: s1 for z ≤ t1, s2 for z ≥ t2, linear in between
+             (Mei–Montanari–Nguyen 2018, isotropic Gaussians example).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from ..errors import ConfigError
+
+_SQRT1_2 = 1.0 / math.sqrt(2.0)
+_SQRT2_PI = math.sqrt(2.0 / math.pi)
+
+
+@dataclass(frozen=True)
+class Activation:
+    """A scalar activation σ with its derivative; ``params`` are its constants."""
+
+    name: str
+    params: tuple[tuple[str, float], ...] = field(default=())
+
+    def __post_init__(self):
+        if self.name not in _FUNCS:
+            raise ConfigError(
+                f"unknown activation {self.name!r}; choose one of {sorted(_FUNCS)}")
+        p = dict(self.params)
+        if self.name == "piecewise":
+            missing = {"t1", "t2", "s1", "s2"} - set(p)
+            if missing:
+                raise ConfigError(f"piecewise activation needs {sorted(missing)}")
+            if not p["t2"] > p["t1"]:
+                raise ConfigError(f"piecewise activation needs t2 > t1, got t1={p['t1']}, t2={p['t2']}")
+        elif p:
+            raise ConfigError(f"activation {self.name!r} takes no parameters, got {sorted(p)}")
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        """σ(z), elementwise."""
+        return _FUNCS[self.name][0](z, dict(self.params))
+
+    def derivative(self, z: torch.Tensor) -> torch.Tensor:
+        """σ'(z), elementwise (the a.e. derivative for piecewise-linear σ)."""
+        return _FUNCS[self.name][1](z, dict(self.params))
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, **dict(self.params)}
+
+
+def get_activation(name: str | Activation, **params) -> Activation:
+    """Activation by name, e.g. ``get_activation("piecewise", t1=0.5, t2=1.5, s1=-2.5, s2=7.5)``."""
+    if isinstance(name, Activation):
+        return name
+    if not isinstance(name, str):
+        raise ConfigError(f"activation must be a name, got {name!r}")
+    return Activation(name, tuple(sorted((k, float(v)) for k, v in params.items())))
+
+
+def _pw(z, p):
+    t1, t2, s1, s2 = p["t1"], p["t2"], p["s1"], p["s2"]
+    return s1 + (s2 - s1) * ((z - t1) / (t2 - t1)).clamp(0.0, 1.0)
+
+
+def _pw_d(z, p):
+    t1, t2, s1, s2 = p["t1"], p["t2"], p["s1"], p["s2"]
+    inside = (z > t1) & (z < t2)
+    return inside.to(z.dtype) * ((s2 - s1) / (t2 - t1))
+
+
+_FUNCS = {
+    "relu": (lambda z, p: torch.relu(z), lambda z, p: (z > 0).to(z.dtype)),
+    "erf": (lambda z, p: torch.erf(z * _SQRT1_2),
+            lambda z, p: _SQRT2_PI * torch.exp(-0.5 * z * z)),
+    "tanh": (lambda z, p: torch.tanh(z), lambda z, p: 1.0 - torch.tanh(z) ** 2),
+    "sigmoid": (lambda z, p: torch.sigmoid(z),
+                lambda z, p: torch.sigmoid(z) * (1.0 - torch.sigmoid(z))),
+    "linear": (lambda z, p: z, lambda z, p: torch.ones_like(z)),
+    "piecewise": (_pw, _pw_d),
+}
+
+ACTIVATIONS = tuple(sorted(_FUNCS))

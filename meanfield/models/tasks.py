@@ -1,0 +1,285 @@
+"""Tasks: the data law (x, y) a two-layer mean-field network is trained on.
+
+A task says WHAT is minimised: the risk
+
+    R(ρ) = E[(y − f(x; ρ))²] = R_# + 2 ∫ V dρ + ∬ U dρ dρ,      (no ½; Mei–Montanari–Nguyen)
+    V(θ) = −E[y φ(x; θ)],  U(θ, θ') = E[φ(x; θ) φ(x; θ')],  R_# = E[y²],
+    Ψ(θ; ρ) = V(θ) + ∫ U(θ, θ') ρ(dθ') = E[(f(x; ρ) − y) φ(x; θ)].
+
+Every task can *sample* (x, y) and estimate Ψ, ∇_θΨ and R from a batch
+(:meth:`Task.sample_potential`, any activation).  Tasks with ``closed_form = True``
+(teacher–student with Gaussian inputs and a ReLU/erf unit without bias) also expose the
+pair kernel U and the teacher as a weighted point set, so that
+``meanfield.interact.evaluate`` computes Ψ, ∇Ψ and R exactly as pairwise sums.
+
+Shapes: θ [B, N, D] (B replicas of N particles), weights m [B or 1, N] (Σ_i m_i = 1),
+x [B, n, d], y [B, n].
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError, check_finite_float, check_positive_int
+from .kernels import GaussianKernel, gaussian_kernel, has_gaussian_kernel
+from .units import Unit
+
+
+@dataclass
+class Potential:
+    """Ψ(θ_i; ρ), ∇_θΨ(θ_i; ρ) at every particle, and the risk R(ρ).
+
+    psi [B, N], grad [B, N, D], risk [B]; ``risk_se`` [B] is the standard error of a Monte
+    Carlo risk estimate (None when exact); ``V`` [B, N] when available.
+    """
+
+    psi: torch.Tensor
+    grad: torch.Tensor
+    risk: torch.Tensor
+    risk_se: Optional[torch.Tensor] = None
+    V: Optional[torch.Tensor] = None
+
+
+def as_batched(theta: torch.Tensor) -> torch.Tensor:
+    """θ [N, D] → [1, N, D]; θ [B, N, D] unchanged."""
+    if not isinstance(theta, torch.Tensor):
+        raise ConfigError(f"particle positions must be a torch.Tensor, got {type(theta).__name__}")
+    if theta.dim() == 2:
+        return theta.unsqueeze(0)
+    if theta.dim() != 3:
+        raise ConfigError(f"particle positions must have shape [N, D] or [B, N, D], got {list(theta.shape)}")
+    return theta
+
+
+def uniform_weights(theta: torch.Tensor) -> torch.Tensor:
+    """m_i = 1/N as a [1, N] tensor matching θ [B, N, D]."""
+    N = theta.shape[-2]
+    return torch.full((1, N), 1.0 / N, dtype=theta.dtype, device=theta.device)
+
+
+def as_weights(weights, theta: torch.Tensor) -> torch.Tensor:
+    """Normalise weights (None, [N] or [B, N]) to a [B or 1, N] tensor of θ's dtype."""
+    if weights is None:
+        return uniform_weights(theta)
+    w = torch.as_tensor(weights, dtype=theta.dtype, device=theta.device)
+    if w.dim() == 1:
+        w = w.unsqueeze(0)
+    if w.shape[-1] != theta.shape[-2] or w.dim() != 2 or w.shape[0] not in (1, theta.shape[0]):
+        raise ConfigError(f"weights of shape {list(w.shape)} do not match {theta.shape[-2]} particles")
+    return w
+
+
+class Task:
+    """Base class: a unit and a data law.  Subclasses implement :meth:`sample`."""
+
+    unit: Unit
+    closed_form: bool = False
+    name: str = "task"
+
+    def sample(self, n: int, *, generator: torch.Generator, batch: int = 1,
+               dtype=torch.float32, device=None):
+        """Draw x [batch, n, d] and y [batch, n] (independent across the batch)."""
+        raise NotImplementedError
+
+    @property
+    def risk_sharp(self) -> Optional[float]:
+        """R_# = E[y²] when known in closed form, else None."""
+        return None
+
+    def sample_potential(self, theta: torch.Tensor, weights, x: torch.Tensor,
+                         y: torch.Tensor) -> Potential:
+        """Unbiased batch estimates from (x [B, n, d], y [B, n]):
+
+            Ψ̂(θ_i) = (1/n) Σ_k (f(x_k) − y_k) φ(x_k; θ_i),  ∇Ψ̂ likewise with ∇_θφ,
+            R̂ = (1/n) Σ_k (y_k − f(x_k))²  with standard error sd/√n.
+        """
+        theta = as_batched(theta)
+        m = as_weights(weights, theta)
+        n = x.shape[-2]
+        phi = self.unit(x, theta)                                   # (B, n, N)
+        f = (phi @ m.unsqueeze(-1)).squeeze(-1)                     # (B, n)
+        r = f - y                                                   # (B, n)
+        psi = (r.unsqueeze(-2) @ phi).squeeze(-2) / n               # (B, N)
+        grad = self.unit.weighted_grad(x, theta, r / n)             # (B, N, D)
+        sq = r * r
+        risk = sq.mean(-1)
+        se = sq.std(-1) / math.sqrt(n) if n > 1 else torch.full_like(risk, float("nan"))
+        return Potential(psi=psi, grad=grad, risk=risk, risk_se=se)
+
+    # --- serialisation ---------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {"name": self.name, "unit": self.unit.to_dict()}
+
+    def arrays(self) -> dict:
+        """Arrays needed to rebuild the task (saved in particles.npz)."""
+        return {}
+
+
+def _gauss(shape, generator, dtype, device):
+    return torch.randn(*shape, generator=generator, dtype=dtype, device=device)
+
+
+class TeacherStudent(Task):
+    """y = c + f*(x) + noise_std·ξ with f*(x) = Σ_k m*_k φ(x; θ*_k), x ~ N(0, I_d), ξ ~ N(0, 1).
+
+    The teacher uses the student's unit and parameter layout: ``teacher_theta`` [m0, D],
+    ``teacher_weights`` [m0] (default 1/m0; signs allowed), ``offset`` c.  For ReLU/erf
+    units without bias everything is closed form:
+
+        V(θ) = −c a μ(w) − Σ_k m*_k U(θ, θ*_k),
+        R_# = c² + 2c Σ_k m*_k a*_k μ(w*_k) + Σ_{k,l} m*_k m*_l U(θ*_k, θ*_l) + noise_std².
+    """
+
+    name = "teacher-student"
+
+    def __init__(self, unit: Unit, teacher_theta, teacher_weights=None, *, offset: float = 0.0,
+                 noise_std: float = 0.0):
+        self.unit = unit
+        t = torch.as_tensor(teacher_theta, dtype=torch.float64)
+        if t.dim() != 2 or t.shape[-1] != unit.D:
+            raise ConfigError(
+                f"teacher_theta must have shape [m0, {unit.D}] for this unit, got {list(t.shape)}")
+        if not torch.isfinite(t).all():
+            raise ConfigError("teacher_theta has non-finite entries")
+        self.teacher_theta = t
+        if teacher_weights is None:
+            tw = torch.full((t.shape[0],), 1.0 / t.shape[0], dtype=torch.float64)
+        else:
+            tw = torch.as_tensor(teacher_weights, dtype=torch.float64)
+            if tw.shape != (t.shape[0],):
+                raise ConfigError(
+                    f"teacher_weights must have shape [{t.shape[0]}], got {list(tw.shape)}")
+        self.teacher_weights = tw
+        self.offset = check_finite_float("offset", offset)
+        self.noise_std = check_finite_float("noise_std", noise_std, nonnegative=True)
+        self.closed_form = has_gaussian_kernel(unit)
+        self._cache: dict = {}
+
+    @classmethod
+    def random(cls, unit: Unit, m0: int, *, generator: torch.Generator, sign: str = "plus",
+               **kwargs) -> "TeacherStudent":
+        """A teacher of m0 units with unit-norm w*_k uniform on the sphere, a*_k = 1 and
+        weights 1/m0 (``sign="plus"``) or alternating ±1/m0 (``sign="alternate"``)."""
+        m0 = check_positive_int("m0", m0)
+        w = _gauss((m0, unit.d), generator, torch.float64, None)
+        w = w / w.norm(dim=-1, keepdim=True)
+        cols = ([torch.ones(m0, 1, dtype=torch.float64)] if unit.output_weight else []) + [w]
+        if unit.bias:
+            cols.append(torch.zeros(m0, 1, dtype=torch.float64))
+        theta = torch.cat(cols, dim=-1)
+        weights = torch.full((m0,), 1.0 / m0, dtype=torch.float64)
+        if sign == "alternate":
+            weights[1::2] *= -1
+        elif sign != "plus":
+            raise ConfigError(f"sign must be 'plus' or 'alternate', got {sign!r}")
+        return cls(unit, theta, weights, **kwargs)
+
+    @property
+    def kernel(self) -> GaussianKernel:
+        return gaussian_kernel(self.unit)
+
+    @property
+    def m0(self) -> int:
+        return self.teacher_theta.shape[0]
+
+    def teacher(self, dtype=torch.float64, device=None):
+        """(θ* [m0, D], m* [m0]) in the requested dtype/device."""
+        key = ("teacher", dtype, device)
+        if key not in self._cache:
+            self._cache[key] = (self.teacher_theta.to(dtype=dtype, device=device),
+                                self.teacher_weights.to(dtype=dtype, device=device))
+        return self._cache[key]
+
+    def sample(self, n, *, generator, batch=1, dtype=torch.float32, device=None):
+        n = check_positive_int("n", n)
+        x = _gauss((batch, n, self.unit.d), generator, dtype, device)
+        tt, tw = self.teacher(dtype, device)
+        y = self.unit.network(x, tt.unsqueeze(0), tw.unsqueeze(0)) + self.offset
+        if self.noise_std > 0:
+            y = y + self.noise_std * _gauss((batch, n), generator, dtype, device)
+        return x, y
+
+    @property
+    def risk_sharp(self):
+        # Filled by meanfield.interact.evaluate (a pairwise sum over the teacher).
+        return self._cache.get("risk_sharp")
+
+    def to_dict(self):
+        return {**super().to_dict(), "m0": self.m0, "offset": self.offset,
+                "noise_std": self.noise_std}
+
+    def arrays(self):
+        return {"teacher_theta": self.teacher_theta.numpy(),
+                "teacher_weights": self.teacher_weights.numpy()}
+
+
+class IsotropicGaussians(Task):
+    """Mei–Montanari–Nguyen's isotropic Gaussians: y = ±1 with probability ½ each and
+    x | y ~ N(0, (1 + yΔ)² I_d), 0 ≤ Δ < 1.  R_# = 1.  Sample-based only."""
+
+    name = "isotropic-gaussians"
+
+    def __init__(self, unit: Unit, delta: float):
+        self.unit = unit
+        self.delta = check_finite_float("delta", delta, nonnegative=True)
+        if not self.delta < 1:
+            raise ConfigError(f"delta must be in [0, 1), got {delta!r}")
+
+    def sample(self, n, *, generator, batch=1, dtype=torch.float32, device=None):
+        n = check_positive_int("n", n)
+        y = torch.randint(0, 2, (batch, n), generator=generator, device=device).to(dtype) * 2 - 1
+        x = _gauss((batch, n, self.unit.d), generator, dtype, device)
+        return x * (1 + self.delta * y).unsqueeze(-1), y
+
+    @property
+    def risk_sharp(self):
+        return 1.0
+
+    def to_dict(self):
+        return {**super().to_dict(), "delta": self.delta}
+
+
+class FiniteDataset(Task):
+    """The empirical risk of a fixed dataset (X [n, d], Y [n]): R = (1/n) Σ_k (Y_k − f(X_k))².
+
+    ``sample`` draws a minibatch with replacement; ``full()`` returns the whole dataset,
+    so that ``sample_potential(θ, m, *task.full())`` is the exact empirical Ψ, ∇Ψ, R.
+    """
+
+    name = "dataset"
+
+    def __init__(self, unit: Unit, X, Y):
+        self.unit = unit
+        X = torch.as_tensor(np.asarray(X), dtype=torch.float64)
+        Y = torch.as_tensor(np.asarray(Y), dtype=torch.float64)
+        if X.dim() != 2 or X.shape[1] != unit.d:
+            raise ConfigError(f"X must have shape [n, {unit.d}], got {list(X.shape)}")
+        if Y.shape != (X.shape[0],):
+            raise ConfigError(f"Y must have shape [{X.shape[0]}], got {list(Y.shape)}")
+        if not (torch.isfinite(X).all() and torch.isfinite(Y).all()):
+            raise ConfigError("the dataset has non-finite entries")
+        self.X, self.Y = X, Y
+
+    def full(self, dtype=torch.float32, device=None):
+        """(X [1, n, d], Y [1, n])."""
+        return self.X.to(dtype=dtype, device=device)[None], self.Y.to(dtype=dtype, device=device)[None]
+
+    def sample(self, n, *, generator, batch=1, dtype=torch.float32, device=None):
+        n = check_positive_int("n", n)
+        idx = torch.randint(0, self.X.shape[0], (batch, n), generator=generator, device=device)
+        X, Y = self.X.to(dtype=dtype, device=device), self.Y.to(dtype=dtype, device=device)
+        return X[idx], Y[idx]
+
+    @property
+    def risk_sharp(self):
+        return float((self.Y ** 2).mean())
+
+    def to_dict(self):
+        return {**super().to_dict(), "n": int(self.X.shape[0])}
+
+    def arrays(self):
+        return {"data_X": self.X.numpy(), "data_Y": self.Y.numpy()}
