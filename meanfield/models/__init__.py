@@ -1,11 +1,11 @@
 """WHAT is minimised: units φ, activations, closed-form Gaussian kernels, tasks."""
 from .activations import ACTIVATIONS, Activation, get_activation
 from .kernels import CLOSED_FORM_ACTIVATIONS, GaussianKernel, gaussian_kernel, has_gaussian_kernel
-from .tasks import (FiniteDataset, IsotropicGaussians, Potential, Task, TeacherStudent,
+from .tasks import (ConfiningPotential, FiniteDataset, IsotropicGaussians, Potential, Task, TeacherStudent,
                     as_batched, as_weights, uniform_weights)
 from .units import Unit
 
 __all__ = ["ACTIVATIONS", "Activation", "get_activation", "CLOSED_FORM_ACTIVATIONS",
-           "GaussianKernel", "gaussian_kernel", "has_gaussian_kernel", "FiniteDataset",
+           "GaussianKernel", "gaussian_kernel", "has_gaussian_kernel", "ConfiningPotential", "FiniteDataset",
            "IsotropicGaussians", "Potential", "Task", "TeacherStudent", "Unit", "as_batched",
            "as_weights", "uniform_weights"]

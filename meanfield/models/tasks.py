@@ -86,6 +86,31 @@ class Task:
         raise NotImplementedError
 
     @property
+    def D(self) -> int:
+        return self.unit.D
+
+    @property
+    def param_names(self) -> list[str]:
+        return self.unit.param_names
+
+    def check_theta(self, theta) -> None:
+        self.unit.check_theta(theta)
+
+    @property
+    def has_population(self) -> bool:
+        """Whether :meth:`population_potential` is exact (closed form or full data)."""
+        return False
+
+    def population_potential(self, theta: torch.Tensor, weights: torch.Tensor,
+                             pair_sum) -> Potential:
+        """Exact Ψ, ∇Ψ, R at θ [B, N, D] with weights [B or 1, N].
+
+        ``pair_sum(kernel, unit, x, y, c, grad=True) -> (S, G)`` is the interaction
+        backend's kernel sum (supplied by ``meanfield.interact.evaluate``; models never
+        import a backend)."""
+        raise ConfigError(f"task {self.name!r} has no exact population potential")
+
+    @property
     def risk_sharp(self) -> Optional[float]:
         """R_# = E[y²] when known in closed form, else None."""
         return None
@@ -117,6 +142,10 @@ class Task:
     def arrays(self) -> dict:
         """Arrays needed to rebuild the task (saved in particles.npz)."""
         return {}
+
+
+class _TorchMath:
+    sqrt = staticmethod(torch.sqrt)
 
 
 def _gauss(shape, generator, dtype, device):
@@ -181,6 +210,47 @@ class TeacherStudent(Task):
     @property
     def kernel(self) -> GaussianKernel:
         return gaussian_kernel(self.unit)
+
+    @property
+    def has_population(self) -> bool:
+        return self.closed_form
+
+    def population_potential(self, theta, weights, pair_sum):
+        """V_i = −c a_i μ(w_i) − Σ_k m*_k U(θ_i, θ*_k),   Ψ_i = V_i + Σ_j m_j U(θ_i, θ_j),
+        R = R_# + 2 Σ_i m_i V_i + Σ_ij m_i m_j U_ij = R_# + Σ_i m_i (Ψ_i + V_i)."""
+        unit, kern = self.unit, self.kernel
+        tt, tw = self.teacher(theta.dtype, theta.device)
+        W, GW = pair_sum(kern, unit, theta, theta, weights)
+        T, GT = pair_sum(kern, unit, theta, tt[None], tw[None])
+        W, GW, T, GT = (t.to(theta.dtype) for t in (W, GW, T, GT))
+        V, GV = -T, -GT
+        if self.offset != 0.0:
+            mu, gmean = self._mean_and_grad(theta)
+            V, GV = V - self.offset * mu, GV - self.offset * gmean
+        if "risk_sharp" not in self._cache:
+            self._cache["risk_sharp"] = self._compute_risk_sharp(pair_sum)
+        psi = V + W
+        risk = self.risk_sharp + ((psi + V) * weights).sum(-1)
+        return Potential(psi=psi, grad=GV + GW, risk=risk, V=V)
+
+    def _mean_and_grad(self, theta):
+        """E[φ(x; θ)] = a μ(w) [..., N] and its gradient [..., N, D]."""
+        unit = self.unit
+        a = theta[..., 0] if unit.output_weight else torch.ones_like(theta[..., 0])
+        w = theta[..., unit.w_slice]
+        mu, gamma = self.kernel.mean(_TorchMath, w.norm(dim=-1))
+        gw = (a * gamma).unsqueeze(-1) * w
+        grad = torch.cat([mu.unsqueeze(-1), gw], -1) if unit.output_weight else gw
+        return a * mu, grad
+
+    def _compute_risk_sharp(self, pair_sum) -> float:
+        """R_# in float64 via the backend's pair sum over the teacher."""
+        tt, tw = self.teacher(torch.float64)
+        S, _ = pair_sum(self.kernel, self.unit, tt[None], tt[None], tw[None], grad=False)
+        mean, _ = self._mean_and_grad(tt)
+        c = self.offset
+        return (c * c + 2 * c * float((tw * mean).sum()) + float((tw * S[0].double()).sum())
+                + self.noise_std ** 2)
 
     @property
     def m0(self) -> int:
@@ -264,6 +334,15 @@ class FiniteDataset(Task):
             raise ConfigError("the dataset has non-finite entries")
         self.X, self.Y = X, Y
 
+    @property
+    def has_population(self) -> bool:
+        return True
+
+    def population_potential(self, theta, weights, pair_sum=None):
+        """The exact empirical Ψ, ∇Ψ, R (a full batch)."""
+        x, y = self.full(theta.dtype, theta.device)
+        return self.sample_potential(theta, weights, x, y)
+
     def full(self, dtype=torch.float32, device=None):
         """(X [1, n, d], Y [1, n])."""
         return self.X.to(dtype=dtype, device=device)[None], self.Y.to(dtype=dtype, device=device)[None]
@@ -283,3 +362,54 @@ class FiniteDataset(Task):
 
     def arrays(self):
         return {"data_X": self.X.numpy(), "data_Y": self.Y.numpy()}
+
+
+class ConfiningPotential(Task):
+    """A task with no interaction: V(θ) = (k/2)|θ − c|², U ≡ 0, R_# = 0, so Ψ = V and
+    R(ρ) = 2 ∫ V dρ.  With λ and β the particles are independent Ornstein–Uhlenbeck
+    processes whose Gibbs law exp(−β Ψ_λ) is the Gaussian of mean k c/(k + λ) and
+    variance 1/(β (k + λ)) per coordinate: the reference for testing Langevin dynamics.
+    """
+
+    name = "confining"
+
+    def __init__(self, D: int, stiffness: float = 1.0, center=0.0):
+        self._D = check_positive_int("D", D)
+        self.stiffness = check_finite_float("stiffness", stiffness, nonnegative=True)
+        c = torch.as_tensor(center, dtype=torch.float64)
+        if c.dim() > 1 or (c.dim() == 1 and c.shape[0] != self._D):
+            raise ConfigError(f"center must be a scalar or have length D={self._D}")
+        self.center = c.expand(self._D).clone() if c.dim() == 0 else c
+        self.unit = None
+
+    @property
+    def D(self):
+        return self._D
+
+    @property
+    def param_names(self):
+        return [f"theta{k}" for k in range(self._D)]
+
+    def check_theta(self, theta):
+        if theta.shape[-1] != self._D:
+            raise ConfigError(f"parameters have last dimension {theta.shape[-1]}, expected D={self._D}")
+
+    @property
+    def has_population(self):
+        return True
+
+    @property
+    def risk_sharp(self):
+        return 0.0
+
+    def population_potential(self, theta, weights, pair_sum=None):
+        diff = theta - self.center.to(theta.dtype)
+        V = 0.5 * self.stiffness * (diff * diff).sum(-1)
+        return Potential(psi=V, grad=self.stiffness * diff, risk=2 * (V * weights).sum(-1), V=V)
+
+    def sample(self, n, **kw):
+        raise ConfigError("the confining-potential task has no data to sample")
+
+    def to_dict(self):
+        return {"name": self.name, "D": self._D, "stiffness": self.stiffness,
+                "center": self.center.tolist()}

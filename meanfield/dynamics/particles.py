@@ -1,0 +1,191 @@
+"""Particle dynamics on the MMN time axis (DESIGN.md §1).
+
+One explicit Euler–Maruyama scheme covers every case:
+
+    θ_i ← θ_i − 2 s_k (g_i + λ θ_i) + sqrt(4 s_k / β(t_k)) ζ_i,   s_k = dt · ξ(t_k),  t_{k+1} = t_k + dt
+
+where g_i estimates ∇_θΨ(θ_i; ρ_N) and ζ_i ~ N(0, I):
+
+* ``drift="population"``: g = ∇Ψ exactly (closed-form tasks through an interaction
+  backend, or the full empirical risk of a finite dataset) — Wasserstein gradient descent,
+  i.e. the particle discretisation of ∂_t ρ = 2ξ ∇·(ρ ∇Ψ_λ) + 2ξβ⁻¹Δρ.
+* ``drift="sgd"``: g = (1/n) Σ_k (f(x_k) − y_k) ∇_θφ(x_k; θ_i) from n = ``batch_size``
+  fresh samples per step; n = 1 is MMN's online SGD
+  θ_i ← (1 − 2λs_k)θ_i + 2 s_k (y_k − f(x_k)) ∇_θφ(x_k; θ_i) + sqrt(4 s_k/β) ζ_i  with ε = dt.
+
+β = ∞ switches the noise off (no entropy); finite β is noisy SGD / mean-field Langevin,
+whose fixed points are the Gibbs measures ρ ∝ exp(−β Ψ_λ(·; ρ)).  B replicas (independent
+systems, each with its own samples and noise) advance together in θ [B, N, D].
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Optional
+
+import torch
+
+from ..errors import ConfigError, DivergenceError, check_finite_float, check_positive_int
+from ..interact import evaluate, get_backend
+from ..measure import ParticleMeasure
+from ..models.tasks import Potential, Task, as_batched, as_weights
+from .schedules import Schedule, as_schedule
+
+DRIFTS = ("population", "sgd")
+
+
+@dataclass
+class ParticleState:
+    """The full state of a particle system: positions θ [B, N, D], weights [1, N] or None
+    (uniform), step k, time t = Σ dt, and the torch.Generator that drives all randomness."""
+
+    theta: torch.Tensor
+    weights: Optional[torch.Tensor]
+    step: int
+    t: float
+    generator: torch.Generator
+
+    @property
+    def masses(self) -> torch.Tensor:
+        return as_weights(self.weights, self.theta)
+
+    def measure(self, param_names=None) -> ParticleMeasure:
+        w = None if self.weights is None else self.weights[0]
+        return ParticleMeasure(self.theta if self.theta.shape[0] > 1 else self.theta[0],
+                               weights=w, param_names=param_names)
+
+    def state_dict(self) -> dict:
+        return {"theta": self.theta.clone(), "weights": self.weights, "step": self.step,
+                "t": self.t, "generator": self.generator.get_state()}
+
+    @classmethod
+    def from_state_dict(cls, d: dict) -> "ParticleState":
+        g = torch.Generator(device=d["theta"].device)
+        g.set_state(d["generator"])
+        return cls(d["theta"], d["weights"], int(d["step"]), float(d["t"]), g)
+
+
+@dataclass
+class StepInfo:
+    """What one step saw at θ_k (before moving): the drift estimate and, for population
+    drift, the exact potential (so the risk at θ_k comes for free)."""
+
+    potential: Potential
+    step_size: float          # s_k = dt ξ(t_k)
+    beta: float               # β(t_k)
+
+
+class ParticleDynamics:
+    """Euler–Maruyama particle dynamics (see the module docstring for the update).
+
+    Parameters
+    ----------
+    task : the task (WHAT is minimised).
+    dt : time step on the MMN axis (ε for SGD).
+    drift : "population" (exact ∇Ψ) or "sgd" (fresh batches of ``batch_size``).
+    xi : step-size schedule ξ(t) (number or spec, see ``schedules``).
+    beta : inverse temperature β(t) (number, ``inf`` or schedule spec).
+    lam : L2 strength λ in Ψ_λ = Ψ + (λ/2)|θ|².
+    backend : interaction backend for population drift ("auto", "numpy", "torch", "keops").
+    """
+
+    def __init__(self, task: Task, *, dt: float, drift: str = "population", batch_size: int = 1,
+                 xi=1.0, beta=math.inf, lam: float = 0.0, backend="auto"):
+        if not isinstance(task, Task):
+            raise ConfigError(f"task must be a meanfield Task, got {type(task).__name__}")
+        self.task = task
+        self.dt = check_finite_float("dt", dt, positive=True)
+        if drift not in DRIFTS:
+            raise ConfigError(f"unknown drift {drift!r}; choose one of {list(DRIFTS)}")
+        if drift == "population" and not task.has_population:
+            act = f" with activation {task.unit.activation.name!r}" if task.unit else ""
+            raise ConfigError(f"task {task.name!r}{act} has no exact population gradient; "
+                              "use drift='sgd'")
+        self.drift = drift
+        self.batch_size = check_positive_int("batch_size", batch_size)
+        self.xi = as_schedule(xi, "xi")
+        self.beta = as_schedule(beta, "beta")
+        self.lam = check_finite_float("lam", lam, nonnegative=True)
+        self.backend = backend
+        get_backend(backend) if backend != "auto" else None  # validate the name now
+
+    # ------------------------------------------------------------------------------
+    def init(self, theta, *, generator: torch.Generator | None = None, seed: int | None = None,
+             weights=None) -> ParticleState:
+        """Initial state from θ [N, D] / [B, N, D] or a ParticleMeasure.
+
+        Pass a ``generator`` (used from now on) or a ``seed`` (a new CPU generator)."""
+        if isinstance(theta, ParticleMeasure):
+            weights = theta.weights if weights is None else weights
+            theta = theta.batched
+        theta = as_batched(theta)
+        self.task.check_theta(theta)
+        if not torch.isfinite(theta).all():
+            raise ConfigError("initial particle positions contain non-finite values")
+        if generator is None:
+            if seed is None:
+                raise ConfigError("pass a generator or a seed: randomness lives in the state")
+            generator = torch.Generator(device=theta.device).manual_seed(int(seed))
+        w = None if weights is None else as_weights(weights, theta)[:1]
+        return ParticleState(theta.clone(), w, 0, 0.0, generator)
+
+    def potential(self, state: ParticleState) -> Potential:
+        """The drift estimate at the current positions (exact, or from a fresh batch)."""
+        if self.drift == "population":
+            return evaluate(self.task, state.theta, state.weights, backend=self.backend)
+        x, y = self.task.sample(self.batch_size, generator=state.generator,
+                                batch=state.theta.shape[0], dtype=state.theta.dtype,
+                                device=state.theta.device)
+        return self.task.sample_potential(state.theta, state.weights, x, y)
+
+    def velocity(self, state: ParticleState, potential: Potential | None = None) -> torch.Tensor:
+        """Deterministic velocity v_i = −2 ξ(t) (∇Ψ(θ_i) + λθ_i), [B, N, D]."""
+        pot = potential if potential is not None else self.potential(state)
+        return -2.0 * self.xi(state.t) * (pot.grad + self.lam * state.theta)
+
+    def step(self, state: ParticleState, *, dt: float | None = None) -> tuple[ParticleState, StepInfo]:
+        """One Euler–Maruyama step; returns the new state and what the step saw at θ_k."""
+        dt = self.dt if dt is None else check_finite_float("dt", dt, positive=True)
+        pot = self.potential(state)
+        s = dt * self.xi(state.t)
+        beta = self.beta(state.t)
+        theta = state.theta - (2.0 * s) * (pot.grad + self.lam * state.theta)
+        if beta != math.inf:
+            if not beta > 0:
+                raise ConfigError(f"beta must be > 0, got {beta} at t={state.t}")
+            noise = torch.randn(theta.shape, generator=state.generator, dtype=theta.dtype,
+                                device=theta.device)
+            theta = theta + math.sqrt(4.0 * s / beta) * noise
+        if not torch.isfinite(theta).all():
+            gnorm = float(pot.grad.norm(dim=-1).max())
+            raise DivergenceError(
+                f"step {state.step}: non-finite particle positions (max |∇Ψ| = {gnorm:.3g}, "
+                f"step size 2ξdt = {2 * s:.3g}); the step size is likely too large")
+        new = replace(state, theta=theta, step=state.step + 1, t=state.t + dt)
+        return new, StepInfo(potential=pot, step_size=s, beta=beta)
+
+    def run(self, state: ParticleState, steps: int) -> ParticleState:
+        """Advance ``steps`` steps (no recording; see ``experiments`` for recorded runs)."""
+        for _ in range(check_positive_int("steps", steps, allow_zero=True)):
+            state, _ = self.step(state)
+        return state
+
+
+def gradient_flow(task, *, dt, **kw) -> ParticleDynamics:
+    """Wasserstein gradient descent on the population risk (β = ∞)."""
+    return ParticleDynamics(task, dt=dt, drift="population", **kw)
+
+
+def langevin(task, *, dt, beta, lam=0.0, **kw) -> ParticleDynamics:
+    """Mean-field Langevin dynamics: population drift plus noise sqrt(4 s/β) (β may be annealed)."""
+    return ParticleDynamics(task, dt=dt, drift="population", beta=beta, lam=lam, **kw)
+
+
+def online_sgd(task, *, eps, **kw) -> ParticleDynamics:
+    """MMN's online SGD: one fresh sample per step, step k at time t = kε."""
+    return ParticleDynamics(task, dt=eps, drift="sgd", batch_size=1, **kw)
+
+
+def minibatch_sgd(task, *, eps, batch_size, **kw) -> ParticleDynamics:
+    """SGD with ``batch_size`` fresh samples per step (same time axis as online SGD)."""
+    return ParticleDynamics(task, dt=eps, drift="sgd", batch_size=batch_size, **kw)
