@@ -1,1 +1,21 @@
+"""meanfield: mean-field training dynamics of neural networks as interacting particle systems.
+
+Rooms: ``models`` (WHAT is minimised), ``interact`` (HOW pairwise sums are computed),
+``dynamics`` (HOW particles move); ``diagnostics`` beside them; ``experiments``, ``io``,
+``plotting`` and ``cli`` on top.  Conventions: DESIGN.md §1 (risk without ½, MMN time).
+"""
 __version__ = "0.1.0"
+
+from .errors import ConfigError, DivergenceError  # noqa: E402
+from .measure import ParticleMeasure  # noqa: E402
+from .models import (ConfiningPotential, FiniteDataset, IsotropicGaussians,  # noqa: E402
+                     TeacherStudent, Unit)
+from .interact import evaluate, get_backend  # noqa: E402
+from .dynamics import (ParticleDynamics, gradient_flow, langevin, minibatch_sgd,  # noqa: E402
+                       online_sgd)
+from . import diagnostics  # noqa: E402
+
+__all__ = ["ConfigError", "DivergenceError", "ParticleMeasure", "ConfiningPotential",
+           "FiniteDataset", "IsotropicGaussians", "TeacherStudent", "Unit", "evaluate",
+           "get_backend", "ParticleDynamics", "gradient_flow", "langevin", "minibatch_sgd",
+           "online_sgd", "diagnostics", "__version__"]

@@ -161,7 +161,8 @@ class ParticleDynamics:
             raise DivergenceError(
                 f"step {state.step}: non-finite particle positions (max |∇Ψ| = {gnorm:.3g}, "
                 f"step size 2ξdt = {2 * s:.3g}); the step size is likely too large")
-        new = replace(state, theta=theta, step=state.step + 1, t=state.t + dt)
+        # t = Σ dt, rounded to 15 significant digits so that k·dt reads as k·dt (2.0, not 1.9999999999999998)
+        new = replace(state, theta=theta, step=state.step + 1, t=float(f"{state.t + dt:.15g}"))
         return new, StepInfo(potential=pot, step_size=s, beta=beta)
 
     def run(self, state: ParticleState, steps: int) -> ParticleState:

@@ -1,0 +1,123 @@
+"""The ``meanfield`` command.
+
+    meanfield run EXPERIMENT [--config FILE.toml] [--set key=value ...] --out DIR
+    meanfield resume DIR [--set key=value ...]
+    meanfield plot DIR
+    meanfield list
+
+Bad input prints one line on stderr and exits with status 2, writing nothing; a diverging
+run prints one line and exits with status 3, its last checkpoint intact.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .errors import ConfigError, DivergenceError
+
+EXIT_USAGE, EXIT_DIVERGED = 2, 3
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, status 2
+        raise ConfigError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="meanfield", description="Mean-field particle simulations of neural networks.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    r = sub.add_parser("run", help="run an experiment into a new run directory")
+    r.add_argument("experiment")
+    r.add_argument("--config", type=Path, help="TOML file of config keys")
+    r.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (repeatable)")
+    r.add_argument("--out", type=Path, required=True, help="run directory (must be new)")
+    r.add_argument("--no-progress", action="store_true")
+    s = sub.add_parser("resume", help="continue a run from its last checkpoint")
+    s.add_argument("run_dir", type=Path)
+    s.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. a smaller dt or more steps")
+    s.add_argument("--no-progress", action="store_true")
+    pl = sub.add_parser("plot", help="redraw the figures of a run directory")
+    pl.add_argument("run_dir", type=Path)
+    sub.add_parser("list", help="list the experiments")
+    return p
+
+
+def _cmd_run(args):
+    from .experiments import get_experiment
+
+    exp = get_experiment(args.experiment)
+    cfg = exp.Config.build(args.config, args.sets)
+    from . import io
+
+    io.prepare_out_dir(args.out)
+    _, rows, secs = exp.run(cfg, args.out, progress=not args.no_progress)
+    print(f"{exp.NAME}: final risk {rows[-1]['risk']:.6g} at t = {rows[-1]['t']:.6g} "
+          f"({secs:.1f} s) -> {args.out}")
+
+
+def _cmd_resume(args):
+    from . import io
+    from .experiments import get_experiment
+
+    rec = io.load_run_config(args.run_dir)
+    exp = get_experiment(rec["experiment"])
+    ck_path = Path(args.run_dir) / io.CHECKPOINT
+    if not ck_path.exists():
+        raise ConfigError(f"{args.run_dir} has no checkpoint to resume from")
+    ck = io.load_checkpoint(ck_path)
+    cfg = exp.Config.build(None, args.sets, base=ck["config"])
+    if ck.get("finished") and ck["state"]["step"] >= cfg.steps:
+        raise ConfigError(f"{args.run_dir} is already finished at step {ck['state']['step']} "
+                          f"(raise steps with --set steps=...)")
+    if args.sets:
+        rec["config"] = cfg.to_dict()
+        io.write_json(Path(args.run_dir) / io.CONFIG, rec)
+    _, rows, secs = exp.run(cfg, args.run_dir, progress=not args.no_progress, checkpoint=ck)
+    print(f"{exp.NAME}: final risk {rows[-1]['risk']:.6g} at t = {rows[-1]['t']:.6g} "
+          f"({secs:.1f} s) -> {args.run_dir}")
+
+
+def _cmd_plot(args):
+    from . import io
+    from .plotting import plot_run
+
+    io.load_run_config(args.run_dir)
+    if not (Path(args.run_dir) / io.METRICS).exists():
+        raise ConfigError(f"{args.run_dir} has no {io.METRICS} yet")
+    for p in plot_run(args.run_dir):
+        print(p)
+
+
+def _cmd_list(args):
+    from .experiments import EXPERIMENTS, get_experiment
+
+    for name in EXPERIMENTS:
+        doc = (get_experiment(name).__doc__ or "").strip().splitlines()[0]
+        print(f"{name:20s} {doc}")
+
+
+def main(argv=None) -> int:
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    try:
+        args = _parser().parse_args(argv)
+        {"run": _cmd_run, "resume": _cmd_resume, "plot": _cmd_plot, "list": _cmd_list}[args.command](args)
+    except ConfigError as e:
+        print(f"meanfield: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except DivergenceError as e:
+        print(f"meanfield: diverged: {e} (last checkpoint kept; resume with a smaller dt: "
+              f"meanfield resume DIR --set dt=...)", file=sys.stderr)
+        return EXIT_DIVERGED
+    except KeyboardInterrupt:
+        print("meanfield: interrupted (resume from the last checkpoint with `meanfield resume DIR`)",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

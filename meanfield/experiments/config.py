@@ -1,0 +1,159 @@
+"""Configs: frozen dataclasses, filled from embedded defaults, a TOML file and --set overrides.
+
+Every experiment's config subclasses :class:`RunConfig` (the keys shared by all
+experiments) and adds its own.  Values from TOML keep their TOML types; values from
+``--set key=value`` are strings parsed according to the field's type.  Unknown keys,
+wrong types and out-of-range values raise :class:`meanfield.errors.ConfigError` with one
+line naming the key (and a did-you-mean suggestion for unknown keys).
+"""
+import dataclasses
+import difflib
+import math
+import tomllib
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ConfigError
+
+DTYPES = ("float32", "float64")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Keys shared by every experiment.
+
+    N particles, input dimension d, ``steps`` steps of size ``dt`` on the MMN time axis
+    (t = k·dt), ``seed`` for the run's generator, interaction ``backend``
+    (auto | numpy | torch | keops), ``dtype`` (float32 | float64), ``replicas`` independent
+    systems in one tensor, a metrics row every ``log_every`` steps, a particle snapshot
+    every ``save_every`` steps, a checkpoint every ``checkpoint_every`` steps.
+    """
+
+    N: int = 1000
+    d: int = 10
+    steps: int = 1000
+    dt: float = 0.1
+    seed: int = 0
+    backend: str = "auto"
+    dtype: str = "float32"
+    replicas: int = 1
+    log_every: int = 10
+    save_every: int = 100
+    checkpoint_every: int = 500
+
+    # fields holding schedule specs: numbers are accepted and stored as strings
+    _schedule_fields: typing.ClassVar[tuple[str, ...]] = ()
+    # choices for string fields
+    _choices: typing.ClassVar[dict] = {}
+
+    def __post_init__(self):
+        for key, typ in self.field_types().items():
+            object.__setattr__(self, key, self._coerce(key, typ, getattr(self, key), False))
+        self.validate()
+
+    def validate(self) -> None:
+        from ..interact import BACKENDS
+
+        for name in ("N", "d", "steps", "replicas", "log_every", "save_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0, got {self.seed}")
+        if not (math.isfinite(self.dt) and self.dt > 0):
+            raise ConfigError(f"dt must be a finite number > 0, got {self.dt}")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {list(BACKENDS)}, got {self.backend!r}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype must be one of {list(DTYPES)}, got {self.dtype!r}")
+        for name, choices in self._choices.items():
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"{name} must be one of {list(choices)}, got {getattr(self, name)!r}")
+        from ..dynamics import as_schedule
+
+        for name in self._schedule_fields:
+            as_schedule(getattr(self, name), name)
+
+    # ---- construction ----------------------------------------------------------------
+    @classmethod
+    def field_types(cls) -> dict:
+        hints = typing.get_type_hints(cls)
+        return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def build(cls, toml_path=None, overrides=(), base: dict | None = None):
+        """Defaults ← ``base`` (e.g. a saved config) ← TOML file ← ``--set key=value`` strings."""
+        values: dict = dict(base or {})
+        if toml_path is not None:
+            values.update(cls._coerce_all(read_toml(toml_path), from_cli=False, source=str(toml_path)))
+        for item in overrides:
+            key, sep, raw = item.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"--set expects key=value, got {item!r}")
+            values.update(cls._coerce_all({key.strip(): raw.strip()}, from_cli=True, source="--set"))
+        return cls(**values)
+
+    @classmethod
+    def _coerce_all(cls, mapping: dict, *, from_cli: bool, source: str) -> dict:
+        types = cls.field_types()
+        out = {}
+        for key, value in mapping.items():
+            if key not in types:
+                close = difflib.get_close_matches(key, list(types), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigError(f"unknown config key {key!r} in {source}{hint}")
+            out[key] = cls._coerce(key, types[key], value, from_cli)
+        return out
+
+    @classmethod
+    def _coerce(cls, key, typ, value, from_cli):
+        if key in cls._schedule_fields:
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+                raise ConfigError(f"{key} must be a number or a schedule spec, got {value!r}")
+            return value if isinstance(value, str) else repr(float(value))
+        if typ is bool:
+            if isinstance(value, bool):
+                return value
+            if from_cli and isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+                return value.lower() in ("true", "1")
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        if typ is int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+            if from_cli and isinstance(value, str):
+                try:
+                    return int(value)
+                except ValueError:
+                    pass
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        if typ is float:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return float(value)
+            if from_cli and isinstance(value, str):
+                try:
+                    return float(value)
+                except ValueError:
+                    pass
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        if typ is str:
+            if isinstance(value, str):
+                return value
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        raise ConfigError(f"{key}: unsupported config type {typ}")  # pragma: no cover
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def read_toml(path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist")
+    try:
+        data = tomllib.loads(p.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {p} is not valid TOML ({e})") from None
+    nested = [k for k, v in data.items() if isinstance(v, dict)]
+    if nested:
+        raise ConfigError(f"config file {p}: unexpected table [{nested[0]}] (use flat key = value lines)")
+    return data

@@ -1,0 +1,122 @@
+"""The recorded run loop shared by the particle experiments.
+
+``simulate`` advances a :class:`~meanfield.dynamics.ParticleDynamics` from a state, records
+metrics rows and particle snapshots, writes checkpoints atomically and, at the end, the
+run directory's metrics.csv, particles.npz and figures.  ``resume`` continues a run from
+its checkpoint; the result is identical to an uninterrupted run because the checkpoint
+holds everything the loop depends on (state and generator, rows, snapshots, the
+evaluation generator).
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .. import io
+from ..diagnostics import velocity_sq_norm
+from ..dynamics import ParticleDynamics, ParticleState
+from ..errors import DivergenceError
+from ..interact import evaluate
+
+
+def _measure_row(dyn: ParticleDynamics, state: ParticleState, pot, eval_gen, n_mc, risk_inf):
+    """One metrics row at θ_k: risk (exact when the task allows, else Monte Carlo), the
+    squared velocity norm of the population flow, and the empirical PL ratio."""
+    task = dyn.task
+    if pot is None or dyn.drift != "population":
+        if task.has_population:
+            pot = evaluate(task, state.theta, state.weights, backend=dyn.backend)
+        else:
+            pot = evaluate(task, state.theta, state.weights, n_mc=n_mc, generator=eval_gen)
+    risk = pot.risk.double()
+    row = {"step": state.step, "t": state.t, "risk": float(risk.mean())}
+    if pot.risk_se is not None:
+        row["risk_se"] = float((pot.risk_se.double() ** 2).mean().sqrt() / math.sqrt(len(risk)))
+    if task.has_population:
+        v = dyn.velocity(state, pot)
+        v2 = velocity_sq_norm(v, state.weights).double()
+        row["velocity_sq"] = float(v2.mean())
+        if risk_inf is not None:
+            row["pl_ratio"] = float((v2 / (risk - risk_inf)).mean())
+    if len(risk) > 1:
+        row.update({f"risk_r{r}": float(x) for r, x in enumerate(risk)})
+    if not all(math.isfinite(v) for k, v in row.items() if isinstance(v, float) and k != "pl_ratio"):
+        raise DivergenceError(f"step {state.step}: non-finite risk or velocity "
+                              f"(risk={row['risk']:.3g}); the step size is likely too large")
+    return row
+
+
+def simulate(out_dir, *, experiment: str, config, dyn: ParticleDynamics, state: ParticleState,
+             param_names, task_arrays: dict, progress: bool = True, checkpoint: dict | None = None,
+             n_mc: int = 10_000, risk_inf: float | None = None, plot=None, extra_record=None):
+    """Run ``config.steps`` steps from ``state`` into the run directory ``out_dir``.
+
+    ``checkpoint`` (a loaded checkpoint payload) continues an interrupted run.
+    Returns the final state and the metrics rows.
+    """
+    out = Path(out_dir)
+    cfg = config
+    if checkpoint is None:
+        rows: list[dict] = []
+        snaps_t: list[float] = []
+        snaps: list[torch.Tensor] = []
+        eval_gen = torch.Generator().manual_seed(cfg.seed + 7919)
+        # the risk at θ_k comes with the step for population drift
+    else:
+        state = ParticleState.from_state_dict(checkpoint["state"])
+        rows, snaps_t, snaps = checkpoint["rows"], checkpoint["snap_t"], checkpoint["snaps"]
+        eval_gen = torch.Generator()
+        eval_gen.set_state(checkpoint["eval_gen"])
+
+    def save_ckpt(finished=False):
+        io.save_checkpoint(out / io.CHECKPOINT, {
+            "experiment": experiment, "config": cfg.to_dict(), "state": state.state_dict(),
+            "rows": rows, "snap_t": snaps_t, "snaps": snaps, "eval_gen": eval_gen.get_state(),
+            "finished": finished})
+        io.write_metrics(out / io.METRICS, rows)
+
+    bar = tqdm(total=cfg.steps, initial=state.step, desc=experiment, disable=None if progress else True,
+               dynamic_ncols=True, leave=False)
+    started = time.perf_counter()
+    try:
+        while state.step < cfg.steps:
+            k = state.step
+            log = k % cfg.log_every == 0
+            if k % cfg.save_every == 0:
+                snaps_t.append(state.t)
+                snaps.append(state.theta.detach().cpu().clone())
+            prev = state
+            state, info = dyn.step(state)
+            if log:
+                rows.append(_measure_row(dyn, prev, info.potential, eval_gen, n_mc, risk_inf))
+                bar.set_postfix(risk=f"{rows[-1]['risk']:.4g}", refresh=False)
+            bar.update(1)
+            if state.step % cfg.checkpoint_every == 0 and state.step < cfg.steps:
+                save_ckpt()
+        # the final state is always recorded and snapshotted
+        if not rows or rows[-1]["step"] != state.step:
+            rows.append(_measure_row(dyn, state, None, eval_gen, n_mc, risk_inf))
+        if not snaps_t or snaps_t[-1] != state.t:
+            snaps_t.append(state.t)
+            snaps.append(state.theta.detach().cpu().clone())
+    finally:
+        bar.close()
+    arrays = {"t": np.array(snaps_t), "theta": _stack(snaps), "param_names": np.array(param_names)}
+    if state.weights is not None:
+        arrays["weights"] = state.weights[0].cpu().numpy()
+    arrays.update(task_arrays)
+    io.write_npz(out / io.PARTICLES, arrays)
+    save_ckpt(finished=True)
+    if plot is not None:
+        plot(out)
+    return state, rows, time.perf_counter() - started
+
+
+def _stack(snaps):
+    th = torch.stack(snaps).numpy()          # (K, B, N, D)
+    return th[:, 0] if th.shape[1] == 1 else th

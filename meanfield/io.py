@@ -1,0 +1,140 @@
+"""Run directories (DESIGN.md §3): atomic writes, checkpoints, loading.
+
+    DIR/config.json      resolved config + experiment + package version
+    DIR/metrics.csv      one row per recorded step (step, t, risk, …)
+    DIR/particles.npz    t [K], theta [K, N, D] (or [K, B, N, D] with replicas), param_names [D],
+                         weights [N] when not uniform, task arrays (teacher_theta, …)
+    DIR/checkpoint.pt    the latest full state; resume continues from it bit for bit
+    DIR/figures/*.png
+
+Every file is written to a temporary name in DIR and renamed into place, so a reader (or
+a resume after a crash) never sees a half-written file.
+"""
+from __future__ import annotations
+
+import csv
+import io as _io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from .errors import ConfigError
+
+CONFIG, METRICS, PARTICLES, CHECKPOINT, FIGURES = (
+    "config.json", "metrics.csv", "particles.npz", "checkpoint.pt", "figures")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: Path, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=_json_default)
+                              + "\n").encode())
+
+
+def _json_default(o):
+    if isinstance(o, float):
+        return str(o)
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def write_metrics(path: Path, rows: list[dict]) -> None:
+    """metrics.csv from a list of row dicts (columns in first-seen order)."""
+    cols: list[str] = []
+    for r in rows:
+        cols.extend(k for k in r if k not in cols)
+    buf = _io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()})
+    atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def read_metrics(path: Path) -> dict[str, np.ndarray]:
+    """metrics.csv as a dict of float arrays, one per column."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return {}
+    return {k: np.array([float(r[k]) if r[k] not in ("", None) else np.nan for r in rows])
+            for k in rows[0]}
+
+
+def write_npz(path: Path, arrays: dict) -> None:
+    buf = _io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def save_checkpoint(path: Path, payload: dict) -> None:
+    buf = _io.BytesIO()
+    torch.save(payload, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise ConfigError(f"checkpoint {path} is unreadable or corrupted ({type(e).__name__})") from None
+
+
+def prepare_out_dir(out) -> Path:
+    """Check that ``out`` can hold a new run: absent, or an empty directory.
+
+    Raises ConfigError (nothing is created) if it holds another run or other files."""
+    out = Path(out)
+    if out.exists():
+        if not out.is_dir():
+            raise ConfigError(f"--out {out} exists and is not a directory")
+        if (out / CONFIG).exists():
+            raise ConfigError(f"--out {out} already holds a run (use `meanfield resume {out}` "
+                              "or choose another directory)")
+        if any(out.iterdir()):
+            raise ConfigError(f"--out {out} is not empty")
+    parent = out.resolve().parent
+    if not parent.exists():
+        pass  # created with parents=True
+    return out
+
+
+def load_run_config(run_dir) -> dict:
+    """config.json of a run directory, or ConfigError naming what is missing/corrupted."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ConfigError(f"run directory {run_dir} does not exist")
+    p = run_dir / CONFIG
+    if not p.exists():
+        raise ConfigError(f"{run_dir} is not a run directory (no {CONFIG})")
+    try:
+        cfg = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ConfigError(f"{p} is corrupted (not valid JSON)") from None
+    if not isinstance(cfg, dict) or "experiment" not in cfg or "config" not in cfg:
+        raise ConfigError(f"{p} is not a meanfield run config")
+    return cfg
+
+
+def run_record(experiment: str, config: dict, extra: dict | None = None) -> dict:
+    return {"experiment": experiment, "meanfield_version": __version__,
+            "torch_version": torch.__version__, "config": config, **(extra or {})}

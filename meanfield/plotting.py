@@ -1,0 +1,105 @@
+"""Figures from run directories (matplotlib only; reads results, never simulates)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import io
+
+
+def _plt():
+    import matplotlib
+
+    if matplotlib.get_backend().lower() not in ("agg", "pdf", "svg", "cairo"):
+        try:
+            matplotlib.use("Agg")
+        except Exception:  # pragma: no cover
+            pass
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_risk(run_dir, ax=None):
+    """Risk R(ρ_t) against t (log scale), with ±2 s.e. when Monte Carlo."""
+    run_dir = Path(run_dir)
+    m = io.read_metrics(run_dir / io.METRICS)
+    if not m:
+        from .errors import ConfigError
+
+        raise ConfigError(f"{run_dir / io.METRICS} has no rows")
+    plt = _plt()
+    own = ax is None
+    if own:
+        fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
+    reps = sorted(k for k in m if k.startswith("risk_r"))
+    for k in reps:
+        ax.plot(m["t"], m[k], lw=0.6, alpha=0.4, color="C0")
+    ax.plot(m["t"], m["risk"], color="C0", lw=1.6, label="risk" + (" (mean of replicas)" if reps else ""))
+    if "risk_se" in m:
+        ax.fill_between(m["t"], m["risk"] - 2 * m["risk_se"], m["risk"] + 2 * m["risk_se"],
+                        color="C0", alpha=0.2, lw=0)
+    if np.all(m["risk"] > 0):
+        ax.set_yscale("log")
+    ax.set_xlabel("t (MMN time, t = k·dt)")
+    ax.set_ylabel("R(ρ_N)")
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False)
+    if own:
+        fig.tight_layout()
+        return fig
+    return ax
+
+
+def plot_particles(run_dir):
+    """(|w_i|, a_i) at the first and last snapshot, with the teacher units when present."""
+    run_dir = Path(run_dir)
+    with np.load(run_dir / io.PARTICLES) as z:
+        names = list(z["param_names"])
+        theta = z["theta"]
+        t = z["t"]
+        teacher = z["teacher_theta"] if "teacher_theta" in z else None
+    if theta.ndim == 4:        # replicas: show the first
+        theta = theta[:, 0]
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
+    w_idx = [i for i, n in enumerate(names) if n.startswith("w")]
+    a_idx = names.index("a") if "a" in names else None
+
+    def coords(th):
+        r = np.linalg.norm(th[..., w_idx], axis=-1)
+        return r, (th[..., a_idx] if a_idx is not None else np.ones_like(r))
+
+    for k, (lab, c) in enumerate(((f"t = {t[0]:.3g}", "0.6"), (f"t = {t[-1]:.3g}", "C0"))):
+        r, a = coords(theta[0 if k == 0 else -1])
+        ax.scatter(r, a, s=4, color=c, alpha=0.6, label=lab, lw=0)
+    if teacher is not None:
+        r, a = coords(teacher)
+        ax.scatter(r, a, s=60, marker="*", color="C3", label="teacher")
+    ax.set_xlabel("|w|")
+    ax.set_ylabel("a" if a_idx is not None else "a ≡ 1")
+    ax.legend(frameon=False, fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_run(run_dir) -> list[Path]:
+    """Redraw every figure of a run into DIR/figures/; returns the written paths."""
+    run_dir = Path(run_dir)
+    figdir = run_dir / io.FIGURES
+    figdir.mkdir(exist_ok=True)
+    plt = _plt()
+    written = []
+    for name, fn in (("risk.png", plot_risk), ("particles.png", plot_particles)):
+        if name == "particles.png" and not (run_dir / io.PARTICLES).exists():
+            continue
+        fig = fn(run_dir)
+        path = figdir / name
+        tmp = figdir / f".{name}.tmp.png"
+        fig.savefig(tmp)
+        plt.close(fig)
+        tmp.replace(path)
+        written.append(path)
+    return written
