@@ -64,19 +64,25 @@ def simulate(out_dir, *, experiment: str, config, dyn: ParticleDynamics, state: 
     if checkpoint is None:
         rows: list[dict] = []
         snaps_t: list[float] = []
+        snaps_k: list[int] = []
         snaps: list[torch.Tensor] = []
         eval_gen = torch.Generator().manual_seed(cfg.seed + 7919)
-        # the risk at θ_k comes with the step for population drift
     else:
         state = ParticleState.from_state_dict(checkpoint["state"])
-        rows, snaps_t, snaps = checkpoint["rows"], checkpoint["snap_t"], checkpoint["snaps"]
+        # rows/snapshots at or after the checkpoint's step are the extras a finished run adds
+        # for its final state; an extended run records that step again as a regular one.
+        keep = [i for i, k in enumerate(checkpoint["snap_k"]) if k < state.step]
+        rows = [r for r in checkpoint["rows"] if r["step"] < state.step]
+        snaps_k = [checkpoint["snap_k"][i] for i in keep]
+        snaps_t = [checkpoint["snap_t"][i] for i in keep]
+        snaps = [checkpoint["snaps"][i] for i in keep]
         eval_gen = torch.Generator()
         eval_gen.set_state(checkpoint["eval_gen"])
 
     def save_ckpt(finished=False):
         io.save_checkpoint(out / io.CHECKPOINT, {
             "experiment": experiment, "config": cfg.to_dict(), "state": state.state_dict(),
-            "rows": rows, "snap_t": snaps_t, "snaps": snaps, "eval_gen": eval_gen.get_state(),
+            "rows": rows, "snap_t": snaps_t, "snap_k": snaps_k, "snaps": snaps, "eval_gen": eval_gen.get_state(),
             "finished": finished})
         io.write_metrics(out / io.METRICS, rows)
 
@@ -88,6 +94,7 @@ def simulate(out_dir, *, experiment: str, config, dyn: ParticleDynamics, state: 
             k = state.step
             log = k % cfg.log_every == 0
             if k % cfg.save_every == 0:
+                snaps_k.append(k)
                 snaps_t.append(state.t)
                 snaps.append(state.theta.detach().cpu().clone())
             prev = state
@@ -101,7 +108,8 @@ def simulate(out_dir, *, experiment: str, config, dyn: ParticleDynamics, state: 
         # the final state is always recorded and snapshotted
         if not rows or rows[-1]["step"] != state.step:
             rows.append(_measure_row(dyn, state, None, eval_gen, n_mc, risk_inf))
-        if not snaps_t or snaps_t[-1] != state.t:
+        if not snaps_k or snaps_k[-1] != state.step:
+            snaps_k.append(state.step)
             snaps_t.append(state.t)
             snaps.append(state.theta.detach().cpu().clone())
     finally:
