@@ -3,6 +3,7 @@
     meanfield run EXPERIMENT [--config FILE.toml] [--set key=value ...] --out DIR
     meanfield resume DIR [--set key=value ...]
     meanfield plot DIR
+    meanfield show DIR
     meanfield list
 
 Bad input prints one line on stderr and exits with status 2, writing nothing; a diverging
@@ -42,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--no-progress", action="store_true")
     pl = sub.add_parser("plot", help="redraw the figures of a run directory")
     pl.add_argument("run_dir", type=Path)
+    pl.add_argument("--coords", help="comma-separated coordinates for histograms, e.g. '|w|,a,w0'")
+    sh = sub.add_parser("show", help="print a run's config and its last metrics")
+    sh.add_argument("run_dir", type=Path)
     sub.add_parser("list", help="list the experiments")
     return p
 
@@ -51,9 +55,6 @@ def _cmd_run(args):
 
     exp = get_experiment(args.experiment)
     cfg = exp.Config.build(args.config, args.sets)
-    from . import io
-
-    io.prepare_out_dir(args.out)
     _, rows, secs = exp.run(cfg, args.out, progress=not args.no_progress)
     print(f"{exp.NAME}: final risk {rows[-1]['risk']:.6g} at t = {rows[-1]['t']:.6g} "
           f"({secs:.1f} s) -> {args.out}")
@@ -66,17 +67,17 @@ def _cmd_resume(args):
     rec = io.load_run_config(args.run_dir)
     exp = get_experiment(rec["experiment"])
     ck_path = Path(args.run_dir) / io.CHECKPOINT
-    if not ck_path.exists():
-        raise ConfigError(f"{args.run_dir} has no checkpoint to resume from")
-    ck = io.load_checkpoint(ck_path)
-    cfg = exp.Config.build(None, args.sets, base=ck["config"])
-    if ck.get("finished") and ck["state"]["step"] >= cfg.steps:
+    # no checkpoint yet: the run was stopped before its first one and restarts from step 0
+    ck = io.load_checkpoint(ck_path) if ck_path.exists() else None
+    cfg = exp.Config.build(None, args.sets, base=ck["config"] if ck else rec["config"])
+    if ck and ck.get("finished") and ck["state"]["step"] >= cfg.steps:
         raise ConfigError(f"{args.run_dir} is already finished at step {ck['state']['step']} "
                           f"(raise steps with --set steps=...)")
     if args.sets:
         rec["config"] = cfg.to_dict()
         io.write_json(Path(args.run_dir) / io.CONFIG, rec)
-    _, rows, secs = exp.run(cfg, args.run_dir, progress=not args.no_progress, checkpoint=ck)
+    _, rows, secs = exp.run(cfg, args.run_dir, progress=not args.no_progress, checkpoint=ck,
+                            resume=True)
     print(f"{exp.NAME}: final risk {rows[-1]['risk']:.6g} at t = {rows[-1]['t']:.6g} "
           f"({secs:.1f} s) -> {args.run_dir}")
 
@@ -88,8 +89,31 @@ def _cmd_plot(args):
     io.load_run_config(args.run_dir)
     if not (Path(args.run_dir) / io.METRICS).exists():
         raise ConfigError(f"{args.run_dir} has no {io.METRICS} yet")
-    for p in plot_run(args.run_dir):
+    coords = [c.strip() for c in args.coords.split(",")] if args.coords else None
+    for p in plot_run(args.run_dir, coords):
         print(p)
+
+
+def _cmd_show(args):
+    import json
+
+    from . import io
+
+    rec = io.load_run_config(args.run_dir)
+    print(json.dumps(rec, indent=2))
+    mpath = Path(args.run_dir) / io.METRICS
+    rows = io.read_metrics(mpath) if mpath.exists() else {}
+    if rows:
+        last = {k: v[-1] for k, v in rows.items()}
+        print("last metrics: " + ", ".join(
+            f"{k}={int(v) if k == 'step' else format(v, '.6g')}" for k, v in last.items()))
+    else:
+        print("last metrics: none yet")
+    ck = Path(args.run_dir) / io.CHECKPOINT
+    if ck.exists():
+        c = io.load_checkpoint(ck)
+        state = "finished" if c.get("finished") else "in progress"
+        print(f"checkpoint: step {c['state']['step']} of {c['config']['steps']} ({state})")
 
 
 def _cmd_list(args):
@@ -104,7 +128,8 @@ def main(argv=None) -> int:
     os.environ.setdefault("MPLBACKEND", "Agg")
     try:
         args = _parser().parse_args(argv)
-        {"run": _cmd_run, "resume": _cmd_resume, "plot": _cmd_plot, "list": _cmd_list}[args.command](args)
+        {"run": _cmd_run, "resume": _cmd_resume, "plot": _cmd_plot, "show": _cmd_show,
+         "list": _cmd_list}[args.command](args)
     except ConfigError as e:
         print(f"meanfield: error: {e}", file=sys.stderr)
         return EXIT_USAGE

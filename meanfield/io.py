@@ -44,6 +44,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def remove_stale_temporaries(directory) -> int:
+    """Delete temporary files left by a writer that was killed mid-write; returns the count."""
+    n = 0
+    for p in Path(directory).glob(".*.tmp"):
+        p.unlink(missing_ok=True)
+        n += 1
+    return n
+
+
 def write_json(path: Path, obj) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=_json_default)
                               + "\n").encode())
@@ -112,9 +121,16 @@ def prepare_out_dir(out) -> Path:
                               "or choose another directory)")
         if any(out.iterdir()):
             raise ConfigError(f"--out {out} is not empty")
-    parent = out.resolve().parent
-    if not parent.exists():
-        pass  # created with parents=True
+    return out
+
+
+def start_run_dir(out, record: dict) -> Path:
+    """Create a new run directory: config.json first (so that a run killed at any later
+    moment is resumable), then figures/."""
+    out = prepare_out_dir(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / CONFIG, record)
+    (out / FIGURES).mkdir(exist_ok=True)
     return out
 
 

@@ -85,16 +85,88 @@ def plot_particles(run_dir):
     return fig
 
 
-def plot_run(run_dir) -> list[Path]:
-    """Redraw every figure of a run into DIR/figures/; returns the written paths."""
+def plot_diagnostics(run_dir):
+    """‖v‖²_{L²(ρ)} and the empirical PL ratio ‖v‖²/(R − R_inf) against t."""
+    run_dir = Path(run_dir)
+    m = io.read_metrics(run_dir / io.METRICS)
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), dpi=120)
+    for ax, key, label in ((axes[0], "velocity_sq", "‖v‖²  (Σ m_i |dθ_i/dt|²)"),
+                           (axes[1], "pl_ratio", "PL ratio ‖v‖² / (R − R_inf)")):
+        if key in m and np.isfinite(m[key]).any():
+            ax.plot(m["t"], m[key], color="C1")
+            if np.all(m[key][np.isfinite(m[key])] > 0):
+                ax.set_yscale("log")
+        else:
+            ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xlabel("t")
+        ax.set_title(label, fontsize=9)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def _coordinate(theta, names, coord):
+    """Values of a named coordinate of θ [..., D]: a parameter name, or "|w|"."""
+    if coord == "|w|":
+        idx = [i for i, n in enumerate(names) if n.startswith("w")]
+        return np.linalg.norm(theta[..., idx], axis=-1)
+    if coord not in names:
+        from .errors import ConfigError
+
+        raise ConfigError(f"unknown coordinate {coord!r}; choose '|w|' or one of {names}")
+    return theta[..., names.index(coord)]
+
+
+def plot_histograms(run_dir, coords=None, max_times: int = 4):
+    """Histograms of chosen coordinates (default |w| and a) at up to ``max_times``
+    snapshot times spread over the run."""
+    run_dir = Path(run_dir)
+    with np.load(run_dir / io.PARTICLES) as z:
+        names = [str(n) for n in z["param_names"]]
+        theta, t = z["theta"], z["t"]
+    if theta.ndim == 4:
+        theta = theta[:, 0]
+    if coords is None:
+        coords = (["|w|"] if any(n.startswith("w") for n in names) else [names[0]]) + \
+                 (["a"] if "a" in names else [])
+    picks = np.unique(np.linspace(0, len(t) - 1, min(max_times, len(t))).round().astype(int))
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(coords), figsize=(4 * len(coords), 3.2), dpi=120, squeeze=False)
+    for ax, coord in zip(axes[0], coords):
+        vals = [_coordinate(theta[k], names, coord) for k in picks]
+        lo, hi = min(v.min() for v in vals), max(v.max() for v in vals)
+        bins = np.linspace(lo, hi if hi > lo else lo + 1, 40)
+        for j, (k, v) in enumerate(zip(picks, vals)):
+            ax.hist(v, bins=bins, density=True, histtype="step", lw=1.3,
+                    color=plt.cm.viridis(j / max(1, len(picks) - 1)), label=f"t = {t[k]:.3g}")
+        ax.set_xlabel(coord)
+        ax.set_ylabel("density")
+        ax.legend(frameon=False, fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_run(run_dir, coords=None) -> list[Path]:
+    """Redraw every figure of a run into DIR/figures/ from its files alone (risk, velocity
+    norm and PL ratio, particle cloud, histograms of ``coords``); returns the paths."""
     run_dir = Path(run_dir)
     figdir = run_dir / io.FIGURES
     figdir.mkdir(exist_ok=True)
     plt = _plt()
     written = []
-    for name, fn in (("risk.png", plot_risk), ("particles.png", plot_particles)):
-        if name == "particles.png" and not (run_dir / io.PARTICLES).exists():
-            continue
+    has_particles = (run_dir / io.PARTICLES).exists()
+    if coords is not None and has_particles:      # fail before drawing anything
+        with np.load(run_dir / io.PARTICLES) as z:
+            names = [str(n) for n in z["param_names"]]
+        for c in coords:
+            _coordinate(np.zeros(len(names)), names, c)
+    figures = [("risk.png", plot_risk), ("diagnostics.png", plot_diagnostics)]
+    if has_particles:
+        figures += [("particles.png", plot_particles),
+                    ("histograms.png", lambda d: plot_histograms(d, coords))]
+    for name, fn in figures:
         fig = fn(run_dir)
         path = figdir / name
         tmp = figdir / f".{name}.tmp.png"

@@ -94,6 +94,11 @@ class RunConfig:
         return cls(**values)
 
     @classmethod
+    def from_mapping(cls, mapping: dict, source: str = "config"):
+        """A config from typed values (as in a TOML file) over the defaults."""
+        return cls(**cls._coerce_all(mapping, from_cli=False, source=source))
+
+    @classmethod
     def _coerce_all(cls, mapping: dict, *, from_cli: bool, source: str) -> dict:
         types = cls.field_types()
         out = {}

@@ -61,6 +61,7 @@ def simulate(out_dir, *, experiment: str, config, dyn: ParticleDynamics, state: 
     """
     out = Path(out_dir)
     cfg = config
+    io.remove_stale_temporaries(out)
     if checkpoint is None:
         rows: list[dict] = []
         snaps_t: list[float] = []

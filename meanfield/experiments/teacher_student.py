@@ -106,16 +106,20 @@ def build(cfg: Config):
     return task, dyn, state
 
 
-def run(cfg: Config, out, *, progress: bool = True, checkpoint: dict | None = None):
-    """Run into the run directory ``out`` (created; must be new unless resuming)."""
+def run(cfg: Config, out, *, progress: bool = True, checkpoint: dict | None = None,
+        resume: bool = False):
+    """Run into the run directory ``out``.
+
+    A new run needs ``out`` absent or empty.  ``resume=True`` continues the run in ``out``
+    from ``checkpoint`` (or from its initial state when it was stopped before its first
+    checkpoint).  Returns (final state, metrics rows, seconds).
+    """
     from ..plotting import plot_run
 
     out = Path(out)
     task, dyn, state = build(cfg)
-    if checkpoint is None:
-        io.prepare_out_dir(out)
-        (out / io.FIGURES).mkdir(parents=True, exist_ok=True)
-        io.write_json(out / io.CONFIG, io.run_record(NAME, cfg.to_dict(), {"task": task.to_dict()}))
+    if not resume:
+        io.start_run_dir(out, io.run_record(NAME, cfg.to_dict(), {"task": task.to_dict()}))
     return simulate(out, experiment=NAME, config=cfg, dyn=dyn, state=state,
                     param_names=task.param_names, task_arrays=task.arrays(), progress=progress,
                     checkpoint=checkpoint, n_mc=cfg.n_mc,
