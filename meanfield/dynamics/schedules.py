@@ -56,8 +56,22 @@ class Schedule:
         return self.kind == "const"
 
 
-def as_schedule(value, name: str = "schedule") -> Schedule:
-    """A Schedule from a number, a spec string or a Schedule."""
+def as_schedule(value, name: str = "schedule", *, positive: bool = True) -> Schedule:
+    """A Schedule from a number, a spec string or a Schedule; errors name ``name``.
+
+    ``positive``: the leading constant (c or b0) must be > 0, so the schedule stays > 0
+    (ξ and β both must; β = inf means no noise)."""
+    try:
+        sched = _as_schedule(value, name)
+    except ConfigError as e:
+        msg = str(e)
+        raise ConfigError(msg if msg.startswith(f"{name}:") else f"{name}: {msg}") from None
+    if positive and not sched.params[0] > 0:
+        raise ConfigError(f"{name} must be > 0, got {sched.spec()!r}")
+    return sched
+
+
+def _as_schedule(value, name):
     if isinstance(value, Schedule):
         return value
     if isinstance(value, bool):
