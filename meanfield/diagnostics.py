@@ -43,19 +43,32 @@ def _np1(x):
     return np.asarray(x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
 
 
+def _prob(weights, n, name):
+    """Weights [n] normalised to sum 1 (uniform when None); ConfigError when invalid."""
+    if weights is None:
+        return np.full(n, 1.0 / n)
+    w = _np1(weights).ravel()
+    if w.shape != (n,):
+        raise ConfigError(f"{name} has {w.size} entries for {n} points")
+    if not np.all(np.isfinite(w)) or (w < 0).any() or not w.sum() > 0:
+        raise ConfigError(f"{name} must be finite, non-negative and not all zero")
+    return w / w.sum()
+
+
 def w1_1d(u, v, u_weights=None, v_weights=None) -> float:
-    """W1 between two 1-D weighted samples u [n], v [m] (POT's ``wasserstein_1d``)."""
+    """W1 between two 1-D weighted samples u [n], v [m] (POT's ``wasserstein_1d``).
+    Weights (e.g. counts) are normalised to probabilities."""
     import ot
 
     u, v = _np1(u).ravel(), _np1(v).ravel()
-    uw = None if u_weights is None else _np1(u_weights)
-    vw = None if v_weights is None else _np1(v_weights)
-    return float(ot.wasserstein_1d(u, v, uw, vw, p=1))
+    return float(ot.wasserstein_1d(u, v, _prob(u_weights, len(u), "u_weights"),
+                                   _prob(v_weights, len(v), "v_weights"), p=1))
 
 
 def w2(x, y, x_weights=None, y_weights=None, *, method: str = "auto", n_projections: int = 200,
        seed: int = 0) -> float:
-    """W2 between two particle measures x [n, D], y [m, D] (weights default uniform).
+    """W2 between two particle measures x [n, D], y [m, D] (weights default uniform,
+    normalised to probabilities).
 
     ``method="exact"``: POT's network simplex (``ot.emd2``) on squared Euclidean costs,
     O(n²) memory; ``"sliced"``: sliced W2 with ``n_projections`` random directions
@@ -66,8 +79,8 @@ def w2(x, y, x_weights=None, y_weights=None, *, method: str = "auto", n_projecti
     x, y = _np1(x), _np1(y)
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
         raise ConfigError(f"w2 needs [n, D] and [m, D] arrays, got {x.shape} and {y.shape}")
-    a = np.full(len(x), 1.0 / len(x)) if x_weights is None else _np1(x_weights)
-    b = np.full(len(y), 1.0 / len(y)) if y_weights is None else _np1(y_weights)
+    a = _prob(x_weights, len(x), "x_weights")
+    b = _prob(y_weights, len(y), "y_weights")
     if method == "auto":
         method = "exact" if len(x) * len(y) <= 25_000_000 else "sliced"
     if method == "exact":

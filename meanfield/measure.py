@@ -28,6 +28,14 @@ class ParticleMeasure:
         if not torch.is_floating_point(p):
             raise ConfigError(f"positions must be floating point, got {p.dtype}")
         N, D = p.shape[-2:]
+        for name in ("weights", "layer"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, torch.Tensor):
+                try:
+                    v = torch.as_tensor(v, dtype=p.dtype if name == "weights" else torch.float64)
+                except (TypeError, ValueError, RuntimeError):
+                    raise ConfigError(f"{name} must be an array of numbers") from None
+                object.__setattr__(self, name, v)
         if N < 1 or D < 1:
             raise ConfigError(f"positions must hold at least one particle of dimension >= 1, got {list(p.shape)}")
         if self.weights is not None:

@@ -10,8 +10,8 @@ import torch
 from meanfield.errors import ConfigError
 from meanfield.interact import evaluate, get_backend
 from meanfield.measure import ParticleMeasure
-from meanfield.models import (ACTIVATIONS, FiniteDataset, IsotropicGaussians, TeacherStudent, Unit,
-                              gaussian_kernel, get_activation)
+from meanfield.models import (ACTIVATIONS, ConfiningPotential, FiniteDataset, IsotropicGaussians,
+                              TeacherStudent, Unit, gaussian_kernel, get_activation)
 
 PW = dict(t1=0.5, t2=1.5, s1=-2.5, s2=7.5)
 KINKS = {"relu": [0.0], "piecewise": [PW["t1"], PW["t2"]]}
@@ -287,6 +287,19 @@ def test_grad_psi_is_half_the_first_variation_dataset(act, weighted, gen):
     _fd_check(task, theta, m if weighted else None, h, eps=1e-6, rtol=1e-6)
 
 
+@pytest.mark.parametrize("weighted", [True, False])
+def test_grad_psi_is_half_the_first_variation_confining(weighted, gen):
+    task = ConfiningPotential(3, stiffness=1.7, center=[0.5, -1.0, 2.0])
+    theta = torch.randn(2, 8, 3, generator=gen(13), dtype=torch.float64)
+    m = torch.rand(8, generator=gen(14), dtype=torch.float64)
+    m = m / m.sum()
+    h = torch.randn(theta.shape, generator=gen(15), dtype=torch.float64)
+    _fd_check(task, theta, m if weighted else None, h, eps=1e-5, rtol=1e-8)
+    pot = evaluate(task, theta, m)
+    c = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
+    torch.testing.assert_close(pot.risk, 1.7 * (((theta - c) ** 2).sum(-1) * m).sum(-1), rtol=1e-13, atol=0)
+
+
 def test_dataset_population_potential_is_the_empirical_risk(gen):
     g = gen(9)
     d, n, N = 3, 50, 7
@@ -397,6 +410,22 @@ def test_particle_measure_weights_must_sum_to_one():
         ParticleMeasure(torch.zeros(3, 2), weights=torch.tensor([0.5, 0.5]))
     pm = ParticleMeasure(torch.zeros(3, 2), weights=torch.tensor([0.2, 0.3, 0.5]))
     assert pm.masses().tolist() == pytest.approx([0.2, 0.3, 0.5])
+
+
+@pytest.mark.parametrize("weights", [[0.5, 0.5], np.array([0.5, 0.5]), [0.7, 0.7]])
+def test_particle_measure_weights_not_a_tensor(weights):
+    try:
+        pm = ParticleMeasure(torch.zeros(2, 3, dtype=torch.float64), weights=weights)
+    except ConfigError:
+        assert sum(weights) != 1.0        # only weights that are actually bad may be refused
+        return
+    assert pm.masses().tolist() == pytest.approx(list(weights))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_teacher_weights_must_be_finite(bad):
+    with pytest.raises(ConfigError, match="teacher_weights"):
+        TeacherStudent(Unit(3, "relu"), torch.ones(2, 4), teacher_weights=[bad, 1.0])
 
 
 def test_particle_measure_gaussian(gen):

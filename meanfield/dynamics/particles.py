@@ -36,8 +36,8 @@ DRIFTS = ("population", "sgd")
 
 @dataclass
 class ParticleState:
-    """The full state of a particle system: positions θ [B, N, D], weights [1, N] or None
-    (uniform), step k, time t = Σ dt, and the torch.Generator that drives all randomness."""
+    """The full state of a particle system: positions θ [B, N, D], weights [1 or B, N] or
+    None (uniform), step k, time t = Σ dt, and the torch.Generator that drives all randomness."""
 
     theta: torch.Tensor
     weights: Optional[torch.Tensor]
@@ -50,6 +50,9 @@ class ParticleState:
         return as_weights(self.weights, self.theta)
 
     def measure(self, param_names=None) -> ParticleMeasure:
+        if self.weights is not None and self.weights.shape[0] > 1:
+            raise ConfigError("per-replica weights cannot form one ParticleMeasure; "
+                              "use state.theta and state.weights directly")
         w = None if self.weights is None else self.weights[0]
         return ParticleMeasure(self.theta if self.theta.shape[0] > 1 else self.theta[0],
                                weights=w, param_names=param_names)
@@ -126,7 +129,13 @@ class ParticleDynamics:
             if seed is None:
                 raise ConfigError("pass a generator or a seed: randomness lives in the state")
             generator = torch.Generator(device=theta.device).manual_seed(int(seed))
-        w = None if weights is None else as_weights(weights, theta)[:1]
+        w = None
+        if weights is not None:
+            w = as_weights(weights, theta)                   # (1 or B, N)
+            if not torch.isfinite(w).all() or (w < 0).any():
+                raise ConfigError("weights must be finite and non-negative")
+            if (w.sum(-1) - 1).abs().max() > 1e-6:
+                raise ConfigError(f"weights must sum to 1 (per replica), got {w.sum(-1).tolist()}")
         return ParticleState(theta.clone(), w, 0, 0.0, generator)
 
     def potential(self, state: ParticleState) -> Potential:

@@ -117,7 +117,8 @@ def simulate(out_dir, *, experiment: str, config, dyn: ParticleDynamics, state: 
         bar.close()
     arrays = {"t": np.array(snaps_t), "theta": _stack(snaps), "param_names": np.array(param_names)}
     if state.weights is not None:
-        arrays["weights"] = state.weights[0].cpu().numpy()
+        w = state.weights.cpu().numpy()
+        arrays["weights"] = w[0] if w.shape[0] == 1 else w     # [N], or [B, N] per replica
     arrays.update(task_arrays)
     io.write_npz(out / io.PARTICLES, arrays)
     save_ckpt(finished=True)

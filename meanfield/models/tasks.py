@@ -135,6 +135,17 @@ class Task:
         se = sq.std(-1) / math.sqrt(n) if n > 1 else torch.full_like(risk, float("nan"))
         return Potential(psi=psi, grad=grad, risk=risk, risk_se=se)
 
+    def sample_V(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor):
+        """V̂(θ_i) = −(1/n) Σ_k y_k φ(x_k; θ_i) and its standard error, each [B, N]."""
+        prod = -y.unsqueeze(-1) * self.unit(x, as_batched(theta))      # (B, n, N)
+        return prod.mean(-2), prod.std(-2) / math.sqrt(x.shape[-2])
+
+    def sample_U(self, theta: torch.Tensor, theta2: torch.Tensor, x: torch.Tensor):
+        """Û(θ_i, θ'_j) = (1/n) Σ_k φ(x_k; θ_i) φ(x_k; θ'_j), [B, N, M] (x [B, n, d])."""
+        p1 = self.unit(x, as_batched(theta))                         # (B, n, N)
+        p2 = self.unit(x, as_batched(theta2))                        # (B, n, M)
+        return p1.transpose(-1, -2) @ p2 / x.shape[-2]
+
     # --- serialisation ---------------------------------------------------------------
     def to_dict(self) -> dict:
         return {"name": self.name, "unit": self.unit.to_dict()}
@@ -182,6 +193,8 @@ class TeacherStudent(Task):
             if tw.shape != (t.shape[0],):
                 raise ConfigError(
                     f"teacher_weights must have shape [{t.shape[0]}], got {list(tw.shape)}")
+            if not torch.isfinite(tw).all():
+                raise ConfigError("teacher_weights has non-finite entries")
         self.teacher_weights = tw
         self.offset = check_finite_float("offset", offset)
         self.noise_std = check_finite_float("noise_std", noise_std, nonnegative=True)
@@ -339,9 +352,11 @@ class FiniteDataset(Task):
         return True
 
     def population_potential(self, theta, weights, pair_sum=None):
-        """The exact empirical Ψ, ∇Ψ, R (a full batch)."""
+        """The exact empirical Ψ, ∇Ψ, R (a full batch; no standard error)."""
         x, y = self.full(theta.dtype, theta.device)
-        return self.sample_potential(theta, weights, x, y)
+        pot = self.sample_potential(theta, weights, x, y)
+        pot.risk_se = None
+        return pot
 
     def full(self, dtype=torch.float32, device=None):
         """(X [1, n, d], Y [1, n])."""
