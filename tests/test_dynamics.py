@@ -29,6 +29,18 @@ F64 = torch.float64
 BACKEND = "torch"
 
 
+# ---------------------------------------------------------------------------- threads
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """These systems are small (N ≤ 2000, tiny SGD batches): a second intra-op thread gains
+    nothing, and when another process holds the other core OpenMP oversubscription made this
+    file ~9× slower (120 s vs 13.6 s measured under load 4 on 2 cores).  Restored afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 # ---------------------------------------------------------------------------- helpers
 def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
@@ -91,16 +103,18 @@ def test_gradient_flow_risk_decreases_monotonically(activation):
     r = r[0]
     assert r.dtype == F64 and torch.isfinite(r).all()
     assert_non_increasing(r, rel=1e-7)
-    # well below the start: here R(T=10) / R(0) ≈ 0.006 (relu), 0.03 (erf)
+    # well below the start: here R(T=10) / R(0) ≈ 0.006 (relu), 0.017 (erf); every step
+    # lowers R by ≥ 0.7 % (relu), ≥ 0.18 % (erf), far beyond the 1e-7 slack
     assert r[-1] < 0.1 * r[0], (float(r[0]), float(r[-1]))
     assert final.step == 200 and final.t == pytest.approx(10.0, abs=1e-12)
 
 
 # ------------------------------------------------------- 2. SGD tracks the GD flow
 # Online SGD with step ε moves every particle with the *same* sample, so its deviation from
-# the flow is O(√ε) independently of N (MMN Thm. 3).  Measured over 12 seeds at ε = 5e-4,
-# N = 300, T = 2: max_t |R_sgd − R_gd| / R(0) ≤ 0.042 (online) and ≤ 0.007 (batch 32, whose
-# sampling noise is √32 smaller; what is left is mostly the GD dt = 0.01 discretisation).
+# the flow is O(√ε) independently of N (MMN Thm. 3).  Measured with this code over 16 draws
+# (8 teachers × 2 seeds) at ε = 5e-4, N = 300, T = 2: max_t |R_sgd − R_gd| / R(0) ≤ 0.033
+# (online) and ≤ 0.0064 (batch 32, whose sampling noise is √32 smaller; what is left is
+# mostly the GD dt = 0.01 discretisation); online/batch-32 error ratio ≥ 3.3.
 SGD_EPS, GD_DT, T_SGD, T_CMP, N_SGD = 5e-4, 0.01, 2.0, 0.1, 300
 ONLINE_TOL, MINIBATCH_TOL = 0.1, 0.025
 
@@ -143,8 +157,10 @@ def test_risk_curves_for_different_N_overlay_on_the_time_axis():
     """R_N(t) for N = 200 (12 i.i.d. draws) and N = 2000 from the same law, same t axis.
 
     The finite-N effects are O(1/√N) fluctuations (σ(t): the spread over the N = 200 draws)
-    plus an O(1/N) self-interaction bias.  Measured (4 seeds of the N = 2000 draw): per-draw
-    gaps ≤ 2σ_max, mean gap ≤ 0.5σ_max, risk decrease ≈ 0.25 ≈ 10σ_max."""
+    plus an O(1/N) self-interaction bias.  Measured over 12 draws of the whole setup
+    (teacher, N = 200 and N = 2000 particles): per-draw gaps ≤ 2.8 σ_max (bound: 4 σ_max +
+    1/N); mean-curve gap ≤ 0.47 tol(t) pointwise and ≤ 0.1 × decrease (bound 0.15); the
+    risk decrease is 8–15 σ_max."""
     task = teacher_student(5, "relu", m0=3, seed=0)
     dyn = gradient_flow(task, dt=DT3, backend=BACKEND)
     steps = round(T3 / DT3)
@@ -152,24 +168,27 @@ def test_risk_curves_for_different_N_overlay_on_the_time_axis():
     r_large, _ = risk_curve(dyn, dyn.init(init_theta(N_LARGE, 5, gen(20)), seed=0), steps)
     r_large = r_large[0]
 
-    sigma = r_small.std(0).max()                       # fluctuation scale at N = 200
+    sigma = r_small.std(0)                             # [steps + 1] fluctuation scale at N = 200
     bias = 1.0 / N_SMALL                               # O(1/N) term (U(θ, θ) = O(1))
     decrease = r_large[0] - r_large[-1]
-    assert decrease > 0.2 and decrease > 5 * sigma    # a curve that moves, well above noise
+    assert decrease > 0.2 and decrease > 5 * sigma.max()   # a curve that moves, above noise
 
     per_draw_gap = (r_small - r_large).abs().max(-1).values          # [12]
-    assert (per_draw_gap <= 3 * sigma + bias).all(), (per_draw_gap, sigma)
+    assert (per_draw_gap <= 4 * sigma.max() + bias).all(), (per_draw_gap, sigma.max())
 
-    # the mean of the 12 draws: its own noise σ/√12, the N = 2000 draw's σ·√(200/2000)
-    mean_gap = (r_small.mean(0) - r_large).abs().max()
-    mean_tol = 3 * sigma * math.sqrt(1 / SEEDS_SMALL + N_SMALL / N_LARGE) + bias
-    assert mean_gap <= mean_tol, (mean_gap, mean_tol)
-    assert mean_gap <= 0.1 * decrease
+    # the mean of the 12 draws, pointwise in t: its own noise σ/√12 and the N = 2000 draw's
+    # σ·√(200/2000), 3 standard errors, plus 3/N
+    tol = 3 * (sigma * math.sqrt(1 / SEEDS_SMALL + N_SMALL / N_LARGE) + bias)
+    mean_gap = (r_small.mean(0) - r_large).abs()
+    assert (mean_gap <= tol).all(), (mean_gap / tol).max()
+    assert mean_gap.max() <= 0.15 * decrease
 
     # discriminating: the same comparison against t ↦ R_2000(t/2) (a factor 2 in the time
-    # convention, e.g. ½R vs R) fails it
-    wrong = (r_small.mean(0)[::2] - r_large[: steps // 2 + 1]).abs().max()
-    assert wrong > 1.5 * mean_tol, (wrong, mean_tol)
+    # convention, e.g. ½R vs R) fails it (measured: max_t wrong/tol = 2.2–4.5, wrong ≈ 0.27 ×
+    # decrease)
+    wrong = (r_small.mean(0)[::2] - r_large[: steps // 2 + 1]).abs()
+    assert (wrong > tol[::2]).any(), (wrong / tol[::2]).max()
+    assert wrong.max() > 0.2 * decrease
 
 
 def test_risk_curves_are_indexed_by_time_not_by_step_count():
@@ -529,6 +548,9 @@ def test_weighted_gradient_flow_risk_decreases_monotonically():
     # the weights matter (the uniform-weight run from the same positions is different)
     r_uniform, _ = risk_curve(dyn, dyn.init(theta0, seed=0), 150)
     assert abs(float(r_uniform[0, 0] - r[0, 0])) > 1e-3
+    # a weighted ParticleMeasure carries its weights into the state
+    via_measure = dyn.run(dyn.init(ParticleMeasure(theta0[0], weights=w), seed=0), 10)
+    torch.testing.assert_close(via_measure.theta, dyn.run(state, 10).theta, rtol=0, atol=0)
 
 
 def test_two_coincident_half_particles_move_like_one_unit_particle():
@@ -537,15 +559,13 @@ def test_two_coincident_half_particles_move_like_one_unit_particle():
     theta = init_theta(1, 4, gen(2))[0]                              # [1, D]
     single = dyn.init(theta, seed=0, weights=torch.ones(1, dtype=F64))
     pair = dyn.init(theta.repeat(2, 1), seed=0, weights=torch.tensor([0.5, 0.5], dtype=F64))
-    moved = False
     for _ in range(60):
         single, i1 = dyn.step(single)
         pair, i2 = dyn.step(pair)
         torch.testing.assert_close(i2.potential.risk, i1.potential.risk, rtol=0, atol=1e-12)
     for j in range(2):
         torch.testing.assert_close(pair.theta[0, j], single.theta[0, 0], rtol=0, atol=1e-12)
-    moved = (single.theta - theta).abs().max() > 0.05
-    assert moved
+    assert (single.theta[0] - theta).abs().max() > 0.05          # it did move
 
 
 def test_splitting_a_particle_in_two_halves_changes_nothing():
@@ -567,39 +587,38 @@ def test_splitting_a_particle_in_two_halves_changes_nothing():
     torch.testing.assert_close(rb, ra, rtol=0, atol=1e-12)
 
 
-# ------------------------------------------------------- bugs found (strict xfail)
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: ParticleDynamics.init (meanfield/dynamics/particles.py:129) keeps only row 0 of "
-    "per-replica weights [B, N] (as_weights(...)[:1]) although as_weights accepts [B, N]; "
-    "replicas r > 0 silently run with replica 0's weights instead of raising ConfigError"))
-def test_per_replica_weights_are_used_or_rejected():
+# ----------------------------------------- per-replica and invalid weights (regressions)
+def test_per_replica_weights_are_used_by_each_replica():
+    """Weights [B, N] give each replica its own measure (once silently truncated to row 0)."""
     task = teacher_student(3, "relu", m0=2, seed=0)
     dyn = gradient_flow(task, dt=0.05, backend=BACKEND)
     g = gen(1)
     theta = init_theta(5, 3, g, replicas=2)
     w = torch.rand(2, 5, generator=g, dtype=F64) + 0.1
     w = w / w.sum(-1, keepdim=True)
-    try:
-        state = dyn.init(theta, seed=0, weights=w)
-    except ConfigError:
-        return                                    # rejecting [B, N] weights is acceptable
+    state = dyn.init(theta, seed=0, weights=w)
+    assert state.weights.shape == (2, 5)
     batched = dyn.run(state, 5)
-    single = dyn.run(dyn.init(theta[1], seed=0, weights=w[1]), 5)
-    torch.testing.assert_close(batched.theta[1], single.theta[0], rtol=0, atol=1e-12)
+    for r in range(2):
+        single = dyn.run(dyn.init(theta[r], seed=0, weights=w[r]), 5)
+        torch.testing.assert_close(batched.theta[r], single.theta[0], rtol=0, atol=1e-12)
+    # shared weights [N] still broadcast to every replica
+    shared = dyn.run(dyn.init(theta, seed=0, weights=w[0]), 5)
+    torch.testing.assert_close(shared.theta[0], batched.theta[0], rtol=0, atol=1e-12)
+    assert (shared.theta[1] - batched.theta[1]).abs().max() > 1e-6
+    with pytest.raises(ConfigError, match="per-replica"):
+        batched.measure()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: ParticleDynamics.init (meanfield/dynamics/particles.py:129, via "
-    "models/tasks.py as_weights) accepts weights that are negative or do not sum to 1, "
-    "which ParticleMeasure rejects with ConfigError; ρ_N = Σ m_i δ must be a probability"))
-@pytest.mark.parametrize("weights", [[0.3] * 5, [-0.2, 0.3, 0.3, 0.3, 0.3]],
-                         ids=["sum-1.5", "negative"])
+@pytest.mark.parametrize("weights", [[0.3] * 5, [-0.2, 0.3, 0.3, 0.3, 0.3],
+                                     [float("nan"), 0.25, 0.25, 0.25, 0.25]],
+                         ids=["sum-1.5", "negative", "nan"])
 def test_init_rejects_weights_that_are_not_a_probability(weights):
     task = teacher_student(3, "relu", m0=2, seed=0)
     dyn = gradient_flow(task, dt=0.05, backend=BACKEND)
     theta = init_theta(5, 3, gen(1))[0]
     w = torch.tensor(weights, dtype=F64)
     with pytest.raises(ConfigError):
-        ParticleMeasure(theta, weights=w)         # the measure itself refuses them
+        ParticleMeasure(theta, weights=w)         # the measure refuses them, and so does init
     with pytest.raises(ConfigError, match="weights"):
         dyn.init(theta, seed=0, weights=w)
