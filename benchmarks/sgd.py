@@ -1,0 +1,140 @@
+"""Hot path 2: MMN-size online SGD (one fresh sample per step), side by side in one process.
+
+    python -m benchmarks.sgd --n 800 --d 40 --replicas 1 16 --json out.json
+
+Implementations (all on the same ReLU teacher–student task, unit σ(⟨w, x⟩) without output
+weight, float32, uniform weights, step size 2ε with ε = --eps):
+
+    naive   what a user writes: a Python loop of torch ops per step (``naive_loop`` below)
+    step    the library's step-by-step path, ``ParticleDynamics.run(state, k, fast=False)``
+    fast    the library's compiled multi-step path, ``ParticleDynamics.run(state, k)``
+
+All three draw x_k ~ N(0, I_d) from the same generator in the same order, so their
+trajectories agree to float rounding; the benchmark checks that (``max_rel_diff`` against
+``step`` after --check-steps steps).  Reported per (N, d, replicas B, implementation):
+µs per step (median/min/max over repeats), particle updates per second (B·N per step), peak
+RSS, and the speed-up of ``fast`` over it measured in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+
+from meanfield.dynamics import online_sgd
+from meanfield.models import TeacherStudent, Unit
+
+from .common import machine, print_table, summarise, time_calls, write_json
+
+IMPLS = ("naive", "step", "fast")
+
+
+def naive_loop(W, tw_w, tw_m, steps, eps, g):
+    """A hand-written torch loop: W [B, N, d] particles, teacher (w* [m0, d], m* [m0])."""
+    B, N, d = W.shape
+    for _ in range(steps):
+        x = torch.randn(B, 1, d, generator=g, dtype=W.dtype)            # (B, 1, d)
+        y = torch.relu(x @ tw_w.T) @ tw_m                               # (B, 1)
+        z = x @ W.transpose(1, 2)                                       # (B, 1, N)
+        f = torch.relu(z).mean(-1)                                      # (B, 1)
+        r = (f - y).unsqueeze(-1)                                       # (B, 1, 1)
+        grad = ((z > 0).to(W.dtype) * r).transpose(1, 2) @ x            # (B, N, d)
+        W = W - (2 * eps) * grad
+    return W
+
+
+def make_problem(N, d, B, seed=0, m0=4, eps=1e-3):
+    g = torch.Generator().manual_seed(seed)
+    unit = Unit(d, "relu", output_weight=False)
+    task = TeacherStudent.random(unit, m0, generator=g)
+    theta0 = (torch.randn(B, N, d, generator=g) / d ** 0.5).float()
+    return task, online_sgd(task, eps=eps), theta0
+
+
+def make_fn(impl, task, dyn, theta0, steps, seed):
+    if impl == "naive":
+        tt, tw = task.teacher(torch.float32)
+
+        def fn():
+            return naive_loop(theta0, tt, tw, steps, dyn.dt, torch.Generator().manual_seed(seed))
+        return fn
+    fast = impl == "fast"
+
+    def fn():
+        return dyn.run(dyn.init(theta0, seed=seed), steps, fast=fast).theta
+    return fn
+
+
+def run(ns, ds, replicas, impls, *, steps=None, repeat=5, check_steps=200, seed=0, log=print):
+    steps = steps or {"naive": 2000, "step": 500, "fast": 20000}
+    rows = []
+    for d in ds:
+        for N in ns:
+            for B in replicas:
+                task, dyn, theta0 = make_problem(N, d, B, seed)
+                ref = make_fn("step", task, dyn, theta0, check_steps, seed)()
+                t_fast = None
+                group = []
+                for impl in impls:
+                    K = steps[impl]
+                    fn = make_fn(impl, task, dyn, theta0, K, seed)
+                    times, _, rss = time_calls(fn, repeat, warmup=1)
+                    row = {"N": N, "d": d, "replicas": B, "impl": impl, "steps": K,
+                           "baseline": impl == "naive", **summarise(times), "peak_rss_mb": rss}
+                    row["us_per_step"] = 1e6 * row["median_s"] / K
+                    row["us_per_step_min"] = 1e6 * row["min_s"] / K
+                    row["us_per_step_max"] = 1e6 * row["max_s"] / K
+                    row["updates_per_s"] = B * N * K / row["median_s"]
+                    out = make_fn(impl, task, dyn, theta0, check_steps, seed)()
+                    row["max_rel_diff"] = float((out - ref).abs().max() / ref.abs().max())
+                    group.append(row)
+                    if impl == "fast":
+                        t_fast = row["us_per_step"]
+                    log(f"  N={N} d={d} B={B} {impl}: {row['us_per_step']:.3g} µs/step")
+                for row in group:
+                    if t_fast:
+                        row["fast_speedup"] = row["us_per_step"] / t_fast
+                rows += group
+    return rows
+
+
+COLUMNS = [("N", "N", "d"), ("d", "d", "d"), ("B", "replicas", "d"), ("impl", "impl", "s"),
+           ("µs/step med", "us_per_step", ".3g"), ("min", "us_per_step_min", ".3g"),
+           ("max", "us_per_step_max", ".3g"), ("updates/s", "updates_per_s", ".3g"),
+           ("peak RSS MB", "peak_rss_mb", ".0f"), ("fast ×", "fast_speedup", ".1f"),
+           ("rel diff vs step", "max_rel_diff", ".1e")]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m benchmarks.sgd", description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, nargs="+", default=[800])
+    p.add_argument("--d", type=int, nargs="+", default=[40])
+    p.add_argument("--replicas", type=int, nargs="+", default=[1, 16])
+    p.add_argument("--impl", nargs="+", default=list(IMPLS), choices=list(IMPLS))
+    p.add_argument("--steps", type=int, nargs=3, metavar=("NAIVE", "STEP", "FAST"), default=None,
+                   help="steps per timed call for naive, step and fast")
+    p.add_argument("--check-steps", type=int, default=200)
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--json", default=None)
+    p.add_argument("--quiet", action="store_true")
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    info = machine()
+    log = (lambda *_: None) if a.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
+    steps = dict(zip(IMPLS, a.steps)) if a.steps else None
+    rows = run(a.n, a.d, a.replicas, a.impl, steps=steps, repeat=a.repeat,
+               check_steps=a.check_steps, log=log)
+    info["loadavg_at_end"] = os.getloadavg()
+    print_table(rows, COLUMNS)
+    payload = {"benchmark": "sgd", "machine": info, "results": rows}
+    if a.json:
+        write_json(a.json, payload)
+    return payload
+
+
+if __name__ == "__main__":
+    main()

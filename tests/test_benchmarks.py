@@ -1,0 +1,156 @@
+"""benchmarks/: each benchmark runs at a tiny size (so it never rots), writes the documented
+table/JSON, and its numbers agree with the library and the numpy reference.
+
+The pair-sum benchmark doubles as a check of the fused native pair sum on shapes the
+library tests do not pin down: M a multiple of the 16-column strip and not, d ≤ 16 (one
+SIMD loop) and d > 16 (register-blocked strips).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks import interact as bi
+from benchmarks import sgd as bs
+from benchmarks.common import fit_exponents
+from meanfield.interact import NumpyBackend, TiledTorchBackend, native
+from meanfield.models import Unit, gaussian_kernel
+
+REPO = Path(__file__).resolve().parents[1]
+ROW_KEYS = {"N", "d", "backend", "baseline", "median_s", "min_s", "max_s", "pairs_per_s",
+            "peak_rss_mb", "torch_speedup", "grad_rel_err", "check_against"}
+
+
+def test_interact_benchmark_tiny(tmp_path, capsys):
+    out = tmp_path / "interact.json"
+    payload = bi.main(["--n", "37", "48", "--d", "3", "20", "--fit-min-n", "1",
+                       "--backend", "torch", "torch-eager", "dense-autograd", "--repeat", "2",
+                       "--json", str(out), "--quiet"])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(payload, default=float))
+    rows = payload["results"]
+    assert len(rows) == 2 * 2 * 3 and not any(r.get("skipped") for r in rows)
+    for r in rows:
+        assert ROW_KEYS <= set(r), set(ROW_KEYS) - set(r)
+        assert r["baseline"] == (r["backend"] == "dense-autograd")
+        assert r["min_s"] <= r["median_s"] <= r["max_s"]
+        assert r["pairs_per_s"] == pytest.approx(r["N"] ** 2 / r["median_s"])
+        assert r["check_against"] == "numpy"
+        assert r["grad_rel_err"] < 1e-4 and r["risk_rel_err"] < 1e-4, r
+    assert {f["backend"] for f in payload["fits"]} == {"torch", "torch-eager", "dense-autograd"}
+    table = capsys.readouterr().out
+    assert "pairs/s" in table and "dense-autograd" in table and "time ∝ N^" in table
+
+
+@pytest.mark.keops
+def test_interact_benchmark_keops_backends(tmp_path):
+    payload = bi.main(["--n", "40", "--d", "5", "--backend", "torch", "keops", "keops-autograd",
+                       "--repeat", "1", "--quiet"])
+    rows = {r["backend"]: r for r in payload["results"]}
+    assert not any(r.get("skipped") for r in rows.values()), rows
+    assert rows["keops-autograd"]["baseline"] and not rows["keops"]["baseline"]
+    for r in rows.values():
+        assert r["grad_rel_err"] < 1e-4, r
+
+
+def test_interact_benchmark_skips_instead_of_crashing(capsys):
+    rows = bi.run([30, 60], [3], ["torch", "dense-autograd"], repeat=1, max_seconds=1e-12,
+                  log=lambda *_: None)
+    by = {(r["N"], r["backend"]): r for r in rows}
+    assert not by[(30, "torch")].get("skipped")
+    assert "predicted" in by[(60, "torch")]["skipped"] and by[(60, "dense-autograd")]["skipped"]
+    bi.print_table(rows, bi.COLUMNS)
+    assert "skipped" in capsys.readouterr().out
+    # the dense baseline would need N×N temporaries beyond the machine's memory
+    assert "GiB" in bi.skip_reason("dense-autograd", 10 ** 6, 10, torch.device("cpu"), {}, 1e9)
+
+
+def test_fitted_exponent():
+    rows = [{"backend": "x", "d": 1, "N": n, "median_s": 3e-9 * n ** 2} for n in (100, 1000, 10000)]
+    (fit,) = fit_exponents(rows, ["backend", "d"])
+    assert fit["exponent"] == pytest.approx(2.0) and fit["N_range"] == [100, 10000]
+
+
+@pytest.mark.skipif(not native.enabled(), reason="no C++ compiler")
+@pytest.mark.parametrize("act", ["relu", "erf"])
+@pytest.mark.parametrize("d,N,M", [(3, 37, 48), (20, 9, 33), (20, 50, 64), (1, 5, 1),
+                                   (100, 9, 4100), (3, 5, 90000)])   # several column super-blocks
+def test_native_pair_sum_matches_reference(act, d, N, M, gen, rel_err):
+    unit = Unit(d, act, output_weight=True)
+    kern = gaussian_kernel(unit)
+    x = torch.randn(2, N, unit.D, generator=gen(d), dtype=torch.float64)
+    be = TiledTorchBackend()
+    for yb, cb in ((1, 1), (2, 1), (2, 2)):                   # sources and weights broadcast or not
+        y = torch.randn(yb, M, unit.D, generator=gen(d + 1), dtype=torch.float64)
+        y[0, :min(N, M)] = x[0, :min(N, M)]                  # include (near-)coincident pairs
+        c = torch.randn(cb, M, generator=gen(d + 2), dtype=torch.float64)
+        assert be.uses_native(kern, x.float(), y.float(), c.float())
+        for grad in (True, False):
+            S0, G0 = NumpyBackend().kernel_sum(kern, unit, x, y, c, grad=grad)
+            S1, G1 = be.kernel_sum(kern, unit, x.float(), y.float(), c.float(), grad=grad)
+            assert S1.dtype == torch.float32 and S1.shape == S0.shape
+            assert rel_err(S1, S0) < 1e-5
+            if grad:
+                assert rel_err(G1, G0) < 1e-5
+    # autograd, float64 and native=False take the eager tiles
+    assert not be.uses_native(kern, x, y, c)
+    assert not TiledTorchBackend(native=False).uses_native(kern, x.float(), y.float(), c.float())
+    assert not be.uses_native(kern, x.float().requires_grad_(), y.float(), c.float())
+
+
+def test_generated_cpp_comes_from_the_kernel_formulas():
+    from meanfield.interact.tiled import kernel_cpp
+
+    src = kernel_cpp(gaussian_kernel(Unit(2, "relu")), "f", "coeffs")
+    assert "mf_acos(" in src and "std::sqrt(" in src and "o_b" in src
+    src = kernel_cpp(gaussian_kernel(Unit(2, "erf")), "f", "value")
+    assert "mf_asin(" in src and "o_a" not in src
+
+
+def test_sgd_benchmark_tiny(tmp_path):
+    out = tmp_path / "sgd.json"
+    payload = bs.main(["--n", "30", "--d", "5", "--replicas", "1", "3", "--steps", "20", "10", "40",
+                       "--check-steps", "25", "--repeat", "2", "--json", str(out), "--quiet"])
+    rows = json.loads(out.read_text())["results"]
+    assert len(rows) == 2 * 3
+    for r in rows:
+        assert {"us_per_step", "updates_per_s", "fast_speedup", "max_rel_diff", "peak_rss_mb",
+                "baseline"} <= set(r)
+        assert r["updates_per_s"] == pytest.approx(r["replicas"] * 30 * 1e6 / r["us_per_step"])
+        # all three implementations follow the same trajectory (same samples, same order)
+        assert r["max_rel_diff"] < 1e-4, r
+        assert r["baseline"] == (r["impl"] == "naive")
+    assert all(r["fast_speedup"] == 1.0 for r in rows if r["impl"] == "fast")
+
+
+def test_benchmarks_run_as_modules(tmp_path):
+    out = tmp_path / "s.json"
+    res = subprocess.run([sys.executable, "-m", "benchmarks.sgd", "--n", "20", "--d", "3",
+                          "--replicas", "2", "--impl", "step", "fast", "--steps", "5", "5", "20",
+                          "--check-steps", "5", "--repeat", "1", "--json", str(out), "--quiet"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "µs/step" in res.stdout and json.loads(out.read_text())["benchmark"] == "sgd"
+    res = subprocess.run([sys.executable, "-m", "benchmarks.interact", "--help"], cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and "--backend" in res.stdout
+
+
+def test_no_compiler_falls_back_with_one_warning(monkeypatch, gen, rel_err):
+    monkeypatch.setenv("CXX", "/nonexistent/g++")
+    monkeypatch.setattr(native, "_WARNED", set())
+    unit = Unit(3, "relu")
+    kern = gaussian_kernel(unit)
+    x = torch.randn(1, 9, unit.D, generator=gen(0))
+    c = torch.full((1, 9), 1 / 9)
+    be = TiledTorchBackend()
+    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler") as rec:
+        S, G = be.kernel_sum(kern, unit, x, x, c)
+        be.kernel_sum(kern, unit, x, x, c)
+    assert len(rec) == 1
+    S0, G0 = NumpyBackend().kernel_sum(kern, unit, x.double(), x.double(), c.double())
+    assert rel_err(G, G0) < 1e-5
