@@ -174,9 +174,27 @@ class ParticleDynamics:
         new = replace(state, theta=theta, step=state.step + 1, t=float(f"{state.t + dt:.15g}"))
         return new, StepInfo(potential=pot, step_size=s, beta=beta)
 
-    def run(self, state: ParticleState, steps: int) -> ParticleState:
-        """Advance ``steps`` steps (no recording; see ``experiments`` for recorded runs)."""
-        for _ in range(check_positive_int("steps", steps, allow_zero=True)):
+    def run(self, state: ParticleState, steps: int, *, fast: bool | None = None) -> ParticleState:
+        """Advance ``steps`` steps (no recording; see ``experiments`` for recorded runs).
+
+        ``fast`` (None: automatic) — online SGD (drift="sgd", batch_size=1) on CPU runs many
+        steps per call in compiled code (``dynamics.fast_sgd``): the same random stream as
+        ``step`` (same draws, same order), the same trajectory up to float rounding, and
+        itself bit-for-bit reproducible however the steps are split into calls.
+        ``fast=False`` forces the step loop; ``fast=True`` raises if the fast path is unavailable.
+        """
+        steps = check_positive_int("steps", steps, allow_zero=True)
+        # --- fast online-SGD hook (meanfield.dynamics.fast_sgd) -------------------------
+        if fast is not False and steps > 0 and self.drift == "sgd":
+            from . import fast_sgd
+
+            reason = fast_sgd.unsupported(self, state)
+            if reason is None:
+                return fast_sgd.run(self, state, steps)
+            if fast:
+                raise ConfigError(f"fast=True but the fast SGD path is unavailable: {reason}")
+        # --- end of hook -----------------------------------------------------------------
+        for _ in range(steps):
             state, _ = self.step(state)
         return state
 
