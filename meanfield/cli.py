@@ -56,8 +56,16 @@ def _cmd_run(args):
     exp = get_experiment(args.experiment)
     cfg = exp.Config.build(args.config, args.sets)
     _, rows, secs = exp.run(cfg, args.out, progress=not args.no_progress)
-    print(f"{exp.NAME}: final risk {rows[-1]['risk']:.6g} at t = {rows[-1]['t']:.6g} "
-          f"({secs:.1f} s) -> {args.out}")
+    print(_summary(exp.NAME, rows, secs, args.out))
+
+
+def _summary(name, rows, secs, out) -> str:
+    """One line after a run: the last recorded risk and time when the experiment has them."""
+    last = rows[-1] if rows else {}
+    if "risk" in last and "t" in last:
+        return (f"{name}: final risk {last['risk']:.6g} at t = {last['t']:.6g} "
+                f"({secs:.1f} s) -> {out}")
+    return f"{name}: done ({secs:.1f} s) -> {out}"
 
 
 def _cmd_resume(args):
@@ -78,19 +86,21 @@ def _cmd_resume(args):
         io.write_json(Path(args.run_dir) / io.CONFIG, rec)
     _, rows, secs = exp.run(cfg, args.run_dir, progress=not args.no_progress, checkpoint=ck,
                             resume=True)
-    print(f"{exp.NAME}: final risk {rows[-1]['risk']:.6g} at t = {rows[-1]['t']:.6g} "
-          f"({secs:.1f} s) -> {args.run_dir}")
+    print(_summary(exp.NAME, rows, secs, args.run_dir))
 
 
 def _cmd_plot(args):
     from . import io
+    from .experiments import get_experiment
     from .plotting import plot_run
 
-    io.load_run_config(args.run_dir)
+    rec = io.load_run_config(args.run_dir)
     if not (Path(args.run_dir) / io.METRICS).exists():
         raise ConfigError(f"{args.run_dir} has no {io.METRICS} yet")
     coords = [c.strip() for c in args.coords.split(",")] if args.coords else None
-    for p in plot_run(args.run_dir, coords):
+    # an experiment with figures of its own defines plot(run_dir, coords=None) -> [Path]
+    plot = getattr(get_experiment(rec["experiment"]), "plot", plot_run)
+    for p in plot(args.run_dir, coords):
         print(p)
 
 

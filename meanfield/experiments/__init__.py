@@ -1,5 +1,16 @@
-"""One module per experiment: a frozen dataclass ``Config`` (``RunConfig`` keys plus its own)
-and ``run(config, out)`` writing a run directory (DESIGN.md §3)."""
+"""One module per experiment, registered in ``EXPERIMENTS`` (CLI name → module name).
+
+The protocol every experiment module follows (the CLI, sweeps and tests rely on it):
+
+* ``NAME``: the CLI name; the module docstring's first line is its ``meanfield list`` entry.
+* ``Config``: a frozen dataclass subclassing :class:`RunConfig` (shared keys plus its own).
+* ``run(cfg, out, *, progress=True, checkpoint=None, resume=False) -> (state, rows, seconds)``:
+  writes the run directory ``out`` (DESIGN.md §3); ``rows`` are the metrics rows (dicts);
+  with ``resume=True`` it continues the run in ``out`` from ``checkpoint`` (the loaded
+  ``checkpoint.pt`` payload, or None when the run stopped before its first checkpoint).
+* optional ``plot(run_dir, coords=None) -> list[Path]``: redraws its figures from the run
+  directory alone (``meanfield plot``); without it, ``plotting.plot_run`` is used.
+"""
 from importlib import import_module
 
 from ..errors import ConfigError
