@@ -130,6 +130,9 @@ class IsotropicRadialPotentials:
 
     def __init__(self, activation, delta: float, d, *, tol: float = 1e-12, max_terms: int = 600):
         self.activation = get_activation(activation)
+        if self.activation.name not in ("piecewise", "relu", "linear"):
+            raise ConfigError(f"no closed-form Hermite coefficients for activation "
+                              f"{self.activation.name!r} (supported: piecewise, relu, linear)")
         self.delta = check_finite_float("delta", delta, nonnegative=True)
         if not self.delta < 1:
             raise ConfigError(f"delta must be in [0, 1), got {delta}")
