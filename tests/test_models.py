@@ -337,6 +337,23 @@ def test_isotropic_gaussians_sample(delta, gen):
     assert task.risk_sharp == 1.0
 
 
+def test_isotropic_sample_steps_equal_consecutive_samples_and_are_gaussian(gen):
+    """One call for K steps draws exactly the numbers of K one-step calls (the fast SGD path
+    relies on it), and each coordinate of x/(1 + Δy) is N(0, 1) (Kolmogorov–Smirnov)."""
+    from scipy.stats import kstest
+
+    task = IsotropicGaussians(Unit(7, "relu", output_weight=False), 0.3)
+    xs, ys = task.sample_steps(6, 2, generator=gen(3), batch=3, dtype=torch.float64)
+    g = gen(3)
+    for k in range(6):
+        x1, y1 = task.sample(2, generator=g, batch=3, dtype=torch.float64)
+        assert torch.equal(x1, xs[k]) and torch.equal(y1, ys[k])
+    x, y = task.sample(20_000, generator=gen(4), dtype=torch.float64)
+    z = x[0] / (1 + 0.3 * y[0]).unsqueeze(-1)
+    for j in (0, 3, 6):                       # a cosine, a sine and the last (odd d) coordinate
+        assert kstest(z[:, j].numpy(), "norm").pvalue > 1e-3
+
+
 def test_teacher_sample_is_the_teacher_network(gen):
     unit = Unit(3, "erf", output_weight=True)
     task = TeacherStudent(unit, [[1.5, 1.0, 0.0, 0.0], [-0.5, 0.0, 2.0, 0.0]], [0.25, 0.75], offset=0.1)

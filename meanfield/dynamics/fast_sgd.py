@@ -335,6 +335,14 @@ def run(dyn, state, steps: int):
             for _ in range(K):
                 t = float(f"{t + dt:.15g}")
             s2, sc, any_noise = [2.0 * dt * xi_c] * K, [0.0] * K, False
+        elif not teacher and hasattr(task, "sample_steps") and xi_c is not None \
+                and beta_c == math.inf:      # a task that draws K steps' samples in one call
+            xk, yk = task.sample_steps(K, 1, generator=g, batch=B, dtype=dtype)
+            x.copy_(xk)
+            y.copy_(yk)
+            for _ in range(K):
+                t = float(f"{t + dt:.15g}")
+            s2, sc, any_noise = [2.0 * dt * xi_c] * K, [0.0] * K, False
         else:
             s2, sc, any_noise, t = _draw_steps(dyn, task, g, K, xv, e, y, nz, t, xi_c, beta_c,
                                                teacher, dtype, B)

@@ -313,10 +313,28 @@ class IsotropicGaussians(Task):
             raise ConfigError(f"delta must be in [0, 1), got {delta!r}")
 
     def sample(self, n, *, generator, batch=1, dtype=torch.float32, device=None):
-        n = check_positive_int("n", n)
-        y = torch.randint(0, 2, (batch, n), generator=generator, device=device).to(dtype) * 2 - 1
-        x = _gauss((batch, n, self.unit.d), generator, dtype, device)
-        return x * (1 + self.delta * y).unsqueeze(-1), y
+        x, y = self.sample_steps(1, n, generator=generator, batch=batch, dtype=dtype, device=device)
+        return x[0], y[0]
+
+    def sample_steps(self, K: int, n: int, *, generator, batch=1, dtype=torch.float32, device=None):
+        """K consecutive draws of ``sample(n)`` in one call: x [K, batch, n, d], y [K, batch, n].
+
+        Every sample consumes 1 + 2⌈d/2⌉ float64 uniforms u from the generator: y = +1 when
+        u₀ < ½ else −1, and Box–Muller on the pairs (u₁, u₂), (u₃, u₄), … gives the d Gaussians
+        (x = (1 + Δy) z).  CPU uniforms are drawn serially, so one call for K steps returns
+        exactly the numbers of K calls for one step each (the fast online-SGD path relies on it).
+        """
+        K, n = check_positive_int("K", K), check_positive_int("n", n)
+        d = self.unit.d
+        pairs = (d + 1) // 2
+        u = torch.rand((K, batch, n, 1 + 2 * pairs), generator=generator, dtype=torch.float64,
+                       device=device)
+        y = torch.where(u[..., 0] < 0.5, 1.0, -1.0)
+        rad = torch.sqrt(-2.0 * torch.log1p(-u[..., 1::2]))                 # 1 − u ∈ (0, 1]
+        ang = (2.0 * math.pi) * u[..., 2::2]
+        z = torch.cat([rad * torch.cos(ang), rad * torch.sin(ang)], -1)[..., :d]
+        x = z * (1.0 + self.delta * y).unsqueeze(-1)
+        return x.to(dtype), y.to(dtype)
 
     @property
     def risk_sharp(self):
