@@ -46,6 +46,9 @@ class RunConfig:
     _schedule_fields: typing.ClassVar[tuple[str, ...]] = ()
     # choices for string fields
     _choices: typing.ClassVar[dict] = {}
+    # presets: {field: {value: {key: default, ...}}} — e.g. ``scale = "small"`` swaps in the
+    # defaults of a small mode; keys given explicitly (TOML, --set, a saved config) still win
+    _presets: typing.ClassVar[dict] = {}
 
     def __post_init__(self):
         for key, typ in self.field_types().items():
@@ -91,12 +94,22 @@ class RunConfig:
             if not sep or not key.strip():
                 raise ConfigError(f"--set expects key=value, got {item!r}")
             values.update(cls._coerce_all({key.strip(): raw.strip()}, from_cli=True, source="--set"))
-        return cls(**values)
+        return cls(**cls._with_presets(values))
+
+    @classmethod
+    def _with_presets(cls, values: dict) -> dict:
+        """Fill keys not given from the preset selected by a preset field (see ``_presets``)."""
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        for key, table in cls._presets.items():
+            choice = values.get(key, defaults.get(key))
+            if choice in table:
+                values = {**table[choice], **values}
+        return values
 
     @classmethod
     def from_mapping(cls, mapping: dict, source: str = "config"):
         """A config from typed values (as in a TOML file) over the defaults."""
-        return cls(**cls._coerce_all(mapping, from_cli=False, source=source))
+        return cls(**cls._with_presets(cls._coerce_all(mapping, from_cli=False, source=source)))
 
     @classmethod
     def _coerce_all(cls, mapping: dict, *, from_cli: bool, source: str) -> dict:
