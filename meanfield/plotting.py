@@ -21,6 +21,17 @@ def _plt():
     return plt
 
 
+def save_figure(fig, path) -> Path:
+    """Write ``fig`` to ``path`` atomically (temporary name, then rename) and close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp.png"
+    fig.savefig(tmp)
+    _plt().close(fig)
+    tmp.replace(path)
+    return path
+
+
 def plot_risk(run_dir, ax=None):
     """Risk R(ρ_t) against t (log scale), with ±2 s.e. when Monte Carlo."""
     run_dir = Path(run_dir)

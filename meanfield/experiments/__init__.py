@@ -16,7 +16,7 @@ from importlib import import_module
 from ..errors import ConfigError
 from .config import RunConfig
 
-EXPERIMENTS = {"teacher-student": "teacher_student"}
+EXPERIMENTS = {"teacher-student": "teacher_student", "mmn-isotropic": "mmn_isotropic"}
 
 
 def get_experiment(name: str):

@@ -1,0 +1,292 @@
+"""mmn-isotropic: Mei–Montanari–Nguyen Fig. 1 — online SGD against the radial PDE on isotropic Gaussians.
+
+Task (MMN 2018, PNAS, arXiv:1804.06561, "isotropic Gaussians"): y = ±1 with probability ½,
+x | y ~ N(0, (1 + yΔ)² I_d), units φ(x; w) = σ(⟨w, x⟩) with MMN's piecewise-linear σ
+(s1 below t1, s2 above t2, linear in between).  Particles: N units, w_i ~ N(0, κ²/d I_d)
+(κ = ``init_std``), online SGD with one fresh sample per step, step ε = ``dt`` and ξ ≡ 1, so
+step k sits at t = kε (DESIGN.md §1; MMN's own convention, nothing to map).  With ``beta`` and
+``lam`` the same run is noisy SGD (mean-field Langevin) and the PDE gains its diffusion.
+
+The limit: ρ_t stays rotation invariant, the law of r = |w| solves the radial DD, solved by
+``meanfield.pde.RadialDD`` on a grid (MUSCL, second order) with the exact finite-d reduced
+potentials (``models.radial``; ``pde_d = "inf"`` uses the d = ∞ reduction instead).  With
+finite β and a constant schedule the self-consistent Gibbs law is also computed.
+
+Settings.  The defaults are MMN's Fig. 1 as recorded in REFERENCES.md and the issue: Δ = 0.8,
+d = 40, N = 800, t1 = 0.5, t2 = 1.5, s1 = −2.5, s2 = 7.5, κ = 0.8, ε = 10⁻⁶, ξ ≡ 1.  They could
+not be checked against the paper's text here (the search tool reached only abstracts); the
+horizon T = 20 is ours (the risk has fallen from 1.70 to 0.07 by then).  ``scale=small``
+(N = 300, ε = 10⁻⁴, T = 8, a coarser grid) keeps the picture in a few seconds.
+
+Outputs (DESIGN.md §3, plus ``pde.npz``): metrics.csv rows with the particles' risk (Monte
+Carlo on ``n_mc`` fresh samples, with its s.e.), ``risk_pde`` at the same t, ``gap_bound`` =
+0.05·R_PDE + 25/N (25/N bounds the 1/N self-interaction term: Var σ ≤ (s2 − s1)²/4), ``w1``
+(W1 between the empirical law of |w_i| and the PDE law), ``mean_r`` and ``mean_r_pde``;
+particles.npz snapshots; pde.npz (t [T], r [M], density [L, T, M], risk [L, T], and
+``gibbs`` [L, M] when computed; L initial laws); figures risk.png (SGD symbols, PDE line)
+and histograms.png (|w| at 4 times with the PDE density).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import io
+from ..dynamics import ParticleDynamics, as_schedule
+from ..errors import ConfigError
+from ..models import IsotropicGaussians, Unit
+from ..models.activations import get_activation
+from ..models.radial import IsotropicRadialPotentials
+from ..pde import RadialDD, RadialGrid, chi_law
+from .config import RunConfig
+from .driver import simulate
+
+NAME = "mmn-isotropic"
+PDE_FILE = "pde.npz"
+
+SMALL = {"N": 300, "dt": 1e-4, "steps": 80_000, "log_every": 2_000, "save_every": 20_000,
+         "checkpoint_every": 20_000, "n_mc": 20_000, "pde_cells": 600, "pde_rmax": 8.0}
+
+
+@dataclass(frozen=True)
+class MMNConfig(RunConfig):
+    """Keys shared by the MMN isotropic-Gaussians experiments (see the module docstring)."""
+
+    scale: str = "full"
+    delta: float = 0.8
+    t1: float = 0.5
+    t2: float = 1.5
+    s1: float = -2.5
+    s2: float = 7.5
+    init_std: float = 0.8
+    xi: str = "1.0"
+    beta: str = "inf"
+    lam: float = 0.0
+    n_mc: int = 50_000
+    pde_cells: int = 2000
+    pde_rmax: float = 10.0
+    pde_d: str = "finite"
+    pde_cfl: float = 0.4
+
+    _schedule_fields = ("xi", "beta")
+    _choices = {"scale": ("full", "small"), "pde_d": ("finite", "inf")}
+
+    def validate(self):
+        super().validate()
+        if not (0 <= self.delta < 1):
+            raise ConfigError(f"delta must be in [0, 1), got {self.delta}")
+        if self.d < 2:
+            raise ConfigError(f"d must be >= 2 for the radial reduction, got {self.d}")
+        if not self.t2 > self.t1:
+            raise ConfigError(f"t2 must be > t1, got t1={self.t1}, t2={self.t2}")
+        for name in ("t1", "t2", "s1", "s2"):
+            if not math.isfinite(getattr(self, name)):
+                raise ConfigError(f"{name} must be finite, got {getattr(self, name)}")
+        for name in ("init_std", "pde_rmax"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                raise ConfigError(f"{name} must be finite and > 0, got {v}")
+        if not (math.isfinite(self.lam) and self.lam >= 0):
+            raise ConfigError(f"lam must be finite and >= 0, got {self.lam}")
+        if self.n_mc < 2:
+            raise ConfigError(f"n_mc must be >= 2, got {self.n_mc}")
+        if self.pde_cells < 3:
+            raise ConfigError(f"pde_cells must be >= 3, got {self.pde_cells}")
+        if not 0 < self.pde_cfl <= 0.5:
+            raise ConfigError(f"pde_cfl must be in (0, 0.5], got {self.pde_cfl}")
+
+    # --- the pieces ---------------------------------------------------------------------
+    def activation(self):
+        return get_activation("piecewise", t1=self.t1, t2=self.t2, s1=self.s1, s2=self.s2)
+
+    def init_stds(self) -> list[float]:
+        """κ of each replica's initial law N(0, κ²/d I_d) (one value per replica)."""
+        return [self.init_std] * self.replicas
+
+
+@dataclass(frozen=True)
+class Config(MMNConfig):
+    N: int = 800
+    d: int = 40
+    dt: float = 1e-6
+    steps: int = 20_000_000
+    log_every: int = 200_000
+    save_every: int = 2_000_000
+    checkpoint_every: int = 2_000_000
+
+    _presets = {"scale": {"small": SMALL}}
+
+
+# ------------------------------------------------------------------------------------------
+def build(cfg: MMNConfig):
+    """(task, dynamics, initial state): online SGD on MMN's isotropic Gaussians, replica b
+    started from N(0, κ_b²/d I_d) with κ_b = ``cfg.init_stds()[b]``."""
+    unit = Unit(cfg.d, cfg.activation(), output_weight=False)
+    task = IsotropicGaussians(unit, cfg.delta)
+    dyn = ParticleDynamics(task, dt=cfg.dt, drift="sgd", batch_size=1, xi=cfg.xi, beta=cfg.beta,
+                           lam=cfg.lam)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    kappa = torch.tensor(cfg.init_stds(), dtype=torch.float64).view(-1, 1, 1)
+    w = torch.randn(cfg.replicas, cfg.N, cfg.d, generator=gen, dtype=torch.float64)
+    theta = (w * kappa / math.sqrt(cfg.d)).to(getattr(torch, cfg.dtype))
+    return task, dyn, dyn.init(theta, generator=gen)
+
+
+def record_steps(cfg) -> np.ndarray:
+    """Steps at which metrics rows or snapshots are taken (the PDE is recorded there too)."""
+    ks = set(range(0, cfg.steps, cfg.log_every)) | set(range(0, cfg.steps, cfg.save_every))
+    return np.array(sorted(ks | {cfg.steps}))
+
+
+def solve_pde(cfg: MMNConfig):
+    """The radial DD from each distinct initial law, recorded at the run's recording times.
+
+    Returns (times [T], grid, densities [L, T, M], risks [L, T], gibbs [L, M] or None,
+    law index per replica [B])."""
+    act = cfg.activation()
+    pot = IsotropicRadialPotentials(act, cfg.delta, math.inf if cfg.pde_d == "inf" else cfg.d)
+    grid = RadialGrid(cfg.pde_rmax, cfg.pde_cells)
+    xi, beta = as_schedule(cfg.xi, "xi"), as_schedule(cfg.beta, "beta")
+    dd = RadialDD(pot, grid, d=cfg.d, xi=xi, beta=beta, lam=cfg.lam, cfl=cfg.pde_cfl,
+                  risk_sharp=1.0)
+    times = np.array([float(f"{k * cfg.dt:.15g}") for k in record_steps(cfg)])
+    kappas = cfg.init_stds()
+    laws = sorted(set(kappas))
+    dens, risks, gibbs = [], [], []
+    for kappa in laws:
+        sol = dd.solve(grid.cell_averages(chi_law(cfg.d, kappa / math.sqrt(cfg.d))), times)
+        dens.append(sol.density)
+        risks.append(sol.risk)
+        if beta.is_constant and beta.params[0] != math.inf:
+            gibbs.append(dd.gibbs_fixed_point(beta.params[0], sol.density[-1])[0])
+    index = np.array([laws.index(k) for k in kappas])
+    return times, grid, np.array(dens), np.array(risks), (np.array(gibbs) if gibbs else None), index
+
+
+def _w1_to_density(r_samples, r_faces, density, h) -> float:
+    """W1 between samples and the piecewise-constant density (cell values ``density``)."""
+    from ..diagnostics import w1_1d
+
+    cdf = np.concatenate([[0.0], np.cumsum(density) * h])
+    q = (np.arange(4096) + 0.5) / 4096
+    return w1_1d(np.asarray(r_samples, dtype=np.float64), np.interp(q, cdf / cdf[-1], r_faces))
+
+
+def run_mmn(cfg: MMNConfig, out, *, name: str, progress=True, checkpoint=None, resume=False):
+    """The shared MMN run: PDE first (saved to pde.npz; reused on resume), then the recorded
+    online-SGD run with the PDE columns added to every metrics row."""
+    out = Path(out)
+    task, dyn, state = build(cfg)
+    pde_path = out / PDE_FILE
+    if not resume:
+        io.start_run_dir(out, io.run_record(name, cfg.to_dict(), {"task": task.to_dict()}))
+    if resume and pde_path.exists():
+        with np.load(pde_path) as z:
+            times, dens, risks, index = z["t"], z["density"], z["risk"], z["law_index"]
+            grid = RadialGrid(float(z["r_max"]), int(z["density"].shape[-1]))
+    else:
+        times, grid, dens, risks, gibbs, index = solve_pde(cfg)
+        arrays = {"t": times, "r": grid.centers, "r_max": grid.r_max, "density": dens,
+                  "risk": risks, "law_index": index, "kappa": np.array(sorted(set(cfg.init_stds())))}
+        if gibbs is not None:
+            arrays["gibbs"] = gibbs
+        io.write_npz(pde_path, arrays)
+    h, faces, centers = grid.h, grid.faces, grid.centers
+
+    def pde_columns(st):
+        k = int(np.argmin(np.abs(times - st.t)))
+        if abs(times[k] - st.t) > 1e-9 * max(1.0, st.t):
+            raise ConfigError(f"no PDE record at t={st.t}")  # pragma: no cover - internal
+        r = st.theta.double().norm(dim=-1).cpu().numpy()                 # (B, N)
+        cols, w1s, rp = {}, [], []
+        for b in range(r.shape[0]):
+            law = int(index[b])
+            w1s.append(_w1_to_density(r[b], faces, dens[law, k], h))
+            rp.append(float(risks[law, k]))
+            if r.shape[0] > 1:
+                cols[f"risk_pde_r{b}"] = rp[-1]
+                cols[f"w1_r{b}"] = w1s[-1]
+        mean_r_pde = float(np.mean([(dens[int(index[b]), k] * centers).sum() * h
+                                    for b in range(r.shape[0])]))
+        return {"risk_pde": float(np.mean(rp)), "gap_bound": 0.05 * float(np.mean(rp)) + 25.0 / cfg.N,
+                "w1": float(np.mean(w1s)), "mean_r": float(r.mean()), "mean_r_pde": mean_r_pde,
+                **cols}
+
+    return simulate(out, experiment=name, config=cfg, dyn=dyn, state=state,
+                    param_names=task.param_names, task_arrays={}, progress=progress,
+                    checkpoint=checkpoint, n_mc=cfg.n_mc, risk_inf=None, plot=plot,
+                    extra_record=pde_columns, chunked=True)
+
+
+def run(cfg: Config, out, *, progress: bool = True, checkpoint: dict | None = None,
+        resume: bool = False):
+    """Run into the run directory ``out`` (see the module docstring); returns
+    (final state, metrics rows, seconds)."""
+    return run_mmn(cfg, out, name=NAME, progress=progress, checkpoint=checkpoint, resume=resume)
+
+
+# ------------------------------------------------------------------------------------------
+def plot(run_dir, coords=None) -> list[Path]:
+    """risk.png (particles' risk ± 2 s.e. as symbols, the PDE as lines, per initial law) and
+    histograms.png (|w_i| at 4 snapshot times against the PDE density), from the run
+    directory alone."""
+    from ..plotting import _plt, save_figure
+
+    run_dir = Path(run_dir)
+    m = io.read_metrics(run_dir / io.METRICS)
+    with np.load(run_dir / PDE_FILE) as z:
+        pt, r, dens, prisk, index = z["t"], z["r"], z["density"], z["risk"], z["law_index"]
+        gibbs = z["gibbs"] if "gibbs" in z else None
+        kappa = z["kappa"]
+    with np.load(run_dir / io.PARTICLES) as z:
+        theta, ts = z["theta"], z["t"]
+    if theta.ndim == 3:
+        theta = theta[:, None]                                               # (K, B, N, D)
+    B = theta.shape[1]
+    labels = [f" (κ = {kappa[i]:g})" if len(kappa) > 1 else "" for i in index]
+    plt = _plt()
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=120)
+    for b in range(B) if B > 1 else [0]:
+        key = f"risk_r{b}" if B > 1 else "risk"
+        c = f"C{int(index[b])}"
+        ax.plot(m["t"], m[key], "o", ms=3, color=c, alpha=0.8,
+                label=f"SGD, N = {theta.shape[2]}{labels[b]}" if b == list(index).index(index[b]) else None)
+    if B == 1 and "risk_se" in m:
+        ax.errorbar(m["t"], m["risk"], yerr=2 * m["risk_se"], fmt="none", color="C0", alpha=0.5)
+    for law in range(prisk.shape[0]):
+        ax.plot(pt, prisk[law], "-", color=f"C{law}", lw=1.4,
+                label="PDE" + (labels[list(index).index(law)] if prisk.shape[0] > 1 else ""))
+    ax.set_yscale("log")
+    ax.set_xlabel("t (= k ε)")
+    ax.set_ylabel("risk R")
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    paths = [save_figure(fig, run_dir / io.FIGURES / "risk.png")]
+
+    picks = np.unique(np.linspace(0, len(ts) - 1, min(4, len(ts))).round().astype(int))
+    laws = sorted(set(int(i) for i in index))
+    fig, axes = plt.subplots(len(laws), len(picks), figsize=(3.2 * len(picks), 2.8 * len(laws)),
+                             dpi=120, squeeze=False)
+    for row, law in enumerate(laws):
+        b = list(index).index(law)
+        for ax, k in zip(axes[row], picks):
+            rs = np.linalg.norm(theta[k, b], axis=-1)
+            kp = int(np.argmin(np.abs(pt - ts[k])))
+            ax.hist(rs, bins=40, density=True, color=f"C{law}", alpha=0.45, label="SGD")
+            ax.plot(r, dens[law, kp], color="k", lw=1.2, label="PDE")
+            if gibbs is not None and k == picks[-1]:
+                ax.plot(r, gibbs[law], "--", color="C3", lw=1.0, label="Gibbs")
+            ax.set_xlim(0, max(rs.max(), r[dens[law, kp] > 1e-3 * dens[law, kp].max()].max()) * 1.05)
+            ax.set_title(f"t = {ts[k]:.3g}{labels[b]}", fontsize=9)
+            ax.set_xlabel("|w|")
+        axes[row][0].legend(frameon=False, fontsize=7)
+    fig.tight_layout()
+    paths.append(save_figure(fig, run_dir / io.FIGURES / "histograms.png"))
+    return paths
+
