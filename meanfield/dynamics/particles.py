@@ -162,10 +162,8 @@ class ParticleDynamics:
         if beta != math.inf:
             if not beta > 0:
                 raise ConfigError(f"beta must be > 0, got {beta} at t={state.t}")
-            noise = torch.randn(theta.shape, generator=state.generator, dtype=theta.dtype,
-                                device=theta.device)
-            theta = theta + math.sqrt(4.0 * s / beta) * noise
-        if not torch.isfinite(theta).all():
+            theta = theta + math.sqrt(4.0 * s / beta) * self._noise(state, theta)
+        if not self._all_finite(theta):
             gnorm = float(pot.grad.norm(dim=-1).max())
             raise DivergenceError(
                 f"step {state.step}: non-finite particle positions (max |∇Ψ| = {gnorm:.3g}, "
@@ -173,6 +171,16 @@ class ParticleDynamics:
         # t = Σ dt, rounded to 15 significant digits so that k·dt reads as k·dt (2.0, not 1.9999999999999998)
         new = replace(state, theta=theta, step=state.step + 1, t=float(f"{state.t + dt:.15g}"))
         return new, StepInfo(potential=pot, step_size=s, beta=beta)
+
+    # --- hooks overridden by a sharded dynamics (dynamics.sharded, issue 9) -------------------
+    def _noise(self, state: ParticleState, theta: torch.Tensor) -> torch.Tensor:
+        """ζ ~ N(0, I) of θ's shape [B, N, D] from the state's generator."""
+        return torch.randn(theta.shape, generator=state.generator, dtype=theta.dtype,
+                           device=theta.device)
+
+    def _all_finite(self, theta: torch.Tensor) -> bool:
+        """Whether every particle position is finite."""
+        return bool(torch.isfinite(theta).all())
 
     def run(self, state: ParticleState, steps: int, *, fast: bool | None = None) -> ParticleState:
         """Advance ``steps`` steps (no recording; see ``experiments`` for recorded runs).

@@ -28,6 +28,8 @@ class RunConfig:
     (auto | numpy | torch | keops), ``dtype`` (float32 | float64), ``replicas`` independent
     systems in one tensor, a metrics row every ``log_every`` steps, a particle snapshot
     every ``save_every`` steps, a checkpoint every ``checkpoint_every`` steps.
+    ``shards`` > 1 splits the particles over that many processes (torch.distributed, see
+    ``meanfield.distributed``), whose collectives give up after ``shard_timeout`` seconds.
     """
 
     N: int = 1000
@@ -41,6 +43,8 @@ class RunConfig:
     log_every: int = 10
     save_every: int = 100
     checkpoint_every: int = 500
+    shards: int = 1
+    shard_timeout: float = 600.0
 
     # fields holding schedule specs: numbers are accepted and stored as strings
     _schedule_fields: typing.ClassVar[tuple[str, ...]] = ()
@@ -58,13 +62,19 @@ class RunConfig:
     def validate(self) -> None:
         from ..interact import BACKENDS
 
-        for name in ("N", "d", "steps", "replicas", "log_every", "save_every", "checkpoint_every"):
+        for name in ("N", "d", "steps", "replicas", "log_every", "save_every", "checkpoint_every",
+                     "shards"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.seed < 0:
             raise ConfigError(f"seed must be >= 0, got {self.seed}")
         if not (math.isfinite(self.dt) and self.dt > 0):
             raise ConfigError(f"dt must be a finite number > 0, got {self.dt}")
+        if self.shards > self.N:
+            raise ConfigError(f"shards must be <= N={self.N}, got {self.shards}")
+        if not (math.isfinite(self.shard_timeout) and self.shard_timeout > 0):
+            raise ConfigError(f"shard_timeout must be a finite number of seconds > 0, "
+                              f"got {self.shard_timeout}")
         if self.backend not in BACKENDS:
             raise ConfigError(f"backend must be one of {list(BACKENDS)}, got {self.backend!r}")
         if self.dtype not in DTYPES:

@@ -6,6 +6,11 @@ run directory's metrics.csv, particles.npz and figures.  ``resume`` continues a 
 its checkpoint; the result is identical to an uninterrupted run because the checkpoint
 holds everything the loop depends on (state and generator, rows, snapshots, the
 evaluation generator).
+
+With ``config.shards = P > 1`` the same loop runs on every rank of a process group over a
+:class:`~meanfield.dynamics.sharded.ShardedDynamics` (spawning P local ranks first when
+not launched, see ``meanfield.distributed``): rows, snapshots and checkpoints are taken
+from the gathered whole system, so they have the unsharded format, and only rank 0 writes.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from tqdm.auto import tqdm
 from .. import io
 from ..diagnostics import velocity_sq_norm
 from ..dynamics import ParticleDynamics, ParticleState
+from ..dynamics.sharded import ShardedDynamics
 from ..errors import DivergenceError
 from ..interact import evaluate
 
@@ -28,7 +34,11 @@ def _measure_row(dyn: ParticleDynamics, state: ParticleState, pot, eval_gen, n_m
     """One metrics row at θ_k: risk (exact when the task allows, else Monte Carlo), the
     squared velocity norm of the population flow, and the empirical PL ratio."""
     task = dyn.task
-    if pot is None or dyn.drift != "population":
+    if isinstance(dyn, ShardedDynamics):      # this rank's particles, then the whole system
+        if pot is None or dyn.drift != "population":
+            pot = dyn.evaluate(state, n_mc=n_mc, generator=eval_gen)
+        state, pot = dyn.gather(state, pot)
+    elif pot is None or dyn.drift != "population":
         if task.has_population:
             pot = evaluate(task, state.theta, state.weights, backend=dyn.backend)
         else:
@@ -66,7 +76,27 @@ def simulate(out_dir, *, experiment: str, config, dyn: ParticleDynamics, state: 
     """
     out = Path(out_dir)
     cfg = config
-    io.remove_stale_temporaries(out)
+    # --- sharded runs (issue 9): join (or spawn) the ranks; rank 0 writes ----------------
+    shards = getattr(cfg, "shards", 1)
+    if shards > 1 and not isinstance(dyn, ShardedDynamics):
+        from .. import distributed
+
+        comm = distributed.group_comm(shards, cfg.shard_timeout)
+        if comm is None:
+            return distributed.spawn_simulate(simulate, shards, cfg.shard_timeout, dict(
+                out_dir=out_dir, experiment=experiment, config=config, dyn=dyn, state=state,
+                param_names=param_names, task_arrays=task_arrays, progress=progress,
+                checkpoint=checkpoint, n_mc=n_mc, risk_inf=risk_inf, plot=plot,
+                extra_record=extra_record, chunked=chunked))
+        dyn = ShardedDynamics(dyn, comm)
+    sharded = isinstance(dyn, ShardedDynamics)
+    writer = not sharded or dyn.comm.rank == 0
+
+    def full(s):
+        return dyn.gather(s)[0] if sharded else s
+    # --- end of the sharding hook -------------------------------------------------------
+    if writer:
+        io.remove_stale_temporaries(out)
     if checkpoint is None:
         rows: list[dict] = []
         snaps_t: list[float] = []
@@ -84,22 +114,27 @@ def simulate(out_dir, *, experiment: str, config, dyn: ParticleDynamics, state: 
         snaps = [checkpoint["snaps"][i] for i in keep]
         eval_gen = torch.Generator()
         eval_gen.set_state(checkpoint["eval_gen"])
+    if sharded:
+        state = dyn.scatter(state)
 
     def save_ckpt(finished=False):
+        whole = full(state)                     # a collective: every rank takes part
+        if not writer:
+            return
         io.save_checkpoint(out / io.CHECKPOINT, {
-            "experiment": experiment, "config": cfg.to_dict(), "state": state.state_dict(),
+            "experiment": experiment, "config": cfg.to_dict(), "state": whole.state_dict(),
             "rows": rows, "snap_t": snaps_t, "snap_k": snaps_k, "snaps": snaps, "eval_gen": eval_gen.get_state(),
             "finished": finished})
         io.write_metrics(out / io.METRICS, rows)
 
-    bar = tqdm(total=cfg.steps, initial=state.step, desc=experiment, disable=None if progress else True,
-               dynamic_ncols=True, leave=False)
+    bar = tqdm(total=cfg.steps, initial=state.step, desc=experiment,
+               disable=None if progress and writer else True, dynamic_ncols=True, leave=False)
     started = time.perf_counter()
     try:
         def record(st, pot):
             row = _measure_row(dyn, st, pot, eval_gen, n_mc, risk_inf)
             if extra_record is not None:
-                row.update(extra_record(st))
+                row.update(extra_record(full(st)))
             rows.append(row)
             bar.set_postfix(risk=f"{row['risk']:.4g}", refresh=False)
 
@@ -109,7 +144,7 @@ def simulate(out_dir, *, experiment: str, config, dyn: ParticleDynamics, state: 
             if k % cfg.save_every == 0:
                 snaps_k.append(k)
                 snaps_t.append(state.t)
-                snaps.append(state.theta.detach().cpu().clone())
+                snaps.append(full(state).theta.detach().cpu().clone())
             if chunked:
                 if log:
                     record(state, None)
@@ -132,17 +167,19 @@ def simulate(out_dir, *, experiment: str, config, dyn: ParticleDynamics, state: 
         if not snaps_k or snaps_k[-1] != state.step:
             snaps_k.append(state.step)
             snaps_t.append(state.t)
-            snaps.append(state.theta.detach().cpu().clone())
+            snaps.append(full(state).theta.detach().cpu().clone())
     finally:
         bar.close()
+    state = full(state)
     arrays = {"t": np.array(snaps_t), "theta": _stack(snaps), "param_names": np.array(param_names)}
     if state.weights is not None:
         w = state.weights.cpu().numpy()
         arrays["weights"] = w[0] if w.shape[0] == 1 else w     # [N], or [B, N] per replica
     arrays.update(task_arrays)
-    io.write_npz(out / io.PARTICLES, arrays)
+    if writer:
+        io.write_npz(out / io.PARTICLES, arrays)
     save_ckpt(finished=True)
-    if plot is not None:
+    if plot is not None and writer:
         plot(out)
     return state, rows, time.perf_counter() - started
 
