@@ -19,6 +19,7 @@ from pathlib import Path
 from .errors import ConfigError, DivergenceError
 
 EXIT_USAGE, EXIT_DIVERGED = 2, 3
+EXIT_SHARD_LOST = 4  # a sharded run lost a rank (meanfield.distributed)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,8 +56,12 @@ def _cmd_run(args):
 
     exp = get_experiment(args.experiment)
     cfg = exp.Config.build(args.config, args.sets)
-    _, rows, secs = exp.run(cfg, args.out, progress=not args.no_progress)
-    print(_summary(exp.NAME, rows, secs, args.out))
+    # shards > 1: every rank of torchrun/srun runs this; without a launcher it spawns them
+    from . import distributed
+
+    _, rows, secs = distributed.run(exp, cfg, args.out, progress=not args.no_progress)
+    if distributed.is_writer():
+        print(_summary(exp.NAME, rows, secs, args.out))
 
 
 def _summary(name, rows, secs, out) -> str:
@@ -81,12 +86,15 @@ def _cmd_resume(args):
     if ck and ck.get("finished") and ck["state"]["step"] >= cfg.steps:
         raise ConfigError(f"{args.run_dir} is already finished at step {ck['state']['step']} "
                           f"(raise steps with --set steps=...)")
-    if args.sets:
+    from . import distributed
+
+    if args.sets and distributed.is_writer():
         rec["config"] = cfg.to_dict()
         io.write_json(Path(args.run_dir) / io.CONFIG, rec)
-    _, rows, secs = exp.run(cfg, args.run_dir, progress=not args.no_progress, checkpoint=ck,
-                            resume=True)
-    print(_summary(exp.NAME, rows, secs, args.run_dir))
+    _, rows, secs = distributed.run(exp, cfg, args.run_dir, progress=not args.no_progress,
+                                    checkpoint=ck, resume=True)
+    if distributed.is_writer():
+        print(_summary(exp.NAME, rows, secs, args.run_dir))
 
 
 def _cmd_plot(args):
@@ -136,6 +144,8 @@ def _cmd_list(args):
 
 def main(argv=None) -> int:
     os.environ.setdefault("MPLBACKEND", "Agg")
+    from .dynamics.sharded import ShardError
+
     try:
         args = _parser().parse_args(argv)
         {"run": _cmd_run, "resume": _cmd_resume, "plot": _cmd_plot, "show": _cmd_show,
@@ -147,6 +157,10 @@ def main(argv=None) -> int:
         print(f"meanfield: diverged: {e} (last checkpoint kept; resume with a smaller dt: "
               f"meanfield resume DIR --set dt=...)", file=sys.stderr)
         return EXIT_DIVERGED
+    except ShardError as e:
+        print(f"meanfield: {e} (last checkpoint kept; continue with `meanfield resume DIR`)",
+              file=sys.stderr)
+        return EXIT_SHARD_LOST
     except KeyboardInterrupt:
         print("meanfield: interrupted (resume from the last checkpoint with `meanfield resume DIR`)",
               file=sys.stderr)
