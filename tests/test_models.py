@@ -14,11 +14,15 @@ from meanfield.models import (ACTIVATIONS, ConfiningPotential, FiniteDataset, Is
                               TeacherStudent, Unit, gaussian_kernel, get_activation)
 
 PW = dict(t1=0.5, t2=1.5, s1=-2.5, s2=7.5)
-KINKS = {"relu": [0.0], "piecewise": [PW["t1"], PW["t2"]]}
+PWL = {"z0": -1.0, "v0": 3.0, "z1": 0.0, "v1": -1.0, "z2": 2.0, "v2": 1.0}   # non-monotone
+KINKS = {"relu": [0.0], "piecewise": [PW["t1"], PW["t2"]], "pwl": [PWL["z0"], PWL["z1"], PWL["z2"]]}
+
+
 
 
 def _act(name):
-    return get_activation(name, **PW) if name == "piecewise" else get_activation(name)
+    params = {"piecewise": PW, "pwl": PWL}.get(name, {})
+    return get_activation(name, **params)
 
 
 def _np_sigma(name, z):
@@ -33,6 +37,8 @@ def _np_sigma(name, z):
         return 1.0 / (1.0 + np.exp(-z))
     if name == "linear":
         return z
+    if name == "pwl":
+        return np.interp(z, [PWL["z0"], PWL["z1"], PWL["z2"]], [PWL["v0"], PWL["v1"], PWL["v2"]])
     if name == "piecewise":
         t1, t2, s1, s2 = PW["t1"], PW["t2"], PW["s1"], PW["s2"]
         return np.where(z <= t1, s1, np.where(z >= t2, s2, s1 + (s2 - s1) * (z - t1) / (t2 - t1)))
@@ -57,7 +63,7 @@ def _mc(samples):
 # ---------------------------------------------------------------------------------------
 
 def test_activation_list_is_covered_by_the_reference():
-    assert set(ACTIVATIONS) == {"relu", "erf", "tanh", "sigmoid", "linear", "piecewise"}
+    assert set(ACTIVATIONS) == {"relu", "erf", "tanh", "sigmoid", "linear", "piecewise", "pwl"}
 
 
 @pytest.mark.parametrize("output_weight", [True, False])
@@ -458,3 +464,23 @@ def test_particle_measure_gaussian(gen):
     again = ParticleMeasure.gaussian(20_000, 2, generator=gen(0), mean=[1.0, -2.0], std=[0.5, 2.0],
                                      dtype=torch.float64)
     assert torch.equal(again.positions, p)
+
+
+def test_pwl_activation_values_derivative_and_validation():
+    import torch as _t
+
+    from meanfield.errors import ConfigError as _CE
+    from meanfield.models.activations import get_activation as _ga
+
+    knots, vals = [-1.0, 0.0, 2.0], [3.0, -1.0, 1.0]
+    act = _ga("pwl", z0=-1.0, v0=3.0, z1=0.0, v1=-1.0, z2=2.0, v2=1.0)
+    z = _t.linspace(-3, 4, 57, dtype=_t.float64)
+    np.testing.assert_allclose(act(z).numpy(), np.interp(z.numpy(), knots, vals), atol=1e-14)
+    zi = z[((z[:, None] - _t.tensor(knots, dtype=_t.float64)).abs() > 0.01).all(-1)]  # off kinks
+    eps = 1e-6
+    fd = (act(zi + eps) - act(zi - eps)) / (2 * eps)
+    np.testing.assert_allclose(act.derivative(zi).numpy(), fd.numpy(), atol=1e-6)
+    with pytest.raises(_CE, match="increase"):
+        _ga("pwl", z0=1.0, v0=0.0, z1=0.0, v1=1.0)
+    with pytest.raises(_CE, match="pwl"):
+        _ga("pwl", z0=1.0, v0=0.0)

@@ -230,3 +230,25 @@ def test_solver_rejects_bad_input(mmn_small):
         dd.solve(grid.cell_averages(law.cdf), [0.0, 20.0])
     with pytest.raises(ConfigError, match="cells"):
         RadialGrid(1.0, 2)
+
+
+def test_pwl_hermite_coefficients_match_quadrature():
+    """A non-monotone continuous piecewise-linear σ (sum of ramps): h_k(s) = E[σ(sZ) He_k(Z)]/√k!
+    against adaptive quadrature split at the kinks."""
+    from numpy.polynomial.hermite_e import hermeval
+
+    from meanfield.models.radial import hermite_coefficients
+
+    knots, vals = [-1.25, -0.5, 0.0, 0.5, 1.25], [4.0, -2.0, 0.0, -2.0, 4.0]
+    act = get_activation("pwl", **{f"z{j}": z for j, z in enumerate(knots)},
+                         **{f"v{j}": v for j, v in enumerate(vals)})
+    sig = lambda z: float(np.interp(z, knots, vals))  # noqa: E731 (constant outside)
+    for s in (0.3, 1.7):
+        h, _ = hermite_coefficients(act, np.array([s]), 6)
+        for k in range(6):
+            e = np.zeros(k + 1)
+            e[k] = 1.0
+            f = lambda z: sig(s * z) * hermeval(z, e) * math.exp(-0.5 * z * z) / SQRT_2PI  # noqa: E731
+            ref = integrate.quad(f, -12, 12, points=[x / s for x in knots], limit=200,
+                                 epsabs=1e-13)[0] / math.sqrt(math.factorial(k))
+            assert h[k, 0] == pytest.approx(ref, abs=1e-11), (s, k)

@@ -51,6 +51,14 @@ _ACT = {
 
 
 def _act_cpp(activation) -> tuple[str, str]:
+    if activation.name == "pwl":               # c + Σ_j α_j (z − τ_j)_+
+        from ..models.activations import pwl_ramps
+
+        c, ramps = pwl_ramps(dict(activation.params))
+        val = " + ".join([f"T({c!r})"] + [f"T({a!r}) * (z > T({t!r}) ? z - T({t!r}) : T(0))"
+                                          for a, t in ramps])
+        der = " + ".join(["T(0)"] + [f"(z > T({t!r}) ? T({a!r}) : T(0))" for a, t in ramps])
+        return val, der
     if activation.name == "piecewise":
         p = {k: repr(float(v)) for k, v in activation.params}
         t1, t2, s1, s2 = (f"T({p[k]})" for k in ("t1", "t2", "s1", "s2"))

@@ -16,7 +16,8 @@ from importlib import import_module
 from ..errors import ConfigError
 from .config import RunConfig
 
-EXPERIMENTS = {"teacher-student": "teacher_student", "mmn-isotropic": "mmn_isotropic"}
+EXPERIMENTS = {"teacher-student": "teacher_student", "mmn-isotropic": "mmn_isotropic",
+               "mmn-bifurcation": "mmn_bifurcation"}
 
 
 def get_experiment(name: str):

@@ -58,10 +58,6 @@ class MMNConfig(RunConfig):
 
     scale: str = "full"
     delta: float = 0.8
-    t1: float = 0.5
-    t2: float = 1.5
-    s1: float = -2.5
-    s2: float = 7.5
     init_std: float = 0.8
     xi: str = "1.0"
     beta: str = "inf"
@@ -81,11 +77,6 @@ class MMNConfig(RunConfig):
             raise ConfigError(f"delta must be in [0, 1), got {self.delta}")
         if self.d < 2:
             raise ConfigError(f"d must be >= 2 for the radial reduction, got {self.d}")
-        if not self.t2 > self.t1:
-            raise ConfigError(f"t2 must be > t1, got t1={self.t1}, t2={self.t2}")
-        for name in ("t1", "t2", "s1", "s2"):
-            if not math.isfinite(getattr(self, name)):
-                raise ConfigError(f"{name} must be finite, got {getattr(self, name)}")
         for name in ("init_std", "pde_rmax"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
@@ -101,7 +92,8 @@ class MMNConfig(RunConfig):
 
     # --- the pieces ---------------------------------------------------------------------
     def activation(self):
-        return get_activation("piecewise", t1=self.t1, t2=self.t2, s1=self.s1, s2=self.s2)
+        """σ of the units (an ``Activation`` with closed-form Hermite coefficients)."""
+        raise NotImplementedError
 
     def init_stds(self) -> list[float]:
         """κ of each replica's initial law N(0, κ²/d I_d) (one value per replica)."""
@@ -117,8 +109,24 @@ class Config(MMNConfig):
     log_every: int = 200_000
     save_every: int = 2_000_000
     checkpoint_every: int = 2_000_000
+    t1: float = 0.5
+    t2: float = 1.5
+    s1: float = -2.5
+    s2: float = 7.5
 
     _presets = {"scale": {"small": SMALL}}
+
+    def validate(self):
+        super().validate()
+        for name in ("t1", "t2", "s1", "s2"):
+            if not math.isfinite(getattr(self, name)):
+                raise ConfigError(f"{name} must be finite, got {getattr(self, name)}")
+        if not self.t2 > self.t1:
+            raise ConfigError(f"t2 must be > t1, got t1={self.t1}, t2={self.t2}")
+
+    def activation(self):
+        """MMN's piecewise-linear σ: s1 below t1, s2 above t2, linear in between."""
+        return get_activation("piecewise", t1=self.t1, t2=self.t2, s1=self.s1, s2=self.s2)
 
 
 # ------------------------------------------------------------------------------------------

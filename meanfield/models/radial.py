@@ -36,9 +36,10 @@ import numpy as np
 from scipy.special import ndtr
 
 from ..errors import ConfigError, check_finite_float, check_positive_int
-from .activations import Activation, get_activation
+from .activations import Activation, get_activation, pwl_ramps
 
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+HERMITE_ACTIVATIONS = ("piecewise", "pwl", "relu", "linear")
 
 
 def cosine_moments(d, K: int) -> np.ndarray:
@@ -95,7 +96,8 @@ def _ramp_coefficients(s: np.ndarray, t: float, K: int):
 def hermite_coefficients(activation: Activation, s, K: int):
     """h_k(s) = E[σ(sZ) He_k(Z)]/√(k!) and dh_k/ds for k < K, s ≥ 0: two arrays [K, *s.shape].
 
-    Supported σ: ``piecewise`` (t1, t2, s1, s2), ``relu``, ``linear``."""
+    Supported σ: ``piecewise`` (t1, t2, s1, s2), ``pwl`` (any continuous piecewise-linear σ,
+    a sum of ramps), ``relu``, ``linear``."""
     act = get_activation(activation)
     s = np.asarray(s, dtype=np.float64)
     if (s < 0).any():
@@ -108,16 +110,23 @@ def hermite_coefficients(activation: Activation, s, K: int):
         if K > 1:
             h[1], dh[1] = s, 1.0
         return h, dh
-    if act.name == "piecewise":
+    if act.name in ("piecewise", "pwl"):
         p = dict(act.params)
-        slope = (p["s2"] - p["s1"]) / (p["t2"] - p["t1"])
-        h1, d1 = _ramp_coefficients(s, p["t1"], K)
-        h2, d2 = _ramp_coefficients(s, p["t2"], K)
-        h, dh = slope * (h1 - h2), slope * (d1 - d2)
-        h[0] += p["s1"]
+        if act.name == "piecewise":
+            slope = (p["s2"] - p["s1"]) / (p["t2"] - p["t1"])
+            c, ramps = p["s1"], [(slope, p["t1"]), (-slope, p["t2"])]
+        else:
+            c, ramps = pwl_ramps(p)
+        h = np.zeros((K,) + s.shape)
+        dh = np.zeros((K,) + s.shape)
+        for a, t in ramps:
+            hr, dr = _ramp_coefficients(s, t, K)
+            h += a * hr
+            dh += a * dr
+        h[0] += c
         return h, dh
     raise ConfigError(f"no closed-form Hermite coefficients for activation {act.name!r} "
-                      "(supported: piecewise, relu, linear)")
+                      f"(supported: {', '.join(HERMITE_ACTIVATIONS)})")
 
 
 class IsotropicRadialPotentials:
@@ -130,9 +139,9 @@ class IsotropicRadialPotentials:
 
     def __init__(self, activation, delta: float, d, *, tol: float = 1e-12, max_terms: int = 600):
         self.activation = get_activation(activation)
-        if self.activation.name not in ("piecewise", "relu", "linear"):
+        if self.activation.name not in HERMITE_ACTIVATIONS:
             raise ConfigError(f"no closed-form Hermite coefficients for activation "
-                              f"{self.activation.name!r} (supported: piecewise, relu, linear)")
+                              f"{self.activation.name!r} (supported: {', '.join(HERMITE_ACTIVATIONS)})")
         self.delta = check_finite_float("delta", delta, nonnegative=True)
         if not self.delta < 1:
             raise ConfigError(f"delta must be in [0, 1), got {delta}")
@@ -158,6 +167,8 @@ class IsotropicRadialPotentials:
         p = dict(self.activation.params)
         if self.activation.name == "piecewise":
             return max(p["s1"] ** 2, p["s2"] ** 2)
+        if self.activation.name == "pwl":
+            return max(abs(x) for k, x in p.items() if k.startswith("v")) ** 2
         return 1e6                                    # unbounded σ: be conservative
 
     def features(self, r):
