@@ -261,16 +261,34 @@ def _simulate_rank(comm, simulate, kwargs):
     return None
 
 
+def _experiment_rank(comm, name, cfg, out, checkpoint, progress):
+    from .experiments import get_experiment
+
+    # the run directory exists (the spawning process created it): every rank continues it
+    get_experiment(name).run(cfg, out, progress=progress and comm.rank == 0,
+                             checkpoint=checkpoint, resume=True)
+
+
 def spawn_simulate(simulate, shards: int, timeout: float, kwargs: dict):
     """``simulate(**kwargs)`` of ``experiments.driver`` on ``shards`` spawned local ranks;
-    returns what it returns (state, rows, seconds), read back from the final checkpoint."""
+    returns what it returns (state, rows, seconds), read back from the final checkpoint.
+
+    For a registered experiment each rank calls the experiment's own ``run(cfg, out,
+    checkpoint=…, resume=True)``, which rebuilds the same dynamics and state (and closures,
+    such as a PDE column hook) from the config; otherwise the ``simulate`` arguments
+    themselves are sent (they must be picklable)."""
     from . import io
     from .dynamics import ParticleState
+    from .experiments import EXPERIMENTS
 
     started = time.perf_counter()
-    kwargs = dict(kwargs)
-    kwargs["state"] = kwargs["state"].state_dict()
-    spawn(_simulate_rank, shards, simulate, kwargs, timeout=timeout)
+    if kwargs["experiment"] in EXPERIMENTS:
+        spawn(_experiment_rank, shards, kwargs["experiment"], kwargs["config"], kwargs["out_dir"],
+              kwargs["checkpoint"], kwargs["progress"], timeout=timeout)
+    else:
+        kwargs = dict(kwargs)
+        kwargs["state"] = kwargs["state"].state_dict()
+        spawn(_simulate_rank, shards, simulate, kwargs, timeout=timeout)
     ck = io.load_checkpoint(Path(kwargs["out_dir"]) / io.CHECKPOINT)
     return ParticleState.from_state_dict(ck["state"]), ck["rows"], time.perf_counter() - started
 

@@ -302,3 +302,23 @@ def test_sharded_resume_of_an_unsharded_checkpoint_and_errors(unsharded_run, tmp
                 "--out", str(tmp_path / "c")) == 2
     assert "shards must be <= N=4, got 8" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+def test_simulate_of_an_unregistered_experiment_sends_its_arguments(tmp_path):
+    """``driver.simulate`` with shards=2 outside any launcher and for an experiment that
+    ``meanfield.experiments`` does not know spawns 2 ranks and sends them its own arguments
+    (pickled): the run directory equals the unsharded one."""
+    from meanfield.experiments.config import RunConfig
+    from meanfield.experiments.driver import simulate
+
+    outs = {}
+    for P in (1, 2):
+        cfg = RunConfig(N=40, d=3, steps=12, log_every=3, save_every=6, checkpoint_every=6, shards=P)
+        dyn, theta, _ = _scenario("confining-langevin")
+        state = dyn.init(theta, generator=_gen(5))
+        outs[P] = tmp_path / f"p{P}"
+        outs[P].mkdir()
+        final, rows, _ = simulate(outs[P], experiment="my-loop", config=cfg, dyn=dyn, state=state,
+                                  param_names=["x", "y", "z"], task_arrays={}, progress=False)
+        assert final.step == 12 and [r["step"] for r in rows] == [0, 3, 6, 9, 12]
+    _same_run(outs[1], outs[2])
