@@ -17,7 +17,7 @@ from ..errors import ConfigError
 from .config import RunConfig
 
 EXPERIMENTS = {"teacher-student": "teacher_student", "mmn-isotropic": "mmn_isotropic",
-               "mmn-bifurcation": "mmn_bifurcation"}
+               "mmn-bifurcation": "mmn_bifurcation", "chaos-rate": "chaos_rate"}
 
 
 def get_experiment(name: str):

@@ -130,16 +130,18 @@ class Config(MMNConfig):
 
 
 # ------------------------------------------------------------------------------------------
-def build(cfg: MMNConfig):
+def build(cfg: MMNConfig, N: int | None = None):
     """(task, dynamics, initial state): online SGD on MMN's isotropic Gaussians, replica b
-    started from N(0, κ_b²/d I_d) with κ_b = ``cfg.init_stds()[b]``."""
+    started from N(0, κ_b²/d I_d) with κ_b = ``cfg.init_stds()[b]``; N particles per replica
+    (default ``cfg.N``)."""
+    N = cfg.N if N is None else N
     unit = Unit(cfg.d, cfg.activation(), output_weight=False)
     task = IsotropicGaussians(unit, cfg.delta)
     dyn = ParticleDynamics(task, dt=cfg.dt, drift="sgd", batch_size=1, xi=cfg.xi, beta=cfg.beta,
                            lam=cfg.lam)
     gen = torch.Generator().manual_seed(cfg.seed)
     kappa = torch.tensor(cfg.init_stds(), dtype=torch.float64).view(-1, 1, 1)
-    w = torch.randn(cfg.replicas, cfg.N, cfg.d, generator=gen, dtype=torch.float64)
+    w = torch.randn(cfg.replicas, N, cfg.d, generator=gen, dtype=torch.float64)
     theta = (w * kappa / math.sqrt(cfg.d)).to(getattr(torch, cfg.dtype))
     return task, dyn, dyn.init(theta, generator=gen)
 

@@ -1,0 +1,261 @@
+"""chaos-rate: propagation of chaos — how fast N particles approach the radial PDE as N grows.
+
+Task and dynamics are those of ``mmn-isotropic`` (MMN's isotropic Gaussians, piecewise-linear
+σ, online SGD with ξ ≡ 1 and t = kε), run for every N of a geometric grid from ``N_min`` to
+``N`` (``n_values`` values) with ``replicas`` independent seeds each, against one PDE
+solution.  Per (N, seed) it records
+
+* sup_{t ≤ T} |R_N(t) − R_PDE(t)| over the metrics rows, and
+* W1 between the empirical law of |w_i| at T and the PDE law at T,
+
+then fits log-log slopes in N (``scipy.stats.linregress`` on the seed means) with percentile
+bootstrap intervals (seeds resampled within each N).  Theory (Mei–Montanari–Nguyen Thm. 3;
+Rotskoff–Vanden-Eijnden): fluctuations O(N^{−1/2}) (the 1-D empirical W1 alone is ∝ N^{−1/2})
+and a 1/N bias in the risk; online SGD adds an N-independent O(√ε) error, so ε must shrink
+with the smallest error to be resolved.
+
+The particles' risk is estimated with a control variate: R(ρ_N) = R_PDE + E[(y − f_N(x))² −
+(y − f_PDE(x))²], the expectation by Monte Carlo on ``n_mc`` fresh samples, where f_PDE(x)
+= ∫ P_t(r) E_c σ(r |x| c) dr depends on |x| only and is tabulated (Gauss–Jacobi in the cosine
+c, cubic interpolation in |x|).  Its standard error scales with |f_N − f_PDE| = O(N^{−1/2})
+instead of with R, so the gap stays resolved at large N.
+
+Defaults: d = 20 (the reduced kernel needs 192 Hermite terms; d = 10 would need ~4000),
+Δ = 0.8, κ = 0.8, ε = 10⁻⁵, T = 0.5, N from 50 to 5000 (6 values), 8 seeds.  ``scale=small``:
+N from 20 to 500 (4 values), 4 seeds, ε = 2.5·10⁻⁵.  Why ε this small: at ε = 10⁻⁴ the SGD
+bias of the law of |w| already exceeded the sampling W1 at N ≈ 500 and flattened the fitted
+W1 slope to −0.37 (measured, N from 20 to 600); at ε = 3·10⁻⁵, T = 0.5 it was −0.52.
+Outputs: metrics.csv (per N and recorded t: seed-mean risk and its s.e., risk_pde, w1),
+summary.csv (per N: sup gap and W1 at T, seed means and s.e.), fit.json (slopes, bootstrap
+intervals, the theory's −1/2), particles.npz (each N's particles at T as theta_N<N>),
+figures/chaos.png.  Resumable: finished N values are kept in the checkpoint and skipped.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.interpolate import CubicSpline
+from scipy.special import roots_jacobi
+from scipy.stats import linregress
+
+from .. import io
+from ..errors import ConfigError, DivergenceError
+from ..models import IsotropicGaussians, Unit
+from .mmn_isotropic import MMNConfig, _w1_to_density, build, record_steps, solve_pde
+
+NAME = "chaos-rate"
+
+SMALL = {"N": 500, "N_min": 20, "n_values": 4, "replicas": 4, "dt": 2.5e-5, "steps": 20_000,
+         "log_every": 2_000, "save_every": 20_000, "checkpoint_every": 20_000, "n_mc": 5_000,
+         "pde_cells": 400}
+
+
+@dataclass(frozen=True)
+class Config(MMNConfig):
+    N: int = 5000
+    N_min: int = 50
+    n_values: int = 6
+    d: int = 20
+    replicas: int = 8
+    dt: float = 1e-5
+    steps: int = 50_000
+    log_every: int = 5_000
+    save_every: int = 50_000
+    checkpoint_every: int = 50_000
+    n_mc: int = 20_000
+    pde_cells: int = 1000
+    pde_rmax: float = 6.0
+    n_boot: int = 2000
+    t1: float = 0.5
+    t2: float = 1.5
+    s1: float = -2.5
+    s2: float = 7.5
+
+    _presets = {"scale": {"small": SMALL}}
+
+    def validate(self):
+        super().validate()
+        if not 1 <= self.N_min < self.N:
+            raise ConfigError(f"N_min must be in [1, N), got N_min={self.N_min}, N={self.N}")
+        if self.n_values < 3:
+            raise ConfigError(f"n_values must be >= 3 to fit a slope, got {self.n_values}")
+        if self.replicas < 2:
+            raise ConfigError(f"replicas (seeds per N) must be >= 2, got {self.replicas}")
+        if self.n_boot < 100:
+            raise ConfigError(f"n_boot must be >= 100, got {self.n_boot}")
+        if not self.t2 > self.t1:
+            raise ConfigError(f"t2 must be > t1, got t1={self.t1}, t2={self.t2}")
+
+    def activation(self):
+        from ..models.activations import get_activation
+
+        return get_activation("piecewise", t1=self.t1, t2=self.t2, s1=self.s1, s2=self.s2)
+
+    def grid(self) -> list[int]:
+        """The geometric grid of N (rounded, distinct)."""
+        g = np.geomspace(self.N_min, self.N, self.n_values).round().astype(int)
+        return sorted(set(int(n) for n in g))
+
+
+# ------------------------------------------------------------------------------------------
+def pde_network(activation, d, r_centers, h, density, q, nodes: int = 256):
+    """f_PDE(q) = ∫ P(r) E_c σ(r q c) dr for |x| = q [Q], with c the cosine of a uniform
+    direction in R^d (density ∝ (1 − c²)^((d−3)/2), Gauss–Jacobi nodes) and P the cell
+    values ``density`` [M] on cells of width h centred at ``r_centers`` [M]."""
+    c, wc = roots_jacobi(nodes, (d - 3) / 2, (d - 3) / 2)
+    wc = wc / wc.sum()
+    keep = density * h > 1e-14
+    rm, pm = r_centers[keep], density[keep] * h                         # (M',)
+    out = np.empty(len(q))
+    for i0 in range(0, len(q), 64):
+        z = q[i0:i0 + 64, None, None] * rm[None, :, None] * c[None, None, :]   # (Q, M', C)
+        s = activation(torch.from_numpy(z)).numpy()
+        out[i0:i0 + 64] = (s @ wc) @ pm
+    return out
+
+
+def _risk_cv(task, theta, x, y, f_pde_fn, risk_pde):
+    """Control-variate estimate of R(ρ_N) per replica and its s.e. (module docstring)."""
+    N = theta.shape[-2]
+    f = task.unit.network(x, theta, torch.full((1, N), 1.0 / N, dtype=theta.dtype))   # (B, n)
+    fp = f_pde_fn(x.double().norm(dim=-1).numpy())                       # (B, n)
+    yv, fv = y.double().numpy(), f.double().numpy()
+    diff = (yv - fv) ** 2 - (yv - fp) ** 2
+    return risk_pde + diff.mean(-1), diff.std(-1) / math.sqrt(diff.shape[-1])
+
+
+def _fit(Ns, values, n_boot, rng):
+    """Slope of log(mean over seeds) vs log N (least squares, as ``scipy.stats.linregress``),
+    and a 95 % percentile bootstrap interval (seeds resampled with replacement within each N)."""
+    logN = np.log(Ns)
+    slope = linregress(logN, np.log([v.mean() for v in values])).slope
+    boot_means = np.stack([v[rng.integers(0, len(v), (n_boot, len(v)))].mean(-1) for v in values],
+                          axis=-1)                                          # (n_boot, len(Ns))
+    x = logN - logN.mean()
+    ly = np.log(boot_means)
+    boots = ((ly - ly.mean(-1, keepdims=True)) @ x) / (x @ x)
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return {"slope": float(slope), "ci95": [float(lo), float(hi)]}
+
+
+def run(cfg: Config, out, *, progress: bool = True, checkpoint: dict | None = None,
+        resume: bool = False):
+    """Run into ``out`` (see the module docstring).  Returns (None, summary rows, seconds)."""
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    started = time.perf_counter()
+    unit_task = IsotropicGaussians(Unit(cfg.d, cfg.activation(), output_weight=False), cfg.delta)
+    if not resume:
+        io.start_run_dir(out, io.run_record(NAME, cfg.to_dict(), {"task": unit_task.to_dict(),
+                                                                  "N_grid": cfg.grid()}))
+    io.remove_stale_temporaries(out)
+    done = dict(checkpoint["done"]) if checkpoint else {}
+    times, grid, dens, risks, _, _ = solve_pde(cfg)
+    steps = record_steps(cfg)
+    rows_at = [k for k in steps if k % cfg.log_every == 0 or k == cfg.steps]
+    # f_PDE(|x|) tables at the row times (|x| ≤ (1 + Δ)·(√d + 8) covers every sample)
+    q = np.linspace(0.0, (1 + cfg.delta) * (math.sqrt(cfg.d) + 8), 400)
+    act = cfg.activation()
+    tables = {k: CubicSpline(q, pde_network(act, cfg.d, grid.centers, grid.h,
+                                            dens[0, list(steps).index(k)], q)) for k in rows_at}
+    bar = tqdm(cfg.grid(), desc=NAME, disable=None if progress else True, leave=False)
+    for N in bar:
+        if N in done:
+            continue
+        task, dyn, state = build(cfg, N)
+        eval_gen = torch.Generator().manual_seed(cfg.seed + 7919 + N)
+        series = []
+        for k in rows_at:
+            state = dyn.run(state, k - state.step) if k > state.step else state
+            kp = list(steps).index(k)
+            x, y = task.sample(cfg.n_mc, generator=eval_gen, batch=cfg.replicas,
+                               dtype=state.theta.dtype)
+            R, se = _risk_cv(task, state.theta, x, y, tables[k], float(risks[0, kp]))
+            r = state.theta.double().norm(dim=-1).numpy()
+            w1 = np.array([_w1_to_density(r[b], grid.faces, dens[0, kp], grid.h)
+                           for b in range(cfg.replicas)])
+            if not np.isfinite(R).all():
+                raise DivergenceError(f"N={N}, step {k}: non-finite risk; the step size is likely too large")
+            series.append({"step": int(k), "t": float(times[kp]), "risk": R, "risk_se": se,
+                           "risk_pde": float(risks[0, kp]), "w1": w1})
+        done[N] = {"series": series, "theta": state.theta.detach().cpu().clone()}
+        io.save_checkpoint(out / io.CHECKPOINT, {"experiment": NAME, "config": cfg.to_dict(),
+                                                 "state": {"step": len(done), "N_done": sorted(done)},
+                                                 "done": done, "finished": False})
+        bar.set_postfix(N=N, refresh=False)
+    bar.close()
+    summary = _write_results(cfg, out, done)
+    io.save_checkpoint(out / io.CHECKPOINT, {"experiment": NAME, "config": cfg.to_dict(),
+                                             "state": {"step": cfg.steps, "N_done": sorted(done)},
+                                             "done": done, "finished": True})
+    plot(out)
+    return None, summary, time.perf_counter() - started
+
+
+def _write_results(cfg, out, done):
+    Ns = cfg.grid()
+    metrics, summary, sup_gaps, w1s = [], [], [], []
+    for N in Ns:
+        series = done[N]["series"]
+        for s in series:
+            B = len(s["risk"])
+            metrics.append({"N": N, "step": s["step"], "t": s["t"], "risk": float(s["risk"].mean()),
+                            "risk_se": float(np.sqrt((s["risk_se"] ** 2).sum()) / B),
+                            "risk_pde": s["risk_pde"], "w1": float(s["w1"].mean())})
+        gap = np.max([np.abs(s["risk"] - s["risk_pde"]) for s in series], axis=0)     # (B,)
+        w1 = series[-1]["w1"]
+        sup_gaps.append(gap)
+        w1s.append(w1)
+        summary.append({"N": N, "sup_risk_gap": float(gap.mean()),
+                        "sup_risk_gap_se": float(gap.std(ddof=1) / math.sqrt(len(gap))),
+                        "w1_T": float(w1.mean()), "w1_T_se": float(w1.std(ddof=1) / math.sqrt(len(w1))),
+                        "max_risk_se": float(max(s["risk_se"].max() for s in series))})
+    io.write_metrics(out / io.METRICS, metrics)
+    io.write_metrics(out / "summary.csv", summary)
+    rng = np.random.default_rng(cfg.seed)
+    fit = {"N": Ns, "T": cfg.steps * cfg.dt, "theory_slope": -0.5,
+           "w1_T": _fit(np.array(Ns, float), w1s, cfg.n_boot, rng),
+           "sup_risk_gap": _fit(np.array(Ns, float), sup_gaps, cfg.n_boot, rng)}
+    io.write_json(out / "fit.json", fit)
+    arrays = {"t": np.array([cfg.steps * cfg.dt]), "param_names": np.array([f"w{k}" for k in range(cfg.d)]),
+              "N_grid": np.array(Ns)}
+    arrays.update({f"theta_N{N}": done[N]["theta"].numpy() for N in Ns})
+    io.write_npz(out / io.PARTICLES, arrays)
+    return summary
+
+
+def plot(run_dir, coords=None) -> list[Path]:
+    """figures/chaos.png: sup_t |R_N − R_PDE| and W1 at T against N (log-log, seed means ±
+    2 s.e.), the fitted slopes and an N^{−1/2} guide."""
+    from ..plotting import _plt, save_figure
+
+    run_dir = Path(run_dir)
+    s = io.read_metrics(run_dir / "summary.csv")
+    fit = json.loads((run_dir / "fit.json").read_text())
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=120)
+    for ax, key, label in ((axes[0], "sup_risk_gap", "sup_t |R_N(t) − R_PDE(t)|"),
+                           (axes[1], "w1_T", "W1(|w| at T, PDE)")):
+        N, v, se = s["N"], s[key], s[key + "_se"]
+        ax.errorbar(N, v, yerr=2 * se, fmt="o", color="C0", ms=4, capsize=2, label="particles")
+        f = fit[key]
+        c = np.exp(np.mean(np.log(v)) - f["slope"] * np.mean(np.log(N)))
+        ax.plot(N, c * N ** f["slope"], "-", color="C0",
+                label=f"slope {f['slope']:.2f} [{f['ci95'][0]:.2f}, {f['ci95'][1]:.2f}]")
+        c2 = v[0] * N[0] ** 0.5
+        ax.plot(N, c2 * N ** -0.5, "--", color="0.5", label="N^(−1/2)")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("N")
+        ax.set_title(label, fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(frameon=False, fontsize=7)
+    fig.tight_layout()
+    return [save_figure(fig, run_dir / io.FIGURES / "chaos.png")]
