@@ -47,7 +47,7 @@ from scipy.stats import linregress
 from .. import io
 from ..errors import ConfigError, DivergenceError
 from ..models import IsotropicGaussians, Unit
-from .mmn_isotropic import MMNConfig, _w1_to_density, build, record_steps, solve_pde
+from .mmn_isotropic import PiecewiseMMNConfig, _w1_to_density, build, record_steps, solve_pde
 
 NAME = "chaos-rate"
 
@@ -57,7 +57,7 @@ SMALL = {"N": 500, "N_min": 20, "n_values": 4, "replicas": 4, "dt": 2.5e-5, "ste
 
 
 @dataclass(frozen=True)
-class Config(MMNConfig):
+class Config(PiecewiseMMNConfig):
     N: int = 5000
     N_min: int = 50
     n_values: int = 6
@@ -72,10 +72,6 @@ class Config(MMNConfig):
     pde_cells: int = 1000
     pde_rmax: float = 6.0
     n_boot: int = 2000
-    t1: float = 0.5
-    t2: float = 1.5
-    s1: float = -2.5
-    s2: float = 7.5
 
     _presets = {"scale": {"small": SMALL}}
 
@@ -89,13 +85,6 @@ class Config(MMNConfig):
             raise ConfigError(f"replicas (seeds per N) must be >= 2, got {self.replicas}")
         if self.n_boot < 100:
             raise ConfigError(f"n_boot must be >= 100, got {self.n_boot}")
-        if not self.t2 > self.t1:
-            raise ConfigError(f"t2 must be > t1, got t1={self.t1}, t2={self.t2}")
-
-    def activation(self):
-        from ..models.activations import get_activation
-
-        return get_activation("piecewise", t1=self.t1, t2=self.t2, s1=self.s1, s2=self.s2)
 
     def grid(self) -> list[int]:
         """The geometric grid of N (rounded, distinct)."""

@@ -101,20 +101,13 @@ class MMNConfig(RunConfig):
 
 
 @dataclass(frozen=True)
-class Config(MMNConfig):
-    N: int = 800
-    d: int = 40
-    dt: float = 1e-6
-    steps: int = 20_000_000
-    log_every: int = 200_000
-    save_every: int = 2_000_000
-    checkpoint_every: int = 2_000_000
+class PiecewiseMMNConfig(MMNConfig):
+    """MMNConfig with MMN's piecewise-linear σ (s1 below t1, s2 above t2, linear between)."""
+
     t1: float = 0.5
     t2: float = 1.5
     s1: float = -2.5
     s2: float = 7.5
-
-    _presets = {"scale": {"small": SMALL}}
 
     def validate(self):
         super().validate()
@@ -127,6 +120,19 @@ class Config(MMNConfig):
     def activation(self):
         """MMN's piecewise-linear σ: s1 below t1, s2 above t2, linear in between."""
         return get_activation("piecewise", t1=self.t1, t2=self.t2, s1=self.s1, s2=self.s2)
+
+
+@dataclass(frozen=True)
+class Config(PiecewiseMMNConfig):
+    N: int = 800
+    d: int = 40
+    dt: float = 1e-6
+    steps: int = 20_000_000
+    log_every: int = 200_000
+    save_every: int = 2_000_000
+    checkpoint_every: int = 2_000_000
+
+    _presets = {"scale": {"small": SMALL}}
 
 
 # ------------------------------------------------------------------------------------------
