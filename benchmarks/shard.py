@@ -12,7 +12,9 @@ other ranks wait.  Rank 0 first times the unsharded ``ParticleDynamics`` ("unsha
 cores) for reference and for the bitwise check.
 
 Per config: seconds per step (median/min/max over ``--steps`` timed steps after one
-warm-up step; rank 0's wall clock, which includes waiting for the other ranks), seconds
+warm-up step; rank 0's wall clock, which includes waiting for the other ranks), rank 0's
+CPU seconds per step (median; all its threads — the per-rank cost N²/P shows here even
+when other processes share the cores and blur the wall clock), seconds
 per step inside collectives on rank 0 ("comm s"; all-gather of positions + the one-number
 divergence all-reduce, waiting included), bytes each rank receives per step (counted by
 ``Comm``: (P − 1) shards of ⌈N/P⌉ rows × D float32 numbers, + 4 for the flag), pair terms
@@ -39,7 +41,8 @@ from .common import machine, print_table, summarise, write_json
 
 COLUMNS = [("config", "config", "s"), ("N", "N", "d"), ("ranks", "shards", "d"),
            ("threads/rank", "threads_per_rank", "d"), ("median s", "median_s", ".4g"),
-           ("min s", "min_s", ".4g"), ("max s", "max_s", ".4g"), ("comm s", "comm_s", ".3g"),
+           ("min s", "min_s", ".4g"), ("max s", "max_s", ".4g"), ("CPU s", "cpu_s", ".4g"),
+           ("comm s", "comm_s", ".3g"),
            ("recv KB/step/rank", "recv_kb_per_step", ".1f"), ("pairs/rank", "pairs_per_rank", ".3g"),
            ("× vs 1x1", "speedup_vs_1x1", ".2f"), ("× vs unsharded", "speedup_vs_unsharded", ".2f"),
            ("bitwise", "bitwise_equal", "")]
@@ -67,12 +70,13 @@ def parse_config(s: str) -> tuple[int, int]:
 
 def _timed_steps(dyn, state, steps):
     state, _ = dyn.step(state)                                         # warm-up (builds the loop)
-    times = []
+    times, cpu = [], []
     for _ in range(steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         state, _ = dyn.step(state)
         times.append(time.perf_counter() - t0)
-    return state, times
+        cpu.append(time.process_time() - c0)
+    return state, times, statistics.median(cpu)
 
 
 def _rank(world: Comm, N, d, steps, configs):
@@ -85,11 +89,11 @@ def _rank(world: Comm, N, d, steps, configs):
     if world.rank == 0:
         torch.set_num_threads(len(os.sched_getaffinity(0)))
         dyn, theta = problem(N, d)
-        state, times = _timed_steps(dyn, dyn.init(theta, seed=1), steps)
+        state, times, cpu = _timed_steps(dyn, dyn.init(theta, seed=1), steps)
         ref = state.theta
         rows.append({"config": "unsharded", "N": N, "d": d, "shards": 1,
                      "threads_per_rank": torch.get_num_threads(), **summarise(times),
-                     "comm_s": 0.0, "recv_kb_per_step": 0.0, "pairs_per_rank": float(N * N),
+                     "cpu_s": cpu, "comm_s": 0.0, "recv_kb_per_step": 0.0, "pairs_per_rank": float(N * N),
                      "bitwise_equal": True})
     world.barrier()
     for P, T in configs:
@@ -102,17 +106,19 @@ def _rank(world: Comm, N, d, steps, configs):
             state = sdyn.init(theta, seed=1)
             state, _ = sdyn.step(state)                                # warm-up
             comm.stats.clear()
-            times = []
+            times, cpu = [], []
             for _ in range(steps):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 state, _ = sdyn.step(state)
                 times.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
             stats = {k: list(v) for k, v in comm.stats.items()}
             full, _ = sdyn.gather(state)
             if world.rank == 0:
                 lo, hi = sdyn.rows
                 rows.append({"config": f"{P}x{T}", "N": N, "d": d, "shards": P,
                              "threads_per_rank": T, **summarise(times),
+                             "cpu_s": statistics.median(cpu),
                              "comm_s": sum(v[2] for v in stats.values()) / steps,
                              "recv_kb_per_step": sum(v[1] for v in stats.values()) / steps / 1e3,
                              "pairs_per_rank": float((hi - lo) * N),

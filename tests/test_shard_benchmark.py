@@ -20,7 +20,7 @@ def test_shard_benchmark_tiny(tmp_path, capsys):
     assert list(rows) == ["unsharded", "1x1", "1x2", "2x1"]
     for r in rows.values():
         assert r["bitwise_equal"] is True, r
-        assert r["min_s"] <= r["median_s"] <= r["max_s"]
+        assert r["min_s"] <= r["median_s"] <= r["max_s"] and r["cpu_s"] > 0
         assert r["speedup_vs_1x1"] == pytest.approx(rows["1x1"]["median_s"] / r["median_s"])
         assert r["speedup_vs_unsharded"] == pytest.approx(rows["unsharded"]["median_s"] / r["median_s"])
     # per step each rank receives the other shard's rows, padded to ⌈N/P⌉ rounded up to 8
