@@ -55,8 +55,8 @@ def launcher_env() -> dict | None:
         ws = int(e["WORLD_SIZE"])
         return {"rank": int(e["RANK"]), "world_size": ws, "local_rank": int(e.get("LOCAL_RANK", 0)),
                 "local_world_size": int(e.get("LOCAL_WORLD_SIZE", ws))}
-    if "SLURM_PROCID" in e and "SLURM_NTASKS" in e and "SLURM_STEP_ID" in e:
-        ws = int(e["SLURM_NTASKS"])
+    if "SLURM_PROCID" in e and "SLURM_STEP_ID" in e:      # a task of an srun step (not the batch script)
+        ws = int(e.get("SLURM_STEP_NUM_TASKS", e.get("SLURM_NTASKS", 1)))
         nodes = int(e.get("SLURM_STEP_NUM_NODES", e.get("SLURM_NNODES", 1)))
         return {"rank": int(e["SLURM_PROCID"]), "world_size": ws,
                 "local_rank": int(e.get("SLURM_LOCALID", 0)),

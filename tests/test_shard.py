@@ -322,3 +322,39 @@ def test_simulate_of_an_unregistered_experiment_sends_its_arguments(tmp_path):
                                   param_names=["x", "y", "z"], task_arrays={}, progress=False)
         assert final.step == 12 and [r["step"] for r in rows] == [0, 3, 6, 9, 12]
     _same_run(outs[1], outs[2])
+
+
+def test_launcher_environments(monkeypatch):
+    """torchrun's and srun's variables name the rank; an sbatch script (no step) and an
+    ordinary process are not launched; threads per rank follow the documented order."""
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "SLURM_PROCID", "SLURM_STEP_ID",
+                "SLURM_NTASKS", "SLURM_STEP_NUM_TASKS", "SLURM_LOCALID", "SLURM_STEP_NUM_NODES",
+                "SLURM_NNODES", "SLURM_CPUS_PER_TASK", "MEANFIELD_THREADS_PER_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    assert distributed.launcher_env() is None and distributed.is_writer()
+    monkeypatch.setenv("SLURM_PROCID", "0")               # inside an sbatch script: no step
+    monkeypatch.setenv("SLURM_NTASKS", "8")
+    assert distributed.launcher_env() is None
+    monkeypatch.setenv("SLURM_STEP_ID", "0")              # a task of `srun --ntasks 8 -N 2`
+    monkeypatch.setenv("SLURM_PROCID", "5")
+    monkeypatch.setenv("SLURM_LOCALID", "1")
+    monkeypatch.setenv("SLURM_STEP_NUM_NODES", "2")
+    assert distributed.launcher_env() == {"rank": 5, "world_size": 8, "local_rank": 1,
+                                          "local_world_size": 4}
+    assert not distributed.is_writer()
+    monkeypatch.setenv("RANK", "0")                       # torchrun wins
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert distributed.launcher_env()["world_size"] == 3 and distributed.is_writer()
+    with pytest.raises(ConfigError, match="shards=2 but the launcher started 3 processes"):
+        distributed.group_comm(2)
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "6")
+    assert distributed.threads_per_rank(4) == 6
+    monkeypatch.setenv("MEANFIELD_THREADS_PER_RANK", "3")
+    assert distributed.threads_per_rank(4) == 3
+    monkeypatch.setenv("MEANFIELD_THREADS_PER_RANK", "many")
+    with pytest.raises(ConfigError, match="MEANFIELD_THREADS_PER_RANK must be an integer"):
+        distributed.threads_per_rank(1)
+    monkeypatch.delenv("MEANFIELD_THREADS_PER_RANK")
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK")
+    assert distributed.threads_per_rank(2) == max(1, len(os.sched_getaffinity(0)) // 2)
