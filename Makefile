@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.meanfield-installed
 # KeOps compiles formulas on first use: keep them in a writable per-project cache.
 export KEOPS_CACHE_FOLDER ?= $(CURDIR)/.cache/keops
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test gallery clean
 
 setup: $(STAMP)
 
@@ -21,6 +21,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# regenerate docs/gallery/*.png (the README's figures) by running each reproduction (long)
+gallery: setup
+	bash scripts/gallery.sh
 
 clean:
 	rm -rf $(VENV) .cache runs build *.egg-info

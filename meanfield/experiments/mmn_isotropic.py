@@ -298,7 +298,17 @@ def plot(run_dir, coords=None) -> list[Path]:
             ax.plot(r, dens[law, kp], color="k", lw=1.2, label="PDE")
             if gibbs is not None and k == picks[-1]:
                 ax.plot(r, gibbs[law], "--", color="C3", lw=1.0, label="Gibbs")
-            ax.set_xlim(0, max(rs.max(), r[dens[law, kp] > 1e-3 * dens[law, kp].max()].max()) * 1.05)
+            rmax = max(rs.max(), r[dens[law, kp] > 1e-3 * dens[law, kp].max()].max()) * 1.05
+            ax.set_xlim(0, rmax)
+            # a spike of units near w = 0 would flatten the bulk: clip it and print its mass
+            cut = 0.1 * rmax
+            bulk = dens[law, kp][r > cut]
+            mass_pde = float(dens[law, kp][r <= cut].sum() * (r[1] - r[0]))
+            if mass_pde > 0.02 and bulk.size:
+                ax.set_ylim(0, 1.6 * bulk.max())
+                ax.text(0.97, 0.95, f"mass at |w| < {cut:.2g}:\nPDE {mass_pde:.0%}, SGD "
+                        f"{(rs < cut).mean():.0%}", ha="right", va="top", fontsize=7,
+                        transform=ax.transAxes)
             ax.set_title(f"t = {ts[k]:.3g}{labels[b]}", fontsize=9)
             ax.set_xlabel("|w|")
         axes[row][0].legend(frameon=False, fontsize=7)

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Regenerate the README gallery: run each reproduction in the mode shown in the README and copy
+# its figures to docs/gallery/<experiment>-<figure>.png.  `make gallery` calls this.
+# Usage: scripts/gallery.sh [EXPERIMENT ...]   (default: all of them; long: tens of minutes)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MF=${MF:-.venv/bin/meanfield}
+RUNS=${GALLERY_RUNS:-runs/gallery}
+mkdir -p "$RUNS" docs/gallery
+
+# experiment | extra arguments | figures
+GALLERY=(
+  "teacher-student||risk.png particles.png"
+  "mmn-isotropic||risk.png histograms.png"
+  "mmn-bifurcation||risk.png histograms.png"
+  "chaos-rate||chaos.png"
+)
+
+want=("$@")
+for row in "${GALLERY[@]}"; do
+  IFS='|' read -r name args figs <<<"$row"
+  if [ ${#want[@]} -gt 0 ] && [[ ! " ${want[*]} " =~ " ${name} " ]]; then continue; fi
+  out="$RUNS/$name"
+  rm -rf "$out"
+  echo "gallery: meanfield run $name $args --out $out" >&2
+  # shellcheck disable=SC2086
+  "$MF" run "$name" $args --out "$out" --no-progress
+  for f in $figs; do
+    cp "$out/figures/$f" "docs/gallery/$name-$f"
+  done
+done
