@@ -5,6 +5,7 @@
     meanfield plot DIR
     meanfield show DIR
     meanfield list
+    meanfield sweep EXPERIMENT --grid KEY=V1,V2 --grid seed=0:8 [--set ...] [--scheduler ADDR] --out DIR
 
 Bad input prints one line on stderr and exits with status 2, writing nothing; a diverging
 run prints one line and exits with status 3, its last checkpoint intact.
@@ -48,6 +49,22 @@ def _parser() -> argparse.ArgumentParser:
     sh = sub.add_parser("show", help="print a run's config and its last metrics")
     sh.add_argument("run_dir", type=Path)
     sub.add_parser("list", help="list the experiments")
+    # ---- sweeps (issue 5; meanfield.sweep) ----
+    sw = sub.add_parser("sweep", help="run an experiment over a grid of config values (Dask)")
+    sw.add_argument("experiment")
+    sw.add_argument("--grid", dest="grids", action="append", default=[], metavar="KEY=V1,V2|A:B",
+                    help="a grid axis: values 'N=100,200,400' or an integer range 'seed=0:8' (repeatable)")
+    sw.add_argument("--config", type=Path, help="TOML file of config keys")
+    sw.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config key for every point (repeatable)")
+    sw.add_argument("--out", type=Path, required=True, help="sweep directory (re-use it to restart)")
+    sw.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://HOST:8786")
+    sw.add_argument("--workers", type=int, help="LocalCluster worker processes (default: one per "
+                    "core; 0 runs the points one after another in this process)")
+    sw.add_argument("--replicas-for", dest="replicas_for", metavar="seed",
+                    help="run the seeds of each grid point as replicas of one run (one tensor)")
+    sw.add_argument("--metric", default="risk", help="metrics.csv column summarised (default: risk)")
+    sw.add_argument("--no-progress", action="store_true")
     return p
 
 
@@ -142,6 +159,32 @@ def _cmd_list(args):
         print(f"{name:20s} {doc}")
 
 
+def _cmd_sweep(args):
+    from . import sweep
+
+    grid = sweep.parse_grid(args.grids)
+    if not grid:
+        raise ConfigError("sweep needs at least one --grid KEY=VALUES")
+    # validate everything before a cluster starts
+    sweep.plan(args.experiment, grid, sets=args.sets, config_file=args.config,
+               replicas_for=args.replicas_for)
+    if args.workers is not None and args.workers < 0:
+        raise ConfigError(f"--workers must be >= 0, got {args.workers}")
+    kw = dict(sets=args.sets, config_file=args.config, replicas_for=args.replicas_for,
+              metric=args.metric, progress=not args.no_progress)
+    if args.workers == 0 and not args.scheduler:
+        rows = sweep.run_sweep(args.experiment, grid, args.out, **kw)
+    else:
+        client = sweep.dask_client(args.scheduler, args.workers)
+        try:
+            rows = sweep.run_sweep(args.experiment, grid, args.out, executor=client.get_executor(), **kw)
+        finally:
+            sweep.close_client(client)
+    failed = [r for r in rows if r["status"] != "ok"]
+    print(f"{args.experiment} sweep: {len(rows) - len(failed)} of {len(rows)} runs ok"
+          + (f", {len(failed)} failed" if failed else "") + f" -> {Path(args.out) / sweep.SUMMARY}")
+
+
 def main(argv=None) -> int:
     os.environ.setdefault("MPLBACKEND", "Agg")
     from .dynamics.sharded import ShardError
@@ -149,7 +192,7 @@ def main(argv=None) -> int:
     try:
         args = _parser().parse_args(argv)
         {"run": _cmd_run, "resume": _cmd_resume, "plot": _cmd_plot, "show": _cmd_show,
-         "list": _cmd_list}[args.command](args)
+         "list": _cmd_list, "sweep": _cmd_sweep}[args.command](args)
     except ConfigError as e:
         print(f"meanfield: error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -1,0 +1,523 @@
+"""Sweeps: one experiment over a grid of config values, each point an ordinary run directory.
+
+    meanfield sweep EXPERIMENT --grid N=100,200,400 --grid seed=0:8 [--set key=value ...]
+                    [--config FILE.toml] [--scheduler tcp://HOST:PORT] [--workers K]
+                    [--replicas-for seed] --out DIR
+
+writes
+
+    DIR/sweep.json           the experiment, grid, fixed overrides (a record, for people)
+    DIR/<point>/             one run directory per point (DESIGN.md §3), e.g. DIR/N=100_seed=3/
+    DIR/summary.csv          one row per point: the grid values, run, status, final_risk,
+                             best_risk, t_final, wall_s   (rewritten atomically after every point)
+
+Grid specs (``--grid``, repeatable, one key each): ``KEY=v1,v2,...`` (values separated by
+``;`` instead when a value holds commas, e.g. ``xi=power:1,0.25,1;power:1,0.5,1``) or an integer
+range ``KEY=a:b[:step]`` (Python's range(a, b, step): ``seed=0:8`` is 0 … 7).  The grid is
+the Cartesian product, first key slowest.  Every point's config is built and validated in the
+parent before anything runs: a bad spec or value is a ConfigError (exit 2, nothing written).
+
+**Execution.**  :func:`run_sweep` takes any ``concurrent.futures``-style executor (an object
+with ``submit(fn, *args) -> Future``): :class:`SerialExecutor` (in this process, for tests
+and debugging), a ``ProcessPoolExecutor``, or Dask's ``client.get_executor()``.  The CLI
+uses Dask distributed (:func:`dask_client`): an in-process ``LocalCluster`` with one
+single-threaded worker process per core by default (``--workers K`` to choose), or an
+existing scheduler (``--scheduler tcp://HOST:PORT``, or ``DASK_SCHEDULER_ADDRESS``).  Dask's
+nannies start workers with ``OMP_NUM_THREADS=1`` (right for many small runs; one big run
+wants all threads: use ``meanfield run``), and :func:`run_point` also calls
+``torch.set_num_threads`` from it.  A worker that dies mid-point (killed, out of memory) is
+replaced by Dask and its point is re-run elsewhere; the re-run resumes from the point's last
+checkpoint, so nothing is lost.
+
+**Restarts.**  Re-running the same command on DIR skips points whose run is finished
+(reusing their summary rows), resumes unfinished ones from their checkpoints (or from step 0
+when they stopped before the first) and starts the rest.  A point whose run directory holds
+a different config (other than a larger ``steps``, which extends the run) is recorded as
+failed rather than overwritten.
+
+**Failures.**  An exception in a point (divergence, a bad value found late, a worker killed
+too often: Dask's ``KilledWorker``) is recorded in its row as ``failed: Type: message``; the
+other points go on.
+
+**Replicas.**  ``replicas_for="seed"`` (``--replicas-for seed``) runs all seeds of a grid
+point as the replicas of one run (θ of shape [R, N, D], one tensor, one generator seeded
+with the first seed): R systems advance in one batched step, so per-step overheads are paid
+once.  Replica r stands for the r-th seed value: an independent draw with the same law as a
+separate run with that seed, but not the same draw.  The summary keeps one row per seed
+(column ``replica``).  Measured on this 2-core machine (README, "Sweeps"): for small N the
+batched run is several times faster than separate tasks; for large N the work per step
+dominates and separate tasks on separate cores win.
+
+**Compile caches.**  Before fanning out, the parent runs each distinct (experiment, d,
+dtype, backend) once for one step at a tiny N in a temporary directory, so that KeOps
+formulas and native loops are compiled into the shared caches (DESIGN.md §4) before
+workers start; workers on other machines need those caches on a shared file system.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import csv
+import io as _io
+import itertools
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from . import io
+from .errors import ConfigError
+
+SUMMARY, RECORD = "summary.csv", "sweep.json"
+_RANGE = re.compile(r"^\s*(-?\d+)\s*:\s*(-?\d+)\s*(?::\s*(-?\d+)\s*)?$")
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+RESULT_COLUMNS = ("run", "status", "final_risk", "best_risk", "t_final", "wall_s")
+
+
+# ---- grid ------------------------------------------------------------------------------
+def parse_grid(specs) -> dict[str, list[str]]:
+    """``["N=100,200", "seed=0:3"]`` → ``{"N": ["100", "200"], "seed": ["0", "1", "2"]}``.
+
+    Values stay strings (parsed later by the experiment's Config like ``--set`` values).
+    Raises ConfigError (naming the spec) for a missing ``=``, a bad key, an empty value
+    list, an empty or malformed range, or a key given twice."""
+    grid: dict[str, list[str]] = {}
+    for spec in specs:
+        key, sep, raw = str(spec).partition("=")
+        key = key.strip()
+        if not sep:
+            raise ConfigError(f"--grid expects KEY=v1,v2,... or KEY=a:b, got {spec!r}")
+        if not _KEY.match(key):
+            raise ConfigError(f"--grid {spec!r}: {key!r} is not a config key name")
+        if key in grid:
+            raise ConfigError(f"--grid: key {key!r} given twice")
+        m = _RANGE.match(raw)
+        if m:
+            a, b = int(m.group(1)), int(m.group(2))
+            step = int(m.group(3)) if m.group(3) is not None else 1
+            if step == 0:
+                raise ConfigError(f"--grid {spec!r}: range step must not be 0")
+            values = [str(v) for v in range(a, b, step)]
+            if not values:
+                raise ConfigError(f"--grid {spec!r}: range {a}:{b} is empty (b is excluded, as in Python)")
+        else:
+            parts = raw.split(";") if ";" in raw else raw.split(",")
+            values = [p.strip() for p in parts]
+            if not raw.strip() or any(v == "" for v in values):
+                raise ConfigError(f"--grid {spec!r}: empty value (expected KEY=v1,v2,...)")
+            if len(set(values)) != len(values):
+                raise ConfigError(f"--grid {spec!r}: repeated value")
+        grid[key] = values
+    return grid
+
+
+def expand(grid: dict[str, list[str]]) -> list[dict[str, str]]:
+    """The Cartesian product of the grid, first key slowest: a list of {key: value}."""
+    keys = list(grid)
+    return [dict(zip(keys, vals)) for vals in itertools.product(*(grid[k] for k in keys))]
+
+
+def point_name(point: dict) -> str:
+    """A directory name for a point: ``N=100_seed=3`` (unsafe characters become ``-``)."""
+    parts = [f"{k}={v}" for k, v in point.items()]
+    return re.sub(r"[^A-Za-z0-9=._+-]", "-", "_".join(parts)) or "point"
+
+
+class Job:
+    """One unit of work: a run directory for one config (``seeds`` > 1 when the grid's
+    seeds run as replicas).  ``points`` are the grid points it covers (one per replica)."""
+
+    def __init__(self, name: str, config: dict, points: list[dict], replica_key: str | None):
+        self.name, self.config, self.points, self.replica_key = name, config, points, replica_key
+
+
+def plan(experiment: str, grid: dict[str, list[str]], *, sets=(), config_file=None,
+         replicas_for: str | None = None) -> list[Job]:
+    """Validate every point's config (ConfigError before anything runs) and group points
+    into jobs (one per point, or one per group of seeds with ``replicas_for="seed"``)."""
+    from .experiments import get_experiment
+
+    exp = get_experiment(experiment)
+    fields = exp.Config.field_types()
+    for key in grid:
+        if key not in fields:
+            import difflib
+
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"--grid: unknown config key {key!r} for {experiment}{hint}")
+    set_keys = {s.partition("=")[0].strip() for s in sets}
+    both = set_keys & set(grid)
+    if both:
+        raise ConfigError(f"key {sorted(both)[0]!r} is in both --grid and --set")
+    if replicas_for is not None:
+        if replicas_for != "seed":
+            raise ConfigError(f"--replicas-for supports only 'seed', got {replicas_for!r}")
+        if "seed" not in grid:
+            raise ConfigError("--replicas-for seed needs a --grid seed=... entry")
+    points = expand(grid)
+    if not points:
+        raise ConfigError("the grid is empty")
+
+    def build(point):
+        return exp.Config.build(config_file, list(sets) + [f"{k}={v}" for k, v in point.items()])
+
+    jobs: list[Job] = []
+    if replicas_for is None:
+        for p in points:
+            jobs.append(Job(point_name(p), build(p).to_dict(), [p], None))
+    else:
+        groups: dict[tuple, list[dict]] = {}
+        for p in points:
+            groups.setdefault(tuple((k, v) for k, v in p.items() if k != "seed"), []).append(p)
+        for rest, pts in groups.items():
+            if "replicas" in grid:
+                raise ConfigError("--replicas-for seed sets replicas itself; remove replicas from --grid")
+            cfg = build(pts[0])
+            if cfg.replicas != 1:
+                raise ConfigError(f"--replicas-for seed needs replicas = 1 in the config, got {cfg.replicas}")
+            seeds = [int(p["seed"]) for p in pts]
+            cfg = build({**pts[0], "replicas": str(len(pts))})
+            label = dict(rest)
+            label["seed"] = f"{seeds[0]}..{seeds[-1]}" if len(seeds) > 1 else str(seeds[0])
+            jobs.append(Job(point_name(label), cfg.to_dict(), pts, "seed"))
+    names = [j.name for j in jobs]
+    for i, j in enumerate(jobs):          # make names unique (sanitising can collide)
+        if names.count(j.name) > 1:
+            j.name = f"{j.name}_{i}"
+    return jobs
+
+
+# ---- executing one point ------------------------------------------------------------------
+def _metric_columns(run_dir: Path, metric: str, replicas: int):
+    """Per replica: (final value, best value, final t) of ``metric`` from metrics.csv."""
+    path = run_dir / io.METRICS
+    m = io.read_metrics(path) if path.exists() else {}
+    out = []
+    for r in range(replicas):
+        col = f"{metric}_r{r}" if replicas > 1 and f"{metric}_r{r}" in m else metric
+        if col in m and len(m[col]):
+            v = m[col]
+            finite = v[~(v != v)]
+            out.append((float(v[-1]), float(finite.min()) if len(finite) else math.nan,
+                        float(m["t"][-1]) if "t" in m else math.nan))
+        else:
+            out.append((math.nan, math.nan, math.nan))
+    return out
+
+
+def _threads_from_env():
+    n = os.environ.get("OMP_NUM_THREADS")
+    if n and n.isdigit() and int(n) > 0:
+        import torch
+
+        if torch.get_num_threads() != int(n):
+            torch.set_num_threads(int(n))
+
+
+def run_point(experiment: str, config: dict, run_dir: str, metric: str = "risk") -> dict:
+    """Run (or finish) one point into ``run_dir``; returns {status, wall_s, values, resumed}.
+
+    * no run there (absent or empty directory): a new run;
+    * a run with the same config (``steps`` may have grown), unfinished or shorter: resumed
+      from its checkpoint (from step 0 when it stopped before its first checkpoint);
+    * a finished run with the same config: nothing to do (``status = "ok"``, ``skipped``);
+    * anything else raises ConfigError (the caller records the point as failed).
+
+    Executes in a worker process; sets torch's thread count from ``OMP_NUM_THREADS``.
+    """
+    from .experiments import get_experiment
+
+    _threads_from_env()
+    exp = get_experiment(experiment)
+    cfg = exp.Config.from_mapping(config, source=f"sweep point {run_dir}")
+    out = Path(run_dir)
+    started = time.perf_counter()
+    resumed = skipped = False
+    if (out / io.CONFIG).exists():
+        rec = io.load_run_config(out)
+        saved = dict(rec["config"])
+        if rec["experiment"] != experiment:
+            raise ConfigError(f"{out} holds a {rec['experiment']!r} run, not {experiment!r}")
+        diff = sorted(k for k in set(saved) | set(config) if k != "steps" and saved.get(k) != config.get(k))
+        if diff:
+            raise ConfigError(f"{out} holds a run with another config ({diff[0]}={saved.get(diff[0])!r}, "
+                              f"sweep wants {config.get(diff[0])!r}); move it away to re-run")
+        ck_path = out / io.CHECKPOINT
+        ck = io.load_checkpoint(ck_path) if ck_path.exists() else None
+        if ck and ck.get("finished") and ck["state"]["step"] >= cfg.steps:
+            skipped = True
+        else:
+            if saved.get("steps") != cfg.steps:
+                rec["config"] = cfg.to_dict()
+                io.write_json(out / io.CONFIG, rec)
+            exp.run(cfg, out, progress=False, checkpoint=ck, resume=True)
+            resumed = True
+    else:
+        exp.run(cfg, out, progress=False)
+    return {"status": "ok", "wall_s": time.perf_counter() - started, "resumed": resumed,
+            "skipped": skipped, "values": _metric_columns(out, metric, cfg.replicas)}
+
+
+class SerialExecutor:
+    """A ``concurrent.futures``-style executor that runs each call at ``submit`` time in
+    this process (tests, debugging, ``--workers 0``)."""
+
+    def submit(self, fn, *args, **kwargs) -> cf.Future:
+        f: cf.Future = cf.Future()
+        try:
+            f.set_result(fn(*args, **kwargs))
+        except BaseException as e:  # noqa: BLE001 — recorded by the caller
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            f.set_exception(e)
+        return f
+
+    def shutdown(self, wait=True):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.shutdown()
+
+
+# ---- the sweep ----------------------------------------------------------------------------
+def _read_summary(path: Path) -> dict[str, dict]:
+    """Previous summary rows keyed by (run, replica)."""
+    if not path.exists():
+        return {}
+    with open(path, newline="") as f:
+        return {(r.get("run", ""), r.get("replica", "")): r for r in csv.DictReader(f)}
+
+
+def write_summary(path: Path, rows: list[dict]) -> None:
+    """summary.csv from row dicts (columns in first-seen order), written atomically."""
+    cols: list[str] = []
+    for r in rows:
+        cols.extend(k for k in r if k not in cols)
+    buf = _io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()})
+    io.atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def read_summary(path) -> list[dict]:
+    """summary.csv as a list of dicts of strings."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _error_text(e: BaseException) -> str:
+    msg = " ".join(str(e).split())
+    return f"failed: {type(e).__name__}" + (f": {msg}" if msg else "")
+
+
+def warm_up(experiment: str, jobs: list[Job]) -> None:
+    """Compile KeOps formulas / native loops in this process before workers start: one step
+    at a tiny N for each distinct (d, dtype, backend) — through the experiment's
+    ``warmup(cfg)`` if it has one, else its ``build(cfg) -> (task, dynamics, state)`` and one
+    ``dynamics.step``, else a one-step run in a throw-away directory.  Failures are ignored here (the
+    points report their own errors)."""
+    from .experiments import get_experiment
+
+    exp = get_experiment(experiment)
+    seen = set()
+    for job in jobs:
+        c = job.config
+        key = (c.get("d"), c.get("dtype"), c.get("backend"))
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            cfg = exp.Config.from_mapping(c)
+            if hasattr(exp, "warmup"):
+                exp.warmup(cfg)
+                continue
+            small = exp.Config.from_mapping({**c, "N": min(int(c.get("N", 8)), 8), "replicas": 1,
+                                             "steps": 1, "log_every": 1, "save_every": 1,
+                                             "checkpoint_every": 1})
+            if hasattr(exp, "build"):         # (task, dynamics, state): one step, no files
+                _, dyn, state = exp.build(small)
+                dyn.step(state)
+                continue
+            tmp = Path(tempfile.mkdtemp(prefix="meanfield-warmup-"))
+            try:
+                import contextlib
+
+                with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+                    exp.run(small, tmp / "run", progress=False)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def run_sweep(experiment: str, grid, out, *, sets=(), config_file=None, executor=None,
+              replicas_for: str | None = None, metric: str = "risk", progress: bool = True,
+              point_fn=None, warmup: bool = True) -> list[dict]:
+    """Run every point of ``grid`` (a dict {key: [values]} or a list of ``--grid`` specs)
+    into ``out``; returns the summary rows (also written to ``out/summary.csv``).
+
+    ``executor``: any object with ``submit(fn, *args) -> concurrent.futures.Future``
+    (default :class:`SerialExecutor`).  ``point_fn(experiment, config, run_dir, metric)``
+    replaces :func:`run_point` (a hook for tests).  See the module docstring for restarts,
+    failures and replicas.
+    """
+    from tqdm.auto import tqdm
+
+    if not isinstance(grid, dict):
+        grid = parse_grid(grid)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a directory")
+    if out.exists() and (out / io.CONFIG).exists():
+        raise ConfigError(f"--out {out} holds a single run, not a sweep")
+    jobs = plan(experiment, grid, sets=sets, config_file=config_file, replicas_for=replicas_for)
+    record = {"experiment": experiment, "grid": grid, "sets": list(sets),
+              "config_file": str(config_file) if config_file else None, "replicas_for": replicas_for}
+    if (out / RECORD).exists():
+        try:
+            old = json.loads((out / RECORD).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            old = {}
+        if old.get("experiment") not in (None, experiment):
+            raise ConfigError(f"--out {out} holds a sweep of {old['experiment']!r}, not {experiment!r}")
+    out.mkdir(parents=True, exist_ok=True)
+    io.remove_stale_temporaries(out)
+    io.write_json(out / RECORD, {**record, "meanfield_version": _version()})
+    previous = _read_summary(out / SUMMARY)
+    point_fn = point_fn or run_point
+    executor = executor or SerialExecutor()
+
+    results: dict[str, list[dict]] = {}
+
+    def rows_for(job: Job, res: dict | None, status: str) -> list[dict]:
+        rows = []
+        for r, p in enumerate(job.points):
+            row = dict(p)
+            if job.replica_key:
+                row["replica"] = r
+            row["run"] = job.name
+            row["status"] = status
+            fin, best, tf = res["values"][r] if res else (math.nan, math.nan, math.nan)
+            row.update(final_risk=fin, best_risk=best, t_final=tf)
+            wall = res["wall_s"] if res else math.nan
+            if res and res.get("skipped"):
+                prev = previous.get((job.name, str(r) if job.replica_key else ""))
+                try:
+                    wall = float(prev["wall_s"]) if prev else math.nan
+                except (TypeError, ValueError, KeyError):
+                    wall = math.nan
+            row["wall_s"] = wall
+            rows.append(row)
+        return rows
+
+    def flush():
+        rows = []
+        for job in jobs:
+            rows.extend(results.get(job.name) or rows_for(job, None, "pending"))
+        write_summary(out / SUMMARY, rows)
+        return rows
+
+    if warmup and not all(_finished(out / j.name, j.config) for j in jobs):
+        warm_up(experiment, jobs)
+    flush()
+    bar = tqdm(total=sum(len(j.points) for j in jobs), desc=f"sweep {experiment}", unit="run",
+               disable=None if progress else True, dynamic_ncols=True)
+    futures = {}
+    try:
+        for job in jobs:
+            fut = executor.submit(point_fn, experiment, job.config, str(out / job.name), metric)
+            futures[fut] = job
+        for fut in cf.as_completed(list(futures)):
+            job = futures[fut]
+            try:
+                res = fut.result()
+                results[job.name] = rows_for(job, res, res.get("status", "ok"))
+            except Exception as e:  # noqa: BLE001 — one failing point never stops the others
+                results[job.name] = rows_for(job, None, _error_text(e))
+            flush()
+            bar.update(len(job.points))
+            n_fail = sum(1 for rs in results.values() for r in rs if r["status"].startswith("failed"))
+            bar.set_postfix(failed=n_fail, refresh=False)
+    except BaseException:
+        for fut in futures:
+            fut.cancel()
+        flush()
+        raise
+    finally:
+        bar.close()
+    return flush()
+
+
+def _finished(run_dir: Path, config: dict) -> bool:
+    ck = run_dir / io.CHECKPOINT
+    if not ck.exists():
+        return False
+    try:
+        c = io.load_checkpoint(ck)
+    except ConfigError:
+        return False
+    return bool(c.get("finished")) and c["state"]["step"] >= int(config.get("steps", 0))
+
+
+def _version():
+    from . import __version__
+
+    return __version__
+
+
+# ---- Dask ---------------------------------------------------------------------------------
+def default_workers() -> int:
+    """One worker per core available to this process."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover
+        return max(1, os.cpu_count() or 1)
+
+
+def dask_client(scheduler: str | None = None, workers: int | None = None):
+    """A ``distributed.Client``: to ``scheduler`` (or ``DASK_SCHEDULER_ADDRESS``) when given,
+    else to a new in-process LocalCluster of ``workers`` single-threaded worker processes
+    (default: one per core) whose environment has ``OMP_NUM_THREADS=1``.  Close it (it is a
+    context manager) to stop the cluster."""
+    import logging
+
+    import dask
+    from distributed import Client, LocalCluster
+
+    address = scheduler or dask.config.get("scheduler-address", None)
+    if address:
+        try:
+            return Client(address, timeout="20s")
+        except (OSError, TimeoutError) as e:
+            raise ConfigError(f"cannot reach the Dask scheduler at {address} ({type(e).__name__}: {e})") from None
+    n = default_workers() if workers is None else workers
+    if n < 1:
+        raise ConfigError(f"--workers must be >= 1 for a Dask cluster, got {n}")
+    env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    with dask.config.set({f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in env.items()}):
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                               dashboard_address=None, silence_logs=logging.ERROR)
+    client = Client(cluster)
+    client._meanfield_cluster = cluster            # closed with the client (see close_client)
+    return client
+
+
+def close_client(client) -> None:
+    """Close a client from :func:`dask_client` and the LocalCluster it started, if any."""
+    cluster = getattr(client, "_meanfield_cluster", None)
+    client.close()
+    if cluster is not None:
+        cluster.close()
+
+
+__all__ = ["parse_grid", "expand", "point_name", "plan", "run_point", "run_sweep", "warm_up",
+           "SerialExecutor", "dask_client", "close_client", "read_summary", "write_summary"]

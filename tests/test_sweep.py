@@ -1,0 +1,204 @@
+"""Sweeps: grid expansion, summary.csv, restarts, failures, replicas, and Dask with a killed worker."""
+import functools
+import sys
+
+import numpy as np
+import pytest
+
+from meanfield import io, sweep
+from meanfield.cli import main
+from meanfield.errors import ConfigError
+
+# a teacher-student run of ~40 steps: well under a second of simulation per point
+TINY = ["d=3", "steps=40", "backend=torch", "log_every=5", "save_every=10", "checkpoint_every=10"]
+
+
+def _metrics(run_dir):
+    return io.read_metrics(run_dir / io.METRICS)
+
+
+@pytest.mark.parametrize("specs, expected", [
+    (["N=100,200,400"], {"N": ["100", "200", "400"]}),
+    (["seed=0:3"], {"seed": ["0", "1", "2"]}),
+    (["seed=2:9:3"], {"seed": ["2", "5", "8"]}),
+    (["xi=power:1,0.25,1;1.0"], {"xi": ["power:1,0.25,1", "1.0"]}),
+])
+def test_grid_specs_parse(specs, expected):
+    assert sweep.parse_grid(specs) == expected
+
+
+def test_grid_expands_to_the_cartesian_product_first_key_slowest():
+    pts = sweep.expand({"N": ["10", "20"], "seed": ["0", "1", "2"]})
+    assert pts == [{"N": n, "seed": s} for n in ("10", "20") for s in ("0", "1", "2")]
+    assert sweep.point_name({"N": "10", "xi": "power:1,0.5,1"}) == "N=10_xi=power-1-0.5-1"
+
+
+@pytest.mark.parametrize("grid, needle", [
+    (["N"], "expects KEY=v1,v2"),
+    (["N="], "empty value"),
+    (["N=1,,2"], "empty value"),
+    (["N=1,1"], "repeated value"),
+    (["seed=3:3"], "is empty"),
+    (["seed=0:4:0"], "step must not be 0"),
+    (["N=1", "N=2"], "given twice"),
+    (["2N=1"], "not a config key name"),
+    (["Nn=10,20"], "did you mean 'N'"),
+    (["N=10,abc"], "N must be an integer"),
+    (["N=10,-1"], "N must be >= 1"),
+])
+def test_bad_grid_is_one_line_and_status_2(tmp_path, capsys, grid, needle):
+    argv = ["sweep", "teacher-student", "--out", str(tmp_path / "sw"), "--workers", "0"]
+    for g in grid:
+        argv += ["--grid", g]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1, err
+    assert not (tmp_path / "sw").exists()         # nothing written
+
+
+def test_bad_sweep_options_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="both --grid and --set"):
+        sweep.run_sweep("teacher-student", ["N=10,20"], tmp_path / "a", sets=["N=30"])
+    with pytest.raises(ConfigError, match="supports only 'seed'"):
+        sweep.run_sweep("teacher-student", ["N=10,20"], tmp_path / "b", replicas_for="N")
+    with pytest.raises(ConfigError, match="needs a --grid seed"):
+        sweep.run_sweep("teacher-student", ["N=10,20"], tmp_path / "c", replicas_for="seed")
+    assert not any(tmp_path.iterdir())
+
+
+def test_serial_sweep_summary_failure_and_restart(tmp_path, capsys):
+    """A sweep completes with one row per point matching each run directory; a diverging
+    point is recorded as failed and the others finish; a re-run skips finished points."""
+    out = tmp_path / "sw"
+    sets = [f"--set={s}" for s in TINY + ["N=20"]]
+    argv = ["sweep", "teacher-student", "--grid", "dt=0.2,1e7", "--grid", "seed=0:2",
+            *sets, "--workers", "0", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    assert "2 of 4 runs ok, 2 failed" in capsys.readouterr().out
+    rows = sweep.read_summary(out / sweep.SUMMARY)
+    assert [(r["dt"], r["seed"]) for r in rows] == [("0.2", "0"), ("0.2", "1"), ("1e7", "0"), ("1e7", "1")]
+    for r in rows[:2]:
+        assert r["status"] == "ok"
+        m = _metrics(out / r["run"])
+        assert float(r["final_risk"]) == m["risk"][-1]
+        assert float(r["best_risk"]) == m["risk"].min()
+        assert float(r["t_final"]) == pytest.approx(8.0, rel=1e-12)     # 40 steps of 0.2
+        assert float(r["wall_s"]) > 0
+    for r in rows[2:]:
+        assert r["status"].startswith("failed: DivergenceError: step "), r["status"]
+    assert rows[0]["final_risk"] != rows[1]["final_risk"]               # seeds differ
+
+    # re-run: the finished points are not run again (their files are untouched), the
+    # failed ones are retried (and fail again), the summary keeps the first wall times
+    before = {r["run"]: (out / r["run"] / io.METRICS).stat().st_mtime_ns for r in rows[:2]}
+    calls = []
+
+    def counting(*args):
+        calls.append(args[2])
+        return sweep.run_point(*args)
+
+    rows2 = sweep.run_sweep("teacher-student", ["dt=0.2,1e7", "seed=0:2"], out,
+                            sets=TINY + ["N=20"], progress=False, point_fn=counting)
+    assert {r["run"]: (out / r["run"] / io.METRICS).stat().st_mtime_ns for r in rows[:2]} == before
+    for old, new in zip(rows, rows2):
+        assert new["status"] == old["status"]
+        if old["status"] == "ok":
+            assert repr(new["final_risk"]) == old["final_risk"] and repr(new["wall_s"]) == old["wall_s"]
+    assert sorted(calls) == sorted(str(out / r["run"]) for r in rows)
+
+    # a different config for the same run directories: recorded as failed, nothing overwritten
+    rows3 = sweep.run_sweep("teacher-student", ["dt=0.2", "seed=0:2"], out, sets=TINY + ["N=30"],
+                            progress=False)
+    for r in rows3:
+        assert r["status"].startswith("failed: ConfigError:") and "N=20" in r["status"], r["status"]
+    assert {r["run"]: (out / r["run"] / io.METRICS).stat().st_mtime_ns for r in rows[:2]} == before
+
+
+def test_interrupted_point_resumes_from_its_checkpoint(tmp_path):
+    """A point whose run directory holds a checkpoint at step 20 of 40 (here: the same run
+    with steps = 20, which a sweep extends) is resumed, not restarted: its metrics equal an
+    uninterrupted run's bit for bit.  (A run killed mid-way: the Dask test below.)"""
+    from meanfield.experiments import get_experiment
+
+    exp = get_experiment("teacher-student")
+    ref = tmp_path / "ref"
+    cfg = exp.Config.build(None, TINY + ["N=20", "seed=3"])
+    exp.run(cfg, ref, progress=False)
+    out = tmp_path / "sw"
+    # the same point run to step 20 only
+    half = exp.Config.build(None, TINY + ["N=20", "seed=3", "steps=20"])
+    exp.run(half, out / "seed=3", progress=False)
+    ck = io.load_checkpoint(out / "seed=3" / io.CHECKPOINT)
+    assert ck["state"]["step"] == 20
+    rows = sweep.run_sweep("teacher-student", ["seed=3"], out, sets=TINY + ["N=20"], progress=False)
+    assert rows[0]["status"] == "ok"
+    assert (out / "seed=3" / io.METRICS).read_bytes() == (ref / io.METRICS).read_bytes()
+
+
+def test_replicas_for_seed_gives_one_row_per_seed(tmp_path):
+    out = tmp_path / "sw"
+    rows = sweep.run_sweep("teacher-student", ["N=10,20", "seed=0:3"], out, sets=TINY,
+                           replicas_for="seed", progress=False)
+    assert [(r["N"], r["seed"], r["replica"]) for r in rows] == \
+        [(n, str(s), s) for n in ("10", "20") for s in range(3)]
+    assert {r["run"] for r in rows} == {"N=10_seed=0..2", "N=20_seed=0..2"}
+    for r in rows:
+        m = _metrics(out / r["run"])
+        assert r["status"] == "ok"
+        assert r["final_risk"] == m[f"risk_r{r['replica']}"][-1]
+        assert r["best_risk"] == m[f"risk_r{r['replica']}"].min()
+    with np.load(out / "N=20_seed=0..2" / io.PARTICLES) as z:
+        assert z["theta"].shape == (5, 3, 20, 4)           # snapshots × replicas × N × D
+    assert len({r["final_risk"] for r in rows}) == 6
+
+
+def _kill_worker_once(experiment, config, run_dir, metric, *, marker, victim, kill_at):
+    """Run a point; for ``victim``, the first time only, kill this worker process at step
+    ``kill_at`` (after its checkpoint at step 20, before step 40)."""
+    import os
+    from pathlib import Path
+
+    from meanfield.dynamics import ParticleDynamics
+    from meanfield.sweep import run_point
+
+    if Path(run_dir).name == victim and not os.path.exists(marker):
+        real = ParticleDynamics.step
+
+        def step(self, state, **kw):
+            if state.step == kill_at:
+                open(marker, "w").close()
+                os._exit(1)                         # the worker dies, no cleanup
+            return real(self, state, **kw)
+
+        ParticleDynamics.step = step
+    return run_point(experiment, config, run_dir, metric)
+
+
+def test_dask_sweep_survives_a_killed_worker(tmp_path):
+    """LocalCluster of 2 workers with OMP_NUM_THREADS=1; one point kills its worker
+    mid-run; the sweep still completes and that point's metrics equal an uninterrupted
+    run's bit for bit (resumed from its checkpoint, nothing lost)."""
+    import cloudpickle
+
+    from meanfield.experiments import get_experiment
+
+    # this module's functions travel to the workers by value (tests/ is not importable there)
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    marker = tmp_path / "killed"
+    fn = functools.partial(_kill_worker_once, marker=str(marker), victim="seed=1", kill_at=27)
+    out = tmp_path / "sw"
+    client = sweep.dask_client(workers=2)
+    try:
+        assert set(client.run(lambda: __import__("os").environ["OMP_NUM_THREADS"]).values()) == {"1"}
+        assert len(client.scheduler_info()["workers"]) == 2
+        rows = sweep.run_sweep("teacher-student", ["seed=0:3"], out, sets=TINY + ["N=20"],
+                               executor=client.get_executor(), progress=False, point_fn=fn)
+    finally:
+        sweep.close_client(client)
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    assert marker.exists()                                   # the worker was killed
+    assert [r["status"] for r in rows] == ["ok"] * 3
+    exp = get_experiment("teacher-student")
+    exp.run(exp.Config.build(None, TINY + ["N=20", "seed=1"]), tmp_path / "ref", progress=False)
+    assert (out / "seed=1" / io.METRICS).read_bytes() == (tmp_path / "ref" / io.METRICS).read_bytes()
+    assert float(rows[1]["final_risk"]) == _metrics(tmp_path / "ref")["risk"][-1]
