@@ -17,7 +17,9 @@ from ..errors import ConfigError
 from .config import RunConfig
 
 EXPERIMENTS = {"teacher-student": "teacher_student", "mmn-isotropic": "mmn_isotropic",
-               "mmn-bifurcation": "mmn_bifurcation", "chaos-rate": "chaos_rate"}
+               "mmn-bifurcation": "mmn_bifurcation", "chaos-rate": "chaos_rate",
+               "resnet-limit": "resnet_limit", "resnet-rkhs": "resnet_rkhs",
+               "linear-obstruction": "linear_obstruction", "resnet-digits": "resnet_digits"}
 
 
 def get_experiment(name: str):

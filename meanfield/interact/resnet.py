@@ -6,6 +6,7 @@ data weights; φ(x; θ) = u σ(⟨w, x⟩ + b), z_kj = ⟨w_j, x_k⟩ + b_j):
 
     field(unit, x, θ, c)          Σ_j c_j u_j σ(z_kj)                       [B, n, D]   (over units)
     field_vjp(unit, x, θ, c, p)   Σ_j c_j σ'(z_kj) ⟨u_j, p_k⟩ w_j           [B, n, D]   (over units)
+    backward(unit, x, θ, c, p, a) (field_vjp, param_grad) fused (optional; torch only)
     param_grad(unit, x, θ, p, a)  Σ_k a_k ∇_θ⟨p_k, φ(x_k; θ_j)⟩              [B, M, P]   (over data)
     value(unit, x, θ, p, a)       Σ_k a_k ⟨p_k, φ(x_k; θ_j)⟩                 [B, M]      (over data)
 
@@ -78,6 +79,18 @@ class TorchResNetSums:
             v = unit.value(x[..., i:i + r, :], theta, p[..., i:i + r, :], a[..., i:i + r])
             out = v if out is None else out + v
         return out
+
+    def backward(self, unit, x, theta, c, p, a):
+        """(field_vjp, param_grad) in one pass per tile."""
+        r = self._rows(x.shape[-2], theta.shape[-2])
+        if r >= x.shape[-2]:
+            return unit.backward(x, theta, c, p, a)
+        vjps, grad = [], None
+        for i in range(0, x.shape[-2], r):
+            v, g = unit.backward(x[..., i:i + r, :], theta, c, p[..., i:i + r, :], a[..., i:i + r])
+            vjps.append(v)
+            grad = g if grad is None else grad + g
+        return torch.cat(vjps, -2), grad
 
     def __repr__(self):
         return "<torch ResNet sums>"

@@ -151,6 +151,21 @@ class ResidualUnit:
         parts = [gu, gw] + ([r.sum(-2).unsqueeze(-1)] if self.bias else [])
         return torch.cat(parts, dim=-1)                             # (B, M, P)
 
+    def backward(self, x, theta, c, p, a):
+        """(field_vjp, param_grad) in one pass (they share z, σ'(z) and ⟨u_j, p_k⟩)."""
+        u, w, _ = self.split(theta)
+        z = self.preactivation(x, theta)                            # (B, n, M)
+        s, ds = self.activation(z), self.activation.derivative(z)
+        q = p @ u.transpose(-1, -2)                                 # (B, n, M)
+        dq = ds * q                                                 # (B, n, M)
+        vjp = (dq * c.unsqueeze(-2)) @ w                            # (B, n, D)
+        aa = a.unsqueeze(-1)                                        # (B|1, n, 1)
+        gu = (s * aa).transpose(-1, -2) @ p                         # (B, M, D)
+        r = dq * aa                                                 # (B, n, M)
+        gw = r.transpose(-1, -2) @ x                                # (B, M, D)
+        parts = [gu, gw] + ([r.sum(-2).unsqueeze(-1)] if self.bias else [])
+        return vjp, torch.cat(parts, dim=-1)
+
     def value(self, x, theta, p, a):
         u, _, _ = self.split(theta)
         s = self.activation(self.preactivation(x, theta))           # (B, n, M)
@@ -177,6 +192,17 @@ class DenseSums:
 
     def value(self, unit, x, theta, p, a):
         return unit.value(x, theta, p, a)
+
+    def backward(self, unit, x, theta, c, p, a):
+        return unit.backward(x, theta, c, p, a)
+
+
+def _backward(sums, unit, x, theta, c, p, a):
+    """(field_vjp, param_grad): fused when the backend offers ``backward``."""
+    f = getattr(sums, "backward", None)
+    if f is not None:
+        return f(unit, x, theta, c, p, a)
+    return sums.field_vjp(unit, x, theta, c, p), sums.param_grad(unit, x, theta, p, a)
 
 
 _DENSE = DenseSums()
@@ -508,17 +534,22 @@ class ResNet:
         if self.scheme != "euler" or self.substeps != 1:
             return self._evaluate_autograd(theta, m, layers, X, Y, value)
         sums = sums or _DENSE
-        out, loss, xs, ps = self.adjoint(theta, m, layers, X, Y, sums=sums)
+        X, Y = self.check_data(X, Y)
+        out, xs = self.forward(theta, m, layers, X, sums=sums, states=True)
+        Y = Y.to(device=out.device)
+        loss = self.loss(out, Y)
+        p = self.loss_grad(out, Y) @ self.B.to(dtype=out.dtype, device=out.device)   # p_L (B, n, D)
         n = xs[0].shape[-2]
         a = torch.full((1, n), 1.0 / n, dtype=theta.dtype, device=theta.device)
-        B = max(theta.shape[0], out.shape[0])
-        grad = theta.new_empty((B, theta.shape[1], theta.shape[2]))
-        val = theta.new_empty((B, theta.shape[1])) if value else None
-        for l in range(layers.L):
-            th = layers.take(theta, l)
-            layers.put(grad, l, sums.param_grad(self.unit, xs[l], th, ps[l + 1], a))
+        grad = theta.new_empty((out.shape[0], theta.shape[1], theta.shape[2]))
+        val = theta.new_empty((out.shape[0], theta.shape[1])) if value else None
+        for l in reversed(range(layers.L)):         # p holds p_{l+1}
+            th, c = layers.take(theta, l), layers.take(m, l)
             if value:
-                layers.put(val, l, sums.value(self.unit, xs[l], th, ps[l + 1], a))
+                layers.put(val, l, sums.value(self.unit, xs[l], th, p, a))
+            vjp, g = _backward(sums, self.unit, xs[l], th, c, p, a)
+            layers.put(grad, l, g)
+            p = p + vjp
         return ResNetPotential(loss=loss, grad=grad, out=out, value=val)
 
     def _evaluate_autograd(self, theta, m, layers, X, Y, value):
@@ -596,6 +627,49 @@ def grid_measure(theta, *, param_names=None) -> ParticleMeasure:
     layer = (torch.arange(L, dtype=torch.float64) / L).repeat_interleave(M)
     pos = theta.reshape(*theta.shape[:-3], L * M, P)
     return ParticleMeasure(pos, layer=layer, param_names=param_names)
+
+
+def random_fourier_units(M: int, D: int, *, nu: float, generator: torch.Generator,
+                         lengthscale: float = 1.0, replicas: int = 1) -> torch.Tensor:
+    """Random Fourier features as units of the RKHS ResNet (Barboni–Peyré–Vialard 2022):
+    θ_j = (u_j = 0, w_j = ω_j, b_j = φ_j) with σ = cos, so that the residual
+    Σ_j m_j u_j cos(⟨ω_j, x⟩ + φ_j) is Θ_s ψ(x) with ψ_j(x) = cos(⟨ω_j, x⟩ + φ_j).
+
+    ω_j = g_j sqrt(2ν / χ²_{2ν}) / ℓ with g_j ~ N(0, I_D): a multivariate Student t with 2ν
+    degrees of freedom, the spectral density of the Matérn-ν kernel of length ℓ (ν = inf:
+    ω_j ~ N(0, I_D/ℓ²), the Gaussian kernel); φ_j ~ U[0, 2π).  Then
+    E[ψ(x)ψ(x')] = ½ k_ν(|x − x'|) (:func:`matern_kernel`).  χ²_{2ν} is a sum of 2ν squared
+    normals, so ν must be a half-integer (2ν ∈ N) or inf.  Returns [replicas, M, 2D + 1]."""
+    M = check_positive_int("M", M)
+    D = check_positive_int("D", D)
+    R = check_positive_int("replicas", replicas)
+    nu = float(nu)
+    if not (nu == math.inf or (nu > 0 and abs(2 * nu - round(2 * nu)) < 1e-12)):
+        raise ConfigError(f"nu must be a half-integer (0.5, 1, 1.5, …) or inf, got {nu!r}")
+    if not (math.isfinite(lengthscale) and lengthscale > 0):
+        raise ConfigError(f"lengthscale must be finite and > 0, got {lengthscale!r}")
+    g = torch.randn(R, M, D, generator=generator, dtype=torch.float64)
+    if nu != math.inf:
+        k = int(round(2 * nu))
+        chi2 = (torch.randn(R, M, k, generator=generator, dtype=torch.float64) ** 2).sum(-1, keepdim=True)
+        g = g * torch.sqrt(2 * nu / chi2)
+    phase = 2 * math.pi * torch.rand(R, M, 1, generator=generator, dtype=torch.float64)
+    return torch.cat([torch.zeros(R, M, D, dtype=torch.float64), g / lengthscale, phase], -1)
+
+
+def matern_kernel(r, nu: float, lengthscale: float = 1.0):
+    """k_ν(r) for ν ∈ {0.5, 1.5, 2.5, inf} (closed forms): e^{−r/ℓ}, (1 + √3 r/ℓ) e^{−√3 r/ℓ},
+    (1 + √5 r/ℓ + 5r²/(3ℓ²)) e^{−√5 r/ℓ}, e^{−r²/(2ℓ²)}."""
+    r = torch.as_tensor(r, dtype=torch.float64) / lengthscale
+    if nu == 0.5:
+        return torch.exp(-r)
+    if nu == 1.5:
+        return (1 + math.sqrt(3) * r) * torch.exp(-math.sqrt(3) * r)
+    if nu == 2.5:
+        return (1 + math.sqrt(5) * r + 5 * r * r / 3) * torch.exp(-math.sqrt(5) * r)
+    if nu == math.inf:
+        return torch.exp(-0.5 * r * r)
+    raise ConfigError(f"closed-form Matérn kernels: nu in 0.5, 1.5, 2.5, inf; got {nu!r}")
 
 
 # ---- the link with a plain torch ResNet -------------------------------------------------------
@@ -702,4 +776,5 @@ def from_module(module: ResNetModule):
 
 __all__ = ["LOSSES", "SCHEMES", "RESIDUAL_ACTIVATIONS", "DenseSums", "Layers", "ResNet",
            "ResNetModule", "ResNetPotential", "ResidualBlock", "ResidualUnit", "from_module",
-           "grid_measure", "lift_matrices", "residual_activation", "to_module"]
+           "grid_measure", "lift_matrices", "matern_kernel", "random_fourier_units", "residual_activation",
+           "to_module"]

@@ -1,0 +1,204 @@
+"""resnet-digits: a measure-valued ResNet classifier on scikit-learn's 8×8 digits, test accuracy against L and M.
+
+Data: ``sklearn.datasets.load_digits`` (1797 images, 64 pixels / 16, 10 classes; shipped with
+scikit-learn, no download), split at random (``data_seed``) into ``n_test`` test images and
+the rest for training, centred with the training mean.  Fixed embedding A [D, 64]: the top
+D principal directions of the training images, whitened (each embedded coordinate has unit
+variance on the training set); fixed read-out B = (I_10, 0) [10, D] (the first ten hidden
+coordinates are the logits, Barboni–Peyré–Vialard's B ∝ (Id, 0, …, 0)).  L × M residual
+units u tanh(⟨w, x⟩ + b), drawn i.i.d. per layer (u ~ N(0, 1), w ~ N(0, I/D), b ~ N(0, ¼)),
+trained on the cross-entropy by minibatch SGD of the conditional-OT flow (``batch_size``
+images per step without replacement, step dt on the MMN axis, ξ = 1; velocity L·M × the
+plain ResNet's gradient).  Seeds are replicas of one tensor.
+
+metrics.csv (one row every ``log_every`` steps of every (L, M) job): L, M, step, t, risk
+(full training cross-entropy), test_loss, test_acc (means over seeds) and per-seed
+columns.  results.json: the final test accuracy per (L, M), mean and per seed.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import io
+from ..dynamics import resnet_sgd
+from ..errors import ConfigError
+from ..models.resnet import ResNet, grid_measure
+from .config import RunConfig
+from .resnet_common import Sweep, parse_ints, plt, read_results, snapshots_arrays, torch_threads, unit_init
+
+NAME = "resnet-digits"
+
+SCALES = {"full": {"depths": "1,2,4,8", "widths": "8,32,128"},
+          "small": {"depths": "1,2", "widths": "4"}}
+
+
+@dataclass(frozen=True)
+class Config(RunConfig):
+    """Keys of resnet-digits (``N`` and ``d`` unused).  ``depths``/``widths`` left "" take the
+    ``scale`` preset (full: 1,2,4,8 × 8,32,128; small: 1,2 × 4)."""
+
+    steps: int = 600
+    dt: float = 1.0
+    replicas: int = 2
+    log_every: int = 50
+    save_every: int = 300
+    checkpoint_every: int = 100
+    scale: str = "full"
+    depths: str = ""
+    widths: str = ""
+    hidden: int = 32
+    batch_size: int = 128
+    n_test: int = 450
+    data_seed: int = 0
+    init_u_std: float = 1.0
+    init_w_std: float = 1.0
+    init_b_std: float = 0.5
+    threads: int = 1
+
+    _choices = {"scale": tuple(SCALES), "backend": ("auto", "torch", "keops")}
+
+    def validate(self):
+        super().validate()
+        if not 10 <= self.hidden <= 64:
+            raise ConfigError(f"hidden must lie in 10..64 (logits are the first 10 of 64 PCA coordinates), got {self.hidden}")
+        if not 1 <= self.n_test <= 1000:
+            raise ConfigError(f"n_test must lie in 1..1000, got {self.n_test}")
+        if not 1 <= self.batch_size <= 1797 - self.n_test:
+            raise ConfigError(f"batch_size must lie in 1..{1797 - self.n_test}, got {self.batch_size}")
+        for name in ("data_seed", "threads"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("init_u_std", "init_w_std", "init_b_std"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise ConfigError(f"{name} must be finite and >= 0, got {v}")
+        self.sizes()
+
+    def sizes(self) -> dict:
+        p = dict(SCALES[self.scale])
+        for k in ("depths", "widths"):
+            if getattr(self, k):
+                p[k] = getattr(self, k)
+        return {"depths": parse_ints("depths", p["depths"]), "widths": parse_ints("widths", p["widths"])}
+
+
+def digits_data(cfg: Config):
+    """(model, X_train, y_train, X_test, y_test): centred pixels/16, the PCA embedding A and B."""
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    X = torch.as_tensor(X / 16.0, dtype=torch.float64)
+    y = torch.as_tensor(y, dtype=torch.long)
+    perm = torch.randperm(len(X), generator=torch.Generator().manual_seed(cfg.data_seed))
+    te, tr = perm[:cfg.n_test], perm[cfg.n_test:]
+    Xc = X - X[tr].mean(0)
+    _, S, Vh = torch.linalg.svd(Xc[tr], full_matrices=False)
+    D = cfg.hidden
+    A = Vh[:D] * (math.sqrt(len(tr)) / S[:D, None])          # whitened principal directions
+    B = torch.eye(10, D, dtype=torch.float64)
+    model = ResNet(A, B, activation="tanh", loss="cross_entropy")
+    return model, Xc[tr], y[tr], Xc[te], y[te]
+
+
+def run(cfg: Config, out, *, progress: bool = True, checkpoint: dict | None = None, resume: bool = False):
+    """Train every (L, M) into ``out``; returns (None, metrics rows, seconds)."""
+    out = Path(out)
+    sz = cfg.sizes()
+    dtype = getattr(torch, cfg.dtype)
+    model, Xtr, ytr, Xte, yte = digits_data(cfg)
+    if not resume:
+        io.start_run_dir(out, io.run_record(NAME, cfg.to_dict(), {"model": model.to_dict(), "sizes": sz,
+                                                                  "n_train": len(Xtr)}))
+    jobs = [(L, M) for M in sz["widths"] for L in sz["depths"]]
+    test = (Xte.to(dtype), yte)
+    with torch_threads(cfg.threads):
+        sweep = Sweep(out, NAME, cfg, checkpoint=checkpoint, progress=progress, total_steps=len(jobs) * cfg.steps)
+        res = {}
+        for L, M in jobs:
+            res[(L, M)] = sweep.job(
+                f"L={L}/M={M}", {"L": L, "M": M},
+                lambda L=L, M=M: _build(cfg, model, Xtr, ytr, L, M, dtype),
+                steps=cfg.steps, log_every=cfg.log_every,
+                save_every=cfg.save_every if (L, M) == jobs[-1] else None,
+                measure=lambda f, s: _measure(f, s, *test),
+                finish=lambda f, s, r, sn: {"rows": r, "snaps": sn, "layer": s.layer.numpy()})
+        last = res[jobs[-1]]
+        R = cfg.replicas
+        acc = {f"L={L},M={M}": {"L": L, "M": M, "test_acc": r["rows"][-1]["test_acc"],
+                                 "test_acc_seeds": [r["rows"][-1][f"test_acc_r{i}"] for i in range(R)],
+                                 "train_loss": r["rows"][-1]["risk"], "test_loss": r["rows"][-1]["test_loss"]}
+               for (L, M), r in res.items()}
+        arrays = snapshots_arrays(last["snaps"], last["layer"], model.param_names, model.arrays())
+        secs = sweep.finish(arrays, {"experiment": NAME, "sizes": sz, "n_train": len(Xtr), "n_test": len(Xte),
+                                     "final": acc})
+    plot(out)
+    return None, sweep.rows, secs
+
+
+def _build(cfg, model, Xtr, ytr, L, M, dtype):
+    seed = cfg.seed + 7919 * M + 104729 * L
+    g = torch.Generator().manual_seed(seed)
+    theta = unit_init(cfg.replicas, M, model.D, generator=g, u_std=cfg.init_u_std, w_std=cfg.init_w_std,
+                      b_std=cfg.init_b_std, layers=L)
+    flow = resnet_sgd(model, Xtr.to(dtype), ytr, dt=cfg.dt, batch_size=cfg.batch_size, backend=cfg.backend)
+    return flow, flow.init(grid_measure(theta.to(dtype), param_names=model.param_names), generator=g)
+
+
+def _measure(flow, state, Xte, yte):
+    train = flow.loss(state).double()
+    out = flow.model.forward(state.theta, state.weights, flow.layers(state), Xte)
+    test = flow.model.loss(out, yte[None]).double()
+    acc = (out.argmax(-1) == yte).double().mean(-1)
+    row = {"risk": float(train.mean()), "test_loss": float(test.mean()), "test_acc": float(acc.mean())}
+    for r in range(len(acc)):
+        row.update({f"risk_r{r}": float(train[r]), f"test_acc_r{r}": float(acc[r])})
+    return row
+
+
+def plot(run_dir, coords=None) -> list[Path]:
+    """figures/accuracy.png (final test accuracy against L for each M) and figures/risk.png
+    (training cross-entropy and test accuracy along training)."""
+    run_dir = Path(run_dir)
+    res = read_results(run_dir)
+    m = io.read_metrics(run_dir / io.METRICS)
+    p = plt()
+    fig, ax = p.subplots(figsize=(5, 3.6), dpi=110)
+    Ms = sorted({v["M"] for v in res["final"].values()})
+    for k, M in enumerate(Ms):
+        pts = sorted((v["L"], v["test_acc"], v["test_acc_seeds"]) for v in res["final"].values() if v["M"] == M)
+        Ls = [q[0] for q in pts]
+        ax.plot(Ls, [100 * q[1] for q in pts], "o-", color=f"C{k}", label=f"M = {M}")
+        for L, _, seeds in pts:
+            ax.scatter([L] * len(seeds), [100 * s for s in seeds], color=f"C{k}", s=8, alpha=0.4)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("depth L")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False)
+    fig.tight_layout()
+    paths = [run_dir / io.FIGURES / "accuracy.png"]
+    fig.savefig(paths[0])
+    p.close(fig)
+    fig, axes = p.subplots(1, 2, figsize=(10, 3.6), dpi=100)
+    pairs = sorted({(int(a), int(b)) for a, b in zip(m["L"], m["M"])}, key=lambda q: (q[1], q[0]))
+    for k, (L, M) in enumerate(pairs):
+        sel = (m["L"] == L) & (m["M"] == M)
+        axes[0].plot(m["t"][sel], m["risk"][sel], color=f"C{k % 10}", label=f"L={L}, M={M}")
+        axes[1].plot(m["t"][sel], 100 * m["test_acc"][sel], color=f"C{k % 10}")
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("training cross-entropy")
+    axes[1].set_ylabel("test accuracy (%)")
+    for ax in axes:
+        ax.set_xlabel("t (MMN time)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(frameon=False, fontsize=6, ncol=2)
+    fig.tight_layout()
+    paths.append(run_dir / io.FIGURES / "risk.png")
+    fig.savefig(paths[1])
+    p.close(fig)
+    return paths

@@ -1,0 +1,298 @@
+"""resnet-limit: depth and width limits of trained ResNets against a high-resolution reference.
+
+For each task, L × M measure-valued ResNets (``models.resnet``: units u tanh(⟨w, x⟩ + b) in
+hidden dimension D = lift·d, A = (I, …, I)ᵀ, B = (I, 0, …, 0), Barboni–Peyré–Vialard's
+lifting) are trained by the full-batch conditional-OT flow (``dynamics.cot``, ξ = 1,
+dt, ``steps`` steps, T = steps·dt on the MMN axis) on n_train points x ~ N(0, I_d), and
+compared with the reference (L_ref, M_ref):
+
+* ``neg``: y = −x.  For odd d, −Id reverses orientation, so no flow of R^d (no ResNet
+  without lifting) represents it; in the lifted space it is reachable.
+* ``smooth``: y = x + Σ_{k≤8} C_k sin(⟨W_k, x⟩ + c_k)/√8, W_k ~ N(0, I_d), C_k ~ N(0, I_d),
+  c_k ~ U[0, 2π) (drawn with ``task_seed``), a random smooth map.
+
+metrics.csv: one row per recorded step of every job, with columns task (index into
+``tasks``), L, M, step, t, risk (mean over seeds) and risk_r<seed>.  results.json: the
+distances and fitted slopes.  particles.npz: snapshots of the first task's reference.
+
+Distances, per seed, to the reference trained from the same seed: the output distance
+sqrt(mean_k |f_{L,M}(x_k) − f_ref(x_k)|²) on n_test fresh test points after training, and
+the risk-curve distance max_t |R_{L,M}(t) − R_ref(t)| over the recorded times.
+
+Initial law (``init``):
+* ``shared`` (default): replica r draws M atoms θ_j ~ N(0, diag(u_std², w_std²/D, b_std²))
+  used by *every* layer (μ_0 = ds ⊗ (1/M) Σ_j δ_θj, the same measure for every L).  The
+  depth sweep (L in ``depths``, M = M_ref) reuses the reference's atoms, so it differs from
+  the reference in depth only; the width sweep (M in ``widths``, L = L_ref) draws fresh atoms,
+  so it differs in width only.
+* ``iid``: every layer draws its own units (Chizat et al.'s setting, error O(1/L + 1/√(LM))),
+  so the depth sweep also carries the 1/√(LM) fluctuation.
+
+Slopes of log(mean distance over seeds) against log L and log M are fitted with
+``scipy.stats.linregress``, with 95 % percentile bootstrap intervals over the seeds
+(``scipy.stats.bootstrap``); seeds are replicas of one tensor (``replicas``).  The distance
+to a reference at finite (L_ref, M_ref) reads c(1/L − 1/L_ref) in depth and
+c(1/M + 1/M_ref)^{1/2} in width, so sizes far below the reference are used.  Published
+comparison: finite ResNets approach the mean-ODE limit at O(1/L + α/√(LM))
+(lchizat/2026-resnets-of-all-shapes-and-sizes, arXiv:2603.18168), i.e. slopes −1 and −1/2.
+
+``scale = "small"`` (the test) shrinks every size; ``"full"`` is the README's run.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import io
+from ..dynamics import ConditionalOTFlow
+from ..errors import ConfigError
+from ..models.resnet import ResNet, grid_measure, lift_matrices
+from .config import RunConfig
+from .resnet_common import (Sweep, fit_slope, parse_ints, plt, read_results, snapshots_arrays,
+                            torch_threads, unit_init)
+
+NAME = "resnet-limit"
+
+SCALES = {
+    "full": {"L_ref": 128, "M_ref": 512, "depths": "2,4,8,16", "widths": "8,16,32,64",
+             "n_train": 64, "n_test": 256},
+    "small": {"L_ref": 16, "M_ref": 32, "depths": "2,4", "widths": "2,4",
+              "n_train": 16, "n_test": 32},
+}
+
+
+@dataclass(frozen=True)
+class Config(RunConfig):
+    """Keys of resnet-limit (``N`` is unused: the particle count is L·M).  Size keys left at
+    0 / "" take the ``scale`` preset (full: L_ref = 128, M_ref = 512, depths 2,4,8,16,
+    widths 8,16,32,64, n_train = 64, n_test = 256; small: 16, 32, "2,4", "2,4", 16, 32).
+    Sizes stay ≤ 1/8 of the reference; below M ≈ 8 the width error is pre-asymptotic
+    (measured: d² fell by 1.4–1.6× per doubling of M from 2 to 16, 2.1× from 16 to 32)."""
+
+    d: int = 3
+    steps: int = 100
+    dt: float = 0.2
+    replicas: int = 4
+    dtype: str = "float32"
+    log_every: int = 5
+    save_every: int = 50
+    checkpoint_every: int = 50
+    scale: str = "full"
+    tasks: str = "neg,smooth"
+    lift: int = 2
+    activation: str = "tanh"
+    init: str = "shared"
+    L_ref: int = 0
+    M_ref: int = 0
+    depths: str = ""
+    widths: str = ""
+    n_train: int = 0
+    n_test: int = 0
+    task_seed: int = 0
+    init_u_std: float = 1.0
+    init_w_std: float = 1.0
+    init_b_std: float = 0.5
+    threads: int = 1
+
+    _choices = {"scale": tuple(SCALES), "init": ("shared", "iid"),
+                "backend": ("auto", "torch", "keops")}
+
+    def validate(self):
+        super().validate()
+        for t in self.task_list:
+            if t not in ("neg", "smooth"):
+                raise ConfigError(f"tasks must list 'neg' and/or 'smooth', got {self.tasks!r}")
+        for name in ("lift",):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("L_ref", "M_ref", "n_train", "n_test", "task_seed", "threads"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("init_u_std", "init_w_std", "init_b_std"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise ConfigError(f"{name} must be finite and >= 0, got {v}")
+        s = self.sizes()
+        if max(s["depths"]) >= s["L_ref"] or max(s["widths"]) >= s["M_ref"]:
+            raise ConfigError(f"depths and widths must stay below the reference (L_ref={s['L_ref']}, "
+                              f"M_ref={s['M_ref']}), got depths {s['depths']} and widths {s['widths']}")
+        if self.steps % self.log_every:
+            raise ConfigError(f"steps ({self.steps}) must be a multiple of log_every ({self.log_every})")
+
+    @property
+    def task_list(self) -> list[str]:
+        return [t.strip() for t in self.tasks.split(",") if t.strip()]
+
+    def sizes(self) -> dict:
+        """The effective sizes: explicit keys over the ``scale`` preset."""
+        p = dict(SCALES[self.scale])
+        for k in ("L_ref", "M_ref", "n_train", "n_test"):
+            if getattr(self, k):
+                p[k] = getattr(self, k)
+        for k in ("depths", "widths"):
+            if getattr(self, k):
+                p[k] = getattr(self, k)
+        p["depths"] = parse_ints("depths", p["depths"])
+        p["widths"] = parse_ints("widths", p["widths"])
+        return p
+
+
+def make_task(name: str, d: int, n_train: int, n_test: int, seed: int):
+    """(X [n_train, d], Y, X_test, Y_test) in float64 for task ``name`` (module docstring)."""
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n_train, d, generator=g, dtype=torch.float64)
+    Xt = torch.randn(n_test, d, generator=g, dtype=torch.float64)
+    if name == "neg":
+        f = lambda x: -x                                   # noqa: E731
+    else:
+        K = 8
+        W = torch.randn(K, d, generator=g, dtype=torch.float64)
+        c = 2 * math.pi * torch.rand(K, generator=g, dtype=torch.float64)
+        C = torch.randn(d, K, generator=g, dtype=torch.float64)
+        f = lambda x: x + torch.sin(x @ W.T + c) @ C.T / math.sqrt(K)    # noqa: E731
+    return X, f(X), Xt, f(Xt)
+
+
+def run(cfg: Config, out, *, progress: bool = True, checkpoint: dict | None = None, resume: bool = False):
+    """Run the sweep into ``out`` (a new run, or ``resume=True`` from ``checkpoint``).
+    Returns (None, metrics rows, seconds)."""
+    out = Path(out)
+    sz = cfg.sizes()
+    dtype = getattr(torch, cfg.dtype)
+    A, B = lift_matrices(cfg.d, cfg.lift)
+    model = ResNet(A, B, activation=cfg.activation)
+    if not resume:
+        io.start_run_dir(out, io.run_record(NAME, cfg.to_dict(), {"model": model.to_dict(), "sizes": sz}))
+    Lr, Mr = sz["L_ref"], sz["M_ref"]
+    jobs = [(Lr, Mr)] + [(L, Mr) for L in sz["depths"]] + [(Lr, M) for M in sz["widths"]]
+    total = len(cfg.task_list) * len(jobs) * cfg.steps
+    with torch_threads(cfg.threads):
+        sweep = Sweep(out, NAME, cfg, checkpoint=checkpoint, progress=progress, total_steps=total)
+        results, ref_snaps = {}, None
+        for ti, task in enumerate(cfg.task_list):
+            X, Y, Xt, Yt = make_task(task, cfg.d, sz["n_train"], sz["n_test"], cfg.task_seed + ti)
+            res = {}
+            for L, M in jobs:
+                res[(L, M)] = sweep.job(
+                    f"{task}/L={L}/M={M}", {"task": ti, "L": L, "M": M},
+                    lambda L=L, M=M: _build(cfg, model, X, Y, L, M, Mr, dtype),
+                    steps=cfg.steps, log_every=cfg.log_every,
+                    save_every=cfg.save_every if (L, M) == (Lr, Mr) and ti == 0 else None,
+                    measure=_measure, finish=lambda f, s, r, sn: _finish(f, s, r, sn, Xt))
+            if ref_snaps is None:
+                ref_snaps = res[(Lr, Mr)]["snaps"]
+            results[task] = _analyse(res, sz, Lr, Mr)
+        ref_layer = (torch.arange(Lr, dtype=torch.float64) / Lr).repeat_interleave(Mr)
+        arrays = snapshots_arrays(ref_snaps, ref_layer, model.param_names, model.arrays())
+        secs = sweep.finish(arrays, {"experiment": NAME, "sizes": sz, "tasks": results,
+                                     "published": {"depth_slope": -1.0, "width_slope": -0.5}})
+    plot(out)
+    return None, sweep.rows, secs
+
+
+def _build(cfg, model, X, Y, L, M, M_ref, dtype):
+    """The flow and the initial state of an L × M job (atoms per the ``init`` rule)."""
+    R, D = cfg.replicas, model.D
+    kw = dict(u_std=cfg.init_u_std, w_std=cfg.init_w_std, b_std=cfg.init_b_std)
+    if cfg.init == "shared":
+        # the reference and the depth sweep share the M_ref atoms of seed `seed`;
+        # width-M atoms come from their own seed
+        seed = cfg.seed if M == M_ref else cfg.seed + 7919 * M
+        atoms = unit_init(R, M, D, generator=torch.Generator().manual_seed(seed), **kw)
+        theta = atoms[:, None].expand(R, L, M, model.P)
+    else:
+        seed = cfg.seed + 7919 * M + 104729 * L
+        theta = unit_init(R, M, D, generator=torch.Generator().manual_seed(seed), layers=L, **kw)
+    meas = grid_measure(theta.to(dtype).contiguous(), param_names=model.param_names)
+    flow = ConditionalOTFlow(model, X.to(dtype), Y.to(dtype), dt=cfg.dt, backend=cfg.backend)
+    return flow, flow.init(meas, generator=torch.Generator().manual_seed(cfg.seed + 1))
+
+
+def _measure(flow, state):
+    loss = flow.loss(state).double()
+    return {"risk": float(loss.mean()), **{f"risk_r{r}": float(x) for r, x in enumerate(loss)}}
+
+
+def _finish(flow, state, rows, snaps, Xt):
+    out = flow.model.forward(state.theta, state.weights, flow.layers(state), Xt.to(state.theta.dtype))
+    curve = np.array([[r[f"risk_r{i}"] for i in range(state.theta.shape[0])] for r in rows]).T   # (R, K)
+    return {"out": out.detach().double().numpy(), "curve": curve,
+            "t": np.array([r["t"] for r in rows]), "snaps": snaps}
+
+
+def _analyse(res, sz, Lr, Mr) -> dict:
+    ref = res[(Lr, Mr)]
+
+    def dists(r):
+        d_out = np.sqrt(((r["out"] - ref["out"]) ** 2).sum(-1).mean(-1))                   # (R,)
+        d_risk = np.abs(r["curve"] - ref["curve"]).max(-1)                                 # (R,)
+        return d_out, d_risk
+
+    out = {"final_risk_ref": ref["curve"][:, -1].mean().item()}
+    for kind, sizes, key in (("depth", sz["depths"], lambda v: (v, Mr)), ("width", sz["widths"], lambda v: (Lr, v))):
+        do = np.stack([dists(res[key(v)])[0] for v in sizes], 1)                            # (R, K)
+        dr = np.stack([dists(res[key(v)])[1] for v in sizes], 1)
+        out[kind] = {"sizes": sizes, "output_distance": do.tolist(), "risk_distance": dr.tolist(),
+                     "output_slope": fit_slope(sizes, do), "risk_slope": fit_slope(sizes, dr)}
+    return out
+
+
+def plot(run_dir, coords=None) -> list[Path]:
+    """figures/limits.png (distances against L and M with fitted slopes) and
+    figures/risk.png (risk curves of the depth sweep and the reference)."""
+    run_dir = Path(run_dir)
+    res = read_results(run_dir)
+    m = io.read_metrics(run_dir / io.METRICS)
+    p = plt()
+    tasks = list(res["tasks"])
+    fig, axes = p.subplots(len(tasks), 2, figsize=(9, 3.4 * len(tasks)), dpi=110, squeeze=False)
+    for i, task in enumerate(tasks):
+        for j, kind in enumerate(("depth", "width")):
+            ax = axes[i, j]
+            r = res["tasks"][task][kind]
+            x = np.array(r["sizes"], dtype=float)
+            for name, col in (("output", "C0"), ("risk", "C1")):
+                E = np.array(r[f"{name}_distance"])
+                fit = r[f"{name}_slope"]
+                ax.loglog(x, E.T, color=col, alpha=0.25, lw=0.8)
+                ax.loglog(x, E.mean(0), "o-", color=col,
+                          label=f"{name}: slope {fit['slope']:.2f} [{fit['boot_low']:.2f}, {fit['boot_high']:.2f}]")
+            guide = -1.0 if kind == "depth" else -0.5
+            y0 = np.array(r["output_distance"]).mean(0)[0]
+            ax.loglog(x, y0 * (x / x[0]) ** guide, "k--", lw=0.8, label=f"slope {guide:g}")
+            ax.set_xticks(x, [f"{v:g}" for v in x])
+            ax.minorticks_off()
+            ax.set_xlabel("L (M = M_ref)" if kind == "depth" else "M (L = L_ref)")
+            ax.set_ylabel("distance to reference")
+            ax.set_title(f"{task}: {kind}")
+            ax.legend(frameon=False, fontsize=7)
+            ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    paths = [run_dir / io.FIGURES / "limits.png"]
+    fig.savefig(paths[0])
+    p.close(fig)
+    fig, axes = p.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.4), dpi=110, squeeze=False)
+    sz = res["sizes"]
+    for i, task in enumerate(tasks):
+        ax = axes[0, i]
+        sel = (m["task"] == i) & (m["M"] == sz["M_ref"])          # the depth sweep and the reference
+        for k, L in enumerate(sorted({int(v) for v in m["L"][sel]})):
+            rows = sel & (m["L"] == L)
+            ref = L == sz["L_ref"]
+            ax.plot(m["t"][rows], m["risk"][rows], color="k" if ref else f"C{k}", lw=1.6 if ref else 1,
+                    label=f"L={L}, M={sz['M_ref']}" + (" (reference)" if ref else ""))
+        ax.set_yscale("log")
+        ax.set_xlabel("t (MMN time)")
+        ax.set_ylabel("risk (mean over seeds)")
+        ax.set_title(task)
+        ax.legend(frameon=False, fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    paths.append(run_dir / io.FIGURES / "risk.png")
+    fig.savefig(paths[1])
+    p.close(fig)
+    return paths
