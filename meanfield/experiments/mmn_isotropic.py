@@ -295,10 +295,13 @@ def plot(run_dir, coords=None) -> list[Path]:
             rs = np.linalg.norm(theta[k, b], axis=-1)
             kp = int(np.argmin(np.abs(pt - ts[k])))
             ax.hist(rs, bins=40, density=True, color=f"C{law}", alpha=0.45, label="SGD")
-            ax.plot(r, dens[law, kp], color="k", lw=1.2, label="PDE")
+            ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3))
+            h = r[1] - r[0]
+            faces = np.append(r - h / 2, r[-1] + h / 2)
+            ax.stairs(dens[law, kp], faces, color="k", lw=1.2, label="PDE (cell averages)")
             if gibbs is not None and k == picks[-1]:
-                ax.plot(r, gibbs[law], "--", color="C3", lw=1.0, label="Gibbs")
-            rmax = max(rs.max(), r[dens[law, kp] > 1e-3 * dens[law, kp].max()].max()) * 1.05
+                ax.stairs(gibbs[law], faces, color="C3", ls="--", lw=1.0, label="Gibbs")
+            rmax = max(rs.max(), faces[1:][dens[law, kp] > 1e-3 * dens[law, kp].max()].max()) * 1.05
             ax.set_xlim(0, rmax)
             # a spike of units near w = 0 would flatten the bulk: clip it and print its mass
             cut = 0.1 * rmax
