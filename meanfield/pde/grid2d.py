@@ -1,0 +1,827 @@
+"""Two-dimensional distributional dynamics on a grid: the PDE limit without symmetry.
+
+For a task whose parameter θ lives in R² (or on the flat 2-torus) the density ρ_t of the
+particles' limit solves (DESIGN.md §1, MMN time, Ψ_λ = Ψ + (λ/2)|θ|²)
+
+    ∂_t ρ = 2ξ ∇·(ρ ∇Ψ_λ(θ; ρ)) + 2ξβ⁻¹ Δρ,      Ψ(θ; ρ) = V(θ) + ∫ U(θ, θ') ρ(dθ'),
+
+the Wasserstein gradient flow of F_β(ρ) = ½R(ρ) + (λ/2)∫|θ|² dρ + β⁻¹ ∫ ρ log ρ, whose
+stationary states (β < ∞) are the Gibbs laws ρ ∝ exp(−β Ψ_λ(·; ρ)).
+
+Grid.  :class:`Grid2D` is a box [x₀, x₁] × [y₀, y₁] of the plane or the flat torus
+[0, L)² (periodic), cut into nx × ny cells of size hx × hy; P [nx, ny] holds cell averages
+of ρ (index i along x first).  Every update changes P only through face fluxes, so the
+mass Σ P hx hy is conserved to round-off (on the torus) or changes exactly by the mass
+that crosses the box's boundary, which is counted (``mass_out``).  On the box the boundary
+is an outflow boundary (the exterior is empty: nothing flows in, what flows out is lost);
+the run stops with a ConfigError once ``mass_out`` exceeds ``outflow_tol``.
+
+The nonlocal velocity.  Ψ_λ and ∇Ψ_λ at the cell centres come from
+``meanfield.interact.evaluate(task, centres, masses, backend=...)``: the cells are a
+weighted particle set (weights m_c = P_c hx hy), so the same interaction backends that
+move the particles (the fused native/tiled torch loop, KeOps) compute the PDE's velocity;
+nothing is re-implemented here.  Only *active* cells enter — cells whose mass exceeds
+``active_tol`` × the largest, dilated by two cells — so a compactly supported density costs
+what its support costs; the frozen remainder holds less than ``active_tol`` of the peak
+per cell.  The evaluation dtype defaults to float32 (the fused native loop; float64 goes
+through the eager path, ~100× slower for 6400 cells on this machine); the density itself
+is float64 and conservation does not depend on the velocity's precision.
+
+Two schemes (the ideas of ``pde.radial``, dimension by dimension, unsplit):
+
+* ``muscl`` (β = ∞, the default there): face velocities a = −2ξ ∂Ψ_λ, the average of the
+  two neighbouring centres' (the boundary cell's own at a boundary face); P reconstructed
+  linearly in each cell and direction with the monotonised-central limiter, the upwind
+  face value taken; Heun's (SSP-RK2) time stepping.  CFL rule:
+
+      dt = cfl / (max|a_x|/hx + max|a_y|/hy),   cfl ≤ ½,
+
+  under which each Euler stage keeps P ≥ 0: the limited face values of a cell are at most
+  2P and, per direction, the two outgoing fluxes carry at most 2P·max|a|·dt/h in all, so
+  a cell loses at most 2·cfl·P.  Second order where ρ is smooth (measured in
+  ``tests/test_pde_grid2d.py``), first order at extrema.
+* ``implicit`` (β < ∞): the Scharfetter–Gummel flux across a face between cells p → q,
+
+      J = (D/h) [ B(−α) P_p − B(α) P_q ],   α = −β (Φ_q − Φ_p),   B(x) = x/(eˣ − 1),   D = 2ξ/β,
+
+  with Φ = Ψ_λ at the centres (a boundary face uses α = −β h ∂Φ of its cell and an empty
+  exterior), frozen at Pⁿ, and backward Euler split by direction,
+  (I + dt A_y) P* = Pⁿ, (I + dt A_x) Pⁿ⁺¹ = P*, each factor a set of (cyclic) tridiagonal
+  lines solved by the Thomas algorithm (the unsplit 2-D sparse LU solve cost 0.11 s at
+  128² here).  Each A has non-positive off-diagonals and non-negative column sums (zero
+  on the torus), so positivity holds for any dt and the mass changes only by the boundary
+  outflow; the flux vanishes face by face on the discrete Gibbs law P ∝ exp(−βΦ), so
+  stationary states are the grid's Gibbs fixed points exactly.  dt = cfl / (max|a_x|/hx +
+  max|a_y|/hy) as above (any cfl keeps positivity here; it only sets the time accuracy,
+  which is first order).
+
+Every solve reports its CFL number, the smallest and largest dt and the number of steps
+(:class:`GridSolution`).  Diagnostics beside the solver: W2 between the grid density and
+particles (POT's ``ot.emd2``, cells as a weighted measure, periodic ground cost on the
+torus), a Kozachenko–Leonenko entropy estimate for particles (periodic on the torus), and
+samples drawn from a grid density (an i.i.d. reference for those distances).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from scipy.special import digamma, gammaln
+from scipy.stats import norm
+
+from ..errors import ConfigError, DivergenceError, check_finite_float, check_positive_int
+from ..interact import evaluate
+from ..models.tasks import Potential, Task
+from .radial import _as_fn, bernoulli, mc_limiter
+
+GRID_SCHEMES = ("auto", "muscl", "upwind", "implicit")
+
+
+# ------------------------------------------------------------------------------------------
+# the grid
+# ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Grid2D:
+    """nx × ny cells on [lo₀, hi₀] × [lo₁, hi₁]; ``periodic`` makes it a flat torus.
+
+    Build with :meth:`box` or :meth:`torus`.  Arrays on the grid are [nx, ny] (x first)."""
+
+    lo: tuple
+    hi: tuple
+    cells: tuple
+    periodic: bool = False
+
+    def __post_init__(self):
+        lo = tuple(check_finite_float("lo", v) for v in self.lo)
+        hi = tuple(check_finite_float("hi", v) for v in self.hi)
+        if len(lo) != 2 or len(hi) != 2 or len(self.cells) != 2:
+            raise ConfigError(f"a 2-D grid needs two bounds and two cell counts, got lo={self.lo}, "
+                              f"hi={self.hi}, cells={self.cells}")
+        cells = tuple(check_positive_int("cells", c) for c in self.cells)
+        for a, b in zip(lo, hi):
+            if not b > a:
+                raise ConfigError(f"the grid's upper bound {b} must exceed its lower bound {a}")
+        if min(cells) < 3:
+            raise ConfigError(f"cells must be >= 3 per direction, got {cells}")
+        object.__setattr__(self, "lo", lo)
+        object.__setattr__(self, "hi", hi)
+        object.__setattr__(self, "cells", cells)
+
+    @classmethod
+    def box(cls, lo, hi, cells) -> "Grid2D":
+        """The box [lo₀, hi₀] × [lo₁, hi₁] (numbers give a square) with ``cells`` cells per
+        direction (an int or a pair); outflow boundary."""
+        lo = (lo, lo) if np.isscalar(lo) else tuple(lo)
+        hi = (hi, hi) if np.isscalar(hi) else tuple(hi)
+        cells = (cells, cells) if np.isscalar(cells) else tuple(cells)
+        return cls(lo, hi, cells, periodic=False)
+
+    @classmethod
+    def torus(cls, cells, period: float = 2 * math.pi) -> "Grid2D":
+        """The flat torus [0, L)², L = ``period``, with ``cells`` cells per direction."""
+        L = check_finite_float("period", period, positive=True)
+        cells = (cells, cells) if np.isscalar(cells) else tuple(cells)
+        return cls((0.0, 0.0), (L, L), cells, periodic=True)
+
+    # ---- geometry --------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple:
+        return self.cells
+
+    @property
+    def h(self) -> tuple:
+        """(hx, hy)."""
+        return tuple((b - a) / n for a, b, n in zip(self.lo, self.hi, self.cells))
+
+    @property
+    def area(self) -> float:
+        """hx · hy."""
+        hx, hy = self.h
+        return hx * hy
+
+    @property
+    def period(self) -> np.ndarray:
+        """(Lx, Ly) — the box's side lengths, the torus's periods."""
+        return np.array([b - a for a, b in zip(self.lo, self.hi)])
+
+    def axes(self) -> tuple:
+        """Cell-centre coordinates along x [nx] and y [ny]."""
+        return tuple(a + (np.arange(n) + 0.5) * h for a, n, h in zip(self.lo, self.cells, self.h))
+
+    def faces(self) -> tuple:
+        """Face coordinates along x [nx + 1] and y [ny + 1]."""
+        return tuple(a + np.arange(n + 1) * h for a, n, h in zip(self.lo, self.cells, self.h))
+
+    @property
+    def centers(self) -> np.ndarray:
+        """Cell centres [nx, ny, 2]."""
+        xc, yc = self.axes()
+        X, Y = np.meshgrid(xc, yc, indexing="ij")
+        return np.stack([X, Y], -1)
+
+    def mass(self, P) -> float:
+        """Σ_c P_c hx hy."""
+        return float(np.sum(P) * self.area)
+
+    def wrap(self, theta):
+        """Positions [..., 2] folded into [lo, hi) (torus only; the box returns them unchanged)."""
+        if not self.periodic:
+            return theta
+        lo = np.asarray(self.lo)
+        return lo + np.mod(np.asarray(theta, dtype=np.float64) - lo, self.period)
+
+    # ---- densities on the grid ---------------------------------------------------------
+    def gaussian(self, mean, std) -> np.ndarray:
+        """Cell averages [nx, ny] of N(mean, diag(std²)) (numbers give an isotropic law),
+        mass-exact per cell (products of normal CDF differences); on the torus the wrapped
+        Gaussian (images within ±4 periods).  Normalised to mass 1 on the grid."""
+        mean = np.broadcast_to(np.asarray(mean, dtype=np.float64), (2,))
+        std = np.broadcast_to(np.asarray(std, dtype=np.float64), (2,))
+        if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
+            raise ConfigError(f"gaussian needs a finite mean and std > 0, got mean={mean}, std={std}")
+        parts = []
+        for c, f in enumerate(self.faces()):
+            images = range(-4, 5) if self.periodic else (0,)
+            m = sum(np.diff(norm.cdf(f + k * self.period[c], loc=mean[c], scale=std[c])) for k in images)
+            parts.append(m)
+        M = np.outer(parts[0], parts[1])
+        if not M.sum() > 0:
+            raise ConfigError("the initial law puts no mass on the grid")
+        return M / (M.sum() * self.area)
+
+    def uniform(self) -> np.ndarray:
+        """The uniform density [nx, ny] of mass 1."""
+        return np.full(self.cells, 1.0 / (self.area * np.prod(self.cells)))
+
+    def points(self, P, *, sub: int = 1, tol: float = 1e-12):
+        """The grid density as a weighted point set: every cell with mass > ``tol`` × total
+        split into sub × sub equal sub-cells, each a point at its centre carrying an equal
+        share.  Returns (points [K, 2], weights [K], summing to 1).  The W2 distance between
+        the piecewise-constant density and these points is at most
+        √((hx² + hy²)/12)/sub (:meth:`quantisation`)."""
+        sub = check_positive_int("sub", sub)
+        m = np.asarray(P, dtype=np.float64) * self.area
+        keep = m > tol * m.sum()
+        c = self.centers[keep]                                         # (K0, 2)
+        w = m[keep]
+        hx, hy = self.h
+        o = (np.arange(sub) + 0.5) / sub - 0.5
+        off = np.stack(np.meshgrid(o * hx, o * hy, indexing="ij"), -1).reshape(-1, 2)   # (sub², 2)
+        pts = (c[:, None, :] + off[None]).reshape(-1, 2)               # (K0·sub², 2)
+        ws = np.repeat(w / sub ** 2, sub ** 2)
+        return pts, ws / ws.sum()
+
+    def quantisation(self, sub: int = 1) -> float:
+        """Upper bound √((hx² + hy²)/12)/sub on W2(piecewise-constant ρ, :meth:`points`)."""
+        hx, hy = self.h
+        return math.sqrt((hx * hx + hy * hy) / 12) / sub
+
+    def sample(self, P, n: int, *, generator: torch.Generator) -> np.ndarray:
+        """n i.i.d. draws [n, 2] from the piecewise-constant density P (a cell by its mass,
+        then uniform inside it), from ``generator``."""
+        n = check_positive_int("n", n)
+        m = torch.as_tensor(np.asarray(P, dtype=np.float64).ravel() * self.area)
+        if not (torch.isfinite(m).all() and (m >= 0).all() and m.sum() > 0):
+            raise ConfigError("sample needs a finite, non-negative density with positive mass")
+        idx = torch.multinomial(m / m.sum(), n, replacement=True, generator=generator).numpy()
+        u = torch.rand((n, 2), generator=generator, dtype=torch.float64).numpy()
+        i, j = np.unravel_index(idx, self.cells)
+        hx, hy = self.h
+        return np.stack([self.lo[0] + (i + u[:, 0]) * hx, self.lo[1] + (j + u[:, 1]) * hy], -1)
+
+
+# ------------------------------------------------------------------------------------------
+# a periodic task on the flat 2-torus (the MMD objective of Chizat 2022)
+# ------------------------------------------------------------------------------------------
+class TorusMMD(Task):
+    """The MMD objective on the flat torus [0, L)² (Chizat 2022, "Mean-field Langevin
+    dynamics: exponential convergence and annealing", code ``lchizat/2022-mean-field-
+    langevin-rate``): with the kernel
+
+        k(x, y) = ∏_{c=1,2} g(x_c − y_c),   g(u) = 1 + 2 Σ_{k=1}^{K} cos(kωu)/(1 + k),   ω = 2π/L,
+
+    (K = ``modes`` = 5 in the paper) and a target ν = Σ_t ν_t δ_{y_t}, in DESIGN.md §1's form
+    R(ρ) = ‖∫k(·, θ)dρ − ∫k(·, y)dν‖²_H = R_# + 2∫V dρ + ∬U dρ dρ with U = k,
+    V(θ) = −Σ_t ν_t k(θ, y_t), R_# = Σ_{t,s} ν_t ν_s k(y_t, y_s) (Chizat's G is this R).
+
+    The pair sums are exact through the kernel's (2K + 1)² Fourier modes, a_{k₁} a_{k₂} with
+    a_0 = 1, a_{±k} = 1/(1 + k): with ρ̂_k = Σ_j m_j e^{−iω k·θ_j},
+
+        Ψ(x) = Σ_k a_k e^{iω k·x} (ρ̂_k − ν̂_k),   ∇Ψ(x) = Σ_k a_k iωk e^{iω k·x} (ρ̂_k − ν̂_k),
+        R = Σ_k a_k |ρ̂_k − ν̂_k|²,
+
+    O((N + n_targets)(2K + 1)²) per evaluation.  (The interaction backends' kernels are
+    dot-product kernels a a' κ(⟨w, w'⟩, |w|, |w'|); a translation-invariant torus kernel is
+    not one of them, so this task sums its own modes — for the particles and the grid cells
+    alike, both through ``interact.evaluate``.)  Written here because ``models/torus.py``
+    (issue 5's ``mfld-torus`` task) had not landed when the 2-D solver needed it.
+    """
+
+    name = "torus-mmd"
+
+    def __init__(self, targets, target_weights=None, *, modes: int = 5, period: float = 2 * math.pi):
+        t = torch.as_tensor(targets, dtype=torch.float64)
+        if t.dim() != 2 or t.shape[1] != 2 or len(t) == 0 or not torch.isfinite(t).all():
+            raise ConfigError(f"targets must be a finite [n, 2] array, got shape {list(t.shape)}")
+        self.targets = t
+        if target_weights is None:
+            tw = torch.full((len(t),), 1.0 / len(t), dtype=torch.float64)
+        else:
+            tw = torch.as_tensor(target_weights, dtype=torch.float64)
+            if tw.shape != (len(t),) or not torch.isfinite(tw).all():
+                raise ConfigError(f"target_weights must be finite with shape [{len(t)}]")
+        self.target_weights = tw
+        self.modes = check_positive_int("modes", modes)
+        self.period = check_finite_float("period", period, positive=True)
+        self.unit = None
+        k = torch.arange(-self.modes, self.modes + 1, dtype=torch.float64)
+        a = 1.0 / (1.0 + k.abs())
+        a[self.modes] = 1.0
+        self._k = k                                                       # (2K+1,)
+        self._a = (a[:, None] * a[None, :]).reshape(-1)                   # ((2K+1)²,)
+        self._nu = self._transform(t[None], tw[None])[0]                  # ((2K+1)²,) complex
+
+    @classmethod
+    def random(cls, n_targets: int = 10, *, generator: torch.Generator, **kw) -> "TorusMMD":
+        """``n_targets`` targets uniform on the torus (Chizat 2022: 10), equal weights."""
+        n = check_positive_int("n_targets", n_targets)
+        period = kw.get("period", 2 * math.pi)
+        return cls(torch.rand(n, 2, generator=generator, dtype=torch.float64) * period, **kw)
+
+    # ---- Task interface ----------------------------------------------------------------
+    @property
+    def D(self) -> int:
+        return 2
+
+    @property
+    def param_names(self):
+        return ["x0", "x1"]
+
+    def check_theta(self, theta):
+        if theta.shape[-1] != 2:
+            raise ConfigError(f"torus parameters have last dimension {theta.shape[-1]}, expected 2")
+
+    @property
+    def has_population(self) -> bool:
+        return True
+
+    @property
+    def risk_sharp(self) -> float:
+        return float((self._a * self._nu.abs() ** 2).sum())
+
+    def kernel(self, x, y):
+        """k(x, y) [n, m] for x [n, 2], y [m, 2] (direct cosine sums, for checks)."""
+        w = 2 * math.pi / self.period
+        d = torch.as_tensor(x, dtype=torch.float64)[:, None, :] - torch.as_tensor(y, dtype=torch.float64)[None]
+        k = torch.arange(1, self.modes + 1, dtype=torch.float64)
+        g = 1 + 2 * (torch.cos(w * d[..., None] * k) / (1 + k)).sum(-1)  # (n, m, 2)
+        return g.prod(-1)
+
+    def _phases(self, theta):
+        """e^{iω k₁ θ₁} e^{iω k₂ θ₂} for all (k₁, k₂): [..., N, (2K+1)²] complex."""
+        w = 2 * math.pi / self.period
+        k = self._k.to(theta.dtype)
+        e1 = torch.polar(torch.ones_like(theta[..., :1]).expand(*theta.shape[:-1], len(k)),
+                         w * theta[..., :1] * k)                           # (..., N, 2K+1)
+        e2 = torch.polar(torch.ones_like(e1.real), w * theta[..., 1:2] * k)
+        return (e1[..., :, None] * e2[..., None, :]).flatten(-2)          # (..., N, (2K+1)²)
+
+    def _transform(self, theta, weights):
+        """ρ̂_k = Σ_j m_j e^{−iω k·θ_j}: [B, (2K+1)²] complex."""
+        E = self._phases(theta)                                           # (B, N, F)
+        return (weights.to(E.real.dtype)[..., None] * E.conj()).sum(-2)
+
+    def population_potential(self, theta, weights, pair_sum=None):
+        """Exact Ψ [B, N], ∇Ψ [B, N, 2], R [B] and V [B, N] (module-level formulas)."""
+        E = self._phases(theta)                                           # (B, N, F)
+        a = self._a.to(E.real.dtype)
+        nu = self._nu.to(E.dtype)
+        rho = (weights.to(E.real.dtype)[..., None] * E.conj()).sum(-2)    # (B, F)
+        diff = a * (rho - nu)                                             # (B, F)
+        field = E * diff[..., None, :]                                    # (B, N, F)
+        psi = field.sum(-1).real
+        w = 2 * math.pi / self.period
+        k1 = self._k.to(E.real.dtype).repeat_interleave(len(self._k))     # (F,) k₁ of each mode
+        k2 = self._k.to(E.real.dtype).repeat(len(self._k))                # (F,) k₂
+        grad = torch.stack([(field * (1j * w * k1)).sum(-1).real,
+                            (field * (1j * w * k2)).sum(-1).real], -1)     # (B, N, 2)
+        V = -(E * (a * nu)).sum(-1).real                                  # (B, N)
+        risk = (a * (rho - nu).abs() ** 2).sum(-1)
+        return Potential(psi=psi.to(theta.dtype), grad=grad.to(theta.dtype),
+                         risk=risk.to(theta.dtype), V=V.to(theta.dtype))
+
+    def sample(self, n, **kw):
+        raise ConfigError("the torus MMD task has no data to sample (its risk is exact)")
+
+    def to_dict(self):
+        return {"name": self.name, "n_targets": len(self.targets), "modes": self.modes,
+                "period": self.period}
+
+    def arrays(self):
+        return {"targets": self.targets.numpy(), "target_weights": self.target_weights.numpy()}
+
+
+# ------------------------------------------------------------------------------------------
+# distances and entropy estimates between particles and a grid density
+# ------------------------------------------------------------------------------------------
+def ground_cost(x, y, period=None) -> np.ndarray:
+    """Squared distances [n, m] between x [n, 2] and y [m, 2]: Euclidean, or on the flat
+    torus with periods ``period`` [2], Σ_c min(|Δ_c| mod L_c, L_c − |Δ_c| mod L_c)²."""
+    d = np.abs(np.asarray(x, np.float64)[:, None, :] - np.asarray(y, np.float64)[None, :, :])
+    if period is not None:
+        L = np.asarray(period, np.float64)
+        d = np.mod(d, L)
+        d = np.minimum(d, L - d)
+    return (d * d).sum(-1)
+
+
+def w2_grid(grid: Grid2D, P, theta, weights=None, *, sub: int = 2, tol: float = 1e-12) -> float:
+    """W2 between the grid density P [nx, ny] and the particles θ [N, 2] (weights default
+    uniform): exact OT (POT's network simplex ``ot.emd2``) between the weighted cell points
+    of :meth:`Grid2D.points` and the particles, squared Euclidean ground cost on the box,
+    the periodic one on the torus.  The cell representation adds at most
+    ``grid.quantisation(sub)`` to the distance."""
+    import ot
+
+    theta = np.asarray(theta.detach().cpu().double().numpy() if isinstance(theta, torch.Tensor)
+                       else theta, dtype=np.float64)
+    if theta.ndim != 2 or theta.shape[1] != 2:
+        raise ConfigError(f"w2_grid needs particles of shape [N, 2], got {list(theta.shape)}")
+    pts, wp = grid.points(P, sub=sub, tol=tol)
+    a = np.full(len(theta), 1.0 / len(theta)) if weights is None else np.asarray(weights, np.float64)
+    a = a / a.sum()
+    M = ground_cost(theta, pts, grid.period if grid.periodic else None)
+    return float(math.sqrt(max(ot.emd2(a, wp, M, numItermax=20_000_000), 0.0)))
+
+
+def knn_neg_entropy(theta, *, k: int = 1, period=None) -> float:
+    """Kozachenko–Leonenko estimate of ∫ρ log ρ (minus the differential entropy) from
+    N samples θ [N, d]:
+
+        ∫ρ log ρ ≈ −[ψ(N) − ψ(k) + log V_d + (d/N) Σ_i log ε_i],   V_d = π^{d/2}/Γ(1 + d/2),
+
+    ε_i the distance from θ_i to its k-th nearest neighbour (Kozachenko & Leonenko 1987);
+    on the flat torus (``period`` [d] or a number) distances are periodic — Chizat 2022's
+    ``kNN_entropy_est`` with k = 1.  scipy's cKDTree does the search."""
+    from scipy.spatial import cKDTree
+
+    x = np.asarray(theta.detach().cpu().double().numpy() if isinstance(theta, torch.Tensor)
+                   else theta, dtype=np.float64)
+    if x.ndim != 2 or len(x) <= k:
+        raise ConfigError(f"knn_neg_entropy needs [N, d] samples with N > k={k}, got {list(x.shape)}")
+    N, d = x.shape
+    if period is not None:
+        L = np.broadcast_to(np.asarray(period, np.float64), (d,))
+        x = np.mod(x, L)
+        x[x >= L] = 0.0                        # mod can round up to L itself
+        tree = cKDTree(x, boxsize=L)
+    else:
+        tree = cKDTree(x)
+    dist, _ = tree.query(x, k=k + 1)
+    eps = dist[:, k]
+    if not (eps > 0).all():
+        raise ConfigError("knn_neg_entropy: coincident samples (zero nearest-neighbour distance)")
+    log_vd = 0.5 * d * math.log(math.pi) - gammaln(1 + 0.5 * d)
+    return float(-(digamma(N) - digamma(k) + log_vd + d * np.log(eps).mean()))
+
+
+# ------------------------------------------------------------------------------------------
+# the solver
+# ------------------------------------------------------------------------------------------
+@dataclass
+class GridSolution:
+    """Densities P [T, nx, ny] on ``grid`` at ``times`` [T], with the risk R [T], the free
+    energy F_β [T] (β at that time; ½R + λ/2 ∫|θ|² when β = ∞), the mass on the grid [T],
+    the mass that left the box so far [T], and the time stepping: number of steps, smallest
+    and largest dt, the CFL number and the scheme used."""
+
+    grid: Grid2D
+    times: np.ndarray
+    density: np.ndarray
+    risk: np.ndarray
+    free_energy: np.ndarray
+    mass: np.ndarray
+    mass_out: np.ndarray
+    steps: int
+    dt_min: float
+    dt_max: float
+    cfl: float
+    scheme: str
+    info: dict = field(default_factory=dict)
+
+    def w2(self, k: int, theta, weights=None, *, sub: int = 2) -> float:
+        """W2 between snapshot k and particles θ [N, 2] (see :func:`w2_grid`)."""
+        return w2_grid(self.grid, self.density[k], theta, weights, sub=sub)
+
+
+def _dilate(mask, r: int, periodic: bool):
+    """Boolean mask [nx, ny] grown by r cells in every direction (square neighbourhood)."""
+    if r <= 0 or mask.all():
+        return mask
+    if periodic:
+        out = mask.copy()
+        for dx in range(-r, r + 1):
+            rolled = np.roll(mask, dx, axis=0)
+            for dy in range(-r, r + 1):
+                out |= np.roll(rolled, dy, axis=1)
+        return out
+    from scipy.ndimage import binary_dilation
+
+    return binary_dilation(mask, structure=np.ones((3, 3), bool), iterations=r)
+
+
+def _thomas(sub, diag, sup, rhs):
+    """Solve tridiagonal systems line by line (Thomas algorithm, vectorised over lines):
+    sub [m, n−1] (S[k+1, k]), diag [m, n], sup [m, n−1] (S[k, k+1]), rhs [m, n] or
+    [m, n, r] → x of rhs's shape.  Stable without pivoting for diagonally dominant S."""
+    m, n = diag.shape
+    extra = rhs.shape[2:]
+    cp = np.empty((m, n))
+    dp = np.empty(rhs.shape)
+    w = diag[:, 0]
+    cp[:, 0] = (sup[:, 0] / w) if n > 1 else 0.0
+    dp[:, 0] = rhs[:, 0] / w.reshape((m,) + (1,) * len(extra))
+    for k in range(1, n):
+        w = diag[:, k] - sub[:, k - 1] * cp[:, k - 1]
+        if k < n - 1:
+            cp[:, k] = sup[:, k] / w
+        a = sub[:, k - 1].reshape((m,) + (1,) * len(extra))
+        dp[:, k] = (rhs[:, k] - a * dp[:, k - 1]) / w.reshape((m,) + (1,) * len(extra))
+    x = np.empty(rhs.shape)
+    x[:, -1] = dp[:, -1]
+    for k in range(n - 2, -1, -1):
+        x[:, k] = dp[:, k] - cp[:, k].reshape((m,) + (1,) * len(extra)) * x[:, k + 1]
+    return x
+
+
+def _cyclic_thomas(sub, diag, sup, corners, rhs):
+    """Cyclic tridiagonal systems (corners S[0, n−1] = top, S[n−1, 0] = bottom, [m] each) by
+    Sherman–Morrison on top of :func:`_thomas` (Numerical Recipes' ``cyclic``)."""
+    top, bottom = corners
+    gamma = -diag[:, 0]
+    d2 = diag.copy()
+    d2[:, 0] -= gamma
+    d2[:, -1] -= bottom * top / gamma
+    u = np.zeros_like(rhs)
+    u[:, 0], u[:, -1] = gamma, bottom
+    yz = _thomas(sub, d2, sup, np.stack([rhs, u], -1))            # (m, n, 2)
+    y, z = yz[..., 0], yz[..., 1]
+    vy = y[:, 0] + top / gamma * y[:, -1]
+    vz = z[:, 0] + top / gamma * z[:, -1]
+    return y - (vy / (1.0 + vz))[:, None] * z
+
+
+class GridDD:
+    """Finite-volume solver of the 2-D distributional dynamics (see the module docstring).
+
+    Parameters
+    ----------
+    task : a Task with ``has_population`` and D = 2 (e.g. ``TeacherStudent`` with
+        ``Unit(2, "erf" or "relu", output_weight=False)``, ``ConfiningPotential(2, …)``, or a
+        periodic task on the torus).
+    grid : a :class:`Grid2D` (box or torus).
+    xi, beta : numbers or callables of t; beta = inf for noiseless dynamics.
+    lam : L2 strength λ (Ψ_λ = Ψ + λ|θ|²/2; on a torus this needs λ = 0).
+    cfl : the CFL number (≤ ½ for the explicit scheme).
+    scheme : "auto" (muscl when β = ∞, implicit otherwise), "muscl" or "implicit".
+    backend : the interaction backend for Ψ, ∇Ψ at the cell centres ("auto", "torch", …).
+    dtype : torch dtype of that evaluation (float32: the fused native loop on CPU).
+    outflow_tol : the largest mass allowed to leave the box before the run stops.
+    active_tol : cells below this fraction of the peak cell mass (and two cells away from
+        any above it) are left out of the pair sums and frozen (explicit scheme only).
+    dt_max : an upper bound on the time step.
+    """
+
+    def __init__(self, task, grid: Grid2D, *, xi=1.0, beta=math.inf, lam: float = 0.0,
+                 cfl: float = 0.4, scheme: str = "auto", backend="auto", dtype=torch.float32,
+                 outflow_tol: float = 1e-6, active_tol: float = 1e-14, dt_max: float = math.inf):
+        if not getattr(task, "has_population", False):
+            raise ConfigError(f"task {getattr(task, 'name', task)!r} has no exact population "
+                              "potential; the grid solver needs one")
+        if task.D != 2:
+            raise ConfigError(f"the 2-D grid solver needs a parameter of dimension 2, task has D={task.D}")
+        if not isinstance(grid, Grid2D):
+            raise ConfigError(f"grid must be a Grid2D, got {type(grid).__name__}")
+        self.task, self.grid = task, grid
+        self.xi, self.beta = _as_fn(xi, "xi"), _as_fn(beta, "beta")
+        self.lam = check_finite_float("lam", lam, nonnegative=True)
+        if grid.periodic and self.lam != 0:
+            raise ConfigError(f"lam must be 0 on the torus (|θ|² is not periodic), got {lam}")
+        self.cfl = check_finite_float("cfl", cfl, positive=True)
+        if scheme not in GRID_SCHEMES:
+            raise ConfigError(f"scheme must be one of {list(GRID_SCHEMES)}, got {scheme!r}")
+        if scheme in ("muscl", "upwind") and self.cfl > 0.5:
+            raise ConfigError(f"cfl must be <= 0.5 for positivity with scheme {scheme!r}, got {cfl}")
+        self.scheme = scheme
+        self.backend = backend
+        if dtype not in (torch.float32, torch.float64):
+            raise ConfigError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        self.dtype = dtype
+        self.outflow_tol = check_finite_float("outflow_tol", outflow_tol, nonnegative=True)
+        self.active_tol = check_finite_float("active_tol", active_tol, nonnegative=True)
+        self.dt_cap = check_finite_float("dt_max", dt_max, positive=True, allow_inf=True)
+        self._centers = grid.centers.reshape(-1, 2)                        # (n, 2)
+        self._half_r2 = 0.5 * (grid.centers ** 2).sum(-1)                  # (nx, ny)
+        self.evaluations = 0
+
+    # ---- potentials of the current density ------------------------------------------
+    def active(self, P) -> np.ndarray:
+        """Cells entering the pair sums [nx, ny] (bool): mass above ``active_tol`` × the peak,
+        dilated by two cells."""
+        if self.active_tol == 0:
+            return np.ones(self.grid.cells, bool)
+        return _dilate(P > self.active_tol * P.max(), 2, self.grid.periodic)
+
+    def potential(self, P, mask=None):
+        """(Φ [nx, ny], ∇Φ [nx, ny, 2], R) with Φ = Ψ_λ(θ_c; ρ) at the cell centres of ``mask``
+        (default :meth:`active`; zero elsewhere) and R the risk of the cell measure
+        Σ_c m_c δ_{θ_c}, m_c = P_c hx hy — one ``interact.evaluate`` call."""
+        if mask is None:
+            mask = self.active(P)
+        idx = np.flatnonzero(mask.ravel())
+        theta = torch.as_tensor(self._centers[idx], dtype=self.dtype).unsqueeze(0)       # (1, K, 2)
+        m = torch.as_tensor(P.ravel()[idx] * self.grid.area, dtype=self.dtype).unsqueeze(0)
+        pot = evaluate(self.task, theta, m, backend=self.backend)
+        self.evaluations += 1
+        n = self.grid.cells[0] * self.grid.cells[1]
+        phi = np.zeros(n)
+        grad = np.zeros((n, 2))
+        phi[idx] = pot.psi[0].double().numpy()
+        grad[idx] = pot.grad[0].double().numpy()
+        if self.lam:
+            phi[idx] += self.lam * 0.5 * (self._centers[idx] ** 2).sum(-1)
+            grad[idx] += self.lam * self._centers[idx]
+        return phi.reshape(self.grid.cells), grad.reshape(self.grid.cells + (2,)), float(pot.risk[0])
+
+    def risk(self, P) -> float:
+        """R of the cell measure (midpoint quadrature of R(ρ): error O(h²) for a smooth task)."""
+        return self.potential(P)[2]
+
+    def neg_entropy(self, P) -> float:
+        """∫ ρ log ρ of the piecewise-constant density, Σ_c P_c log P_c hx hy."""
+        pos = P > 0
+        return float((P[pos] * np.log(P[pos])).sum() * self.grid.area)
+
+    def free_energy(self, P, beta, risk: float | None = None) -> float:
+        """F_β(P) = ½R + (λ/2)∫|θ|² dρ + β⁻¹ ∫ρ log ρ (β = ∞ drops the entropy)."""
+        R = self.risk(P) if risk is None else risk
+        f = 0.5 * R + self.lam * float((self._half_r2 * P).sum() * self.grid.area)
+        return f if beta == math.inf else f + self.neg_entropy(P) / beta
+
+    # ---- face velocities and fluxes --------------------------------------------------------
+    def _face_velocity(self, grad_c, xi, axis):
+        """a = −2ξ ∂_axis Φ on the faces normal to ``axis``: [n+1, …] on the box (boundary
+        faces from their cell), [n, …] on the torus (face k between cells k and k+1)."""
+        g = np.moveaxis(grad_c, axis, 0)
+        if self.grid.periodic:
+            a = 0.5 * (g + np.roll(g, -1, axis=0))
+        else:
+            a = np.concatenate([g[:1], 0.5 * (g[:-1] + g[1:]), g[-1:]], axis=0)
+        return np.moveaxis(-2.0 * xi * a, 0, axis)
+
+    def _muscl_rate(self, P, t, mask=None, second_order: bool = True):
+        """dP/dt of the noiseless flux form [nx, ny], max |a_x|/hx + max |a_y|/hy, the
+        outflow rate (mass per unit time leaving the box) and the evaluated risk."""
+        if mask is None:
+            mask = self.active(P)
+        _, grad, risk = self.potential(P, mask)
+        xi = self.xi(t)
+        rate = np.zeros_like(P)
+        speed, out = 0.0, 0.0
+        for axis, h in enumerate(self.grid.h):
+            a = self._face_velocity(grad[..., axis], xi, axis)
+            Q = np.moveaxis(P, axis, 0)
+            act = np.moveaxis(mask, axis, 0)
+            a = np.moveaxis(a, axis, 0)
+            if self.grid.periodic:
+                s = (mc_limiter(Q - np.roll(Q, 1, 0), np.roll(Q, -1, 0) - Q) if second_order
+                     else np.zeros_like(Q))
+                left, right = Q + 0.5 * s, np.roll(Q - 0.5 * s, -1, 0)          # states at face k
+                a = np.where(act & np.roll(act, -1, 0), a, 0.0)
+                J = np.maximum(a, 0.0) * left + np.minimum(a, 0.0) * right
+                dQ = -(J - np.roll(J, 1, 0)) / h
+            else:
+                s = np.zeros_like(Q)
+                if second_order:
+                    s[1:-1] = mc_limiter(Q[1:-1] - Q[:-2], Q[2:] - Q[1:-1])
+                zero = np.zeros_like(Q[:1])
+                left = np.concatenate([zero, Q + 0.5 * s])                       # (n+1, m)
+                right = np.concatenate([Q - 0.5 * s, zero])
+                both = np.concatenate([act[:1], act[:-1] & act[1:], act[-1:]])
+                a = np.where(both, a, 0.0)
+                J = np.maximum(a, 0.0) * left + np.minimum(a, 0.0) * right
+                dQ = -np.diff(J, axis=0) / h
+                other = self.grid.h[1 - axis]
+                out += float((J[-1].sum() - J[0].sum()) * other)
+            rate += np.moveaxis(dQ, 0, axis)
+            speed += float(np.abs(a).max()) / h
+        return rate, speed, out, risk
+
+    def _sg_sweep(self, phi, grad, axis, xi, beta, dt):
+        """The factor I + dt A along ``axis`` alone, as tridiagonal lines: with the array moved
+        so that ``axis`` is last (lines [m, n]), returns (sub [m, n−1], diag [m, n],
+        sup [m, n−1], corners (S[0, n−1], S[n−1, 0]) [m] each on the torus else None,
+        outflow coefficients b [m, n] with boundary outflow rate Σ b·Q)."""
+        g = self.grid
+        h, other = g.h[axis], g.h[1 - axis]
+        D = 2.0 * xi / beta
+        F = np.moveaxis(phi, axis, -1)                                   # (m, n)
+        G = np.moveaxis(grad[..., axis], axis, -1)
+        dphi = (np.roll(F, -1, 1) - F) if g.periodic else (F[:, 1:] - F[:, :-1])
+        alpha = -beta * dphi                                             # face k: cells k → k+1
+        cp = (dt * D / (h * h)) * bernoulli(-alpha)                      # J = cp Q_k − cm Q_{k+1}
+        cm = (dt * D / (h * h)) * bernoulli(alpha)
+        # dQ_k/dt −= J/h, dQ_{k+1}/dt += J/h: S = I + dt A gets [[cp, −cm], [−cp, cm]] per face
+        diag = np.ones_like(F)
+        b = np.zeros_like(F)
+        if g.periodic:
+            diag += cp + np.roll(cm, 1, 1)
+            corners = (-np.roll(cp, 1, 1)[:, 0], -cm[:, -1])             # S[0, n−1], S[n−1, 0]
+            return -cp[:, :-1], diag, -cm[:, :-1], corners, b
+        diag[:, :-1] += cp
+        diag[:, 1:] += cm
+        cL = (D / h) * bernoulli(-beta * h * G[:, 0])     # lower boundary face: J = −cL Q_0
+        cR = (D / h) * bernoulli(beta * h * G[:, -1])     # upper boundary face: J = cR Q_{n−1}
+        diag[:, 0] += dt * cL / h
+        diag[:, -1] += dt * cR / h
+        b[:, 0] += cL * other
+        b[:, -1] += cR * other
+        return -cp, diag, -cm, None, b
+
+    def _implicit_step(self, P, t, beta, dt_max):
+        """Backward Euler for the Scharfetter–Gummel fluxes, split by direction (Lie):
+        (I + dt A_y) P* = Pⁿ, then (I + dt A_x) Pⁿ⁺¹ = P*, operators frozen at Pⁿ.  Each factor
+        is an M-matrix with zero column sums away from the box's boundary, so positivity and
+        mass hold for any dt, and since the SG flux vanishes face by face on the discrete
+        Gibbs law, that law is a fixed point of the split step too.  First order in time,
+        like unsplit backward Euler; each factor is a set of (cyclic) tridiagonal lines,
+        solved by the Thomas algorithm (column diagonally dominant: no pivoting needed), with
+        Sherman–Morrison for the torus's corners.  Returns (P_new, dt, mass that left the box,
+        R(Pⁿ))."""
+        phi, grad, risk = self.potential(P, np.ones(self.grid.cells, bool))
+        xi = self.xi(t)
+        speed = sum(2.0 * xi * float(np.abs(grad[..., k]).max()) / h for k, h in enumerate(self.grid.h))
+        dt = min(dt_max, self.cfl / speed) if speed > 0 else dt_max
+        if not math.isfinite(dt):
+            raise ConfigError("give dt_max: the transport velocity vanishes")
+        Q, lost = P, 0.0
+        for axis in (1, 0):
+            sub, diag, sup, corners, b = self._sg_sweep(phi, grad, axis, xi, beta, dt)
+            rhs = np.moveaxis(Q, axis, -1)
+            q = (_thomas(sub, diag, sup, rhs) if corners is None
+                 else _cyclic_thomas(sub, diag, sup, corners, rhs))
+            lost += dt * float((b * q).sum())
+            Q = np.moveaxis(q, -1, axis)
+        return np.ascontiguousarray(Q), dt, lost, risk
+
+    def _scheme(self, beta) -> str:
+        if self.scheme != "auto":
+            return self.scheme
+        return "muscl" if beta == math.inf else "implicit"
+
+    def step(self, P, t, dt_max=math.inf):
+        """One time step from (P, t): returns (P_new, dt, mass that left the box, R(P))."""
+        dt_max = min(dt_max, self.dt_cap)
+        beta = self.beta(t)
+        if not beta > 0:
+            raise ConfigError(f"beta must be > 0, got {beta} at t={t}")
+        scheme = self._scheme(beta)
+        if scheme == "implicit":
+            if beta == math.inf:
+                raise ConfigError("scheme 'implicit' needs a finite beta (noise)")
+            return self._implicit_step(P, t, beta, dt_max)
+        if beta != math.inf:
+            raise ConfigError(f"scheme {scheme!r} is noiseless; use 'implicit' (or 'auto') for β < ∞")
+        mask = self.active(P)
+        second = scheme == "muscl"
+        k1, speed, out1, risk = self._muscl_rate(P, t, mask, second)
+        dt = min(dt_max, self.cfl / speed) if speed > 0 else dt_max
+        if not math.isfinite(dt):
+            raise ConfigError("the density is stationary and no end time was given")
+        P1 = P + dt * k1
+        if not second:
+            return P1, dt, dt * out1, risk                                       # forward Euler
+        k2, _, out2, _ = self._muscl_rate(P1, t + dt, self.active(P1) | mask)
+        return 0.5 * P + 0.5 * (P1 + dt * k2), dt, 0.5 * dt * (out1 + out2), risk     # Heun
+
+    def solve(self, P0, times, *, callback=None) -> GridSolution:
+        """Evolve P0 (cell averages [nx, ny]) and record at ``times`` (increasing, ≥ 0).
+
+        ``callback(k, t, P)`` is called at every recorded time.  Raises ConfigError when the
+        mass that left the box exceeds ``outflow_tol`` (enlarge the box) and DivergenceError
+        on a non-finite or negative density."""
+        times = np.asarray(times, dtype=np.float64)
+        if times.ndim != 1 or len(times) == 0 or (np.diff(times) < 0).any() or times[0] < 0:
+            raise ConfigError("times must be a non-empty increasing array of t >= 0")
+        P = np.asarray(P0, dtype=np.float64).copy()
+        if P.shape != self.grid.cells:
+            raise ConfigError(f"P0 must have shape {self.grid.cells}, got {P.shape}")
+        if (P < 0).any() or not np.isfinite(P).all():
+            raise ConfigError("P0 must be finite and non-negative")
+        g = self.grid
+        t, k, nsteps, dt_lo, dt_hi, gone = 0.0, 0, 0, math.inf, 0.0, 0.0
+        out = {key: [] for key in ("P", "R", "F", "M", "O")}
+        last_risk = None
+        schemes = set()
+        while k < len(times):
+            if t >= times[k] - 1e-13 * max(1.0, times[k]):
+                R = self.risk(P)
+                beta = self.beta(t)
+                out["P"].append(P.copy())
+                out["R"].append(R)
+                out["F"].append(self.free_energy(P, beta, R))
+                out["M"].append(g.mass(P))
+                out["O"].append(gone)
+                if callback is not None:
+                    callback(k, t, P)
+                k += 1
+                continue
+            schemes.add(self._scheme(self.beta(t)))
+            P, dt, lost, last_risk = self.step(P, t, dt_max=times[k] - t)
+            t += dt
+            nsteps += 1
+            gone += lost
+            dt_lo, dt_hi = min(dt_lo, dt), max(dt_hi, dt)
+            if not np.isfinite(P).all() or P.min() < -1e-12 * P.max():
+                raise DivergenceError(f"2-D PDE: non-finite or negative density at t={t:.4g} "
+                                      f"(min {P.min():.3g}); lower cfl")
+            if gone > self.outflow_tol:
+                raise ConfigError(f"mass {gone:.2e} left the box [{g.lo[0]}, {g.hi[0]}] x "
+                                  f"[{g.lo[1]}, {g.hi[1]}] by t={t:.4g} (outflow_tol "
+                                  f"{self.outflow_tol:.1e}); enlarge the box")
+        return GridSolution(g, times, np.array(out["P"]), np.array(out["R"]), np.array(out["F"]),
+                            np.array(out["M"]), np.array(out["O"]), nsteps,
+                            dt_lo if nsteps else 0.0, dt_hi, self.cfl, "+".join(sorted(schemes)),
+                            {"evaluations": self.evaluations})
+
+    # ---- stationary states -------------------------------------------------------------
+    def gibbs_map(self, P, beta) -> np.ndarray:
+        """G(P) ∝ exp(−β Ψ_λ(θ_c; P)) at the cell centres, normalised to mass 1, [nx, ny]."""
+        if beta == math.inf or not beta > 0:
+            raise ConfigError(f"the Gibbs map needs 0 < beta < inf, got {beta}")
+        phi, _, _ = self.potential(P, np.ones(self.grid.cells, bool))
+        e = -beta * phi
+        G = np.exp(e - e.max())
+        return G / (G.sum() * self.grid.area)
+
+    def gibbs_residual(self, P, beta) -> float:
+        """‖G(P) − P‖_{L¹} = Σ_c |G_c − P_c| hx hy: zero at a self-consistent Gibbs law."""
+        return float(np.abs(self.gibbs_map(P, beta) - P).sum() * self.grid.area)
+
+    def gibbs_fixed_point(self, beta, P0=None, *, damping: float = 0.3, tol: float = 1e-10,
+                          max_iter: int = 5000):
+        """The self-consistent Gibbs law P = G(P) by damped iteration
+        P ← (1 − damping) P + damping G(P) from P0 (default: the uniform law).  Returns
+        (P [nx, ny], residual, iterations); DivergenceError when ``tol`` is not reached."""
+        P = self.grid.uniform() if P0 is None else np.asarray(P0, dtype=np.float64)
+        res = math.inf
+        for it in range(1, max_iter + 1):
+            G = self.gibbs_map(P, beta)
+            res = float(np.abs(G - P).sum() * self.grid.area)
+            if res < tol:
+                return G, res, it
+            P = (1 - damping) * P + damping * G
+        raise DivergenceError(f"Gibbs fixed point: residual {res:.3g} after {max_iter} iterations "
+                              "(lower damping)")
