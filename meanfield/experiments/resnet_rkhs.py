@@ -244,7 +244,9 @@ def _analyse(cfg, sz, res) -> dict:
             per_nu[f"{nu:g}"] = {
                 "deltas": deltas, "lam_min_0": lam0.tolist(), "lam_min_0_exact_kernel": exact, "pl_ratio_min": plmin.tolist(),
                 "pl_bound_min": pbmin.tolist(), "final_risk": final.tolist(),
-                "lam_min_0_slope": fit_slope(deltas, lam0), "pl_ratio_min_slope": fit_slope(deltas, plmin),
+                "lam_min_0_slope": fit_slope(deltas, lam0),
+                "lam_min_0_exact_kernel_slope": (fit_slope(deltas, np.array([exact]))["slope"]
+                                                 if np.all(np.isfinite(exact)) else float("nan")), "pl_ratio_min_slope": fit_slope(deltas, plmin),
                 "pl_bound_min_slope": fit_slope(deltas, pbmin),
                 "predicted_lam_slope": min(2 * nu, 2.0)}
         out["targets"][target] = per_nu
