@@ -358,3 +358,14 @@ def test_launcher_environments(monkeypatch):
     monkeypatch.delenv("MEANFIELD_THREADS_PER_RANK")
     monkeypatch.delenv("SLURM_CPUS_PER_TASK")
     assert distributed.threads_per_rank(2) == max(1, len(os.sched_getaffinity(0)) // 2)
+
+
+def test_cli_reports_a_lost_rank_in_one_line_with_status_4(tmp_path, monkeypatch, capsys):
+    def lost(*a, **k):
+        raise ShardError("sharded run stopped: rank 1 exited with status 13")
+
+    monkeypatch.setattr(distributed, "run", lost)
+    assert _cli("run", "teacher-student", "--set", "shards=2", "--out", str(tmp_path / "x")) == 4
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["meanfield: sharded run stopped: rank 1 exited with status 13 (last checkpoint "
+                   "kept; continue with `meanfield resume DIR`)"]
