@@ -9,8 +9,9 @@ meanfield.distributed).
 * the run directory of ``meanfield run --set shards=2`` launched by torchrun equals the
   unsharded one byte for byte (metrics.csv) and value for value (particles.npz, checkpoint);
 * a rank that dies (exit) or hangs (collective timeout) stops the run with a ShardError and
-  its last checkpoint intact, and ``meanfield resume`` (which spawns the 2 ranks itself)
-  then finishes it exactly as the uninterrupted run.
+  its last checkpoint intact, and ``meanfield resume`` — with the same 2 shards (spawned by
+  the CLI itself) or with 1 — then finishes it exactly as the uninterrupted run;
+* ``driver.simulate`` of an unregistered experiment sends its own arguments to the ranks.
 
 Spawned ranks re-import this module by name: module-level functions only, no computation
 at import time.
@@ -199,6 +200,13 @@ def test_shard_ranges_and_config():
         ts.Config.build(None, ["shards=0"])
 
 
+def test_cli_refuses_more_shards_than_particles(tmp_path, capsys):
+    assert _cli("run", "teacher-student", "--set", "N=4", "--set", "shards=8",
+                "--out", str(tmp_path / "c")) == 2
+    assert capsys.readouterr().err.strip() == "meanfield: error: shards must be <= N=4, got 8"
+    assert not (tmp_path / "c").exists()
+
+
 # ---------------------------------------------------------------------------- run directories
 SETS = ["N=48", "d=4", "m0=2", "steps=40", "dt=0.3", "log_every=5", "save_every=10",
         "checkpoint_every=10", "replicas=2", "beta=300", "lam=0.001"]
@@ -276,32 +284,15 @@ def test_a_lost_rank_stops_the_run_and_resume_finishes_it(unsharded_run, tmp_pat
     ck = io.load_checkpoint(out / io.CHECKPOINT)         # the last checkpoint is intact
     assert ck["state"]["step"] == 20 and not ck["finished"]
     assert list(io.read_metrics(out / io.METRICS)["step"]) == [0, 5, 10, 15]
-    if how == "hang":
-        # resume spawns 2 ranks itself (shards=2 from the run's config) and finishes it as
-        # the uninterrupted unsharded run
+    # checkpoints hold the whole system: resume with the same P (the CLI spawns the 2 ranks
+    # itself, shards=2 from the run's config) or unsharded finishes the run exactly as the
+    # uninterrupted (unsharded) run
+    if how == "exit":
         assert _cli("resume", str(out)) == 0
-        assert "final risk" in capsys.readouterr().out
-        _same_run(out, unsharded_run)
-
-
-def test_sharded_resume_of_an_unsharded_checkpoint_and_errors(unsharded_run, tmp_path, capsys):
-    # checkpoints hold the whole system, whatever P: extend the unsharded run with 2 shards
-    # and compare with extending it unsharded
-    import shutil
-
-    a, b = tmp_path / "a", tmp_path / "b"
-    shutil.copytree(unsharded_run, a)
-    shutil.copytree(unsharded_run, b)
-    assert _cli("resume", str(a), "--set", "steps=50") == 0
-    assert _cli("resume", str(b), "--set", "steps=50", "--set", "shards=2") == 0
-    za, zb = np.load(a / io.PARTICLES), np.load(b / io.PARTICLES)
-    assert za["theta"].shape[0] == 6 and np.array_equal(za["theta"], zb["theta"])
-    assert (a / io.METRICS).read_bytes() == (b / io.METRICS).read_bytes()
-    capsys.readouterr()
-    assert _cli("run", "teacher-student", "--set", "N=4", "--set", "shards=8",
-                "--out", str(tmp_path / "c")) == 2
-    assert "shards must be <= N=4, got 8" in capsys.readouterr().err
-    assert not (tmp_path / "c").exists()
+    else:
+        assert _cli("resume", str(out), "--set", "shards=1") == 0
+    assert "final risk" in capsys.readouterr().out
+    _same_run(out, unsharded_run)
 
 
 def test_simulate_of_an_unregistered_experiment_sends_its_arguments(tmp_path):
