@@ -19,7 +19,9 @@ from .config import RunConfig
 EXPERIMENTS = {"teacher-student": "teacher_student", "mmn-isotropic": "mmn_isotropic",
                "mmn-bifurcation": "mmn_bifurcation", "chaos-rate": "chaos_rate",
                "resnet-limit": "resnet_limit", "resnet-rkhs": "resnet_rkhs",
-               "linear-obstruction": "linear_obstruction", "resnet-digits": "resnet_digits"}
+               "linear-obstruction": "linear_obstruction", "resnet-digits": "resnet_digits",
+               "n-scaling": "n_scaling", "pde2d-teacher": "pde2d_teacher",
+               "pde2d-torus": "pde2d_torus"}
 
 
 def get_experiment(name: str):

@@ -1,0 +1,381 @@
+"""n-scaling: how the trained risk of N particles approaches its N → ∞ value (population GD).
+
+Task: teacher-student with ReLU units φ(x; θ) = a relu(⟨w, x⟩), x ~ N(0, I_d), closed-form
+population risk (DESIGN.md §1: R = E[(y − f)²], no ½).  The teacher is a *smooth law*, not a
+few units: m0 = 20 000 units (a*_k = 1, weights 1/m0) with w*_k ~ N(0, diag(σ_1², …, σ_d²)),
+σ_j evenly spaced from 1 down to ``teacher_std_min``, drawn once with ``teacher_seed``.  As
+m0 → ∞ its network tends to f*(x) = ‖diag(σ) x‖ / √(2π) (w*·x ~ N(0, ‖diag(σ) x‖²)), an
+ellipsoidal norm — not piecewise linear, so no finite student represents it exactly, while
+the teacher's law itself is a measure with R = 0:
+
+    R_∞ := inf_ρ R(ρ) = 0,      gap_N := R_N(T) − R_∞ = R_N(T).
+
+(Chizat–Bach 2018: for these 2-homogeneous units a Wasserstein gradient flow that converges
+converges to a global minimiser, so the N → ∞ limit of GD reaches R_∞.)  We also fit
+R_N = R_∞ + C N^α to the seed means (``scipy.optimize.curve_fit``) and report the fitted R_∞
+as a consistency check.
+
+Student: for every N of a geometric grid from ``N_min`` to ``N`` (``n_values`` values),
+``replicas`` independent seeds advance together (θ [R, N, D], one batched step), a_i ~
+N(0, init_a_std²), w_i ~ N(0, init_std²/d I_d), population GD θ ← θ − 2 dt ∇Ψ(θ; ρ_N) for
+``steps`` steps (T = steps·dt).  The final risk is re-evaluated in float64 (the float32 run
+loop's risk has ~10⁻⁷ relative error from R_#'s cancellation, comparable to the large-N gap).
+Convergence is reported, not assumed: ``rel_change_last10`` = (R(0.9T) − R(T))/R(T).
+
+References computed in the same run (ρ_lim: the final particles at the largest N, pooled over
+seeds, standing for the limiting law; ρ*: the teacher's law):
+
+* i.i.d. sampling excess: drawing θ_1..θ_N i.i.d. from ρ gives E R(ρ_N) − R(ρ) =
+  (1/N) E_x Var_ρ φ(x; θ) = (1/N) [∫ U(θ, θ) dρ − ∬ U dρ dρ], U(θ, θ) = a²|w|²/2 (ReLU);
+  reported for ρ_lim (``iid_limit``) and ρ* (``iid_teacher``; R(ρ*) = 0 so it is the whole risk).
+* Mei–Montanari–Nguyen (PNAS 2018) Prop. 1: |inf R_N − inf R| ≤ K/N, with (as recalled, the
+  text not re-checked here) K bounding U(θ, θ) = E φ(x; θ)² on the support used — its proof is
+  the i.i.d. argument above with ∫U(θ,θ)dρ ≤ sup U(θ,θ).  ReLU units are unbounded, so we
+  take K = max_i U(θ_i, θ_i) over ρ_lim's support (``mmn_K``).
+
+Fits: slope of log(seed-mean gap) against log N (``scipy.stats.linregress``) with a 95 %
+percentile bootstrap interval (``scipy.stats.bootstrap``, seeds resampled within each N), and
+the slope of the seed-to-seed standard deviation.  1/N is an upper bound, not a law: trained
+particles can do better than i.i.d. samples (approximation theory allows faster decay), and
+the run reports whether they do (``gd_beats_iid``: gap < iid_limit at every N).
+
+Defaults (full mode): d = 5, σ from 1 to 0.2, m0 = 20 000, N from 10 to 1000 (7 values),
+8 seeds, dt = 1, 1000 steps (T = 1000; dt = 2 oscillated, dt = 1 tracked dt = 0.5 to 2 % at
+N = 200).  The risk is still creeping down at T (see ``rel_change_last10``), so fit.json also
+gives the slope fitted at T/4 and T/2 (``slope_vs_T``, float32 seed means): its drift shows
+how far R_N(T) is from inf R_N.  ``scale=small`` (CI): d = 4, m0 = 2000, N from 8 to
+128 (4 values), 4 seeds, 300 steps.  Outputs: metrics.csv (per N and logged step: seed-mean
+and per-seed risk), results.csv (per N: final gaps per seed, mean, sd, references,
+convergence), fit.json (slopes, intervals, R_∞ fit, references' constants), particles.npz
+(t = [0, T]; theta [2, R, N_max, D]: the largest N at 0 and T; theta_N<N> at T for every N;
+teacher arrays), figures/n_scaling.png.  Resumable: finished N values are kept in the
+checkpoint, the current one continues from its last checkpoint (bit for bit: GD has no
+randomness after the initial draw).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import io
+from ..dynamics import ParticleState, gradient_flow
+from ..errors import ConfigError, DivergenceError
+from ..interact import evaluate
+from ..models import TeacherStudent, Unit
+from .config import RunConfig
+
+NAME = "n-scaling"
+
+SMALL = {"N": 128, "N_min": 8, "n_values": 4, "replicas": 4, "d": 4, "m0": 2000, "steps": 300,
+         "log_every": 25, "checkpoint_every": 150, "n_boot": 500}
+
+
+@dataclass(frozen=True)
+class Config(RunConfig):
+    scale: str = "full"
+    N: int = 1000
+    N_min: int = 10
+    n_values: int = 7
+    d: int = 5
+    replicas: int = 8
+    m0: int = 20_000
+    teacher_seed: int = 0
+    teacher_std_min: float = 0.2
+    dt: float = 1.0
+    steps: int = 1000
+    init_std: float = 1.0
+    init_a_std: float = 1.0
+    log_every: int = 25
+    save_every: int = 1000
+    checkpoint_every: int = 250
+    n_boot: int = 2000
+
+    _choices = {"scale": ("full", "small")}
+    _presets = {"scale": {"small": SMALL}}
+
+    def validate(self):
+        super().validate()
+        if not 1 <= self.N_min < self.N:
+            raise ConfigError(f"N_min must be in [1, N), got N_min={self.N_min}, N={self.N}")
+        if self.n_values < 3:
+            raise ConfigError(f"n_values must be >= 3 (a slope needs points), got {self.n_values}")
+        if len(self.grid()) < 3:
+            raise ConfigError(f"the N grid {self.grid()} has fewer than 3 distinct values")
+        if self.replicas < 2:
+            raise ConfigError(f"replicas (seeds per N) must be >= 2 for a spread, got {self.replicas}")
+        if self.m0 < 1:
+            raise ConfigError(f"m0 must be >= 1, got {self.m0}")
+        if self.teacher_seed < 0:
+            raise ConfigError(f"teacher_seed must be >= 0, got {self.teacher_seed}")
+        if not (math.isfinite(self.teacher_std_min) and 0 < self.teacher_std_min <= 1):
+            raise ConfigError(f"teacher_std_min must be in (0, 1], got {self.teacher_std_min}")
+        for name in ("init_std", "init_a_std"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                raise ConfigError(f"{name} must be finite and > 0, got {v}")
+        if self.n_boot < 100:
+            raise ConfigError(f"n_boot must be >= 100, got {self.n_boot}")
+
+    def grid(self) -> list[int]:
+        """N values: geometric from N_min to N, rounded, distinct."""
+        return sorted({int(round(v)) for v in np.geomspace(self.N_min, self.N, self.n_values)})
+
+
+def teacher_task(cfg: Config) -> TeacherStudent:
+    """The teacher: m0 units a* = 1, w*_k ~ N(0, diag(σ²)), σ_j = linspace(1, σ_min, d); weights 1/m0."""
+    g = torch.Generator().manual_seed(cfg.teacher_seed)
+    sig = torch.linspace(1.0, cfg.teacher_std_min, cfg.d, dtype=torch.float64)
+    w = torch.randn(cfg.m0, cfg.d, generator=g, dtype=torch.float64) * sig
+    theta = torch.cat([torch.ones(cfg.m0, 1, dtype=torch.float64), w], -1)
+    return TeacherStudent(Unit(cfg.d, "relu", output_weight=True), theta)
+
+
+def initial_state(cfg: Config, dyn, N: int) -> ParticleState:
+    """θ [R, N, 1 + d]: a ~ N(0, init_a_std²), w ~ N(0, init_std²/d I); generator seeded by (seed, N)."""
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + N)
+    R, d = cfg.replicas, cfg.d
+    a = cfg.init_a_std * torch.randn(R, N, 1, generator=gen, dtype=torch.float64)
+    w = torch.randn(R, N, d, generator=gen, dtype=torch.float64) * (cfg.init_std / math.sqrt(d))
+    return dyn.init(torch.cat([a, w], -1).to(getattr(torch, cfg.dtype)), generator=gen)
+
+
+def iid_constant(task: TeacherStudent, theta: torch.Tensor, backend="auto") -> np.ndarray:
+    """E_x Var_ρ φ(x; θ) = ∫ U(θ,θ) dρ − ∬ U dρ dρ per replica [B] for ρ = uniform on θ [B, N, D]
+    (float64).  U(θ, θ) = a² |w|² / 2 for ReLU; ∬U = Σ_i m_i (Ψ_i − V_i)."""
+    th = theta.double()
+    pot = evaluate(task, th, backend=backend)
+    self_u = (th[..., 0] ** 2 * (th[..., 1:] ** 2).sum(-1) / 2).mean(-1)
+    cross = (pot.psi - pot.V).mean(-1)
+    return (self_u - cross).numpy()
+
+
+def run(cfg: Config, out, *, progress: bool = True, checkpoint: dict | None = None,
+        resume: bool = False):
+    """Run into ``out`` (see the module docstring).  Returns (None, metrics rows, seconds)."""
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    started = time.perf_counter()
+    task = teacher_task(cfg)
+    if not resume:
+        io.start_run_dir(out, io.run_record(NAME, cfg.to_dict(), {"task": task.to_dict(),
+                                                                  "N_grid": cfg.grid()}))
+    io.remove_stale_temporaries(out)
+    done = dict(checkpoint["done"]) if checkpoint else {}
+    dyn = gradient_flow(task, dt=cfg.dt, backend=cfg.backend)
+
+    def save(step, finished=False):
+        io.save_checkpoint(out / io.CHECKPOINT, {
+            "experiment": NAME, "config": cfg.to_dict(), "done": done, "finished": finished,
+            "state": {"step": step, "N_done": sorted(n for n, v in done.items() if v["complete"])}})
+
+    grid = cfg.grid()
+    bar = tqdm(total=len(grid) * cfg.steps, desc=NAME, disable=None if progress else True, leave=False)
+    try:
+        for N in grid:
+            entry = done.get(N)
+            if entry is not None and entry["state"]["step"] >= cfg.steps and entry["complete"]:
+                bar.update(cfg.steps)
+                continue
+            if entry is None:
+                state = initial_state(cfg, dyn, N)
+                entry = {"rows": [], "theta0": state.theta.clone(), "complete": False}
+            else:
+                state = ParticleState.from_state_dict(entry["state"])
+                entry["rows"] = [r for r in entry["rows"] if r["step"] < state.step]
+                entry["complete"] = False
+            bar.update(state.step)
+            bar.set_postfix(N=N, refresh=False)
+            while state.step < cfg.steps:
+                prev = state
+                state, info = dyn.step(state)
+                if prev.step % cfg.log_every == 0:
+                    entry["rows"].append(_row(N, prev, info.potential.risk))
+                bar.update(1)
+                if state.step % cfg.checkpoint_every == 0 and state.step < cfg.steps:
+                    entry["state"] = state.state_dict()
+                    done[N] = entry
+                    save(state.step)
+            final = evaluate(task, state.theta.double(), backend=cfg.backend)
+            if not torch.isfinite(final.risk).all():
+                raise DivergenceError(f"N={N}: non-finite risk at step {state.step}; "
+                                      "the step size is likely too large")
+            entry["rows"].append(_row(N, state, final.risk))
+            entry.update(state=state.state_dict(), risk64=final.risk.numpy().copy(), complete=True)
+            done[N] = entry
+            save(state.step)
+    finally:
+        bar.close()
+    n_max = grid[-1]
+    k_limit = iid_constant(task, done[n_max]["state"]["theta"], cfg.backend)
+    rows = _write_results(cfg, out, task, done, k_limit)
+    save(cfg.steps, finished=True)
+    plot(out)
+    return None, rows, time.perf_counter() - started
+
+
+def _row(N, state, risk):
+    r = risk.double()
+    if not torch.isfinite(r).all():
+        raise DivergenceError(f"N={N}, step {state.step}: non-finite risk; the step size is likely too large")
+    row = {"N": N, "step": state.step, "t": state.t, "risk": float(r.mean())}
+    row.update({f"risk_r{b}": float(x) for b, x in enumerate(r)})
+    return row
+
+
+def slope_fit(Ns, samples, n_boot: int, seed: int) -> dict:
+    """Slope of log(mean of each sample) against log N (least squares) and its 95 % percentile
+    bootstrap interval (``scipy.stats.bootstrap``; each N's seeds resampled independently)."""
+    from scipy.stats import bootstrap, linregress
+
+    logN = np.log(np.asarray(Ns, float))
+
+    def stat(*s):
+        return linregress(logN, np.log([np.mean(v) for v in s])).slope
+
+    fit = linregress(logN, np.log([np.mean(v) for v in samples]))
+    res = bootstrap(tuple(np.asarray(v, float) for v in samples), stat, vectorized=False,
+                    paired=False, n_resamples=n_boot, method="percentile", confidence_level=0.95,
+                    rng=np.random.default_rng(seed))
+    lo, hi = res.confidence_interval
+    return {"slope": float(fit.slope), "intercept": float(fit.intercept),
+            "ci95": [float(lo), float(hi)], "half_width": float((hi - lo) / 2)}
+
+
+def _write_results(cfg, out, task, done, k_limit):
+    from scipy.optimize import OptimizeWarning, curve_fit
+    from scipy.stats import linregress
+
+    grid = cfg.grid()
+    T = cfg.steps * cfg.dt
+    tt, tw = task.teacher(torch.float64)
+    k_teacher = float((tw * tt[:, 0] ** 2 * (tt[:, 1:] ** 2).sum(-1) / 2).sum()) - task.risk_sharp
+    th_lim = done[grid[-1]]["state"]["theta"].double()
+    mmn_k = float((th_lim[..., 0] ** 2 * (th_lim[..., 1:] ** 2).sum(-1) / 2).max())
+    K_lim = float(np.mean(k_limit))
+    metrics, results, gaps = [], [], []
+    for N in grid:
+        e = done[N]
+        metrics.extend(e["rows"])
+        gap = np.asarray(e["risk64"], float)                 # R_∞ = 0
+        gaps.append(gap)
+        rows = e["rows"]
+        i90 = min(range(len(rows)), key=lambda i: abs(rows[i]["step"] - 0.9 * cfg.steps))
+        rel = (rows[i90]["risk"] - rows[-1]["risk"]) / rows[-1]["risk"]
+        res = {"N": N, "gap_mean": float(gap.mean()), "gap_sd": float(gap.std(ddof=1)),
+               "iid_limit": K_lim / N, "iid_teacher": k_teacher / N, "mmn_K_over_N": mmn_k / N,
+               "rel_change_last10": float(rel)}
+        res.update({f"gap_r{b}": float(g) for b, g in enumerate(gap)})
+        results.append(res)
+    io.write_metrics(out / io.METRICS, metrics)
+    io.write_metrics(out / "results.csv", results)
+    gap_fit = slope_fit(grid, gaps, cfg.n_boot, cfg.seed)
+    sd = np.array([g.std(ddof=1) for g in gaps])
+    sd_fit = linregress(np.log(grid), np.log(sd))
+    means = np.array([g.mean() for g in gaps])
+    try:
+        with warnings.catch_warnings():          # a singular covariance is reported as se = inf
+            warnings.simplefilter("ignore", OptimizeWarning)
+            (r_inf, c, alpha), cov = curve_fit(lambda n, r0, c, a: r0 + c * n ** a, np.array(grid, float),
+                                               means, p0=(0.0, means[0] * grid[0], -1.0),
+                                               sigma=np.maximum(sd / math.sqrt(cfg.replicas), 1e-300),
+                                               maxfev=20_000)
+        se = float(math.sqrt(cov[0, 0])) if np.isfinite(cov[0, 0]) and cov[0, 0] >= 0 else math.inf
+        r_inf_fit = {"R_inf": float(r_inf), "R_inf_se": se,
+                     "alpha": float(alpha)}
+    except (RuntimeError, ValueError) as e:
+        r_inf_fit = {"error": str(e)}
+    fit = {"N": grid, "T": T, "R_inf": 0.0, "gap": gap_fit,
+           "spread": {"slope": float(sd_fit.slope), "slope_se": float(sd_fit.stderr)},
+           "R_inf_free_fit": r_inf_fit, "risk_sharp": task.risk_sharp,
+           "K_iid_limit": K_lim, "K_iid_teacher": k_teacher, "mmn_K": mmn_k,
+           "gd_beats_iid": bool(np.all(means < K_lim / np.array(grid, float))),
+           "gap_over_iid_at_Nmax": float(means[-1] / (K_lim / grid[-1])),
+           "max_rel_change_last10": float(max(r["rel_change_last10"] for r in results))}
+    fit["slope_vs_T"] = _slopes_vs_t(cfg, done)
+    io.write_json(out / "fit.json", fit)
+    e_max = done[grid[-1]]
+    arrays = {"t": np.array([0.0, T]),
+              "theta": torch.stack([e_max["theta0"], e_max["state"]["theta"]]).numpy(),
+              "param_names": np.array(task.param_names), "N_grid": np.array(grid)}
+    arrays.update({f"theta_N{N}": done[N]["state"]["theta"].numpy() for N in grid})
+    arrays.update(task.arrays())
+    io.write_npz(out / io.PARTICLES, arrays)
+    return metrics
+
+
+def _slopes_vs_t(cfg, done) -> dict:
+    """Least-squares slope of log(seed-mean float32 risk) vs log N at the logged steps nearest
+    T/4, T/2 and T: {"t": slope}."""
+    from scipy.stats import linregress
+
+    grid = cfg.grid()
+    out = {}
+    for frac in (0.25, 0.5, 1.0):
+        k = cfg.log_every * round(frac * cfg.steps / cfg.log_every)
+        vals = []
+        for N in grid:
+            rows = done[N]["rows"]
+            vals.append(min(rows, key=lambda r: abs(r["step"] - k))["risk"])
+        out[f"{k * cfg.dt:g}"] = float(linregress(np.log(grid), np.log(vals)).slope)
+    return out
+
+
+def plot(run_dir, coords=None) -> list[Path]:
+    """figures/n_scaling.png: (left) the gap R_N(T) − R_∞ against N, per seed and seed mean,
+    with the fitted slope and its bootstrap interval, the i.i.d.-sampling excess of the
+    limiting law and of the teacher's law, and MMN's K/N; (middle) the seed-to-seed standard
+    deviation against N; (right) the seed-mean risk against t for every N."""
+    from ..plotting import _plt, save_figure
+
+    run_dir = Path(run_dir)
+    res = io.read_metrics(run_dir / "results.csv")
+    met = io.read_metrics(run_dir / io.METRICS)
+    fit = json.loads((run_dir / "fit.json").read_text())
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), dpi=120)
+    N = res["N"]
+    ax = axes[0]
+    for k in sorted(k for k in res if k.startswith("gap_r")):
+        ax.scatter(N, res[k], s=8, color="C0", alpha=0.35, lw=0)
+    ax.plot(N, res["gap_mean"], "o", color="C0", ms=5, label="GD, seed mean")
+    g = fit["gap"]
+    ax.plot(N, np.exp(g["intercept"]) * N ** g["slope"], "-", color="C0",
+            label=f"slope {g['slope']:.2f} [{g['ci95'][0]:.2f}, {g['ci95'][1]:.2f}]")
+    ax.plot(N, res["iid_limit"], "--", color="C1", label="i.i.d. from limit law (1/N)·E Var φ")
+    ax.plot(N, res["iid_teacher"], ":", color="C2", label="i.i.d. from teacher law")
+    ax.plot(N, res["mmn_K_over_N"], "-.", color="C3", label="MMN K/N")
+    ax.set_title(f"R_N(T) − R_∞ (R_∞ = 0), T = {fit['T']:.3g}", fontsize=9)
+    ax2 = axes[1]
+    ax2.plot(N, res["gap_sd"], "s", color="C4", ms=5)
+    sp = fit["spread"]
+    c = np.exp(np.mean(np.log(res["gap_sd"])) - sp["slope"] * np.mean(np.log(N)))
+    ax2.plot(N, c * N ** sp["slope"], "-", color="C4", label=f"slope {sp['slope']:.2f} ± {2 * sp['slope_se']:.2f}")
+    ax2.set_title("seed-to-seed s.d. of R_N(T)", fontsize=9)
+    for a in (ax, ax2):
+        a.set_xscale("log")
+        a.set_yscale("log")
+        a.set_xlabel("N")
+        a.grid(alpha=0.3, which="both")
+        a.legend(frameon=False, fontsize=7)
+    ax3 = axes[2]
+    cmap = plt.cm.viridis
+    for j, n in enumerate(N):
+        sel = (met["N"] == n) & (met["t"] > 0)
+        ax3.plot(met["t"][sel], met["risk"][sel], color=cmap(j / max(1, len(N) - 1)), lw=1.2,
+                 label=f"N = {int(n)}")
+    ax3.set_yscale("log")
+    ax3.set_xscale("log")
+    ax3.set_xlabel("t (MMN time)")
+    ax3.set_title("seed-mean risk R_N(t)", fontsize=9)
+    ax3.grid(alpha=0.3, which="both")
+    ax3.legend(frameon=False, fontsize=7, ncol=2)
+    fig.tight_layout()
+    return [save_figure(fig, run_dir / io.FIGURES / "n_scaling.png")]
