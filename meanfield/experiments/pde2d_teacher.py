@@ -1,0 +1,434 @@
+"""pde2d-teacher: particles against the 2-D grid PDE on a teacher–student task with w ∈ R², over N.
+
+Task: a two-layer network of units φ(x; w) = σ(⟨w, x⟩), x ~ N(0, I_2), w ∈ R² (no output
+weight, no bias), σ = erf(·/√2) (or ReLU), against a teacher of m0 units
+w*_k = r*(cos α_k, sin α_k) with weights 1/m0 (``teacher_angles`` in degrees,
+``teacher_norm`` r*): ``TeacherStudent`` with closed-form U, V (DESIGN.md §1; risk without
+½).  No rotation symmetry, so the radial solver does not apply; the limit is the 2-D PDE
+
+    ∂_t ρ = 2ξ ∇·(ρ ∇Ψ_λ(w; ρ)) + 2ξβ⁻¹ Δρ,     ρ_0 = N(0, κ² I_2),
+
+solved by ``meanfield.pde.GridDD`` on the box [box_lo, box_hi]² with ``cells``² cells (MUSCL,
+second order; its nonlocal velocity comes from the same interaction backend as the
+particles').  The default teacher (two units at 0° and 90°, norm 2, erf) pulls the blob
+from 0 towards (0.5, 0.5) (the linear part of f*), then stretches it along the anti-diagonal
+into two lobes heading for the two teacher units: the risk falls from 0.30 to 0.011 by
+T = 20.  The box holds every particle of that run (measured range [−0.9, 2.2] at t ≤ 40).
+
+Particles: for every N of a geometric grid from ``N_min`` to ``N`` (``n_values`` values),
+``replicas`` independent seeds (one tensor), Wasserstein gradient descent (population drift,
+Euler steps of size ``dt`` on the MMN time axis; Langevin when β < ∞), ρ_N(0) i.i.d. from
+ρ_0.  Recorded per (N, seed): the exact risk R(ρ_N(t)) every ``log_every`` steps against the
+grid's R(ρ_t), and W2 between the particles and the grid density (POT ``ot.emd2``, cells
+split into ``w2_sub``² weighted points; ``w2_replicas`` seeds) every ``save_every`` steps.
+Fitted log-log slopes in N (scipy ``linregress`` on the seed means, 95 % percentile
+``scipy.stats.bootstrap`` intervals with seeds resampled within each N) for W2 at T, W2 at
+t = 0 (i.i.d. samples of ρ_0: the sampling reference), |R_N(T) − R(T)| and
+sup_t |R_N(t) − R(t)|.  A second grid with half the cells gives the grid-error estimate
+max_t |R_h − R_2h| reported beside the gaps.
+
+Defaults (full mode): N from 20 to 2000 (5 values), 8 seeds, dt = 0.02, T = 20 (1000 steps),
+100² cells on [−1.5, 2.5]² (h = 0.04).  Euler's time-step bias in the particles' risk at T,
+measured at N = 2000: 1.5·10⁻⁵ between dt = 0.05 and 0.02 (2.5·10⁻⁵ between 0.1 and 0.05),
+below the N = 2000 gap.  ``scale=small``: N from 20 to 200 (3 values), 4 seeds, T = 5, 40²
+cells.  Outputs: metrics.csv (per N and recorded t: seed-mean risk and s.e., risk_pde, the
+seed-mean |gap|, w2 at snapshots), summary.csv (per N), fit.json (slopes, intervals, the
+PDE's time stepping, mass error and outflow, grid error, W2 quantisation bound), pde.npz
+(t, cell centres, density [T, nx, ny], risk, mass, mass_out), particles.npz (snapshots per
+N: ``theta_N<N>`` [S, B, N, 2] at t [S]), figures density.png (grid density with the
+particles of the largest N overlaid at the snapshot times) and rates.png.  Resumable:
+finished N values are kept in the checkpoint and skipped; the PDE is solved once.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import bootstrap, linregress
+
+from .. import io
+from ..diagnostics import risk as exact_risk
+from ..dynamics import ParticleDynamics
+from ..errors import ConfigError, DivergenceError
+from ..models import TeacherStudent, Unit
+from ..pde import Grid2D, GridDD, w2_grid
+from .config import RunConfig
+
+NAME = "pde2d-teacher"
+PDE_FILE = "pde.npz"
+
+SMALL = {"N": 200, "N_min": 20, "n_values": 3, "replicas": 8, "dt": 0.05, "steps": 100,
+         "log_every": 10, "save_every": 100, "checkpoint_every": 100, "cells": 32,
+         "w2_replicas": 2, "w2_sub": 1, "n_boot": 500}
+
+
+@dataclass(frozen=True)
+class Config(RunConfig):
+    """See the module docstring.  ``save_every`` sets the snapshot (W2, picture) interval;
+    a checkpoint is written after every N (``checkpoint_every`` is not used)."""
+
+    scale: str = "full"
+    N: int = 2000
+    N_min: int = 20
+    n_values: int = 5
+    d: int = 2
+    replicas: int = 8
+    dt: float = 0.02
+    steps: int = 1000
+    log_every: int = 50
+    save_every: int = 250
+    checkpoint_every: int = 1000
+    activation: str = "erf"
+    teacher_angles: str = "0,90"
+    teacher_norm: float = 2.0
+    init_std: float = 0.3
+    xi: float = 1.0
+    beta: float = math.inf
+    lam: float = 0.0
+    box_lo: float = -1.5
+    box_hi: float = 2.5
+    cells: int = 100
+    pde_cfl: float = 0.4
+    pde_dt_max: float = 0.1
+    outflow_tol: float = 1e-6
+    w2_replicas: int = 4
+    w2_sub: int = 2
+    n_boot: int = 2000
+
+    _choices = {"scale": ("full", "small"), "activation": ("erf", "relu")}
+    _presets = {"scale": {"small": SMALL}}
+
+    def validate(self):
+        super().validate()
+        if self.d != 2:
+            raise ConfigError(f"d must be 2 (the grid is two-dimensional), got {self.d}")
+        validate_n_grid(self)
+        self.angles()
+        for name in ("teacher_norm", "init_std", "xi", "pde_cfl", "pde_dt_max"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                raise ConfigError(f"{name} must be finite and > 0, got {v}")
+        if not self.beta > 0:
+            raise ConfigError(f"beta must be > 0 (inf for no noise), got {self.beta}")
+        if not (math.isfinite(self.lam) and self.lam >= 0):
+            raise ConfigError(f"lam must be finite and >= 0, got {self.lam}")
+        if not (math.isfinite(self.box_lo) and math.isfinite(self.box_hi) and self.box_hi > self.box_lo):
+            raise ConfigError(f"box_hi must exceed box_lo, got box_lo={self.box_lo}, box_hi={self.box_hi}")
+        if self.cells < 6:
+            raise ConfigError(f"cells must be >= 6 (a coarse grid of cells/2 is solved too), got {self.cells}")
+        if self.pde_cfl > 0.5 and self.beta == math.inf:
+            raise ConfigError(f"pde_cfl must be <= 0.5 for the noiseless scheme, got {self.pde_cfl}")
+        if not (math.isfinite(self.outflow_tol) and self.outflow_tol >= 0):
+            raise ConfigError(f"outflow_tol must be finite and >= 0, got {self.outflow_tol}")
+        if not 2 <= self.w2_replicas <= self.replicas:
+            raise ConfigError(f"w2_replicas must be in [2, replicas={self.replicas}], got {self.w2_replicas}")
+        if self.w2_sub < 1:
+            raise ConfigError(f"w2_sub must be >= 1, got {self.w2_sub}")
+
+    def angles(self) -> list[float]:
+        """Teacher directions in radians."""
+        try:
+            a = [float(s) for s in self.teacher_angles.split(",") if s.strip()]
+        except ValueError:
+            raise ConfigError(f"teacher_angles must be comma-separated degrees, got {self.teacher_angles!r}") from None
+        if not a or not all(math.isfinite(x) for x in a):
+            raise ConfigError(f"teacher_angles must list at least one finite angle, got {self.teacher_angles!r}")
+        return [math.radians(x) for x in a]
+
+    def grid_N(self) -> list[int]:
+        return geometric_grid(self.N_min, self.N, self.n_values)
+
+
+# ------------------------------------------------------------------------------------------
+# helpers shared with pde2d-torus
+# ------------------------------------------------------------------------------------------
+def validate_n_grid(cfg) -> None:
+    if not 1 <= cfg.N_min < cfg.N:
+        raise ConfigError(f"N_min must be in [1, N), got N_min={cfg.N_min}, N={cfg.N}")
+    if cfg.n_values < 3:
+        raise ConfigError(f"n_values must be >= 3 to fit a slope, got {cfg.n_values}")
+    if cfg.replicas < 2:
+        raise ConfigError(f"replicas (seeds per N) must be >= 2, got {cfg.replicas}")
+    if cfg.n_boot < 100:
+        raise ConfigError(f"n_boot must be >= 100, got {cfg.n_boot}")
+    if cfg.save_every % cfg.log_every:
+        raise ConfigError(f"save_every must be a multiple of log_every, got {cfg.save_every} and {cfg.log_every}")
+
+
+def geometric_grid(lo: int, hi: int, n: int) -> list[int]:
+    """n values from lo to hi, geometric, rounded and distinct."""
+    return sorted(set(int(v) for v in np.geomspace(lo, hi, n).round()))
+
+
+def record_steps(cfg) -> tuple[list[int], list[int]]:
+    """(metrics-row steps, snapshot steps): multiples of log_every / save_every and the last."""
+    rows = sorted(set(range(0, cfg.steps, cfg.log_every)) | {cfg.steps})
+    snaps = sorted(set(range(0, cfg.steps, cfg.save_every)) | {cfg.steps})
+    return rows, snaps
+
+
+def fit_rate(Ns, values, *, n_boot: int, seed: int) -> dict:
+    """Slope of log(mean over seeds) against log N (least squares, ``scipy.stats.linregress``)
+    and its 95 % percentile bootstrap interval (``scipy.stats.bootstrap``, seeds resampled
+    with replacement within each N).  ``values``: one array of per-seed values per N."""
+    logN = np.log(np.asarray(Ns, dtype=np.float64))
+    x = logN - logN.mean()
+    values = [np.asarray(v, dtype=np.float64) for v in values]
+    if any((v <= 0).any() or not np.isfinite(v).all() for v in values):
+        raise DivergenceError("fit_rate: non-positive or non-finite values cannot be fitted on log axes")
+
+    def stat(*samples, axis=-1):
+        ly = np.log(np.stack([s.mean(axis=axis) for s in samples], -1))       # (..., K)
+        return ((ly - ly.mean(-1, keepdims=True)) @ x) / (x @ x)
+
+    slope = linregress(logN, np.log([v.mean() for v in values])).slope
+    rng = np.random.default_rng(seed)
+    kw = {"rng": rng} if "rng" in inspect.signature(bootstrap).parameters else {"random_state": rng}
+    res = bootstrap(values, stat, n_resamples=n_boot, method="percentile", vectorized=True, **kw)
+    ci = res.confidence_interval
+    return {"slope": float(slope), "ci95": [float(ci.low), float(ci.high)]}
+
+
+def plot_fits(ax, N, series, fit, *, guide=-0.5, guide_label="N^(−1/2)", floor=None):
+    """Log-log panel: per-N means ± 2 s.e. of each (label, key, values, se, colour) in
+    ``series`` with its fitted line from ``fit[key]``, a guide slope, an optional floor."""
+    for label, key, v, se, colour in series:
+        ax.errorbar(N, v, yerr=2 * se, fmt="o", color=colour, ms=4, capsize=2)
+        f = fit[key]
+        c = np.exp(np.mean(np.log(v)) - f["slope"] * np.mean(np.log(N)))
+        ax.plot(N, c * N ** f["slope"], "-", color=colour,
+                label=f"{label}: {f['slope']:.2f} [{f['ci95'][0]:.2f}, {f['ci95'][1]:.2f}]")
+    v0 = series[0][2]
+    ax.plot(N, v0[0] * (N / N[0]) ** guide, "--", color="0.5", lw=0.8, label=guide_label)
+    if floor is not None:
+        ax.axhline(floor, color="0.6", ls=":", lw=0.8, label="grid quantisation bound")
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("N")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(frameon=False, fontsize=6)
+
+
+def density_panels(fig, axes, grid_axes, densities, times, particles, *, extra=None, period=None):
+    """One panel per snapshot: the grid density (pcolormesh) with particles [n, 2] overlaid
+    (white dots); ``extra`` [m, 2] marked as crosses (teacher units, targets)."""
+    xc, yc = grid_axes
+    hx, hy = xc[1] - xc[0], yc[1] - yc[0]
+    xf = np.concatenate([xc - hx / 2, [xc[-1] + hx / 2]])
+    yf = np.concatenate([yc - hy / 2, [yc[-1] + hy / 2]])
+    for ax, P, t, th in zip(axes, densities, times, particles):
+        ax.pcolormesh(xf, yf, P.T, cmap="viridis", shading="flat", rasterized=True)
+        pts = np.mod(th, period) if period is not None else th
+        ax.plot(pts[:, 0], pts[:, 1], ".", color="white", ms=1.2, alpha=0.6)
+        if extra is not None:
+            ax.plot(extra[:, 0], extra[:, 1], "x", color="red", ms=6, mew=1.5)
+        ax.set_title(f"t = {t:.3g}", fontsize=9)
+        ax.set_aspect("equal")
+        ax.set_xlim(xf[0], xf[-1])
+        ax.set_ylim(yf[0], yf[-1])
+        ax.tick_params(labelsize=7)
+
+
+# ------------------------------------------------------------------------------------------
+def build_task(cfg: Config) -> TeacherStudent:
+    unit = Unit(2, cfg.activation, output_weight=False)
+    ang = np.array(cfg.angles())
+    teacher = cfg.teacher_norm * np.stack([np.cos(ang), np.sin(ang)], -1)
+    return TeacherStudent(unit, torch.tensor(teacher, dtype=torch.float64))
+
+
+def solve_pde(cfg: Config, task, times, cells):
+    """The grid PDE on ``cells``² cells recorded at ``times``: a GridSolution."""
+    grid = Grid2D.box(cfg.box_lo, cfg.box_hi, cells)
+    dd = GridDD(task, grid, xi=cfg.xi, beta=cfg.beta, lam=cfg.lam, cfl=cfg.pde_cfl,
+                backend=cfg.backend, dtype=getattr(torch, cfg.dtype), outflow_tol=cfg.outflow_tol,
+                dt_max=cfg.pde_dt_max)
+    return dd.solve(grid.gaussian(0.0, cfg.init_std), times)
+
+
+def _pde_record(cfg, task, times):
+    sol = solve_pde(cfg, task, times, cfg.cells)
+    coarse = solve_pde(cfg, task, times, cfg.cells // 2)
+    g = sol.grid
+    return {"t": times, "x": g.axes()[0], "y": g.axes()[1], "density": sol.density,
+            "risk": sol.risk, "free_energy": sol.free_energy, "mass": sol.mass,
+            "mass_out": sol.mass_out, "risk_coarse": coarse.risk, "steps": sol.steps,
+            "dt_min": sol.dt_min, "dt_max": sol.dt_max, "cfl": sol.cfl, "scheme": sol.scheme,
+            "h": np.array(g.h), "box": np.array([cfg.box_lo, cfg.box_hi]), "cells": cfg.cells}
+
+
+def _checkpoint(out, cfg, done, pde, finished):
+    io.save_checkpoint(out / io.CHECKPOINT, {
+        "experiment": NAME, "config": cfg.to_dict(),
+        "state": {"step": cfg.steps if finished else len(done), "N_done": sorted(done)},
+        "done": done, "pde": pde, "finished": finished})
+
+
+def run(cfg: Config, out, *, progress: bool = True, checkpoint: dict | None = None,
+        resume: bool = False):
+    """Run into ``out`` (see the module docstring).  Returns (None, summary rows, seconds)."""
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    started = time.perf_counter()
+    task = build_task(cfg)
+    if not resume:
+        io.start_run_dir(out, io.run_record(NAME, cfg.to_dict(), {"task": task.to_dict(),
+                                                                  "N_grid": cfg.grid_N()}))
+    io.remove_stale_temporaries(out)
+    done = dict(checkpoint["done"]) if checkpoint else {}
+    rows_at, snaps_at = record_steps(cfg)
+    steps = sorted(set(rows_at) | set(snaps_at))
+    times = np.array([float(f"{k * cfg.dt:.15g}") for k in steps])
+    pde = checkpoint.get("pde") if checkpoint else None
+    if pde is None:
+        pde = _pde_record(cfg, task, times)
+        _checkpoint(out, cfg, done, pde, False)
+    grid = Grid2D.box(cfg.box_lo, cfg.box_hi, cfg.cells)
+    dtype = getattr(torch, cfg.dtype)
+    bar = tqdm(cfg.grid_N(), desc=NAME, disable=None if progress else True, leave=False)
+    for N in bar:
+        if N in done:
+            continue
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + N)
+        theta0 = cfg.init_std * torch.randn(cfg.replicas, N, 2, generator=gen, dtype=torch.float64)
+        dyn = ParticleDynamics(task, dt=cfg.dt, drift="population", xi=cfg.xi, beta=cfg.beta,
+                               lam=cfg.lam, backend=cfg.backend)
+        state = dyn.init(theta0.to(dtype), generator=gen)
+        series, snaps = [], {}
+        for k in steps:
+            if k > state.step:
+                state = dyn.run(state, k - state.step)
+            i = steps.index(k)
+            R = exact_risk(task, state.theta, backend=cfg.backend)[0].double().numpy()
+            if not np.isfinite(R).all():
+                raise DivergenceError(f"N={N}, step {k}: non-finite risk; the step size is likely too large")
+            row = {"step": k, "t": float(times[i]), "risk": R, "risk_pde": float(pde["risk"][i])}
+            if k in snaps_at:
+                th = state.theta.detach().double().cpu().numpy()
+                row["w2"] = np.array([w2_grid(grid, pde["density"][i], th[b], sub=cfg.w2_sub)
+                                      for b in range(cfg.w2_replicas)])
+                snaps[k] = th.astype(np.float32)
+            series.append(row)
+        done[N] = {"series": series, "snapshots": snaps}
+        _checkpoint(out, cfg, done, pde, False)
+        bar.set_postfix(N=N, refresh=False)
+    bar.close()
+    summary = _write_results(cfg, out, done, pde, task, steps, snaps_at)
+    _checkpoint(out, cfg, done, pde, True)
+    plot(out)
+    return None, summary, time.perf_counter() - started
+
+
+def _write_results(cfg, out, done, pde, task, steps, snaps_at):
+    Ns = cfg.grid_N()
+    metrics, summary = [], []
+    gaps_T, sup_gaps, w2_T, w2_0 = [], [], [], []
+    for N in Ns:
+        series = done[N]["series"]
+        for s in series:
+            B = len(s["risk"])
+            row = {"N": N, "step": s["step"], "t": s["t"], "risk": float(s["risk"].mean()),
+                   "risk_se": float(s["risk"].std(ddof=1) / math.sqrt(B)), "risk_pde": s["risk_pde"],
+                   "risk_gap": float(np.abs(s["risk"] - s["risk_pde"]).mean())}
+            if "w2" in s:
+                row["w2"] = float(s["w2"].mean())
+            metrics.append(row)
+        gap = np.abs(series[-1]["risk"] - series[-1]["risk_pde"])
+        sup = np.max([np.abs(s["risk"] - s["risk_pde"]) for s in series], axis=0)
+        w2s = [s["w2"] for s in series if "w2" in s]
+        gaps_T.append(gap)
+        sup_gaps.append(sup)
+        w2_T.append(w2s[-1])
+        w2_0.append(w2s[0])
+        sd = lambda v: float(v.std(ddof=1) / math.sqrt(len(v)))  # noqa: E731
+        summary.append({"N": N, "risk_gap_T": float(gap.mean()), "risk_gap_T_se": sd(gap),
+                        "sup_risk_gap": float(sup.mean()), "sup_risk_gap_se": sd(sup),
+                        "bias_T": float(abs(series[-1]["risk"].mean() - series[-1]["risk_pde"])),
+                        "w2_0": float(w2s[0].mean()), "w2_0_se": sd(w2s[0]),
+                        "w2_T": float(w2s[-1].mean()), "w2_T_se": sd(w2s[-1])})
+    io.write_metrics(out / io.METRICS, metrics)
+    io.write_metrics(out / "summary.csv", summary)
+    kw = {"n_boot": cfg.n_boot, "seed": cfg.seed}
+    grid = Grid2D.box(cfg.box_lo, cfg.box_hi, cfg.cells)
+    fit = {"N": Ns, "T": cfg.steps * cfg.dt, "theory_slope_w2": -0.5,
+           "w2_T": fit_rate(Ns, w2_T, **kw), "w2_0": fit_rate(Ns, w2_0, **kw),
+           "risk_gap_T": fit_rate(Ns, gaps_T, **kw), "sup_risk_gap": fit_rate(Ns, sup_gaps, **kw),
+           "pde": {"cells": cfg.cells, "h": list(map(float, pde["h"])), "steps": int(pde["steps"]),
+                   "dt_min": float(pde["dt_min"]), "dt_max": float(pde["dt_max"]),
+                   "cfl": float(pde["cfl"]), "scheme": str(pde["scheme"]),
+                   "mass_error": float(np.abs(pde["mass"] + pde["mass_out"] - 1).max()),
+                   "mass_out": float(pde["mass_out"][-1]),
+                   "grid_error_risk": float(np.abs(pde["risk"] - pde["risk_coarse"]).max()),
+                   "grid_error_risk_T": float(abs(pde["risk"][-1] - pde["risk_coarse"][-1])),
+                   "w2_quantisation_bound": grid.quantisation(cfg.w2_sub),
+                   "risk_0": float(pde["risk"][0]), "risk_T": float(pde["risk"][-1])}}
+    io.write_json(out / "fit.json", fit)
+    io.write_npz(out / PDE_FILE, {k: np.asarray(v) for k, v in pde.items()})
+    snap_t = np.array([float(f"{k * cfg.dt:.15g}") for k in snaps_at])
+    arrays = {"t": snap_t, "param_names": np.array(["w0", "w1"]), "N_grid": np.array(Ns),
+              **task.arrays()}
+    arrays.update({f"theta_N{N}": np.stack([done[N]["snapshots"][k] for k in snaps_at]) for N in Ns})
+    io.write_npz(out / io.PARTICLES, arrays)
+    return summary
+
+
+def plot(run_dir, coords=None) -> list[Path]:
+    """figures/density.png (the grid density at the snapshot times with the first seed's
+    particles of the largest N and the teacher units) and figures/rates.png (risk against t,
+    the risk gaps and W2 against N with fitted slopes), from the run directory alone."""
+    from ..plotting import _plt, save_figure
+
+    run_dir = Path(run_dir)
+    plt = _plt()
+    fit = json.loads((run_dir / "fit.json").read_text())
+    s = io.read_metrics(run_dir / "summary.csv")
+    m = io.read_metrics(run_dir / io.METRICS)
+    with np.load(run_dir / PDE_FILE) as z:
+        pt, x, y, dens, prisk = z["t"], z["x"], z["y"], z["density"], z["risk"]
+    with np.load(run_dir / io.PARTICLES) as z:
+        st, Ns = z["t"], z["N_grid"]
+        th = z[f"theta_N{Ns[-1]}"][:, 0]                                   # (S, N, 2)
+        teacher = z["teacher_theta"]
+    idx = [int(np.argmin(np.abs(pt - t))) for t in st]
+    fig, axes = plt.subplots(1, len(st), figsize=(2.6 * len(st), 2.8), dpi=120, squeeze=False)
+    density_panels(fig, axes[0], (x, y), dens[idx], st, th, extra=teacher)
+    fig.suptitle(f"grid density ({len(x)}² cells) and N = {Ns[-1]} particles (seed 0); × teacher",
+                 fontsize=9)
+    fig.tight_layout()
+    paths = [save_figure(fig, run_dir / io.FIGURES / "density.png")]
+
+    fig, ax = plt.subplots(1, 3, figsize=(13, 3.6), dpi=120)
+    ax[0].plot(pt, prisk, "k-", lw=1.5, label="grid PDE")
+    for j, N in enumerate(Ns):
+        sel = m["N"] == N
+        ax[0].plot(m["t"][sel], m["risk"][sel], "o", ms=2.5, color=f"C{j}", label=f"N = {N}")
+    ax[0].set_yscale("log")
+    ax[0].set_xlabel("t")
+    ax[0].set_ylabel("R")
+    ax[0].legend(frameon=False, fontsize=6)
+    ax[0].grid(alpha=0.3)
+    N = s["N"]
+    plot_fits(ax[1], N, [("|R_N(T) − R(T)|", "risk_gap_T", s["risk_gap_T"], s["risk_gap_T_se"], "C0"),
+                         ("sup_t |R_N − R|", "sup_risk_gap", s["sup_risk_gap"], s["sup_risk_gap_se"], "C1")],
+              fit, guide=-1.0, guide_label="N^(−1)")
+    ax[1].axhline(fit["pde"]["grid_error_risk_T"], color="0.6", ls=":", lw=0.8,
+                  label="grid error at T (|R_h − R_2h|)")
+    ax[1].set_title("risk gap to the grid PDE", fontsize=9)
+    ax[1].legend(frameon=False, fontsize=6)
+    plot_fits(ax[2], N, [("W2 at T", "w2_T", s["w2_T"], s["w2_T_se"], "C2"),
+                         ("W2 at 0 (i.i.d.)", "w2_0", s["w2_0"], s["w2_0_se"], "C3")],
+              fit, floor=fit["pde"]["w2_quantisation_bound"])
+    ax[2].set_title("W2(particles, grid density)", fontsize=9)
+    fig.tight_layout()
+    paths.append(save_figure(fig, run_dir / io.FIGURES / "rates.png"))
+    return paths

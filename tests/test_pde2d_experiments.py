@@ -1,0 +1,126 @@
+"""pde2d-teacher and pde2d-torus in their small modes: particles approach the 2-D grid PDE as N
+grows (risk / free-energy gaps and W2 with fitted slopes), the grid's bookkeeping (mass,
+outflow, Gibbs residual), the figures, resume, and bad configs."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from meanfield import io
+from meanfield.errors import ConfigError
+from meanfield.experiments import get_experiment
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _run(name, tmp_path_factory, sets=()):
+    exp = get_experiment(name)
+    cfg = exp.Config.build(None, ["scale=small", *sets])
+    out = tmp_path_factory.mktemp(name) / "run"
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        exp.run(cfg, out, progress=False)
+    finally:
+        torch.set_num_threads(n)
+    return cfg, out, json.loads((out / "fit.json").read_text()), io.read_metrics(out / "summary.csv")
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    return _run("pde2d-teacher", tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def torus(tmp_path_factory):
+    return _run("pde2d-torus", tmp_path_factory)
+
+
+def test_teacher_particles_approach_the_grid_pde(teacher):
+    """Small mode (N = 20, 63, 200; 4 seeds; T = 5; 40² cells), measured: |R_N(T) − R(T)| =
+    1.2e-3, 5.8e-4, 2.0e-4 (slope −0.77, interval [−1.55, −0.18]); W2 at T = 0.186, 0.106,
+    0.071 (slope −0.42 [−0.45, −0.39]); the grid's mass + outflow = 1 to 2e-16."""
+    cfg, out, fit, s = teacher
+    assert list(s["N"]) == cfg.grid_N() == [20, 63, 200]
+    assert (np.diff(s["risk_gap_T"]) < 0).all(), s["risk_gap_T"]
+    assert fit["risk_gap_T"]["slope"] < -0.4 and fit["risk_gap_T"]["ci95"][1] < 0, fit["risk_gap_T"]
+    assert (np.diff(s["w2_T"]) < 0).all(), s["w2_T"]
+    lo, hi = fit["w2_T"]["ci95"]
+    assert -0.6 < fit["w2_T"]["slope"] < -0.3 and lo < fit["w2_T"]["slope"] < hi < 0, fit["w2_T"]
+    # the gap at the largest N is small against the risk itself (R(T) = 0.027)
+    assert s["risk_gap_T"][-1] < 0.02 * fit["pde"]["risk_T"]
+    pde = fit["pde"]
+    assert pde["mass_error"] < 1e-12 and pde["mass_out"] < cfg.outflow_tol
+    assert pde["scheme"] == "muscl" and pde["cfl"] == cfg.pde_cfl and pde["steps"] > 0
+    assert 0 < pde["dt_min"] <= pde["dt_max"] <= cfg.pde_dt_max
+    m = io.read_metrics(out / io.METRICS)
+    first = m["t"] == 0
+    assert np.allclose(m["risk_pde"][first], pde["risk_0"])
+    # at t = 0 the particles are i.i.d. draws of ρ_0: their risk scatters around the grid's
+    assert np.abs(m["risk"][first] - pde["risk_0"]).max() < 0.1 * pde["risk_0"]
+    for f in ("density.png", "rates.png"):
+        assert (out / io.FIGURES / f).stat().st_size > 10_000
+    with np.load(out / io.PARTICLES) as z:
+        assert z["theta_N200"].shape == (2, 4, 200, 2) and list(z["t"]) == [0.0, 5.0]
+    with np.load(out / "pde.npz") as z:
+        assert z["density"].shape[1:] == (40, 40) and z["density"].min() >= 0
+
+
+def test_torus_free_energy_gap_and_decay(torus):
+    """Small mode (τ = 0.1; N = 20, 63, 200; 4 seeds; T = 10; 32² cells), measured: free-energy
+    gap 0.065, 0.025, 0.015 (slope −0.65); W2 at T 0.70, 0.39, 0.26 (slope −0.42); the grid's
+    F decays at rate 0.40, its Gibbs residual falls from 0.47 (t = 10) to 0.026 (t = 30)."""
+    cfg, out, fit, s = torus
+    assert list(s["N"]) == [20, 63, 200]
+    assert s["free_energy_gap"][-1] < s["free_energy_gap"][0] / 2, s["free_energy_gap"]
+    assert fit["free_energy_gap"]["slope"] < -0.3 and fit["free_energy_gap"]["ci95"][1] < 0
+    assert (np.diff(s["w2_T"]) < 0).all() and fit["w2_T"]["slope"] < -0.25
+    pde = fit["pde"]
+    assert pde["mass_error"] < 1e-12 and pde["scheme"] == "implicit"
+    assert 0.2 < fit["decay_rate_pde"] < 0.8
+    assert pde["gibbs_residual_long"] < pde["gibbs_residual_T"] / 5
+    assert pde["F_inf"] < pde["F_T"]
+    rate = fit["decay_rate_particles"]["200"]["rate"]
+    assert np.isfinite(rate) and rate > 0
+    m = io.read_metrics(out / io.METRICS)
+    # F_N's parts: ½R + τ Ĥ
+    assert np.allclose(m["free_energy"], 0.5 * m["risk"] + cfg.tau * m["neg_entropy"])
+    for f in ("density.png", "free_energy.png"):
+        assert (out / io.FIGURES / f).stat().st_size > 10_000
+
+
+def test_teacher_resume_skips_finished_N_and_reproduces_the_results(tmp_path):
+    exp = get_experiment("pde2d-teacher")
+    cfg = exp.Config.build(None, ["scale=small", "N=40", "N_min=10", "replicas=2", "steps=20",
+                                  "log_every=10", "save_every=20", "cells=16", "n_boot=100"])
+    exp.run(cfg, tmp_path / "a", progress=False)
+    ck = io.load_checkpoint(tmp_path / "a" / io.CHECKPOINT)
+    assert ck["finished"] and sorted(ck["done"]) == cfg.grid_N()
+    first = cfg.grid_N()[0]
+    partial = {**ck, "done": {first: ck["done"][first]}, "finished": False}
+    io.start_run_dir(tmp_path / "b", io.load_run_config(tmp_path / "a"))
+    exp.run(cfg, tmp_path / "b", progress=False, checkpoint=partial, resume=True)
+    for f in ("summary.csv", io.METRICS, "fit.json"):
+        assert (tmp_path / "b" / f).read_text() == (tmp_path / "a" / f).read_text(), f
+
+
+@pytest.mark.parametrize("name, sets, match", [
+    ("pde2d-teacher", ["d=3"], "d must be 2"),
+    ("pde2d-teacher", ["N_min=300", "N=200"], "N_min must be in"),
+    ("pde2d-teacher", ["teacher_angles=a,b"], "teacher_angles"),
+    ("pde2d-teacher", ["box_lo=1", "box_hi=0"], "box_hi must exceed"),
+    ("pde2d-teacher", ["w2_replicas=9"], "w2_replicas"),
+    ("pde2d-torus", ["tau=0"], "tau must be"),
+    ("pde2d-torus", ["t_long=1"], "t_long must be"),
+    ("pde2d-torus", ["save_every=7"], "multiple of log_every"),
+])
+def test_bad_configs_are_rejected(name, sets, match):
+    with pytest.raises(ConfigError, match=match):
+        get_experiment(name).Config.build(None, ["scale=small", *sets])
