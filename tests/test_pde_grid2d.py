@@ -87,13 +87,13 @@ def test_noisy_flow_matches_the_ornstein_uhlenbeck_law():
 def test_noisy_flow_reaches_the_discrete_gibbs_law_on_the_torus(gen):
     """On the torus the Scharfetter–Gummel flux vanishes on P ∝ exp(−βΨ(·; P)): the grid
     solution converges exponentially to the self-consistent Gibbs law (the residual
-    ‖G(P) − P‖₁ fell from 2.0 to 4e-10 by t = 60, log-linearly at rate 0.38 — Chizat 2022's
-    exponential convergence), which equals the damped fixed-point iteration's (L¹ 1e-9);
-    mass stays 1 to 1e-12 and the free energy decreases."""
+    ‖G(P) − P‖₁ fell from 2.0 to 2.7e-10 by t = 60, log-linearly at rate 0.384, r = −0.99999996
+    — Chizat 2022's exponential convergence), which equals the damped fixed-point iteration's
+    (L¹ 8e-11); mass stays 1 to 1e-12 and the free energy decreases (16² cells, cfl 4)."""
     task = TorusMMD.random(n_targets=4, generator=gen(3), modes=3)
-    g = Grid2D.torus(24)
+    g = Grid2D.torus(16)
     beta = 3.0
-    dd = GridDD(task, g, beta=beta, xi=0.5, dtype=torch.float64, cfl=2.0)
+    dd = GridDD(task, g, beta=beta, xi=0.5, dtype=torch.float64, cfl=4.0)
     res = []
     sol = dd.solve(g.gaussian([1.0, 2.0], 0.8), np.linspace(0.0, 60.0, 13),
                    callback=lambda k, t, P: res.append(dd.gibbs_residual(P, beta)))
@@ -166,7 +166,7 @@ def test_outflow_beyond_the_tolerance_stops_the_run():
 
 
 def test_w2_and_knn_entropy(gen):
-    """W2(grid law, its own i.i.d. samples) shrinks with N and exceeds nothing it should not;
+    """W2(grid law, its own i.i.d. samples) shrinks with N (measured 0.39 → 0.18 for N = 40 → 400);
     the periodic ground cost wraps; the kNN estimate of ∫ρ log ρ from N = 20000 samples is
     within 0.05 of −log(4π²) for the uniform law on the torus and of −(1 + log 2πσ²) for a
     Gaussian on the plane (its s.d. is √(π²/6/N) ≈ 0.009; errors measured over 4 seeds: at
@@ -174,8 +174,8 @@ def test_w2_and_knn_entropy(gen):
     g = Grid2D.box(-3.0, 3.0, 30)
     P = g.gaussian(0.0, 0.7)
     w = [np.mean([w2_grid(g, P, g.sample(P, n, generator=gen(s)), sub=1) for s in range(3)])
-         for n in (50, 800)]
-    assert w[1] < 0.5 * w[0], w
+         for n in (40, 400)]
+    assert w[1] < 0.6 * w[0], w
     assert g.quantisation(2) == pytest.approx(math.sqrt(2 * 0.2 ** 2 / 12) / 2)
     t = Grid2D.torus(8)
     d2 = ground_cost(np.array([[0.1, 0.1]]), np.array([[2 * math.pi - 0.1, 0.2]]), t.period)
