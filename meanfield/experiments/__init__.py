@@ -20,7 +20,8 @@ EXPERIMENTS = {"teacher-student": "teacher_student", "mmn-isotropic": "mmn_isotr
                "mmn-bifurcation": "mmn_bifurcation", "chaos-rate": "chaos_rate",
                "resnet-limit": "resnet_limit", "resnet-rkhs": "resnet_rkhs",
                "linear-obstruction": "linear_obstruction", "resnet-digits": "resnet_digits",
-               "n-scaling": "n_scaling", "pde2d-teacher": "pde2d_teacher",
+               "n-scaling": "n_scaling", "cb-relu2d": "cb_relu2d", "cb-threshold": "cb_threshold",
+               "pde2d-teacher": "pde2d_teacher",
                "pde2d-torus": "pde2d_torus"}
 
 

@@ -54,6 +54,7 @@ randomness after the initial draw).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -159,74 +160,127 @@ def iid_constant(task: TeacherStudent, theta: torch.Tensor, backend="auto") -> n
 def run(cfg: Config, out, *, progress: bool = True, checkpoint: dict | None = None,
         resume: bool = False):
     """Run into ``out`` (see the module docstring).  Returns (None, metrics rows, seconds)."""
-    from tqdm.auto import tqdm
-
     out = Path(out)
     started = time.perf_counter()
     task = teacher_task(cfg)
     if not resume:
         io.start_run_dir(out, io.run_record(NAME, cfg.to_dict(), {"task": task.to_dict(),
                                                                   "N_grid": cfg.grid()}))
-    io.remove_stale_temporaries(out)
-    done = dict(checkpoint["done"]) if checkpoint else {}
     dyn = gradient_flow(task, dt=cfg.dt, backend=cfg.backend)
 
-    def save(step, finished=False):
-        io.save_checkpoint(out / io.CHECKPOINT, {
-            "experiment": NAME, "config": cfg.to_dict(), "done": done, "finished": finished,
-            "state": {"step": step, "N_done": sorted(n for n, v in done.items() if v["complete"])}})
+    def final(N, state):
+        pot = evaluate(task, state.theta.double(), backend=cfg.backend)
+        return pot.risk, {"risk64": pot.risk.numpy().copy()}
 
-    grid = cfg.grid()
-    bar = tqdm(total=len(grid) * cfg.steps, desc=NAME, disable=None if progress else True, leave=False)
+    done = run_sizes(out, name=NAME, cfg=cfg, sizes=cfg.grid(), dyn=lambda N: dyn,
+                     init=lambda N: initial_state(cfg, dyn, N), final=final,
+                     checkpoint=checkpoint, progress=progress)
+    n_max = cfg.grid()[-1]
+    k_limit = iid_constant(task, done[n_max]["state"]["theta"], cfg.backend)
+    rows = _write_results(cfg, out, task, done, k_limit)
+    save_sizes_checkpoint(out, NAME, cfg, done, finished=True)
+    plot(out)
+    return None, rows, time.perf_counter() - started
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run a block with ``n`` torch threads, restoring the previous count.  Small systems
+    (a few thousand pair terms a step) run 10× faster on one thread than on two on a busy
+    machine (measured: cb-relu2d's step took 3.7 ms on 1 thread, 53 ms on 2 at load 8): the
+    OpenMP team's synchronisation costs more than the work."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
     try:
-        for N in grid:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def save_sizes_checkpoint(out, name, cfg, done, step=None, finished=False):
+    """checkpoint.pt of a multi-size run: {"done": {N: entry}, "state": {"step", "N_done"}, …}."""
+    io.save_checkpoint(Path(out) / io.CHECKPOINT, {
+        "experiment": name, "config": cfg.to_dict(), "done": done, "finished": finished,
+        "state": {"step": cfg.steps if step is None else step,
+                  "N_done": sorted(n for n, v in done.items() if v["complete"])}})
+
+
+def run_sizes(out, *, name, cfg, sizes, dyn, init, final=None, extra=None, snapshot_steps=(),
+              per_replica=True, checkpoint=None, progress=True) -> dict:
+    """Advance one particle system per size N in ``sizes`` (each ``cfg.replicas`` replicas in
+    one tensor) from ``init(N)`` with ``dyn(N)`` for ``cfg.steps`` steps, recording a metrics
+    row every ``cfg.log_every`` steps (N, step, t, seed-mean risk, risk_r<b> when
+    ``per_replica``, plus ``extra(N, state, potential) -> dict``; potential is None on the
+    final row), snapshots of θ at ``snapshot_steps``, and a
+    checkpoint every ``cfg.checkpoint_every`` steps and after every size.  ``final(N, state)
+    -> (risk [R] tensor, dict)`` gives the last row's risk (e.g. re-evaluated in float64) and
+    extra entries.  Sizes finished in ``checkpoint`` are skipped; the current one continues from
+    its last checkpoint (bit for bit); a larger ``cfg.steps`` extends finished sizes.
+
+    Returns {N: {"rows", "theta0", "state" (state_dict), "snaps" {step: θ}, "complete", …}}.
+    """
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    io.remove_stale_temporaries(out)
+    done = dict(checkpoint["done"]) if checkpoint else {}
+    snap_at = set(int(k) for k in snapshot_steps)
+    bar = tqdm(total=len(sizes) * cfg.steps, desc=name, disable=None if progress else True, leave=False)
+    try:
+        for N in sizes:
             entry = done.get(N)
-            if entry is not None and entry["state"]["step"] >= cfg.steps and entry["complete"]:
+            if entry is not None and entry["complete"] and entry["state"]["step"] >= cfg.steps:
                 bar.update(cfg.steps)
                 continue
+            dyn_n = dyn(N)
             if entry is None:
-                state = initial_state(cfg, dyn, N)
-                entry = {"rows": [], "theta0": state.theta.clone(), "complete": False}
+                state = init(N)
+                entry = {"rows": [], "theta0": state.theta.clone(), "snaps": {}, "complete": False}
             else:
                 state = ParticleState.from_state_dict(entry["state"])
                 entry["rows"] = [r for r in entry["rows"] if r["step"] < state.step]
+                entry["snaps"] = {k: v for k, v in entry["snaps"].items() if k <= state.step}
                 entry["complete"] = False
             bar.update(state.step)
             bar.set_postfix(N=N, refresh=False)
             while state.step < cfg.steps:
                 prev = state
-                state, info = dyn.step(state)
+                if prev.step in snap_at:
+                    entry["snaps"][prev.step] = prev.theta.detach().clone()
+                state, info = dyn_n.step(state)
                 if prev.step % cfg.log_every == 0:
-                    entry["rows"].append(_row(N, prev, info.potential.risk))
+                    entry["rows"].append(_row(N, prev, info.potential.risk,
+                                              extra(N, prev, info.potential) if extra else None,
+                                              per_replica))
                 bar.update(1)
                 if state.step % cfg.checkpoint_every == 0 and state.step < cfg.steps:
                     entry["state"] = state.state_dict()
                     done[N] = entry
-                    save(state.step)
-            final = evaluate(task, state.theta.double(), backend=cfg.backend)
-            if not torch.isfinite(final.risk).all():
-                raise DivergenceError(f"N={N}: non-finite risk at step {state.step}; "
-                                      "the step size is likely too large")
-            entry["rows"].append(_row(N, state, final.risk))
-            entry.update(state=state.state_dict(), risk64=final.risk.numpy().copy(), complete=True)
+                    save_sizes_checkpoint(out, name, cfg, done, step=state.step)
+            entry["snaps"][state.step] = state.theta.detach().clone()
+            if final is not None:
+                risk, more = final(N, state)
+                entry.update(more)
+            else:
+                risk = dyn_n.potential(state).risk
+            entry["rows"].append(_row(N, state, risk, extra(N, state, None) if extra else None,
+                                      per_replica))
+            entry.update(state=state.state_dict(), complete=True)
             done[N] = entry
-            save(state.step)
+            save_sizes_checkpoint(out, name, cfg, done, step=state.step)
     finally:
         bar.close()
-    n_max = grid[-1]
-    k_limit = iid_constant(task, done[n_max]["state"]["theta"], cfg.backend)
-    rows = _write_results(cfg, out, task, done, k_limit)
-    save(cfg.steps, finished=True)
-    plot(out)
-    return None, rows, time.perf_counter() - started
+    return done
 
 
-def _row(N, state, risk):
+def _row(N, state, risk, extra=None, per_replica=True):
     r = risk.double()
     if not torch.isfinite(r).all():
         raise DivergenceError(f"N={N}, step {state.step}: non-finite risk; the step size is likely too large")
     row = {"N": N, "step": state.step, "t": state.t, "risk": float(r.mean())}
-    row.update({f"risk_r{b}": float(x) for b, x in enumerate(r)})
+    if per_replica:
+        row.update({f"risk_r{b}": float(x) for b, x in enumerate(r)})
+    row.update(extra or {})
     return row
 
 

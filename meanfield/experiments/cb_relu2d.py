@@ -1,0 +1,258 @@
+"""cb-relu2d: Chizat–Bach's 2-D ReLU picture — particles a_i|w_i| converging onto the teacher's directions.
+
+Setting (Chizat's ``illustration_reluNN.jl``, lchizat/2019-sparse-optim-measures, checked):
+d = 2; a teacher of m0 = 3 ReLU units f*(x) = (1/m0) Σ_k s_k relu(⟨w*_k, x⟩) with unit-norm
+w*_k and output signs s_k = ±1 (his are sign(randn); ours alternate +, −, + so both signs
+appear); n = 15 inputs uniform on the unit circle, y_k = f*(x_k); a student of m = 20
+particles θ_i = (a_i, w_i) ∈ R³ drawn uniformly on the sphere of radius 2; full-batch GD,
+step 1, L2 coefficient 0.002, 10⁴ iterations; he plots |a_i| w_i (his a_i|b_i|, with b the
+output weight) over the iterations, coloured by the final sign of a_i.
+
+Convention mapping (his → ours, DESIGN.md §1).  His objective is
+F_CB = (1/2n) Σ_k (f(x_k) − y_k)² + (λ_CB/m) Σ_i |θ_i|² = ½R + λ_CB ∫|θ|² dρ_m and his update
+θ_i ← θ_i − η·m·∇_{θ_i}F_CB (the m-scaled gradient, no 1/m in ∇f).  With ∇_{θ_i}(½R(ρ_m)) =
+(1/m)∇Ψ(θ_i) this is θ_i ← θ_i − η(∇Ψ(θ_i) + 2λ_CB θ_i); ours is θ_i ← θ_i − 2dt(∇Ψ + λθ_i)
+on the free energy ½R + (λ/2)∫|θ|²dρ.  Hence **dt = η/2** (his η = 1 → 0.5) and
+**λ = 2λ_CB** (his 0.002 → 0.004); his iteration k sits at t = k·η/2 (10⁴ → T = 5000), and his
+regularised loss equals our ``free_energy`` = ½R + (λ/2)·mean|θ_i|².  The data law is the
+n-point empirical measure (``FiniteDataset``: the "population" gradient is the exact
+full-batch one).
+
+Our defaults differ in two places, both measured with ``meanfield run cb-relu2d --set
+n_train=N --set lam=L``: with his λ_CB = 0.002 (L = 0.004) the m = 20 runs end off the
+teacher's rays — a regularisation bias: final risk 6.5·10⁻⁴ with his 15 inputs (R_# = 0.052)
+and 7.9·10⁻⁴ with 100 inputs (R_# = 0.042), the free energy converged to 7 digits by t = 3000
+— so we use **λ = 0.0004** (λ_CB = 0.0002) and **n = 100** inputs, with which the particles
+line up on the teacher's rays (final risk 5.9·10⁻⁵).  ``teacher_seed = 9`` gives directions
+at 89° (+), 124° (−) and 16° (+), at least 35° apart modulo π (most seeds put two of the three
+units within 10° of collinear, a poor picture).
+
+The failing case: with too few particles (``N_few`` = 3 = m0 by default) GD from the sphere
+init can stall in a spurious configuration; we run ``replicas`` seeds for both m and report
+how many end far above the m = 20 runs.  Per (m, seed): final risk R = E_n(y − f)² and free
+energy; a seed "fails" when its final risk exceeds ``fail_factor`` × the largest final risk
+of the m = N runs.
+
+Defaults: N = 20, N_few = 3, 8 seeds, n = 100, dt = 0.5, λ = 0.0004, 10⁴ steps (T = 5000),
+100 log-spaced snapshots.  ``scale=small`` (CI): 2000 steps, 4 seeds.  Outputs: metrics.csv (per m and
+logged step: seed-mean risk, per-seed risk, seed-mean free energy), results.csv (per m and
+seed: final risk, free energy, failed), particles.npz (snapshots ``snap_t``, ``theta_N<m>``
+[K, S, m, 3] for each m; teacher and data arrays), figures/trajectories.png (left: m = N,
+seed 0; right: the worst seed at m = N_few), figures/risk.png.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import io
+from ..dynamics import gradient_flow
+from ..errors import ConfigError
+from ..models import FiniteDataset, Unit
+from .config import RunConfig
+from .n_scaling import run_sizes, save_sizes_checkpoint, torch_threads
+
+NAME = "cb-relu2d"
+
+SMALL = {"steps": 2000, "replicas": 4, "log_every": 20, "checkpoint_every": 1000, "n_snap": 40}
+
+
+@dataclass(frozen=True)
+class Config(RunConfig):
+    scale: str = "full"
+    N: int = 20
+    N_few: int = 3
+    d: int = 2
+    m0: int = 3
+    n_train: int = 100
+    replicas: int = 8
+    teacher_seed: int = 9
+    init_radius: float = 2.0
+    dt: float = 0.5
+    lam: float = 0.0004
+    steps: int = 10_000
+    n_snap: int = 100
+    fail_factor: float = 2.0
+    log_every: int = 50
+    save_every: int = 10_000
+    checkpoint_every: int = 2500
+    dtype: str = "float64"
+
+    _choices = {"scale": ("full", "small")}
+    _presets = {"scale": {"small": SMALL}}
+
+    def validate(self):
+        super().validate()
+        if self.d != 2:
+            raise ConfigError(f"cb-relu2d draws particles in the plane: d must be 2, got {self.d}")
+        for name in ("N_few", "m0", "n_train", "n_snap"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.N_few >= self.N:
+            raise ConfigError(f"N_few must be < N, got N_few={self.N_few}, N={self.N}")
+        if self.teacher_seed < 0:
+            raise ConfigError(f"teacher_seed must be >= 0, got {self.teacher_seed}")
+        for name in ("init_radius", "fail_factor"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                raise ConfigError(f"{name} must be finite and > 0, got {v}")
+        if not (math.isfinite(self.lam) and self.lam >= 0):
+            raise ConfigError(f"lam must be finite and >= 0, got {self.lam}")
+
+    def snapshot_steps(self) -> list[int]:
+        """0 and ``n_snap`` log-spaced steps up to ``steps`` (as in Chizat's plot)."""
+        k = np.unique(np.floor(np.geomspace(1, self.steps, self.n_snap)).astype(int))
+        return [0] + [int(v) for v in k if v < self.steps]
+
+
+def teacher_and_data(cfg: Config):
+    """(teacher θ* [m0, 3], signs s [m0], inputs X [n, 2] on the unit circle, y [n])."""
+    g = torch.Generator().manual_seed(cfg.teacher_seed)
+    w = torch.randn(cfg.m0, 2, generator=g, dtype=torch.float64)
+    w = w / w.norm(dim=-1, keepdim=True)
+    s = torch.tensor([(-1.0) ** k for k in range(cfg.m0)], dtype=torch.float64)
+    X = torch.randn(cfg.n_train, 2, generator=g, dtype=torch.float64)
+    X = X / X.norm(dim=-1, keepdim=True)
+    y = (s * torch.relu(X @ w.T)).mean(-1)                      # (1/m0) Σ_k s_k relu(⟨w*_k, x⟩)
+    theta = torch.cat([torch.ones(cfg.m0, 1, dtype=torch.float64), w], -1)
+    return theta, s, X, y
+
+
+def initial_state(cfg: Config, dyn, N: int):
+    """θ [S, N, 3] uniform on the sphere of radius init_radius; generator seeded by (seed, N)."""
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + N)
+    th = torch.randn(cfg.replicas, N, 3, generator=gen, dtype=torch.float64)
+    th = cfg.init_radius * th / th.norm(dim=-1, keepdim=True)
+    return dyn.init(th.to(getattr(torch, cfg.dtype)), generator=gen)
+
+
+def run(cfg: Config, out, *, progress: bool = True, checkpoint: dict | None = None,
+        resume: bool = False):
+    """Run into ``out`` (see the module docstring).  Returns (None, metrics rows, seconds)."""
+    out = Path(out)
+    started = time.perf_counter()
+    teacher, signs, X, y = teacher_and_data(cfg)
+    task = FiniteDataset(Unit(2, "relu", output_weight=True), X, y)
+    if not resume:
+        io.start_run_dir(out, io.run_record(NAME, cfg.to_dict(), {"task": task.to_dict()}))
+    dyn = gradient_flow(task, dt=cfg.dt, lam=cfg.lam, backend=cfg.backend)
+
+    def energy(N, state, pot):
+        if pot is None:
+            pot = dyn.potential(state)
+        th = state.theta.double()
+        F = 0.5 * pot.risk.double() + 0.5 * cfg.lam * (th * th).sum(-1).mean(-1)
+        return {"free_energy": float(F.mean()), **{f"free_energy_r{b}": float(v) for b, v in enumerate(F)}}
+
+    sizes = [cfg.N_few, cfg.N]
+    with torch_threads(1):                      # tiny systems: one thread is fastest
+        done = run_sizes(out, name=NAME, cfg=cfg, sizes=sizes, dyn=lambda N: dyn,
+                         init=lambda N: initial_state(cfg, dyn, N), extra=energy,
+                         snapshot_steps=cfg.snapshot_steps(), checkpoint=checkpoint, progress=progress)
+    rows = [r for N in sizes for r in done[N]["rows"]]
+    io.write_metrics(out / io.METRICS, rows)
+    _write_results(cfg, out, done, teacher, signs, X, y)
+    save_sizes_checkpoint(out, NAME, cfg, done, finished=True)
+    plot(out)
+    return None, rows, time.perf_counter() - started
+
+
+def _write_results(cfg, out, done, teacher, signs, X, y):
+    sizes = [cfg.N_few, cfg.N]
+    finals = {N: done[N]["rows"][-1] for N in sizes}
+    S = cfg.replicas
+    ref = max(finals[cfg.N][f"risk_r{b}"] for b in range(S))
+    results = []
+    for N in sizes:
+        for b in range(S):
+            r = finals[N][f"risk_r{b}"]
+            results.append({"m": N, "seed": b, "final_risk": r,
+                            "final_free_energy": finals[N][f"free_energy_r{b}"],
+                            "failed": int(r > cfg.fail_factor * ref)})
+    io.write_metrics(out / "results.csv", results)
+    summary = {"T": cfg.steps * cfg.dt, "lam": cfg.lam, "fail_factor": cfg.fail_factor}
+    for N in sizes:
+        rs = np.array([finals[N][f"risk_r{b}"] for b in range(S)])
+        summary[f"m{N}"] = {"median_final_risk": float(np.median(rs)), "max_final_risk": float(rs.max()),
+                            "min_final_risk": float(rs.min()),
+                            "failed": int(sum(r["failed"] for r in results if r["m"] == N)), "seeds": S}
+    io.write_json(out / "fit.json", summary)
+    steps = sorted(done[cfg.N]["snaps"])
+    arrays = {"snap_t": np.array(steps, float) * cfg.dt, "t": np.array(steps, float) * cfg.dt,
+              "param_names": np.array(["a", "w0", "w1"]), "teacher_theta": teacher.numpy(),
+              "teacher_weights": (signs / cfg.m0).numpy(), "data_X": X.numpy(), "data_Y": y.numpy(),
+              "theta": torch.stack([done[cfg.N]["snaps"][k] for k in steps]).numpy()}
+    for N in sizes:
+        arrays[f"theta_N{N}"] = torch.stack([done[N]["snaps"][k] for k in steps]).numpy()
+    io.write_npz(out / io.PARTICLES, arrays)
+
+
+def plane_coordinates(theta: np.ndarray) -> np.ndarray:
+    """|a_i| w_i ∈ R² for θ [..., 3] = (a, w0, w1) → [..., 2] (Chizat's a_i|b_i|)."""
+    return np.abs(theta[..., :1]) * theta[..., 1:3]
+
+
+def plot(run_dir, coords=None) -> list[Path]:
+    """figures/trajectories.png: paths of |a_i| w_i in the plane for m = N (seed 0) and for the
+    worst seed at m = N_few; final points red (a > 0) or blue (a < 0); teacher directions w*_k
+    as stars coloured by their sign, with rays; the init circle |θ| = 2 dotted.
+    figures/risk.png: risk against t for every seed of both m."""
+    from ..plotting import _plt, save_figure
+
+    run_dir = Path(run_dir)
+    cfg = json.loads((run_dir / io.CONFIG).read_text())["config"]
+    res = io.read_metrics(run_dir / "results.csv")
+    met = io.read_metrics(run_dir / io.METRICS)
+    with np.load(run_dir / io.PARTICLES) as z:
+        paths = {N: z[f"theta_N{N}"] for N in (cfg["N_few"], cfg["N"])}
+        teacher, tw = z["teacher_theta"], z["teacher_weights"]
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.4), dpi=120)
+    few = res["m"] == cfg["N_few"]
+    worst = int(res["seed"][few][np.argmax(res["final_risk"][few])])
+    for ax, (N, seed) in zip(axes, ((cfg["N"], 0), (cfg["N_few"], worst))):
+        th = paths[N][:, seed]                                    # (K, N, 3)
+        P = plane_coordinates(th)
+        sign = np.sign(th[-1, :, 0])
+        for i in range(N):
+            ax.plot(P[:, i, 0], P[:, i, 1], color="k", lw=0.6, alpha=0.7)
+        ax.scatter(P[-1, :, 0], P[-1, :, 1], s=28, c=np.where(sign > 0, "C3", "C0"), zorder=3)
+        r0 = cfg["init_radius"]
+        u = np.linspace(0, 2 * np.pi, 200)
+        ax.plot(r0 * np.cos(u), r0 * np.sin(u), ":", color="0.5", lw=0.8)
+        bx = max(1.2, 1.1 * np.abs(P).max())
+        for k in range(len(teacher)):
+            c = "C3" if tw[k] > 0 else "C0"
+            ax.plot([0, bx * teacher[k, 1]], [0, bx * teacher[k, 2]], "--", color=c, lw=0.6, alpha=0.6)
+            ax.scatter([teacher[k, 1]], [teacher[k, 2]], marker="*", s=140, color=c, edgecolor="k",
+                       lw=0.6, zorder=4)
+        r_fin = float(res["final_risk"][(res["m"] == N) & (res["seed"] == seed)][0])
+        ax.set_title(f"m = {N}, seed {seed}: final risk {r_fin:.2g}", fontsize=9)
+        ax.set_aspect("equal")
+        ax.set_xlim(-bx, bx)
+        ax.set_ylim(-bx, bx)
+        ax.set_xlabel("|a| w₀")
+        ax.set_ylabel("|a| w₁")
+    fig.tight_layout()
+    out = [save_figure(fig, run_dir / io.FIGURES / "trajectories.png")]
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
+    for N, c in ((cfg["N_few"], "C1"), (cfg["N"], "C0")):
+        sel = (met["N"] == N) & (met["t"] > 0)
+        for k in sorted(k for k in met if k.startswith("risk_r")):
+            ax.plot(met["t"][sel], met[k][sel], color=c, lw=0.7, alpha=0.6)
+        ax.plot([], [], color=c, label=f"m = {N}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("t (t = k·dt; Chizat's iteration k = 2t)")
+    ax.set_ylabel("empirical risk (no ½)")
+    ax.legend(frameon=False)
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    out.append(save_figure(fig, run_dir / io.FIGURES / "risk.png"))
+    return out
