@@ -390,7 +390,7 @@ def plot(run_dir, coords=None) -> list[Path]:
     fig, axes = plt.subplots(1, len(st), figsize=(2.8 * len(st), 3.0), dpi=120, squeeze=False)
     density_panels(fig, axes[0], (x, y), dens[idx], st, th, extra=targets, period=PERIOD)
     fig.suptitle(f"grid density ({len(x)}² cells, τ = {fit['tau']:g}) and N = {Ns[-1]} particles "
-                 "(seed 0); × targets", fontsize=9)
+                 "(seed 0, ≤ 500 shown); × targets", fontsize=9)
     fig.tight_layout()
     paths = [save_figure(fig, run_dir / io.FIGURES / "density.png")]
 
