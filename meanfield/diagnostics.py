@@ -90,3 +90,50 @@ def w2(x, y, x_weights=None, y_weights=None, *, method: str = "auto", n_projecti
         return float(ot.sliced_wasserstein_distance(x, y, a, b, n_projections=n_projections,
                                                     p=2, seed=seed))
     raise ConfigError(f"unknown W2 method {method!r}; choose 'auto', 'exact' or 'sliced'")
+
+
+def knn_entropy(theta, *, k: int = 1, period=None):
+    """Kozachenko–Leonenko k-nearest-neighbour estimate of the differential entropy
+    H(ρ) = −∫ ρ log ρ from samples θ [N, d] (→ float) or [B, N, d] (→ array [B], one
+    estimate per replica):
+
+        Ĥ = ψ(N) − ψ(k) + log V_d + (d/N) Σ_i log ε_i,     V_d = π^{d/2} / Γ(1 + d/2),
+
+    ε_i the distance from θ_i to its k-th nearest neighbour, ψ the digamma function
+    (Kozachenko & Leonenko 1987; Chizat 2022 uses k = 1 on the torus).  With ``period``
+    (a number or [d] periods) the samples are taken modulo the period and distances are those
+    of the flat torus.  Nearest neighbours by ``scipy.spatial.cKDTree`` (``boxsize`` on the
+    torus).  ConfigError for fewer than k + 1 samples or coincident samples (ε_i = 0).
+    """
+    from scipy.spatial import cKDTree
+    from scipy.special import digamma, gammaln
+
+    x = _np1(theta)
+    k = int(k)
+    if k < 1:
+        raise ConfigError(f"knn_entropy needs k >= 1, got {k}")
+    if x.ndim not in (2, 3) or x.shape[-2] <= k:
+        raise ConfigError(f"knn_entropy needs samples of shape [N, d] or [B, N, d] with N > k={k}, "
+                          f"got {list(x.shape)}")
+    single = x.ndim == 2
+    xs = x[None] if single else x
+    N, d = xs.shape[-2:]
+    L = None
+    if period is not None:
+        L = np.broadcast_to(np.asarray(period, np.float64), (d,)).copy()
+        if not (np.all(np.isfinite(L)) and np.all(L > 0)):
+            raise ConfigError(f"period must be finite and > 0, got {period!r}")
+    log_vd = 0.5 * d * np.log(np.pi) - gammaln(1 + 0.5 * d)
+    out = np.empty(len(xs))
+    for b, pts in enumerate(xs):
+        if L is not None:
+            pts = np.mod(pts, L)
+            pts[pts >= L] = 0.0                   # mod can round up to the period itself
+            tree = cKDTree(pts, boxsize=L)
+        else:
+            tree = cKDTree(pts)
+        eps = tree.query(pts, k=k + 1)[0][:, k]
+        if not (eps > 0).all():
+            raise ConfigError("knn_entropy: coincident samples (a zero nearest-neighbour distance)")
+        out[b] = digamma(N) - digamma(k) + log_vd + d * np.log(eps).mean()
+    return float(out[0]) if single else out

@@ -21,7 +21,7 @@ EXPERIMENTS = {"teacher-student": "teacher_student", "mmn-isotropic": "mmn_isotr
                "resnet-limit": "resnet_limit", "resnet-rkhs": "resnet_rkhs",
                "linear-obstruction": "linear_obstruction", "resnet-digits": "resnet_digits",
                "n-scaling": "n_scaling", "cb-relu2d": "cb_relu2d", "cb-threshold": "cb_threshold",
-               "pde2d-teacher": "pde2d_teacher",
+               "mfld-torus": "mfld_torus", "pde2d-teacher": "pde2d_teacher",
                "pde2d-torus": "pde2d_torus"}
 
 

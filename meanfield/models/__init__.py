@@ -3,9 +3,10 @@ from .activations import ACTIVATIONS, Activation, get_activation
 from .kernels import CLOSED_FORM_ACTIVATIONS, GaussianKernel, gaussian_kernel, has_gaussian_kernel
 from .tasks import (ConfiningPotential, FiniteDataset, IsotropicGaussians, Potential, Task, TeacherStudent,
                     as_batched, as_weights, uniform_weights)
+from .torus import TorusMMD
 from .units import Unit
 
 __all__ = ["ACTIVATIONS", "Activation", "get_activation", "CLOSED_FORM_ACTIVATIONS",
            "GaussianKernel", "gaussian_kernel", "has_gaussian_kernel", "ConfiningPotential", "FiniteDataset",
-           "IsotropicGaussians", "Potential", "Task", "TeacherStudent", "Unit", "as_batched",
+           "IsotropicGaussians", "Potential", "Task", "TeacherStudent", "TorusMMD", "Unit", "as_batched",
            "as_weights", "uniform_weights"]

@@ -1,0 +1,327 @@
+"""mfld-torus: mean-field Langevin on the 2-torus (Chizat 2022) — free-energy decay for fixed τ, and annealing.
+
+Task (``meanfield.models.TorusMMD``): the squared MMD R(ρ) between m = 50 particles and 10
+targets uniform on the torus [0, 2π)², kernel ∏_c (1 + 2 Σ_{k=1}^{5} cos(k x_c)/(1 + k)).
+Settings of Chizat's ``MFL.ipynb`` (lchizat/2022-mean-field-langevin-rate; REFERENCES.md):
+particles uniform on the torus, step η = 0.08, 1000 iterations, noise √(2ητ)·ζ switched off
+after iteration 800, τ ∈ {0.03, 0.1, 0.3} over 10 runs, and annealed noise τ_k = τ0/(k + 1)
+with τ0 = 20 against noiseless GD.  (The notebook's kernel, torus [0, 2π)² and plotting were
+checked in its text; the update form and τ0 are taken from REFERENCES.md.)
+
+Convention mapping (Chizat → ours, DESIGN.md §1).  Chizat's particle update is
+X ← X − η ∇Ψ(X; μ) + √(2ητ) ζ with Ψ the per-particle potential of the MMD (½ of its first
+variation, our Ψ = V + ∫U dρ), i.e. Langevin dynamics whose Gibbs fixed point is ∝ exp(−Ψ/τ):
+the Wasserstein gradient flow of ½R + τ∫ρ log ρ.  Ours is θ ← θ − 2 ξ dt ∇Ψ + √(4ξ dt/β) ζ;
+with ξ = 1 this is his step for **dt = η/2 = 0.04** and **β = 1/τ**, his iteration k sitting
+at t = k·dt.  The free energy we report is that Lyapunov functional,
+
+    F_τ(ρ_k) = ½ R(ρ_k) − τ Ĥ(ρ_k),   Ĥ = Kozachenko–Leonenko 1-NN entropy on the torus
+    (``meanfield.diagnostics.knn_entropy``, periodic distances; Chizat's estimator),
+
+per seed, for the τ of the run (for the annealed run, τ_k at iteration k; without noise —
+noiseless GD, and every run after ``noise_off`` — F = ½R and Ĥ is not estimated: the
+particles merge, nearest-neighbour distances reach 10⁻¹⁶ and Ĥ → −∞).  The annealing τ_k = τ0/(k + 1) is the schedule β(t) = (1/τ0)(1 + t/dt)
+(``linear:1/τ0,dt``).  After ``noise_off`` iterations every noisy run continues without noise.
+
+Decay rates (fit.json): for each fixed τ, the seed-mean F_τ(k) minus its stationary value
+F_τ^∞ (the mean over iterations ``noise_off``/2 … ``noise_off``), fitted by
+``scipy.stats.linregress`` of log(F − F^∞) on k over the iterations before the gap first falls
+below 5× the seed-mean's standard error in that stationary window; the rate is −slope (per
+iteration).  Theory (Chizat 2022): exponential convergence for fixed τ, faster for larger τ.
+Annealing: the final MMD R of the annealed runs against noiseless GD (seed means and the
+fraction of seeds where annealing is lower).
+
+Defaults are the paper's (above).  ``scale=small`` (CI): 4 seeds, 400 iterations, noise off
+after 320.  Outputs: metrics.csv (per run — numbered as in config.json's "runs" — and logged
+iteration: τ and the seed means of R, Ĥ, F),
+curves.npz (per run: iteration [K], R, Ĥ, F [K, S]), fit.json, particles.npz (final
+particles of every run, targets), figures free_energy.png (seed-mean F_τ − F_τ^∞ against iteration
+for each τ, log scale, with the fitted exponential), annealing.png (R against iteration:
+annealed, noiseless and fixed τ) and particles.png (final particles and targets).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import io
+from ..diagnostics import knn_entropy
+from ..dynamics import ParticleDynamics
+from ..errors import ConfigError
+from ..models import TorusMMD
+from .config import RunConfig
+from .n_scaling import run_sizes, save_sizes_checkpoint, torch_threads
+
+NAME = "mfld-torus"
+PERIOD = 2 * math.pi
+
+SMALL = {"replicas": 4, "steps": 300, "noise_off": 240, "log_every": 2, "checkpoint_every": 150}
+
+
+@dataclass(frozen=True)
+class Config(RunConfig):
+    scale: str = "full"
+    N: int = 50
+    d: int = 2
+    n_targets: int = 10
+    target_seed: int = 0
+    modes: int = 5
+    replicas: int = 10
+    taus: str = "0.03,0.1,0.3"
+    tau0: float = 20.0
+    dt: float = 0.04
+    steps: int = 1000
+    noise_off: int = 800
+    log_every: int = 1
+    save_every: int = 1000
+    checkpoint_every: int = 500
+    dtype: str = "float64"
+
+    _choices = {"scale": ("full", "small")}
+    _presets = {"scale": {"small": SMALL}}
+
+    def validate(self):
+        super().validate()
+        if self.d != 2:
+            raise ConfigError(f"mfld-torus lives on the 2-torus: d must be 2, got {self.d}")
+        if self.N < 2:
+            raise ConfigError(f"N must be >= 2 (the entropy estimate needs neighbours), got {self.N}")
+        for name in ("n_targets", "modes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.target_seed < 0:
+            raise ConfigError(f"target_seed must be >= 0, got {self.target_seed}")
+        if not (math.isfinite(self.tau0) and self.tau0 > 0):
+            raise ConfigError(f"tau0 must be finite and > 0, got {self.tau0}")
+        if not 1 <= self.noise_off <= self.steps:
+            raise ConfigError(f"noise_off must be in [1, steps], got {self.noise_off} (steps={self.steps})")
+        if self.noise_off < 2 * self.log_every:
+            raise ConfigError(f"noise_off must be >= 2·log_every, got {self.noise_off}")
+        self.tau_values()
+
+    def tau_values(self) -> list[float]:
+        try:
+            taus = [float(v) for v in self.taus.replace(";", ",").split(",") if v.strip()]
+        except ValueError:
+            raise ConfigError(f"taus must be comma-separated numbers, got {self.taus!r}") from None
+        if not taus or not all(math.isfinite(t) and t > 0 for t in taus):
+            raise ConfigError(f"taus must be numbers > 0, got {self.taus!r}")
+        return taus
+
+    def runs(self) -> list[tuple[str, str]]:
+        """(label, β schedule spec) of every run: fixed τ's, annealed, noiseless."""
+        out = [(f"tau={t:g}", repr(1.0 / t)) for t in self.tau_values()]
+        out.append((f"annealed tau0={self.tau0:g}", f"linear:{1.0 / self.tau0!r},{self.dt!r}"))
+        out.append(("noiseless", "inf"))
+        return out
+
+
+class _NoiseSwitch:
+    """Steps with ``noisy`` before iteration ``k_off``, with ``clean`` (β = ∞) after."""
+
+    def __init__(self, noisy: ParticleDynamics, clean: ParticleDynamics, k_off: int):
+        self.noisy, self.clean, self.k_off = noisy, clean, k_off
+
+    def step(self, state):
+        return (self.noisy if state.step < self.k_off else self.clean).step(state)
+
+    def potential(self, state):
+        return self.clean.potential(state)
+
+
+def tau_at(cfg: Config, run: int, step: int) -> float:
+    """τ of run ``run`` at iteration ``step`` (0 after noise_off and for noiseless GD)."""
+    label, spec = cfg.runs()[run]
+    if step >= cfg.noise_off or spec == "inf":
+        return 0.0
+    if label.startswith("annealed"):
+        return cfg.tau0 / (step + 1)
+    return 1.0 / float(spec)
+
+
+def run(cfg: Config, out, *, progress: bool = True, checkpoint: dict | None = None,
+        resume: bool = False):
+    """Run into ``out`` (see the module docstring).  Returns (None, metrics rows, seconds)."""
+    out = Path(out)
+    started = time.perf_counter()
+    task = TorusMMD.random(cfg.n_targets, generator=torch.Generator().manual_seed(cfg.target_seed),
+                           modes=cfg.modes)
+    runs = cfg.runs()
+    if not resume:
+        io.start_run_dir(out, io.run_record(NAME, cfg.to_dict(), {"task": task.to_dict(),
+                                                                  "runs": [r[0] for r in runs]}))
+    clean = ParticleDynamics(task, dt=cfg.dt, backend=cfg.backend)
+    dyns = {j: _NoiseSwitch(ParticleDynamics(task, dt=cfg.dt, beta=spec, backend=cfg.backend), clean,
+                            cfg.noise_off) for j, (_, spec) in enumerate(runs)}
+    dtype = getattr(torch, cfg.dtype)
+
+    def init(j):
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 7 * j)
+        th = torch.rand(cfg.replicas, cfg.N, 2, generator=gen, dtype=torch.float64) * PERIOD
+        return clean.init(th.to(dtype), generator=gen)
+
+    def energy(j, state, pot):
+        if pot is None:
+            pot = clean.potential(state)
+        tau = tau_at(cfg, j, state.step)
+        # without noise the particles merge (nearest-neighbour distances reach 1e-16), Ĥ → −∞
+        # and τ = 0: the entropy is estimated only while the noise is on
+        H = knn_entropy(state.theta, period=PERIOD) if tau > 0 else np.full(cfg.replicas, np.nan)
+        F = 0.5 * pot.risk.double().numpy() - (tau * H if tau > 0 else 0.0)
+        return {"tau": tau, "entropy": float(H.mean()), "free_energy": float(F.mean()),
+                **{f"entropy_r{b}": float(h) for b, h in enumerate(H)},
+                **{f"free_energy_r{b}": float(f) for b, f in enumerate(F)}}
+
+    with torch_threads(1):                      # 50 particles: one thread is fastest
+        done = run_sizes(out, name=NAME, cfg=cfg, sizes=list(range(len(runs))), dyn=lambda j: dyns[j],
+                         init=init, extra=energy, checkpoint=checkpoint, progress=progress)
+    rows = _write_results(cfg, out, task, done)
+    save_sizes_checkpoint(out, NAME, cfg, done, finished=True)
+    plot(out)
+    return None, rows, time.perf_counter() - started
+
+
+def _curves(cfg, done):
+    """Per run: iteration [K], R, Ĥ, F [K, S] from the metrics rows."""
+    S = cfg.replicas
+    out = {}
+    for j in range(len(cfg.runs())):
+        rows = done[j]["rows"]
+        out[j] = {"k": np.array([r["step"] for r in rows]),
+                  "R": np.array([[r[f"risk_r{b}"] for b in range(S)] for r in rows]),
+                  "H": np.array([[r[f"entropy_r{b}"] for b in range(S)] for r in rows]),
+                  "F": np.array([[r[f"free_energy_r{b}"] for b in range(S)] for r in rows])}
+    return out
+
+
+def decay_rate(k, F, k_off):
+    """(rate, F^∞, k_end, intercept): −slope of log(F̄ − F^∞) vs k (linregress) over the k before the gap
+    first falls below 5 s.e. of the stationary window [k_off/2, k_off); F [K, S] per seed."""
+    from scipy.stats import linregress
+
+    Fm = F.mean(-1)
+    win = (k >= k_off / 2) & (k < k_off)
+    f_inf = float(Fm[win].mean())
+    se = float(Fm[win].std(ddof=1)) if win.sum() > 1 else 0.0
+    gap = Fm - f_inf
+    small = np.nonzero((gap < 5 * se) | (k >= k_off))[0]
+    end = int(small[0]) if len(small) else len(k)
+    if end < 3:
+        return math.nan, f_inf, int(k[max(end - 1, 0)]), math.nan
+    fit = linregress(k[:end], np.log(gap[:end]))
+    return float(-fit.slope), f_inf, int(k[end - 1]), float(fit.intercept)
+
+
+def _write_results(cfg, out, task, done):
+    runs = cfg.runs()
+    curves = _curves(cfg, done)
+    metrics = []
+    for j in range(len(runs)):
+        for r in done[j]["rows"]:
+            metrics.append({"run": j, "step": r["step"], "t": r["t"],
+                            "tau": r["tau"], "risk": r["risk"], "entropy": r["entropy"],
+                            "free_energy": r["free_energy"]})
+    io.write_metrics(out / io.METRICS, metrics)
+    fixed = {}
+    for j, tau in enumerate(cfg.tau_values()):
+        c = curves[j]
+        rate, f_inf, k_end, icpt = decay_rate(c["k"], c["F"], cfg.noise_off)
+        fixed[runs[j][0]] = {"tau": tau, "rate_per_iteration": rate, "F_inf": f_inf, "fit_until": k_end,
+                             "fit_intercept": icpt,
+                             "F_final": float(c["F"][-1].mean())}
+    ja, jn = len(runs) - 2, len(runs) - 1
+    Ra, Rn = curves[ja]["R"][-1], curves[jn]["R"][-1]
+    rates = [v["rate_per_iteration"] for v in fixed.values()]
+    fit = {"iterations": cfg.steps, "noise_off": cfg.noise_off, "eta": 2 * cfg.dt, "dt": cfg.dt,
+           "fixed_tau": fixed,
+           "rates_increase_with_tau": bool(all(np.diff(rates) > 0)) if len(rates) > 1 else None,
+           "annealed": {"tau0": cfg.tau0, "final_risk_mean": float(Ra.mean()), "final_risk_per_seed": Ra.tolist()},
+           "noiseless": {"final_risk_mean": float(Rn.mean()), "final_risk_per_seed": Rn.tolist()},
+           "annealed_below_noiseless_fraction": float((Ra < Rn).mean()),
+           "annealed_below_noiseless": bool(Ra.mean() < Rn.mean())}
+    io.write_json(out / "fit.json", fit)
+    arrays = {}
+    for j, c in curves.items():
+        for key, v in c.items():
+            arrays[f"{key}_run{j}"] = v
+    arrays["labels"] = np.array([r[0] for r in runs])
+    io.write_npz(out / "curves.npz", arrays)
+    parts = {"t": np.array([cfg.steps * cfg.dt]), "param_names": np.array(task.param_names),
+             "theta": np.stack([done[j]["state"]["theta"].numpy() for j in range(len(runs))])[None],
+             "labels": np.array([r[0] for r in runs])}
+    parts.update(task.arrays())
+    io.write_npz(out / io.PARTICLES, parts)
+    return metrics
+
+
+def plot(run_dir, coords=None) -> list[Path]:
+    """figures/free_energy.png, annealing.png and particles.png (see the module docstring)."""
+    from ..plotting import _plt, save_figure
+
+    run_dir = Path(run_dir)
+    fit = json.loads((run_dir / "fit.json").read_text())
+    with np.load(run_dir / "curves.npz") as z:
+        labels = [str(s) for s in z["labels"]]
+        curves = {j: {k: z[f"{k}_run{j}"] for k in ("k", "R", "H", "F")} for j in range(len(labels))}
+    with np.load(run_dir / io.PARTICLES) as z:
+        theta, targets = z["theta"][0], z["targets"]
+    plt = _plt()
+    k_off = fit["noise_off"]
+    paths = []
+    fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=120)
+    for j, (label, info) in enumerate(fit["fixed_tau"].items()):
+        c = curves[j]
+        sel = c["k"] < k_off
+        m = c["F"][sel].mean(-1) - info["F_inf"]
+        ax.plot(c["k"][sel], np.where(m > 0, m, np.nan), color=f"C{j}", lw=1.0, alpha=0.8,
+                label=f"τ = {info['tau']:g}: rate {info['rate_per_iteration']:.3g}/iter")
+        kk = np.arange(0, info["fit_until"] + 1)
+        if np.isfinite(info["rate_per_iteration"]):
+            ax.plot(kk, np.exp(info["fit_intercept"] - info["rate_per_iteration"] * kk), color=f"C{j}",
+                    lw=2.2, ls="--")
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration k (t = k·dt)")
+    ax.set_ylabel("F_τ(ρ_k) − F_τ^∞")
+    ax.set_title("seed-mean free energy ½R − τĤ (KL 1-NN), noise on; dashed: fit", fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(frameon=False, fontsize=7)
+    fig.tight_layout()
+    paths.append(save_figure(fig, run_dir / io.FIGURES / "free_energy.png"))
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=120)
+    for j, label in enumerate(labels):
+        c = curves[j]
+        style = {"lw": 2.0, "color": "k"} if label.startswith("annealed") else \
+            ({"lw": 2.0, "color": "C3", "ls": "--"} if label == "noiseless" else {"lw": 1.0, "color": f"C{j}", "alpha": 0.7})
+        ax.plot(c["k"], c["R"].mean(-1), label=label, **style)
+    ax.axvline(k_off, color="0.5", lw=0.8, ls=":")
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration k")
+    ax.set_ylabel("MMD² R(ρ_k), seed mean")
+    a, n = fit["annealed"]["final_risk_mean"], fit["noiseless"]["final_risk_mean"]
+    ax.set_title(f"final R: annealed {a:.3g}, noiseless {n:.3g}", fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(frameon=False, fontsize=7)
+    fig.tight_layout()
+    paths.append(save_figure(fig, run_dir / io.FIGURES / "annealing.png"))
+
+    fig, axes = plt.subplots(1, len(labels), figsize=(2.6 * len(labels), 2.8), dpi=120)
+    for ax, j in zip(np.atleast_1d(axes), range(len(labels))):
+        p = np.mod(theta[j, 0], 2 * np.pi)
+        ax.scatter(p[:, 0], p[:, 1], s=6, color="k")
+        ax.scatter(targets[:, 0], targets[:, 1], s=30, color="C3")
+        ax.set_xlim(0, 2 * np.pi)
+        ax.set_ylim(0, 2 * np.pi)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(labels[j], fontsize=8)
+    fig.tight_layout()
+    paths.append(save_figure(fig, run_dir / io.FIGURES / "particles.png"))
+    return paths

@@ -1,0 +1,134 @@
+"""mfld-torus: the torus MMD task, the Kozachenko–Leonenko entropy, and the Langevin runs."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from meanfield import diagnostics, io
+from meanfield.cli import main
+from meanfield.errors import ConfigError
+from meanfield.experiments import mfld_torus
+from meanfield.interact import evaluate
+from meanfield.models import TorusMMD
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mfld") / "run"
+    assert main(["run", "mfld-torus", "--set", "scale=small", "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+def test_torus_mmd_is_the_mmd_and_its_gradient(gen):
+    task = TorusMMD.random(10, generator=gen(0))
+    theta = (torch.rand(2, 30, 2, generator=gen(1), dtype=torch.float64) * 9 - 1).requires_grad_(True)
+    w = torch.rand(2, 30, generator=gen(2), dtype=torch.float64)
+    w = w / w.sum(-1, keepdim=True)
+    pot = evaluate(task, theta.detach(), w)
+    # R = ∬k dρdρ − 2∬k dρdν + ∬k dνdν from explicit kernel matrices
+    y, nu = task.targets, task.target_weights
+    K = task.kernel(theta, theta)
+    R = (w[:, :, None] * w[:, None, :] * K).sum((1, 2)) - 2 * (w * (task.kernel(theta, y[None]) @ nu)).sum(-1) \
+        + nu @ task.kernel(y, y) @ nu
+    torch.testing.assert_close(pot.risk, R.detach(), rtol=1e-12, atol=1e-12)
+    # ∇_{θ_i} R = 2 m_i ∇Ψ(θ_i)  (DESIGN.md §1: Ψ is half the first variation)
+    R.sum().backward()
+    torch.testing.assert_close(pot.grad, theta.grad / (2 * w[..., None]), rtol=1e-10, atol=1e-12)
+    # periodic in both coordinates, k(x, x) = (1 + 2 Σ_{k≤5} 1/(1+k))², R(ν) = 0
+    shifted = evaluate(task, theta.detach() + torch.tensor([2 * math.pi, -4 * math.pi], dtype=torch.float64), w)
+    torch.testing.assert_close(shifted.risk, pot.risk, rtol=1e-10, atol=1e-12)
+    g0 = 1 + 2 * sum(1 / (1 + k) for k in range(1, 6))
+    assert float(task.kernel(y[:1], y[:1])) == pytest.approx(g0 ** 2, rel=1e-14)
+    assert float(evaluate(task, y[None], nu[None]).risk) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_torus_mmd_agrees_with_the_fourier_mode_implementation(gen):
+    """meanfield.pde.TorusMMD sums the kernel's (2K+1)² Fourier modes; ours sums cosines
+    pair by pair: two independent computations of Ψ, ∇Ψ and R."""
+    from meanfield.pde import TorusMMD as FourierTorusMMD
+
+    ours = TorusMMD.random(10, generator=gen(5))
+    ref = FourierTorusMMD(ours.targets)
+    theta = torch.rand(3, 40, 2, generator=gen(6), dtype=torch.float64) * 2 * math.pi
+    a, b = evaluate(ours, theta), evaluate(ref, theta)
+    for x, y in ((a.psi, b.psi), (a.grad, b.grad), (a.risk, b.risk)):
+        torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-12)      # measured: 5e-15
+
+
+def test_knn_entropy_matches_known_entropies(gen):
+    # uniform on the torus [0, 2π)²: H = log(4π²) = 3.676; a centred Gaussian N(0, σ²I₂) in the
+    # plane: H = log(2πeσ²).  The 1-NN estimator's sd is ≈ 1.3·d/√N ≈ 0.03 at N = 8000
+    # (measured spread over seeds 0.02–0.03); allow 0.1.
+    u = torch.rand(8000, 2, generator=gen(0), dtype=torch.float64) * 2 * math.pi
+    assert diagnostics.knn_entropy(u + 2 * math.pi, period=2 * math.pi) == pytest.approx(math.log(4 * math.pi ** 2), abs=0.1)
+    s = 0.3
+    z = torch.randn(3, 8000, 2, generator=gen(1), dtype=torch.float64) * s
+    h = diagnostics.knn_entropy(z)
+    assert h.shape == (3,)
+    np.testing.assert_allclose(h, math.log(2 * math.pi * math.e * s * s), atol=0.1)
+    # periodic distances matter: points hugging both edges of the box are neighbours
+    edge = torch.tensor([[0.01, 1.0], [2 * math.pi - 0.01, 1.0], [3.0, 3.0]], dtype=torch.float64)
+    assert diagnostics.knn_entropy(edge, period=2 * math.pi) < diagnostics.knn_entropy(edge)
+    with pytest.raises(ConfigError, match="coincident"):
+        diagnostics.knn_entropy(torch.zeros(5, 2))
+    with pytest.raises(ConfigError, match="N > k"):
+        diagnostics.knn_entropy(torch.zeros(1, 2))
+
+
+def test_langevin_step_is_chizats_update(gen):
+    """With dt = η/2 and β = 1/τ our step is X ← X − η∇Ψ + √(2ητ)ζ (the docstring's mapping)."""
+    from meanfield.dynamics import ParticleDynamics
+
+    task = TorusMMD.random(10, generator=gen(0))
+    eta, tau = 0.08, 0.1
+    x = torch.rand(1, 50, 2, generator=gen(1), dtype=torch.float64) * 2 * math.pi
+    dyn = ParticleDynamics(task, dt=eta / 2, beta=1 / tau)
+    new, info = dyn.step(dyn.init(x, seed=3))
+    zeta = torch.randn(x.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    expected = x - eta * evaluate(task, x).grad + math.sqrt(2 * eta * tau) * zeta
+    torch.testing.assert_close(new.theta, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_small_mode_decays_faster_for_larger_tau_and_annealing_wins(small_run):
+    fit = json.loads((small_run / "fit.json").read_text())
+    rates = [v["rate_per_iteration"] for v in fit["fixed_tau"].values()]
+    # measured (scale=small, 4 seeds): 0.037, 0.060, 0.22 per iteration; full mode (10 seeds):
+    # 0.010, 0.036, 0.16
+    assert fit["rates_increase_with_tau"] and all(r > 0 for r in rates)
+    # annealed noisy GD ends below noiseless GD (measured: 0.050 vs 0.16, every seed)
+    assert fit["annealed_below_noiseless"] and fit["annealed_below_noiseless_fraction"] >= 0.75
+    assert fit["annealed"]["final_risk_mean"] < 0.5 * fit["noiseless"]["final_risk_mean"]
+    m = io.read_metrics(small_run / io.METRICS)
+    assert set(np.unique(m["run"]).astype(int)) == {0, 1, 2, 3, 4}
+    # the noise is off from iteration 240: τ recorded as 0 there, the entropy no longer estimated
+    assert (m["tau"][m["step"] >= 240] == 0).all() and np.isnan(m["entropy"][m["step"] >= 240]).all()
+    k0 = (m["run"] == 1) & (m["step"] < 240)
+    assert (m["tau"][k0] == pytest.approx(0.1)) and np.isfinite(m["entropy"][k0]).all()
+    for f in ("free_energy.png", "annealing.png", "particles.png"):
+        assert (small_run / "figures" / f).stat().st_size > 10_000
+
+
+def test_recorded_free_energy_is_half_risk_minus_tau_entropy(small_run):
+    with np.load(small_run / "curves.npz") as z:
+        R, H, F = z["R_run1"], z["H_run1"], z["F_run1"]
+        k = z["k_run1"]
+    noisy = k < 240
+    np.testing.assert_allclose(F[noisy], 0.5 * R[noisy] - 0.1 * H[noisy], rtol=1e-12)
+    np.testing.assert_allclose(F[~noisy], 0.5 * R[~noisy], rtol=1e-12)
+
+
+@pytest.mark.parametrize("sets, needle", [
+    (["d=3"], "d must be 2"),
+    (["taus=0.1,-1"], "taus must be numbers > 0"),
+    (["taus=a"], "taus must be comma-separated numbers"),
+    (["noise_off=2000"], "noise_off must be in [1, steps]"),
+])
+def test_bad_config_is_one_line_and_status_2(tmp_path, capsys, sets, needle):
+    argv = ["run", "mfld-torus", "--out", str(tmp_path / "r")]
+    for s in sets:
+        argv += ["--set", s]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1
