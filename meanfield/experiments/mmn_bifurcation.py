@@ -27,7 +27,7 @@ unit by ≈ (2ε σ'|x|)² per step, |x| ≈ (1 + Δ)√d, against a drift towar
 stuck units sit at a radius ∝ ε·d.  At d = 320 with ε = 10⁻⁴ that radius crosses the barrier
 and the small-κ replica escapes and converges (measured: R = 0.035 for both replicas at
 t = 5), unlike its PDE; ε = 10⁻⁶ (full) or d = 40 with ε = 10⁻⁵ (``scale=small``: N = 200,
-T = 2) keep SGD on the PDE (small mode measured: SGD 1.015 vs 0.059, PDE 1.025 vs 0.051).
+T = 1) keep SGD on the PDE (small mode, T = 1, measured: SGD 1.015 vs 0.059, PDE 1.025 vs 0.051).
 """
 from __future__ import annotations
 
@@ -40,8 +40,8 @@ from .mmn_isotropic import MMNConfig, plot, run_mmn  # noqa: F401  (plot: the sa
 
 NAME = "mmn-bifurcation"
 
-SMALL = {"N": 200, "d": 40, "dt": 1e-5, "steps": 200_000, "log_every": 10_000,
-         "save_every": 50_000, "checkpoint_every": 50_000, "n_mc": 10_000, "pde_cells": 400}
+SMALL = {"N": 200, "d": 40, "dt": 1e-5, "steps": 100_000, "log_every": 10_000,
+         "save_every": 25_000, "checkpoint_every": 50_000, "n_mc": 5_000, "pde_cells": 400}
 
 
 def _floats(name, text):

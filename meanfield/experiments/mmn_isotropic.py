@@ -48,8 +48,8 @@ from .driver import simulate
 NAME = "mmn-isotropic"
 PDE_FILE = "pde.npz"
 
-SMALL = {"N": 300, "dt": 1e-4, "steps": 80_000, "log_every": 2_000, "save_every": 20_000,
-         "checkpoint_every": 20_000, "n_mc": 20_000, "pde_cells": 600, "pde_rmax": 8.0}
+SMALL = {"N": 300, "dt": 1e-4, "steps": 80_000, "log_every": 4_000, "save_every": 20_000,
+         "checkpoint_every": 20_000, "n_mc": 10_000, "pde_cells": 600, "pde_rmax": 8.0}
 
 
 @dataclass(frozen=True)
