@@ -132,6 +132,10 @@ def initial_state(cfg: Config, dyn, N: int):
     return dyn.init(th.to(getattr(torch, cfg.dtype)), generator=gen)
 
 
+def warmup(cfg) -> None:
+    """Nothing to compile (plain torch; ``meanfield sweep`` calls this before fanning out)."""
+
+
 def run(cfg: Config, out, *, progress: bool = True, checkpoint: dict | None = None,
         resume: bool = False):
     """Run into ``out`` (see the module docstring).  Returns (None, metrics rows, seconds)."""

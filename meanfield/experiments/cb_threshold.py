@@ -55,7 +55,7 @@ from ..errors import ConfigError
 from ..interact import evaluate
 from ..models import TeacherStudent, Unit
 from .config import RunConfig
-from .n_scaling import run_sizes, save_sizes_checkpoint, torch_threads
+from .n_scaling import run_sizes, save_sizes_checkpoint, torch_threads, warmup  # noqa: F401 (sweep warm-up)
 
 NAME = "cb-threshold"
 
@@ -241,6 +241,8 @@ def plot(run_dir, coords=None) -> list[Path]:
     ax.axhline(fit["success_tol"], color="C2", lw=0.6, ls="--")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.set_xticks(m, [str(int(v)) for v in m], fontsize=7)
+    ax.minorticks_off()
     ax.set_xlabel("number of particles m")
     ax.set_ylabel("excess loss R(T) / R_#")
     ax.set_title(f"d = {fit['d']}, teacher m0 = {fit['m0']}, T = {fit['T']:.3g}", fontsize=9)
@@ -250,6 +252,8 @@ def plot(run_dir, coords=None) -> list[Path]:
     ax2.plot(res["m_over_m0"], res["success_frac"], "o-", color="C2")
     ax2.axhline(fit["success_frac"], color="0.5", lw=0.6, ls="--")
     ax2.set_xscale("log")
+    ax2.set_xticks(res["m_over_m0"], [f"{v:g}" for v in res["m_over_m0"]], fontsize=7)
+    ax2.minorticks_off()
     ax2.set_xlabel("m / m0")
     ax2.set_ylabel(f"fraction of seeds with R(T)/R_# < {fit['success_tol']:g}")
     ax2.grid(alpha=0.3, which="both")

@@ -145,6 +145,10 @@ def tau_at(cfg: Config, run: int, step: int) -> float:
     return 1.0 / float(spec)
 
 
+def warmup(cfg) -> None:
+    """Nothing to compile (plain torch; ``meanfield sweep`` calls this before fanning out)."""
+
+
 def run(cfg: Config, out, *, progress: bool = True, checkpoint: dict | None = None,
         resume: bool = False):
     """Run into ``out`` (see the module docstring).  Returns (None, metrics rows, seconds)."""

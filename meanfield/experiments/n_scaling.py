@@ -147,6 +147,17 @@ def initial_state(cfg: Config, dyn, N: int) -> ParticleState:
     return dyn.init(torch.cat([a, w], -1).to(getattr(torch, cfg.dtype)), generator=gen)
 
 
+def warmup(cfg) -> None:
+    """Compile the pair-sum code a run of ``cfg`` uses (native loop or KeOps formula for the
+    ReLU kernel in cfg.dtype, d = cfg.d) on a tiny teacher-student, without the 20 000-unit
+    teacher's R_# (``meanfield sweep`` calls this in the parent before fanning out)."""
+    g = torch.Generator().manual_seed(0)
+    unit = Unit(cfg.d, "relu", output_weight=True)
+    task = TeacherStudent.random(unit, 2, generator=g)
+    theta = torch.randn(1, 8, unit.D, generator=g, dtype=torch.float64).to(getattr(torch, cfg.dtype))
+    evaluate(task, theta, backend=cfg.backend)
+
+
 def iid_constant(task: TeacherStudent, theta: torch.Tensor, backend="auto") -> np.ndarray:
     """E_x Var_ρ φ(x; θ) = ∫ U(θ,θ) dρ − ∬ U dρ dρ per replica [B] for ρ = uniform on θ [B, N, D]
     (float64).  U(θ, θ) = a² |w|² / 2 for ReLU; ∬U = Σ_i m_i (Ψ_i − V_i)."""
