@@ -14,6 +14,16 @@ GALLERY=(
   "mmn-isotropic||risk.png histograms.png"
   "mmn-bifurcation||risk.png histograms.png"
   "chaos-rate||chaos.png"
+  "n-scaling||n_scaling.png"
+  "cb-relu2d||trajectories.png"
+  "cb-threshold||threshold.png"
+  "mfld-torus||free_energy.png annealing.png"
+  "pde2d-teacher||density.png rates.png"
+  "pde2d-torus||density.png free_energy.png"
+  "resnet-limit||limits.png"
+  "resnet-digits||accuracy.png"
+  "resnet-rkhs||separation.png training.png"
+  "linear-obstruction||obstruction.png"
 )
 
 want=("$@")
