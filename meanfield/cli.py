@@ -5,6 +5,7 @@
     meanfield plot DIR
     meanfield show DIR
     meanfield list
+    meanfield config EXPERIMENT
     meanfield sweep EXPERIMENT --grid KEY=V1,V2 --grid seed=0:8 [--set ...] [--scheduler ADDR] --out DIR
 
 Bad input prints one line on stderr and exits with status 2, writing nothing; a diverging
@@ -31,8 +32,11 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="meanfield", description="Mean-field particle simulations of neural networks.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    r = sub.add_parser("run", help="run an experiment into a new run directory")
-    r.add_argument("experiment")
+    r = sub.add_parser("run", help="run an experiment into a new run directory",
+                       epilog="`meanfield list` names the experiments; `meanfield config EXPERIMENT` "
+                              "prints every config key with its type and default (most experiments "
+                              "take --set scale=small for a quick run).")
+    r.add_argument("experiment", help="an experiment name (see `meanfield list`)")
     r.add_argument("--config", type=Path, help="TOML file of config keys")
     r.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (repeatable)")
@@ -49,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     sh = sub.add_parser("show", help="print a run's config and its last metrics")
     sh.add_argument("run_dir", type=Path)
     sub.add_parser("list", help="list the experiments")
+    cf = sub.add_parser("config", help="print an experiment's config keys, types and defaults")
+    cf.add_argument("experiment")
     # ---- sweeps (issue 5; meanfield.sweep) ----
     sw = sub.add_parser("sweep", help="run an experiment over a grid of config values (Dask)")
     sw.add_argument("experiment")
@@ -159,6 +165,24 @@ def _cmd_list(args):
         print(f"{name:20s} {doc}")
 
 
+def _cmd_config(args):
+    """Every key of the experiment's Config: type, default, and the presets that change it."""
+    import dataclasses
+
+    from .experiments import get_experiment
+
+    exp = get_experiment(args.experiment)
+    types = exp.Config.field_types()
+    presets = {f"{k}={v}": vals for k, table in exp.Config._presets.items()
+               for v, vals in table.items()}
+    print((exp.__doc__ or exp.NAME).strip().splitlines()[0])
+    for f in dataclasses.fields(exp.Config):
+        extra = "; ".join(f"{name}: {vals[f.name]!r}" for name, vals in presets.items()
+                          if f.name in vals)
+        print(f"  {f.name:18s} {types[f.name].__name__:6s} {f.default!r}"
+              + (f"   ({extra})" if extra else ""))
+
+
 def _cmd_sweep(args):
     from . import sweep
 
@@ -192,7 +216,7 @@ def main(argv=None) -> int:
     try:
         args = _parser().parse_args(argv)
         {"run": _cmd_run, "resume": _cmd_resume, "plot": _cmd_plot, "show": _cmd_show,
-         "list": _cmd_list, "sweep": _cmd_sweep}[args.command](args)
+         "list": _cmd_list, "config": _cmd_config, "sweep": _cmd_sweep}[args.command](args)
     except ConfigError as e:
         print(f"meanfield: error: {e}", file=sys.stderr)
         return EXIT_USAGE

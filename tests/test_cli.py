@@ -176,3 +176,16 @@ def test_divergence_exits_3_with_checkpoint_intact(tmp_path, capsys):
     assert err.count("\n") == 1 and "step" in err and "Traceback" not in err
     ck = io.load_checkpoint(out / "checkpoint.pt")
     assert torch.isfinite(ck["state"]["theta"]).all()
+
+
+def test_config_lists_every_key_with_its_default_and_presets(capsys):
+    from meanfield.experiments import get_experiment
+
+    assert main(["config", "mmn-isotropic"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    keys = {line.split()[0]: line for line in out[1:]}
+    cfg = get_experiment("mmn-isotropic").Config
+    assert set(keys) == set(cfg.field_types())
+    assert "800" in keys["N"] and "(scale=small: 300)" in keys["N"]
+    assert main(["config", "no-such-thing"]) == 2
+    assert "unknown experiment" in capsys.readouterr().err
