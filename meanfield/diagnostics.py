@@ -137,3 +137,37 @@ def knn_entropy(theta, *, k: int = 1, period=None):
             raise ConfigError("knn_entropy: coincident samples (a zero nearest-neighbour distance)")
         out[b] = digamma(N) - digamma(k) + log_vd + d * np.log(eps).mean()
     return float(out[0]) if single else out
+
+
+def loglog_rate(x, samples, *, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Rate of a quantity in x (e.g. an error against N): the least-squares slope of
+    log(mean of each sample) against log x, and its 95 % percentile bootstrap interval
+    (``scipy.stats.bootstrap``; each x's sample — e.g. its seeds — resampled independently).
+
+    x [K] positive; ``samples``: K arrays of positive values (one per x, any lengths ≥ 2).
+    Returns {"slope", "intercept", "ci95": [lo, hi], "half_width"}.  Raises ConfigError for
+    non-positive or non-finite values, which have no logarithm."""
+    import inspect
+
+    from scipy.stats import bootstrap, linregress
+
+    logx = np.log(np.asarray(x, dtype=np.float64))
+    samples = [np.asarray(s, dtype=np.float64).ravel() for s in samples]
+    if len(samples) != len(logx) or len(logx) < 3:
+        raise ConfigError(f"loglog_rate needs one sample per x and at least 3 x values, "
+                          f"got {len(samples)} samples for {len(logx)} x")
+    if any(s.size < 2 or (s <= 0).any() or not np.isfinite(s).all() for s in samples):
+        raise ConfigError("loglog_rate: every sample needs >= 2 finite positive values")
+    xc = logx - logx.mean()
+
+    def stat(*s, axis=-1):
+        ly = np.log(np.stack([v.mean(axis=axis) for v in s], -1))          # (..., K)
+        return ((ly - ly.mean(-1, keepdims=True)) @ xc) / (xc @ xc)
+
+    fit = linregress(logx, np.log([s.mean() for s in samples]))
+    rng = np.random.default_rng(seed)
+    kw = {"rng": rng} if "rng" in inspect.signature(bootstrap).parameters else {"random_state": rng}
+    res = bootstrap(samples, stat, n_resamples=n_boot, method="percentile", vectorized=True, **kw)
+    lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    return {"slope": float(fit.slope), "intercept": float(fit.intercept), "ci95": [lo, hi],
+            "half_width": (hi - lo) / 2}

@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from .errors import ConfigError, check_finite_float, check_positive_int
+from .errors import ConfigError, check_positive_int
 
 
 @dataclass(frozen=True)

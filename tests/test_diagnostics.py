@@ -199,3 +199,25 @@ def test_risk_monte_carlo_has_standard_error(gen):
     assert se.item() == pytest.approx(sq.std().item() / math.sqrt(n), rel=1e-12)
     with pytest.raises(ConfigError, match="n_mc"):
         diagnostics.risk(task, theta)
+
+
+def test_loglog_rate_recovers_a_power_law_and_brackets_it():
+    """Samples with mean 3·N^−0.7 and 10 % noise: the slope is −0.7 within its interval;
+    the interval shrinks with more seeds; bad input is refused."""
+    from meanfield.diagnostics import loglog_rate
+
+    rng = np.random.default_rng(0)
+    Ns = np.array([10, 30, 100, 300, 1000])
+    few = [3 * n ** -0.7 * (1 + 0.1 * rng.standard_normal(4)) for n in Ns]
+    many = [3 * n ** -0.7 * (1 + 0.1 * rng.standard_normal(64)) for n in Ns]
+    a, b = loglog_rate(Ns, few, n_boot=500, seed=1), loglog_rate(Ns, many, n_boot=500, seed=1)
+    for fit in (a, b):
+        lo, hi = fit["ci95"]
+        assert lo < fit["slope"] < hi and abs(fit["slope"] + 0.7) < 0.05
+        assert fit["half_width"] == pytest.approx((hi - lo) / 2)
+    assert b["half_width"] < 0.5 * a["half_width"]
+    assert loglog_rate(Ns, few, n_boot=500, seed=1) == a          # reproducible from its seed
+    with pytest.raises(ConfigError, match="positive"):
+        loglog_rate(Ns, [np.array([1.0, -1.0])] * 5)
+    with pytest.raises(ConfigError, match="at least 3"):
+        loglog_rate(Ns[:2], few[:2])

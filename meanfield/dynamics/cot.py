@@ -28,7 +28,7 @@ from ..errors import ConfigError, DivergenceError, check_finite_float, check_pos
 from ..interact.resnet import get_resnet_sums
 from ..measure import ParticleMeasure
 from ..models.resnet import Layers, ResNet, ResNetPotential
-from ..models.tasks import as_batched, as_weights
+from ..models.tasks import as_weights
 from .particles import ParticleState
 from .schedules import as_schedule
 

@@ -29,7 +29,7 @@ from ..errors import ConfigError, DivergenceError, check_finite_float, check_pos
 from ..interact import evaluate, get_backend
 from ..measure import ParticleMeasure
 from ..models.tasks import Potential, Task, as_batched, as_weights
-from .schedules import Schedule, as_schedule
+from .schedules import as_schedule
 
 DRIFTS = ("population", "sgd")
 

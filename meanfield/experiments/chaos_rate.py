@@ -42,9 +42,9 @@ import numpy as np
 import torch
 from scipy.interpolate import CubicSpline
 from scipy.special import roots_jacobi
-from scipy.stats import linregress
 
 from .. import io
+from ..diagnostics import loglog_rate
 from ..errors import ConfigError, DivergenceError
 from ..models import IsotropicGaussians, Unit
 from .mmn_isotropic import PiecewiseMMNConfig, _w1_to_density, build, record_steps, solve_pde
@@ -117,20 +117,6 @@ def _risk_cv(task, theta, x, y, f_pde_fn, risk_pde):
     yv, fv = y.double().numpy(), f.double().numpy()
     diff = (yv - fv) ** 2 - (yv - fp) ** 2
     return risk_pde + diff.mean(-1), diff.std(-1) / math.sqrt(diff.shape[-1])
-
-
-def _fit(Ns, values, n_boot, rng):
-    """Slope of log(mean over seeds) vs log N (least squares, as ``scipy.stats.linregress``),
-    and a 95 % percentile bootstrap interval (seeds resampled with replacement within each N)."""
-    logN = np.log(Ns)
-    slope = linregress(logN, np.log([v.mean() for v in values])).slope
-    boot_means = np.stack([v[rng.integers(0, len(v), (n_boot, len(v)))].mean(-1) for v in values],
-                          axis=-1)                                          # (n_boot, len(Ns))
-    x = logN - logN.mean()
-    ly = np.log(boot_means)
-    boots = ((ly - ly.mean(-1, keepdims=True)) @ x) / (x @ x)
-    lo, hi = np.percentile(boots, [2.5, 97.5])
-    return {"slope": float(slope), "ci95": [float(lo), float(hi)]}
 
 
 def run(cfg: Config, out, *, progress: bool = True, checkpoint: dict | None = None,
@@ -208,10 +194,9 @@ def _write_results(cfg, out, done):
                         "max_risk_se": float(max(s["risk_se"].max() for s in series))})
     io.write_metrics(out / io.METRICS, metrics)
     io.write_metrics(out / "summary.csv", summary)
-    rng = np.random.default_rng(cfg.seed)
+    kw = {"n_boot": cfg.n_boot, "seed": cfg.seed}
     fit = {"N": Ns, "T": cfg.steps * cfg.dt, "theory_slope": -0.5,
-           "w1_T": _fit(np.array(Ns, float), w1s, cfg.n_boot, rng),
-           "sup_risk_gap": _fit(np.array(Ns, float), sup_gaps, cfg.n_boot, rng)}
+           "w1_T": loglog_rate(Ns, w1s, **kw), "sup_risk_gap": loglog_rate(Ns, sup_gaps, **kw)}
     io.write_json(out / "fit.json", fit)
     arrays = {"t": np.array([cfg.steps * cfg.dt]), "param_names": np.array([f"w{k}" for k in range(cfg.d)]),
               "N_grid": np.array(Ns)}

@@ -66,6 +66,7 @@ import numpy as np
 import torch
 
 from .. import io
+from ..diagnostics import loglog_rate
 from ..dynamics import ParticleState, gradient_flow
 from ..errors import ConfigError, DivergenceError
 from ..interact import evaluate
@@ -295,25 +296,6 @@ def _row(N, state, risk, extra=None, per_replica=True):
     return row
 
 
-def slope_fit(Ns, samples, n_boot: int, seed: int) -> dict:
-    """Slope of log(mean of each sample) against log N (least squares) and its 95 % percentile
-    bootstrap interval (``scipy.stats.bootstrap``; each N's seeds resampled independently)."""
-    from scipy.stats import bootstrap, linregress
-
-    logN = np.log(np.asarray(Ns, float))
-
-    def stat(*s):
-        return linregress(logN, np.log([np.mean(v) for v in s])).slope
-
-    fit = linregress(logN, np.log([np.mean(v) for v in samples]))
-    res = bootstrap(tuple(np.asarray(v, float) for v in samples), stat, vectorized=False,
-                    paired=False, n_resamples=n_boot, method="percentile", confidence_level=0.95,
-                    rng=np.random.default_rng(seed))
-    lo, hi = res.confidence_interval
-    return {"slope": float(fit.slope), "intercept": float(fit.intercept),
-            "ci95": [float(lo), float(hi)], "half_width": float((hi - lo) / 2)}
-
-
 def _write_results(cfg, out, task, done, k_limit):
     from scipy.optimize import OptimizeWarning, curve_fit
     from scipy.stats import linregress
@@ -341,7 +323,7 @@ def _write_results(cfg, out, task, done, k_limit):
         results.append(res)
     io.write_metrics(out / io.METRICS, metrics)
     io.write_metrics(out / "results.csv", results)
-    gap_fit = slope_fit(grid, gaps, cfg.n_boot, cfg.seed)
+    gap_fit = loglog_rate(grid, gaps, n_boot=cfg.n_boot, seed=cfg.seed)
     sd = np.array([g.std(ddof=1) for g in gaps])
     sd_fit = linregress(np.log(grid), np.log(sd))
     means = np.array([g.mean() for g in gaps])

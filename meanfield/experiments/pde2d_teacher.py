@@ -42,7 +42,6 @@ finished N values are kept in the checkpoint and skipped; the PDE is solved once
 """
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import time
@@ -51,10 +50,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.stats import bootstrap, linregress
 
 from .. import io
-from ..diagnostics import risk as exact_risk
+from ..diagnostics import loglog_rate, risk as exact_risk
 from ..dynamics import ParticleDynamics
 from ..errors import ConfigError, DivergenceError
 from ..models import TeacherStudent, Unit
@@ -172,28 +170,6 @@ def record_steps(cfg) -> tuple[list[int], list[int]]:
     rows = sorted(set(range(0, cfg.steps, cfg.log_every)) | {cfg.steps})
     snaps = sorted(set(range(0, cfg.steps, cfg.save_every)) | {cfg.steps})
     return rows, snaps
-
-
-def fit_rate(Ns, values, *, n_boot: int, seed: int) -> dict:
-    """Slope of log(mean over seeds) against log N (least squares, ``scipy.stats.linregress``)
-    and its 95 % percentile bootstrap interval (``scipy.stats.bootstrap``, seeds resampled
-    with replacement within each N).  ``values``: one array of per-seed values per N."""
-    logN = np.log(np.asarray(Ns, dtype=np.float64))
-    x = logN - logN.mean()
-    values = [np.asarray(v, dtype=np.float64) for v in values]
-    if any((v <= 0).any() or not np.isfinite(v).all() for v in values):
-        raise DivergenceError("fit_rate: non-positive or non-finite values cannot be fitted on log axes")
-
-    def stat(*samples, axis=-1):
-        ly = np.log(np.stack([s.mean(axis=axis) for s in samples], -1))       # (..., K)
-        return ((ly - ly.mean(-1, keepdims=True)) @ x) / (x @ x)
-
-    slope = linregress(logN, np.log([v.mean() for v in values])).slope
-    rng = np.random.default_rng(seed)
-    kw = {"rng": rng} if "rng" in inspect.signature(bootstrap).parameters else {"random_state": rng}
-    res = bootstrap(values, stat, n_resamples=n_boot, method="percentile", vectorized=True, **kw)
-    ci = res.confidence_interval
-    return {"slope": float(slope), "ci95": [float(ci.low), float(ci.high)]}
 
 
 def plot_fits(ax, N, series, fit, *, guide=-0.5, guide_label="N^(−1/2)", floor=None):
@@ -364,8 +340,8 @@ def _write_results(cfg, out, done, pde, task, steps, snaps_at):
     kw = {"n_boot": cfg.n_boot, "seed": cfg.seed}
     grid = Grid2D.box(cfg.box_lo, cfg.box_hi, cfg.cells)
     fit = {"N": Ns, "T": cfg.steps * cfg.dt, "theory_slope_w2": -0.5,
-           "w2_T": fit_rate(Ns, w2_T, **kw), "w2_0": fit_rate(Ns, w2_0, **kw),
-           "risk_gap_T": fit_rate(Ns, gaps_T, **kw), "sup_risk_gap": fit_rate(Ns, sup_gaps, **kw),
+           "w2_T": loglog_rate(Ns, w2_T, **kw), "w2_0": loglog_rate(Ns, w2_0, **kw),
+           "risk_gap_T": loglog_rate(Ns, gaps_T, **kw), "sup_risk_gap": loglog_rate(Ns, sup_gaps, **kw),
            "pde": {"cells": cfg.cells, "h": list(map(float, pde["h"])), "steps": int(pde["steps"]),
                    "dt_min": float(pde["dt_min"]), "dt_max": float(pde["dt_max"]),
                    "cfl": float(pde["cfl"]), "scheme": str(pde["scheme"]),

@@ -63,12 +63,13 @@ import torch
 from scipy.stats import bootstrap, linregress
 
 from .. import io
+from ..diagnostics import loglog_rate
 from ..dynamics import ParticleDynamics
 from ..errors import ConfigError, DivergenceError
 from ..interact import evaluate
 from ..pde import Grid2D, GridDD, TorusMMD, knn_neg_entropy, w2_grid
 from .config import RunConfig
-from .pde2d_teacher import density_panels, fit_rate, plot_fits, record_steps, validate_n_grid
+from .pde2d_teacher import density_panels, plot_fits, record_steps, validate_n_grid
 
 NAME = "pde2d-torus"
 PDE_FILE = "pde.npz"
@@ -346,8 +347,8 @@ def _write_results(cfg, out, done, pde, task, snaps_at):
     io.write_metrics(out / io.METRICS, metrics)
     io.write_metrics(out / "summary.csv", summary)
     fit = {"N": Ns, "T": cfg.steps * cfg.dt, "tau": cfg.tau, "beta": cfg.beta,
-           "free_energy_gap": fit_rate(Ns, gaps, **kw), "w2_T": fit_rate(Ns, w2_T, **kw),
-           "free_energy_gap_iid": fit_rate(Ns, gaps_iid, **kw),
+           "free_energy_gap": loglog_rate(Ns, gaps, **kw), "w2_T": loglog_rate(Ns, w2_T, **kw),
+           "free_energy_gap_iid": loglog_rate(Ns, gaps_iid, **kw),
            "decay_rate_pde": rate_pde, "fit_window_pde": [float(t[win][0]), float(t[win][-1])],
            "decay_rate_pde_window": rate_pde_window,
            "decay_rate_particles": {str(N): rates[N] for N in Ns},
@@ -397,7 +398,6 @@ def plot(run_dir, coords=None) -> list[Path]:
     paths = [save_figure(fig, run_dir / io.FIGURES / "density.png")]
 
     fig, ax = plt.subplots(1, 3, figsize=(13, 3.6), dpi=120)
-    T = fit["T"]
     tall = np.concatenate([pt, tt[1:]])
     Fall = np.concatenate([Fg, Ft[1:]])
     # F_∞ is F at t_long: the gap is resolved only well above F's last change

@@ -16,7 +16,6 @@ Defaults (the main job): d = 10, m0 = 4, N = 1000, population GD, dt = 0.2, 1000
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -16,7 +16,6 @@ import shutil
 import warnings
 from pathlib import Path
 
-import torch
 
 from .base import Backend, assemble_grad, check_shapes, split_aw
 from .ops import KeOpsOps
