@@ -44,13 +44,14 @@ def test_torus_mmd_is_the_mmd_and_its_gradient(gen):
     assert float(evaluate(task, y[None], nu[None]).risk) == pytest.approx(0.0, abs=1e-12)
 
 
-def test_torus_mmd_agrees_with_the_fourier_mode_implementation(gen):
-    """meanfield.pde.TorusMMD sums the kernel's (2K+1)² Fourier modes; ours sums cosines
+def test_torus_mmd_fourier_modes_agree_with_direct_pair_sums(gen):
+    """method="modes" sums the kernel's (2K+1)² Fourier modes, method="direct" sums cosines
     pair by pair: two independent computations of Ψ, ∇Ψ and R."""
-    from meanfield.pde import TorusMMD as FourierTorusMMD
-
     ours = TorusMMD.random(10, generator=gen(5))
-    ref = FourierTorusMMD(ours.targets)
+    ref = TorusMMD(ours.targets, method="direct")
+    assert ours.method == "modes"
+    with pytest.raises(ConfigError, match="method"):
+        TorusMMD(ours.targets, method="fft")
     theta = torch.rand(3, 40, 2, generator=gen(6), dtype=torch.float64) * 2 * math.pi
     a, b = evaluate(ours, theta), evaluate(ref, theta)
     for x, y in ((a.psi, b.psi), (a.grad, b.grad), (a.risk, b.risk)):

@@ -13,7 +13,8 @@ import meanfield as mf
 from meanfield.errors import ConfigError
 from meanfield.interact import evaluate
 from meanfield.models import ConfiningPotential
-from meanfield.pde import Grid2D, GridDD, TorusMMD, knn_neg_entropy, w2_grid
+from meanfield.models import TorusMMD
+from meanfield.pde import Grid2D, GridDD, knn_neg_entropy, w2_grid
 from meanfield.pde.grid2d import ground_cost
 
 

@@ -3,11 +3,9 @@
 Task (Chizat 2022, "Mean-field Langevin dynamics: exponential convergence and annealing",
 code ``lchizat/2022-mean-field-langevin-rate``, MFL.ipynb): the MMD objective on the flat
 torus [0, 2π)² with the kernel k(x, y) = ∏_c (1 + 2 Σ_{k=1}^{5} cos(k(x_c − y_c))/(1 + k))
-and ``n_targets`` = 10 targets uniform on the torus (``meanfield.pde.TorusMMD``, whose pair
-sums run through the kernel's (2K+1)² Fourier modes; written before issue 5's
-``models/torus.py`` landed, which computes the same objective by direct pair sums — its tests
-check the two agree — at 12.3 s per evaluation on the 64² grid's cells against 6.8 ms for
-the mode sums, measured).  Particles start uniform on the torus, as in the notebook.
+and ``n_targets`` = 10 targets uniform on the torus (``meanfield.models.TorusMMD``, whose pair
+sums run through the kernel's (2K+1)² Fourier modes: 6.8 ms per evaluation on the 64² grid's
+cells against 12.3 s for direct pair sums, measured).  Particles start uniform on the torus, as in the notebook.
 
 Conventions (DESIGN.md §1).  Our risk R(ρ) = ‖∫k(·,θ)dρ − ∫k(·,y)dν‖²_H is the notebook's G
 (no ½), Ψ = δR/δρ/2 is the notebook's per-particle gradient potential, and its update
@@ -67,7 +65,8 @@ from ..diagnostics import loglog_rate
 from ..dynamics import ParticleDynamics
 from ..errors import ConfigError, DivergenceError
 from ..interact import evaluate
-from ..pde import Grid2D, GridDD, TorusMMD, knn_neg_entropy, w2_grid
+from ..models import TorusMMD
+from ..pde import Grid2D, GridDD, knn_neg_entropy, w2_grid
 from .config import RunConfig
 from .pde2d_teacher import density_panels, plot_fits, record_steps, validate_n_grid
 

@@ -15,12 +15,22 @@ DESIGN.md §1's form:
     Ψ(θ; ρ) = V(θ) + ∫ k(θ, θ') ρ(dθ'),   ∇_θ k(θ, y) = (g'(θ_1 − y_1) g(θ_2 − y_2), g(θ_1 − y_1) g'(θ_2 − y_2)),
     g'(u) = −2ω Σ_k k sin(k ω u)/(1 + k).
 
-k(x, x) = g(0)² = (1 + 2 Σ_k 1/(1 + k))² ≈ 15.2 for K = 5.  The sums are direct pair sums
-(the interaction backends handle dot-product kernels a a' κ(⟨w, w'⟩, …); a translation-
-invariant kernel is not one of them), O(B·N·(N + n_targets)) work, in row blocks of at most
-``block`` particles so that memory stays O(block·N).  ``meanfield.pde.TorusMMD`` computes the
-same quantities through the kernel's (2K + 1)² Fourier modes; the tests check one against
-the other.
+k(x, x) = g(0)² = (1 + 2 Σ_k 1/(1 + k))² ≈ 15.2 for K = 5.  The interaction backends sum
+dot-product kernels a a' κ(⟨w, w'⟩, …); a translation-invariant kernel is not one of them, so
+the task sums its own pairs, in one of two exact ways (``method``):
+
+* ``"modes"`` (default): through the kernel's (2K + 1)² Fourier modes a_{k₁} a_{k₂} (a_0 = 1,
+  a_{±k} = 1/(1 + k)); with ρ̂_k = Σ_j m_j e^{−iω k·θ_j},
+
+      Ψ(x) = Σ_k a_k e^{iω k·x} (ρ̂_k − ν̂_k),  ∇Ψ(x) = Σ_k a_k iωk e^{iω k·x} (ρ̂_k − ν̂_k),
+      R = Σ_k a_k |ρ̂_k − ν̂_k|²,
+
+  O(B·(N + n_targets)·(2K + 1)²) work as (2K + 1)-square matrix products (6.8 ms on the 4096
+  cells of a 64² grid, where the direct sums took 12.3 s: measured);
+* ``"direct"``: pair sums of the cosine products, O(B·N·(N + n_targets)), in row blocks of
+  at most ``block`` particles so that memory stays O(block·N).
+
+The tests check one against the other and both against autograd.
 """
 from __future__ import annotations
 
@@ -43,7 +53,7 @@ class TorusMMD(Task):
     name = "torus-mmd"
 
     def __init__(self, targets, target_weights=None, *, modes: int = 5, period: float = 2 * math.pi,
-                 block: int = 2048):
+                 method: str = "modes", block: int = 2048):
         t = torch.as_tensor(targets, dtype=torch.float64)
         if t.dim() != 2 or t.shape[1] != 2 or len(t) == 0 or not torch.isfinite(t).all():
             raise ConfigError(f"targets must be a finite [n, 2] array with n >= 1, got shape {list(t.shape)}")
@@ -57,9 +67,17 @@ class TorusMMD(Task):
         self.modes = check_positive_int("modes", modes)
         self.period = check_finite_float("period", period, positive=True)
         self.block = check_positive_int("block", block)
+        if method not in ("modes", "direct"):
+            raise ConfigError(f"method must be 'modes' or 'direct', got {method!r}")
+        self.method = method
         self.unit = None
         K = self.kernel(t, t)                                               # (n, n)
         self._risk_sharp = float(tw @ K @ tw)
+        k = torch.arange(-self.modes, self.modes + 1, dtype=torch.float64)
+        a = 1.0 / (1.0 + k.abs())
+        self._k = k                                                         # (2K+1,)
+        self._a = a[:, None] * a[None, :]                                   # (2K+1, 2K+1)
+        self._nu = self._transform(t[None], tw[None])[0]                    # (2K+1, 2K+1) complex
 
     @classmethod
     def random(cls, n_targets: int = 10, *, generator: torch.Generator, **kw) -> "TorusMMD":
@@ -101,6 +119,36 @@ class TorusMMD(Task):
             G.append((grad * cc.unsqueeze(-1)).sum(-2))
         return torch.cat(S, -1), torch.cat(G, -2)
 
+    def _phases(self, theta):
+        """(e₁, e₂): e^{iω k θ_c} for k = −K..K, each [..., N, 2K+1] complex; the mode
+        (k₁, k₂) of a point is e₁[k₁] e₂[k₂] (the kernel factorises over coordinates)."""
+        w = 2 * math.pi / self.period
+        k = self._k.to(theta.dtype)
+        one = torch.ones(theta.shape[:-1] + (len(k),), dtype=theta.dtype, device=theta.device)
+        return (torch.polar(one, w * theta[..., :1] * k), torch.polar(one, w * theta[..., 1:2] * k))
+
+    def _transform(self, theta, weights):
+        """ρ̂_{k₁k₂} = Σ_j m_j e^{−iω k·θ_j}: [B, 2K+1, 2K+1] complex."""
+        e1, e2 = self._phases(theta)
+        m = weights.to(e1.real.dtype).to(e1.dtype)
+        return torch.einsum("bn,bnk,bnl->bkl", m, e1.conj(), e2.conj())
+
+    def _modes_potential(self, theta, weights):
+        """Ψ, ∇Ψ, R, V by the mode sums (module docstring): Ψ = Re e₁ A∘(ρ̂ − ν̂) e₂ per point."""
+        e1, e2 = self._phases(theta)                                        # (B, N, 2K+1) each
+        a = self._a.to(e1.real.dtype)
+        nu = self._nu.to(e1.dtype)
+        Dm = (a * (self._transform(theta, weights) - nu)).to(e1.dtype)      # (B, 2K+1, 2K+1)
+        left = e1 @ Dm                                                      # (B, N, 2K+1)
+        iwk = (1j * (2 * math.pi / self.period)) * self._k.to(e1.real.dtype)
+        psi = (left * e2).sum(-1).real
+        grad = torch.stack([(((e1 * iwk) @ Dm) * e2).sum(-1).real,
+                            (left * (e2 * iwk)).sum(-1).real], -1)           # (B, N, 2)
+        V = -((e1 @ (a * nu).to(e1.dtype)) * e2).sum(-1).real
+        risk = self._risk_sharp + ((psi + V) * weights).sum(-1)
+        return Potential(psi=psi.to(theta.dtype), grad=grad.to(theta.dtype),
+                         risk=risk.to(theta.dtype), V=V.to(theta.dtype))
+
     # ---- Task interface -----------------------------------------------------------------
     @property
     def D(self) -> int:
@@ -126,6 +174,8 @@ class TorusMMD(Task):
     def population_potential(self, theta, weights, pair_sum=None):
         """V_i = −Σ_t ν_t k(θ_i, y_t), Ψ_i = V_i + Σ_j m_j k(θ_i, θ_j), ∇Ψ likewise,
         R = R_# + Σ_i m_i (Ψ_i + V_i) (``pair_sum`` is unused: see the module docstring)."""
+        if self.method == "modes":
+            return self._modes_potential(theta, weights)
         y = self.targets.to(dtype=theta.dtype, device=theta.device)[None]
         c = self.target_weights.to(dtype=theta.dtype, device=theta.device)[None]
         T, GT = self.kernel_sum(theta, y, c)
@@ -140,7 +190,7 @@ class TorusMMD(Task):
 
     def to_dict(self):
         return {"name": self.name, "n_targets": len(self.targets), "modes": self.modes,
-                "period": self.period}
+                "period": self.period, "method": self.method}
 
     def arrays(self):
         return {"targets": self.targets.numpy(), "target_weights": self.target_weights.numpy()}
