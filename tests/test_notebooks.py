@@ -14,6 +14,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
 FIGURES = {
     "01_quickstart": ["risk.png", "particles.png"],
     "02_mmn_pde": ["pde_densities.png", "run/figures/risk.png", "run/figures/histograms.png"],
+    "06_resnet_cot": ["training.png", "limits.png", "run/figures/limits.png"],
 }
 BUDGET_S = 240          # per notebook, in small mode
 
