@@ -14,6 +14,9 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
 FIGURES = {
     "01_quickstart": ["risk.png", "particles.png"],
     "02_mmn_pde": ["pde_densities.png", "run/figures/risk.png", "run/figures/histograms.png"],
+    "05_langevin": ["pde_gibbs.png", "pde_free_energy.png", "torus_free_energy.png",
+                    "torus_annealing.png", "run/figures/free_energy.png", "run/figures/annealing.png",
+                    "run/figures/particles.png"],
     "06_resnet_cot": ["training.png", "limits.png", "run/figures/limits.png"],
 }
 BUDGET_S = 240          # per notebook, in small mode
