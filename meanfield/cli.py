@@ -41,23 +41,23 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (repeatable)")
     r.add_argument("--out", type=Path, required=True, help="run directory (must be new)")
-    r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--no-progress", action="store_true", help="do not draw the progress bar")
     s = sub.add_parser("resume", help="continue a run from its last checkpoint")
-    s.add_argument("run_dir", type=Path)
+    s.add_argument("run_dir", type=Path, help="the run directory to continue")
     s.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. a smaller dt or more steps")
-    s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--no-progress", action="store_true", help="do not draw the progress bar")
     pl = sub.add_parser("plot", help="redraw the figures of a run directory")
-    pl.add_argument("run_dir", type=Path)
+    pl.add_argument("run_dir", type=Path, help="the run directory whose figures are redrawn")
     pl.add_argument("--coords", help="comma-separated coordinates for histograms, e.g. '|w|,a,w0'")
     sh = sub.add_parser("show", help="print a run's config and its last metrics")
-    sh.add_argument("run_dir", type=Path)
+    sh.add_argument("run_dir", type=Path, help="the run directory to describe")
     sub.add_parser("list", help="list the experiments")
     cf = sub.add_parser("config", help="print an experiment's config keys, types and defaults")
-    cf.add_argument("experiment")
+    cf.add_argument("experiment", help="an experiment name (see `meanfield list`)")
     # ---- sweeps (issue 5; meanfield.sweep) ----
     sw = sub.add_parser("sweep", help="run an experiment over a grid of config values (Dask)")
-    sw.add_argument("experiment")
+    sw.add_argument("experiment", help="an experiment name (see `meanfield list`)")
     sw.add_argument("--grid", dest="grids", action="append", default=[], metavar="KEY=V1,V2|A:B",
                     help="a grid axis: values 'N=100,200,400' or an integer range 'seed=0:8' (repeatable)")
     sw.add_argument("--config", type=Path, help="TOML file of config keys")
@@ -70,7 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument("--replicas-for", dest="replicas_for", metavar="seed",
                     help="run the seeds of each grid point as replicas of one run (one tensor)")
     sw.add_argument("--metric", default="risk", help="metrics.csv column summarised (default: risk)")
-    sw.add_argument("--no-progress", action="store_true")
+    sw.add_argument("--no-progress", action="store_true",
+                    help="do not draw the progress bar over grid points")
     return p
 
 
@@ -210,6 +211,14 @@ def _cmd_sweep(args):
 
 
 def main(argv=None) -> int:
+    """Run the ``meanfield`` command on ``argv`` (default ``sys.argv[1:]``); return the exit status.
+
+    0 on success; 2 (``EXIT_USAGE``) on a ``ConfigError``, i.e. a bad argument or config,
+    printed as one ``meanfield: error: ...`` line on stderr; 3 (``EXIT_DIVERGED``) on a
+    ``DivergenceError``; 4 (``EXIT_SHARD_LOST``) when a sharded run loses a rank; 130 on
+    Ctrl-C.  ``--help`` exits through ``SystemExit(0)`` (argparse).  Sets
+    ``MPLBACKEND=Agg`` unless already set.
+    """
     os.environ.setdefault("MPLBACKEND", "Agg")
     from .dynamics.sharded import ShardError
 

@@ -30,6 +30,8 @@ CONFIG, METRICS, PARTICLES, CHECKPOINT, FIGURES = (
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: a temporary ``.NAME.*.tmp`` in the same
+    directory, fsync, then ``os.replace``; the temporary is removed if anything fails."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -54,6 +56,7 @@ def remove_stale_temporaries(directory) -> int:
 
 
 def write_json(path: Path, obj) -> None:
+    """``obj`` as indented JSON (numpy scalars as Python numbers), written atomically."""
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=_json_default)
                               + "\n").encode())
 
@@ -90,18 +93,22 @@ def read_metrics(path: Path) -> dict[str, np.ndarray]:
 
 
 def write_npz(path: Path, arrays: dict) -> None:
+    """{name: array} as a compressed ``.npz`` (``np.savez_compressed``), written atomically."""
     buf = _io.BytesIO()
     np.savez_compressed(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
+    """``payload`` (tensors, generator states, plain data) by ``torch.save``, written atomically."""
     buf = _io.BytesIO()
     torch.save(payload, buf)
     atomic_write_bytes(path, buf.getvalue())
 
 
 def load_checkpoint(path: Path) -> dict:
+    """The payload of :func:`save_checkpoint`, loaded onto the CPU (``weights_only=False``:
+    load only checkpoints you trust); ``ConfigError`` when the file cannot be read."""
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:
@@ -152,5 +159,7 @@ def load_run_config(run_dir) -> dict:
 
 
 def run_record(experiment: str, config: dict, extra: dict | None = None) -> dict:
+    """The content of config.json: {"experiment", "meanfield_version", "torch_version",
+    "config": the resolved config dict, **extra}."""
     return {"experiment": experiment, "meanfield_version": __version__,
             "torch_version": torch.__version__, "config": config, **(extra or {})}

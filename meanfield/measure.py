@@ -16,6 +16,16 @@ from .errors import ConfigError, check_positive_int
 
 @dataclass(frozen=True)
 class ParticleMeasure:
+    """ρ_N = Σ_i m_i δ_{θ_i}: positions θ [N, D] or [B, N, D] (B replicas sharing weights,
+    layer and names), weights m [N] or None (uniform 1/N), layer s [N] in [0, 1] or None,
+    param_names [D] or None.
+
+    Frozen; validated on construction (``ConfigError`` for a non-float or wrongly shaped
+    positions tensor, weights that are negative, non-finite or do not sum to 1 within 1e-6,
+    or a mis-sized layer / param_names).  Array-likes for weights and layer are converted
+    (weights to the positions' dtype, layer to float64).
+    """
+
     positions: torch.Tensor
     weights: Optional[torch.Tensor] = None
     layer: Optional[torch.Tensor] = None
@@ -57,14 +67,17 @@ class ParticleMeasure:
     # ---- shape --------------------------------------------------------------------
     @property
     def N(self) -> int:
+        """The number of particles N (``positions.shape[-2]``)."""
         return self.positions.shape[-2]
 
     @property
     def D(self) -> int:
+        """The parameter dimension D of one particle (``positions.shape[-1]``)."""
         return self.positions.shape[-1]
 
     @property
     def replicas(self) -> int:
+        """The number of replicas B (1 for positions [N, D])."""
         return self.positions.shape[0] if self.positions.dim() == 3 else 1
 
     @property
@@ -80,11 +93,15 @@ class ParticleMeasure:
         return self.weights.to(self.positions.dtype)
 
     def to(self, dtype=None, device=None) -> "ParticleMeasure":
+        """A copy with positions and weights cast to ``dtype`` and all tensors moved to
+        ``device`` (None: unchanged); the layer is moved but keeps its dtype."""
         f = lambda t: None if t is None else t.to(dtype=dtype, device=device)
         return replace(self, positions=f(self.positions), weights=f(self.weights),
                        layer=None if self.layer is None else self.layer.to(device=device))
 
     def replica(self, r: int) -> "ParticleMeasure":
+        """Replica ``r`` as an unbatched measure: positions [N, D], same weights, layer and
+        names (replica 0 of an unbatched measure is the measure itself)."""
         return replace(self, positions=self.batched[r])
 
     # ---- constructors -------------------------------------------------------------

@@ -267,6 +267,8 @@ class SerialExecutor:
     this process (tests, debugging, ``--workers 0``)."""
 
     def submit(self, fn, *args, **kwargs) -> cf.Future:
+        """Run ``fn(*args, **kwargs)`` now; return a done Future holding its result or its
+        exception (KeyboardInterrupt propagates instead)."""
         f: cf.Future = cf.Future()
         try:
             f.set_result(fn(*args, **kwargs))
@@ -277,6 +279,7 @@ class SerialExecutor:
         return f
 
     def shutdown(self, wait=True):
+        """Nothing to release (every call has already run); ``wait`` is ignored."""
         pass
 
     def __enter__(self):

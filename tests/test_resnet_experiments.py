@@ -142,6 +142,8 @@ def test_resnet_digits_small_mode(tmp_path, capsys, monkeypatch):
 @pytest.mark.parametrize("argv, needle", [
     (["resnet-limit", "--set", "scale=small", "--set", "depths=2,16"], "must stay below the reference"),
     (["resnet-limit", "--set", "tasks=neg,cube"], "tasks must list"),
+    (["resnet-limit", "--set", "tasks="], "tasks must list"),
+    (["resnet-rkhs", "--set", "targets=,"], "targets must list"),
     (["resnet-limit", "--set", "depths=4,2"], "increasing integers"),
     (["resnet-limit", "--set", "backend=numpy"], "backend must be one of"),
     (["resnet-rkhs", "--set", "nus=0.7"], "half-integers"),

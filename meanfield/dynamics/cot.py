@@ -43,6 +43,8 @@ class ResNetState(ParticleState):
     layer: Optional[torch.Tensor] = None
 
     def measure(self, param_names=None) -> ParticleMeasure:
+        """The particles as a ParticleMeasure carrying ``layer`` (positions [N, P] for one
+        replica, else [B, N, P]).  ``ConfigError`` when the weights differ per replica."""
         if self.weights is not None and self.weights.shape[0] > 1:
             raise ConfigError("per-replica weights cannot form one ParticleMeasure")
         w = None if self.weights is None else self.weights[0]
@@ -50,10 +52,12 @@ class ResNetState(ParticleState):
                                layer=self.layer, param_names=param_names)
 
     def state_dict(self) -> dict:
+        """:meth:`ParticleState.state_dict` plus a copy of ``layer`` [N]."""
         return {**super().state_dict(), "layer": self.layer.clone()}
 
     @classmethod
     def from_state_dict(cls, d: dict) -> "ResNetState":
+        """The state saved by :meth:`state_dict` (layer included), generator restored."""
         g = torch.Generator(device=d["theta"].device)
         g.set_state(d["generator"])
         return cls(d["theta"], d["weights"], int(d["step"]), float(d["t"]), g, d["layer"])
@@ -165,6 +169,8 @@ class ConditionalOTFlow:
         return self._layers
 
     def sums(self, n: int, state: ResNetState):
+        """The ResNet sums backend (``interact.resnet.get_resnet_sums``) for ``n`` data points
+        and this state: ``backend`` resolved with M = the widest layer, D, σ and θ's device."""
         M = max(self.layers(state).widths)
         return get_resnet_sums(self.backend, n=n, M=M, D=self.model.D,
                                activation=self.model.unit.activation.to_dict()["name"],

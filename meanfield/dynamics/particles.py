@@ -47,9 +47,12 @@ class ParticleState:
 
     @property
     def masses(self) -> torch.Tensor:
+        """m [1 or B, N]: the weights, or uniform 1/N [1, N] when ``weights`` is None."""
         return as_weights(self.weights, self.theta)
 
     def measure(self, param_names=None) -> ParticleMeasure:
+        """The particles as a ParticleMeasure (positions [N, D] for one replica, else
+        [B, N, D]; shares θ's storage).  ``ConfigError`` when the weights differ per replica."""
         if self.weights is not None and self.weights.shape[0] > 1:
             raise ConfigError("per-replica weights cannot form one ParticleMeasure; "
                               "use state.theta and state.weights directly")
@@ -58,11 +61,15 @@ class ParticleState:
                                weights=w, param_names=param_names)
 
     def state_dict(self) -> dict:
+        """A checkpointable dict: theta (a copy), weights, step, t and the generator's state
+        (a uint8 tensor); :meth:`from_state_dict` restores it bit for bit."""
         return {"theta": self.theta.clone(), "weights": self.weights, "step": self.step,
                 "t": self.t, "generator": self.generator.get_state()}
 
     @classmethod
     def from_state_dict(cls, d: dict) -> "ParticleState":
+        """The state saved by :meth:`state_dict`, with a new generator on θ's device set to
+        the saved generator state (so the random stream continues where it stopped)."""
         g = torch.Generator(device=d["theta"].device)
         g.set_state(d["generator"])
         return cls(d["theta"], d["weights"], int(d["step"]), float(d["t"]), g)

@@ -20,6 +20,12 @@ _KINDS = {"const": 1, "power": 3, "log": 2, "linear": 2}
 
 @dataclass(frozen=True)
 class Schedule:
+    """A schedule t ↦ value on the MMN time axis: ``kind`` ("const", "power", "log",
+    "linear") with its ``params`` (c; c, alpha, t0; b0, t0; b0, t0), evaluated as in the
+    module docstring.  Validated on construction (``ConfigError`` for an unknown kind, a
+    wrong parameter count, non-finite parameters other than a constant ``inf``, or t0 < 0,
+    and t0 = 0 for log/linear)."""
+
     kind: str = "const"
     params: tuple[float, ...] = (1.0,)
 
@@ -49,10 +55,13 @@ class Schedule:
         return p[0] * (1.0 + t / p[1])
 
     def spec(self) -> str:
+        """The spec string ``"kind:p1,p2,..."`` (floats via repr); ``as_schedule(spec,
+        positive=False)`` parses it back into an equal Schedule."""
         return f"{self.kind}:{','.join(repr(float(x)) for x in self.params)}"
 
     @property
     def is_constant(self) -> bool:
+        """Whether the schedule is ``const`` (its value does not depend on t)."""
         return self.kind == "const"
 
 

@@ -145,6 +145,7 @@ class Comm:
         return box[0]
 
     def barrier(self, what: str = "a barrier"):
+        """Wait until every rank reaches this point (``ShardError`` when one cannot)."""
         self._run("barrier", lambda: self.dist.barrier(group=self.group), 0, what)
 
 

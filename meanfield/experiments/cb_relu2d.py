@@ -65,6 +65,12 @@ SMALL = {"steps": 2000, "replicas": 4, "log_every": 20, "checkpoint_every": 1000
 
 @dataclass(frozen=True)
 class Config(RunConfig):
+    """Keys of cb-relu2d (see the module docstring): N = m of the well-specified runs, N_few
+    the too-narrow width, m0 teacher units, n_train inputs on the unit circle, teacher_seed,
+    init_radius (the init sphere in R³), lam = λ (ours: 2λ_CB), n_snap log-spaced snapshots,
+    fail_factor (a seed fails above fail_factor × the worst m = N risk); ``scale=small``
+    swaps in ``SMALL``."""
+
     scale: str = "full"
     N: int = 20
     N_few: int = 3
@@ -88,6 +94,8 @@ class Config(RunConfig):
     _presets = {"scale": {"small": SMALL}}
 
     def validate(self):
+        """RunConfig's checks, then (``ConfigError``): d = 2; N_few, m0, n_train, n_snap ≥ 1;
+        N_few < N; teacher_seed ≥ 0; init_radius, fail_factor finite and > 0; lam finite ≥ 0."""
         super().validate()
         if self.d != 2:
             raise ConfigError(f"cb-relu2d draws particles in the plane: d must be 2, got {self.d}")

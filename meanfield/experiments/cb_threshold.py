@@ -65,6 +65,11 @@ SMALL = {"d": 10, "m0": 3, "m_values": "2,3,4,6,9,12", "replicas": 8, "steps": 1
 
 @dataclass(frozen=True)
 class Config(RunConfig):
+    """Keys of cb-threshold (see the module docstring; ``N`` is unused): m0 teacher units,
+    m_values the comma-separated widths m, replicas seeds per m, teacher_seed, teacher_sign
+    ("alternate" or "plus"), init_radius, lam, success_tol on R(T)/R_#, success_frac;
+    ``scale=small`` swaps in ``SMALL``."""
+
     scale: str = "full"
     d: int = 50
     m0: int = 10
@@ -86,6 +91,9 @@ class Config(RunConfig):
     _presets = {"scale": {"small": SMALL}}
 
     def validate(self):
+        """RunConfig's checks, then (``ConfigError``): m_values parses to ≥ 2 distinct
+        integers ≥ 1; m0 ≥ 1; teacher_seed ≥ 0; init_radius, success_tol finite and > 0;
+        lam finite ≥ 0; success_frac in (0, 1]."""
         super().validate()
         ms = self.ms()
         if len(ms) < 2:

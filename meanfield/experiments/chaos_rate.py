@@ -58,6 +58,11 @@ SMALL = {"N": 500, "N_min": 20, "n_values": 4, "replicas": 4, "dt": 2.5e-5, "ste
 
 @dataclass(frozen=True)
 class Config(PiecewiseMMNConfig):
+    """Keys of chaos-rate (see the module docstring): the mmn-isotropic keys, with N the
+    largest and N_min the smallest particle count of a geometric grid of n_values values,
+    replicas seeds per N, n_boot bootstrap resamples for the slope intervals;
+    ``scale=small`` swaps in ``SMALL``."""
+
     N: int = 5000
     N_min: int = 50
     n_values: int = 6
@@ -76,6 +81,8 @@ class Config(PiecewiseMMNConfig):
     _presets = {"scale": {"small": SMALL}}
 
     def validate(self):
+        """PiecewiseMMNConfig's checks, then (``ConfigError``): 1 ≤ N_min < N; n_values ≥ 3;
+        replicas ≥ 2; n_boot ≥ 100."""
         super().validate()
         if not 1 <= self.N_min < self.N:
             raise ConfigError(f"N_min must be in [1, N), got N_min={self.N_min}, N={self.N}")

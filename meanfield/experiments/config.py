@@ -60,6 +60,14 @@ class RunConfig:
         self.validate()
 
     def validate(self) -> None:
+        """Check the shared keys; raise ``ConfigError`` naming the first bad one.
+
+        N, d, steps, replicas, log_every, save_every, checkpoint_every, shards ≥ 1;
+        seed ≥ 0; dt and shard_timeout finite and > 0; shards ≤ N; backend in
+        ``interact.BACKENDS``; dtype in ``DTYPES``; every ``_choices`` field among its
+        choices; every ``_schedule_fields`` field a valid schedule spec
+        (``dynamics.as_schedule``).  Called by ``__post_init__``; subclasses extend it.
+        """
         from ..interact import BACKENDS
 
         for name in ("N", "d", "steps", "replicas", "log_every", "save_every", "checkpoint_every",
@@ -90,6 +98,8 @@ class RunConfig:
     # ---- construction ----------------------------------------------------------------
     @classmethod
     def field_types(cls) -> dict:
+        """{field name: its type} (``int``, ``float``, ``str`` or ``bool``, resolved from the
+        annotations), in field order; used to parse ``--set`` strings."""
         hints = typing.get_type_hints(cls)
         return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
@@ -170,10 +180,14 @@ class RunConfig:
         raise ConfigError(f"{key}: unsupported config type {typ}")  # pragma: no cover
 
     def to_dict(self) -> dict:
+        """{key: value} of every field (plain int/float/str/bool: JSON-serialisable, and
+        ``from_mapping(cfg.to_dict()) == cfg``); what ``config.json`` stores."""
         return dataclasses.asdict(self)
 
 
 def read_toml(path) -> dict:
+    """The flat ``key = value`` table of the TOML file at ``path`` (values keep their TOML
+    types).  ``ConfigError`` when the file is missing, not valid TOML, or has a [table]."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {p} does not exist")

@@ -59,12 +59,14 @@ class Config(RunConfig):
     _choices = {"scale": ("full", "small")}
 
     def validate(self):
+        """RunConfig's checks, then init_scale finite and ≥ 0 (``ConfigError``)."""
         super().validate()
         if not (math.isfinite(self.init_scale) and self.init_scale >= 0):
             raise ConfigError(f"init_scale must be finite and >= 0, got {self.init_scale}")
 
     @property
     def total_steps(self) -> int:
+        """The number of GD steps run: 200 when ``scale = "small"``, else ``steps``."""
         return 200 if self.scale == "small" else self.steps
 
 
@@ -82,12 +84,16 @@ class MatrixGD:
         self.d, self.dt = d, dt
 
     def grad(self, state):
+        """∇f(θ) = 2 (D exp_θ)*[e^θ + I] (the adjoint of exp's Fréchet derivative), by
+        autograd through ``matrix_exp``; shaped like ``state.theta`` [B, 1, d²]."""
         with torch.enable_grad():
             th = state.theta.detach().reshape(-1, self.d, self.d).clone().requires_grad_(True)
             (g,) = torch.autograd.grad(objective(th).sum(), th)
         return g.reshape(state.theta.shape)
 
     def step(self, state):
+        """One step θ ← θ − dt ∇f(θ), t ← t + dt: returns (new state, None), like the
+        ``step`` of the particle dynamics; ``DivergenceError`` on a non-finite θ."""
         theta = state.theta - self.dt * self.grad(state)
         if not torch.isfinite(theta).all():
             raise DivergenceError(f"step {state.step}: non-finite θ; the step size is likely too large")

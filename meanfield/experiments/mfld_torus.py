@@ -31,8 +31,8 @@ iteration).  Theory (Chizat 2022): exponential convergence for fixed τ, faster 
 Annealing: the final MMD R of the annealed runs against noiseless GD (seed means and the
 fraction of seeds where annealing is lower).
 
-Defaults are the paper's (above).  ``scale=small`` (CI): 4 seeds, 400 iterations, noise off
-after 320.  Outputs: metrics.csv (per run — numbered as in config.json's "runs" — and logged
+Defaults are the paper's (above).  ``scale=small`` (CI): 4 seeds, 300 iterations, noise off
+after 240.  Outputs: metrics.csv (per run — numbered as in config.json's "runs" — and logged
 iteration: τ and the seed means of R, Ĥ, F),
 curves.npz (per run: iteration [K], R, Ĥ, F [K, S]), fit.json, particles.npz (final
 particles of every run, targets), figures free_energy.png (seed-mean F_τ − F_τ^∞ against iteration
@@ -66,6 +66,12 @@ SMALL = {"replicas": 4, "steps": 300, "noise_off": 240, "log_every": 2, "checkpo
 
 @dataclass(frozen=True)
 class Config(RunConfig):
+    """Keys of mfld-torus (see the module docstring): N particles on the 2-torus (d = 2),
+    n_targets targets drawn with target_seed, modes Fourier modes of the kernel, replicas
+    seeds per run, taus the comma-separated fixed temperatures τ (β = 1/τ), tau0 the
+    annealing τ0, noise_off the iteration after which every run is noiseless;
+    ``scale=small`` swaps in ``SMALL``."""
+
     scale: str = "full"
     N: int = 50
     d: int = 2
@@ -87,6 +93,9 @@ class Config(RunConfig):
     _presets = {"scale": {"small": SMALL}}
 
     def validate(self):
+        """RunConfig's checks, then (``ConfigError``): d = 2; N ≥ 2; n_targets, modes ≥ 1;
+        target_seed ≥ 0; tau0 finite and > 0; 1 ≤ noise_off ≤ steps and noise_off ≥
+        2·log_every; taus valid (:meth:`tau_values`)."""
         super().validate()
         if self.d != 2:
             raise ConfigError(f"mfld-torus lives on the 2-torus: d must be 2, got {self.d}")
@@ -106,6 +115,8 @@ class Config(RunConfig):
         self.tau_values()
 
     def tau_values(self) -> list[float]:
+        """The fixed temperatures τ parsed from ``taus`` ("," or ";" separated), in order;
+        ``ConfigError`` unless there is at least one and each is finite and > 0."""
         try:
             taus = [float(v) for v in self.taus.replace(";", ",").split(",") if v.strip()]
         except ValueError:

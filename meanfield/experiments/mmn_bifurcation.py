@@ -56,6 +56,11 @@ def _floats(name, text):
 
 @dataclass(frozen=True)
 class Config(MMNConfig):
+    """Keys of mmn-bifurcation (see the module docstring): the MMN keys, with two replicas
+    started at the scales kappa_small (replica 0) and kappa_large (replica 1), and σ the
+    continuous piecewise-linear function through (sigma_knots, sigma_values), constant
+    outside; ``scale=small`` swaps in ``SMALL``."""
+
     N: int = 800
     d: int = 320
     delta: float = 0.5
@@ -76,6 +81,9 @@ class Config(MMNConfig):
     _presets = {"scale": {"small": SMALL}}
 
     def validate(self):
+        """MMNConfig's checks, then (``ConfigError``): replicas = 2; kappa_small, kappa_large
+        finite and > 0; sigma_knots and sigma_values numbers of one length ≥ 2, the knots
+        strictly increasing."""
         super().validate()
         if self.replicas != 2:
             raise ConfigError(f"replicas must be 2 (one per initial scale), got {self.replicas}")

@@ -72,6 +72,9 @@ class MMNConfig(RunConfig):
     _choices = {"scale": ("full", "small"), "pde_d": ("finite", "inf")}
 
     def validate(self):
+        """RunConfig's checks, then (``ConfigError``): 0 ≤ delta < 1; d ≥ 2; init_std,
+        pde_rmax finite and > 0; lam finite ≥ 0; n_mc ≥ 2; pde_cells ≥ 3; 0 < pde_cfl ≤ 0.5
+        (xi, beta: schedule specs; scale, pde_d: among their choices)."""
         super().validate()
         if not (0 <= self.delta < 1):
             raise ConfigError(f"delta must be in [0, 1), got {self.delta}")
@@ -110,6 +113,7 @@ class PiecewiseMMNConfig(MMNConfig):
     s2: float = 7.5
 
     def validate(self):
+        """MMNConfig's checks, then t1, t2, s1, s2 finite and t2 > t1 (``ConfigError``)."""
         super().validate()
         for name in ("t1", "t2", "s1", "s2"):
             if not math.isfinite(getattr(self, name)):
@@ -124,6 +128,9 @@ class PiecewiseMMNConfig(MMNConfig):
 
 @dataclass(frozen=True)
 class Config(PiecewiseMMNConfig):
+    """Keys of mmn-isotropic: MMN's Fig. 1 defaults (see the module docstring);
+    ``scale=small`` swaps in ``SMALL``."""
+
     N: int = 800
     d: int = 40
     dt: float = 1e-6

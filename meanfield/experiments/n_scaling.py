@@ -81,6 +81,12 @@ SMALL = {"N": 128, "N_min": 8, "n_values": 4, "replicas": 4, "d": 4, "m0": 2000,
 
 @dataclass(frozen=True)
 class Config(RunConfig):
+    """Keys of n-scaling (see the module docstring): N the largest and N_min the smallest
+    particle count of a geometric grid of n_values values, replicas seeds per N, the
+    teacher's m0 units drawn with teacher_seed and axis scales from 1 down to
+    teacher_std_min, the student's init_std (w) and init_a_std (a), n_boot bootstrap
+    resamples; ``scale=small`` swaps in ``SMALL``."""
+
     scale: str = "full"
     N: int = 1000
     N_min: int = 10
@@ -103,6 +109,9 @@ class Config(RunConfig):
     _presets = {"scale": {"small": SMALL}}
 
     def validate(self):
+        """RunConfig's checks, then (``ConfigError``): 1 ≤ N_min < N; n_values ≥ 3 and at
+        least 3 distinct N in :meth:`grid`; replicas ≥ 2; m0 ≥ 1; teacher_seed ≥ 0;
+        teacher_std_min in (0, 1]; init_std, init_a_std finite and > 0; n_boot ≥ 100."""
         super().validate()
         if not 1 <= self.N_min < self.N:
             raise ConfigError(f"N_min must be in [1, N), got N_min={self.N_min}, N={self.N}")

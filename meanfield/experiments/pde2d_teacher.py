@@ -104,6 +104,10 @@ class Config(RunConfig):
     _presets = {"scale": {"small": SMALL}}
 
     def validate(self):
+        """RunConfig's checks, then (``ConfigError``): d = 2; the N grid (:func:`validate_n_grid`);
+        teacher_angles parse; teacher_norm, init_std, xi, pde_cfl, pde_dt_max finite and > 0;
+        beta > 0; lam finite ≥ 0; box_lo < box_hi, both finite; cells ≥ 6; pde_cfl ≤ 0.5
+        when β = ∞; outflow_tol finite ≥ 0; 2 ≤ w2_replicas ≤ replicas; w2_sub ≥ 1."""
         super().validate()
         if self.d != 2:
             raise ConfigError(f"d must be 2 (the grid is two-dimensional), got {self.d}")
@@ -141,6 +145,8 @@ class Config(RunConfig):
         return [math.radians(x) for x in a]
 
     def grid_N(self) -> list[int]:
+        """The particle counts: ``n_values`` values geometric from N_min to N, rounded and
+        distinct (:func:`geometric_grid`)."""
         return geometric_grid(self.N_min, self.N, self.n_values)
 
 
@@ -148,6 +154,8 @@ class Config(RunConfig):
 # helpers shared with pde2d-torus
 # ------------------------------------------------------------------------------------------
 def validate_n_grid(cfg) -> None:
+    """Check the N-grid keys shared with pde2d-torus (``ConfigError``): 1 ≤ N_min < N;
+    n_values ≥ 3; replicas ≥ 2; n_boot ≥ 100; save_every a multiple of log_every."""
     if not 1 <= cfg.N_min < cfg.N:
         raise ConfigError(f"N_min must be in [1, N), got N_min={cfg.N_min}, N={cfg.N}")
     if cfg.n_values < 3:
@@ -219,6 +227,8 @@ def density_panels(fig, axes, grid_axes, densities, times, particles, *, extra=N
 
 # ------------------------------------------------------------------------------------------
 def build_task(cfg: Config) -> TeacherStudent:
+    """The task: units σ(⟨w, x⟩) on R² (no output weight, no bias), teacher w*_k =
+    r*(cos α_k, sin α_k) [m0, 2] with r* = ``teacher_norm``, α_k = ``angles()``, weights 1/m0."""
     unit = Unit(2, cfg.activation, output_weight=False)
     ang = np.array(cfg.angles())
     teacher = cfg.teacher_norm * np.stack([np.cos(ang), np.sin(ang)], -1)

@@ -114,6 +114,10 @@ class Config(RunConfig):
     _presets = {"scale": {"small": SMALL}}
 
     def validate(self):
+        """RunConfig's checks, then (``ConfigError``): d = 2; the N grid
+        (``pde2d_teacher.validate_n_grid``); tau, xi, pde_cfl, pde_dt_max, fit_floor finite
+        and > 0; n_targets, modes ≥ 1; cells ≥ 8; t_long ≥ T = steps·dt; 0 ≤ fit_t0 < 0.75·T;
+        2 ≤ w2_replicas ≤ replicas; w2_sub ≥ 1."""
         super().validate()
         if self.d != 2:
             raise ConfigError(f"d must be 2 (the torus is two-dimensional), got {self.d}")
@@ -139,15 +143,20 @@ class Config(RunConfig):
 
     @property
     def beta(self) -> float:
+        """The inverse temperature β = 1/τ (Chizat's τ = ``tau``)."""
         return 1.0 / self.tau
 
     def grid_N(self) -> list[int]:
+        """The particle counts: ``n_values`` values geometric from N_min to N, rounded and
+        distinct."""
         from .pde2d_teacher import geometric_grid
 
         return geometric_grid(self.N_min, self.N, self.n_values)
 
 
 def build_task(cfg: Config) -> TorusMMD:
+    """The task: ``TorusMMD`` with ``n_targets`` targets uniform on [0, 2π)² (drawn with
+    ``target_seed``), equal weights, and ``modes`` Fourier modes per coordinate."""
     return TorusMMD.random(cfg.n_targets, generator=torch.Generator().manual_seed(cfg.target_seed),
                            modes=cfg.modes)
 

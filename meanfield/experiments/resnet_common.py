@@ -219,6 +219,8 @@ def _jsonable(o):
 
 
 def read_results(run_dir) -> dict:
+    """The ``results.json`` of a finished ResNet run directory, as a dict; ``ConfigError``
+    when it is missing (the run has not finished)."""
     p = Path(run_dir) / RESULTS
     if not p.exists():
         raise ConfigError(f"{run_dir} has no {RESULTS} yet (the run has not finished)")
@@ -234,6 +236,8 @@ def snapshots_arrays(snaps, layer, param_names, extra: dict) -> dict:
 
 
 def plt():
+    """``matplotlib.pyplot``, imported on first use with a non-interactive backend (Agg)
+    unless one is already set (``plotting._plt``)."""
     from ..plotting import _plt
 
     return _plt()

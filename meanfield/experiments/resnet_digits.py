@@ -62,6 +62,10 @@ class Config(RunConfig):
     _choices = {"scale": tuple(SCALES), "backend": ("auto", "torch", "keops")}
 
     def validate(self):
+        """RunConfig's checks, then (``ConfigError``): 10 ≤ hidden ≤ 64; 1 ≤ n_test ≤ 1000;
+        1 ≤ batch_size ≤ 1797 − n_test (the training split); data_seed, threads ≥ 0;
+        init_u_std, init_w_std, init_b_std finite and ≥ 0; depths and widths valid
+        (:meth:`sizes`)."""
         super().validate()
         if not 10 <= self.hidden <= 64:
             raise ConfigError(f"hidden must lie in 10..64 (logits are the first 10 of 64 PCA coordinates), got {self.hidden}")
@@ -79,6 +83,8 @@ class Config(RunConfig):
         self.sizes()
 
     def sizes(self) -> dict:
+        """{"depths": [L, ...], "widths": [M, ...]}: the explicit ``depths``/``widths`` over
+        the ``scale`` preset, parsed by ``parse_ints`` (increasing integers ≥ 1)."""
         p = dict(SCALES[self.scale])
         for k in ("depths", "widths"):
             if getattr(self, k):

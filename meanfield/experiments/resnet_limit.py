@@ -102,10 +102,13 @@ class Config(RunConfig):
                 "backend": ("auto", "torch", "keops")}
 
     def validate(self):
+        """RunConfig's checks, then (``ConfigError``): tasks among "neg", "smooth"; lift ≥ 1;
+        L_ref, M_ref, n_train, n_test, task_seed, threads ≥ 0; init_u_std, init_w_std,
+        init_b_std finite and ≥ 0; every depth < L_ref and width < M_ref (after the preset);
+        steps a multiple of log_every."""
         super().validate()
-        for t in self.task_list:
-            if t not in ("neg", "smooth"):
-                raise ConfigError(f"tasks must list 'neg' and/or 'smooth', got {self.tasks!r}")
+        if not self.task_list or any(t not in ("neg", "smooth") for t in self.task_list):
+            raise ConfigError(f"tasks must list 'neg' and/or 'smooth', got {self.tasks!r}")
         for name in ("lift",):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -125,6 +128,7 @@ class Config(RunConfig):
 
     @property
     def task_list(self) -> list[str]:
+        """The task names in ``tasks`` (comma-separated, stripped, empty entries dropped)."""
         return [t.strip() for t in self.tasks.split(",") if t.strip()]
 
     def sizes(self) -> dict:

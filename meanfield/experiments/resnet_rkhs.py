@@ -90,10 +90,12 @@ class Config(RunConfig):
     _choices = {"scale": tuple(SCALES), "backend": ("auto", "torch", "keops")}
 
     def validate(self):
+        """RunConfig's checks, then (``ConfigError``): targets among "neg", "split"; lift ≥ 1;
+        M, L, n_pairs, task_seed, threads ≥ 0; split, lengthscale finite and > 0; deltas
+        numbers > 0 and nus half-integers > 0 or inf (after the preset, :meth:`sizes`)."""
         super().validate()
-        for t in self.target_list:
-            if t not in ("neg", "split"):
-                raise ConfigError(f"targets must list 'neg' and/or 'split', got {self.targets!r}")
+        if not self.target_list or any(t not in ("neg", "split") for t in self.target_list):
+            raise ConfigError(f"targets must list 'neg' and/or 'split', got {self.targets!r}")
         for name in ("lift",):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -111,9 +113,13 @@ class Config(RunConfig):
 
     @property
     def target_list(self) -> list[str]:
+        """The target names in ``targets`` (comma-separated, stripped, empty entries dropped)."""
         return [t.strip() for t in self.targets.split(",") if t.strip()]
 
     def sizes(self) -> dict:
+        """{"M", "L", "n_pairs", "deltas", "nus"}: the non-zero / non-empty keys over the
+        ``scale`` preset; deltas and nus parsed to float lists (``parse_floats``; nus may
+        hold inf)."""
         p = dict(SCALES[self.scale])
         for k in ("M", "L", "n_pairs", "deltas", "nus"):
             if getattr(self, k):

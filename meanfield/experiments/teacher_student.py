@@ -33,6 +33,12 @@ NAME = "teacher-student"
 
 @dataclass(frozen=True)
 class Config(RunConfig):
+    """Keys of teacher-student (see the module docstring): the teacher (m0 units, activation
+    σ, output_weight: units a σ(⟨w, x⟩) rather than σ(⟨w, x⟩), teacher_sign, teacher_seed,
+    the label offset c and Gaussian label noise_std), the dynamics (drift, batch_size,
+    schedules xi and beta, L2 lam) and the initial law (init_std, init_a_mean,
+    init_a_std); n_mc is the Monte Carlo size of risks without closed form."""
+
     N: int = 1000
     d: int = 10
     steps: int = 1000
@@ -66,6 +72,9 @@ class Config(RunConfig):
                 "teacher_sign": ("plus", "alternate")}
 
     def validate(self):
+        """RunConfig's checks, then (``ConfigError``): m0, batch_size, n_mc ≥ 1;
+        teacher_seed ≥ 0; offset, init_a_mean finite; noise_std, lam, init_std, init_a_std
+        finite and ≥ 0; drift "population" only with a closed-form σ (relu, erf)."""
         super().validate()
         for name in ("m0", "batch_size", "n_mc"):
             if getattr(self, name) < 1:

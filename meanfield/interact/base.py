@@ -37,6 +37,8 @@ def assemble_grad(unit, a, w, k_sum, alpha_w, beta_sum):
 
 
 def check_shapes(unit, x, y, c):
+    """Check the :meth:`Backend.kernel_sum` arguments: x [B, N, D] and y [B', M, D] with D the
+    unit's, B' ∈ {1, B}, c [B'', M] with B'' ∈ {1, B'}; ``ConfigError`` naming the mismatch."""
     if x.dim() != 3 or y.dim() != 3:
         raise ConfigError(f"x and y must be [B, N, D] and [B', M, D], got {list(x.shape)} and {list(y.shape)}")
     if x.shape[-1] != unit.D or y.shape[-1] != unit.D:
@@ -53,6 +55,15 @@ class Backend:
     name = "base"
 
     def kernel_sum(self, kernel, unit, x, y, c, *, grad: bool = True):
+        """(S [B, N], G [B, N, D] or None): S_i = Σ_j c_j U(x_i, y_j), G_i = Σ_j c_j ∇₁U(x_i, y_j).
+
+        x [B, N, D] evaluation points, y [B', M, D] sources, c [B'', M] signed source
+        weights (B', B'' ∈ {1, B}); U(θ, θ') = a a' κ(w, w') with κ the closed-form
+        Gaussian kernel ``kernel`` (``models.kernels``: ReLU arc-cosine or erf arcsine) and
+        ``unit`` a bias-free unit (``ConfigError`` otherwise, or on shapes that do not
+        match, see :func:`check_shapes`).  G is None when ``grad=False``.  The formulas
+        are in the module docstring; every backend returns the same numbers up to rounding.
+        """
         raise NotImplementedError
 
     def __repr__(self):

@@ -75,6 +75,10 @@ def _import_pykeops():
 
 
 class KeOpsBackend(Backend):
+    """Pair sums as KeOps reductions (O(N + M) memory, compiled once per formula: kernel,
+    grad or not, dtype, d, device type).  ``RuntimeError`` on construction when pykeops or a
+    C++ compiler is missing; first uses of a formula hold a file lock in the KeOps cache."""
+
     name = "keops"
 
     def __init__(self):

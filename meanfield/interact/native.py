@@ -43,6 +43,7 @@ def cache_dir() -> Path:
 
 
 def compiler() -> str | None:
+    """The full path of the C++ compiler ``$CXX`` (default ``g++``) on PATH, or None."""
     return shutil.which(os.environ.get("CXX", "g++"))
 
 

@@ -14,6 +14,9 @@ from .ops import NumpyOps
 
 
 class NumpyBackend(Backend):
+    """The reference backend: float64 numpy, ``tile`` rows of x at a time (O(tile · M)
+    memory); returns float64 torch tensors on the CPU, detached (no autograd)."""
+
     name = "numpy"
 
     def __init__(self, tile: int = 256):

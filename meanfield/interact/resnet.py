@@ -48,12 +48,14 @@ class TorchResNetSums:
         return max(1, min(n, self.tile_elems // max(M, 1)))
 
     def field(self, unit: ResidualUnit, x, theta, c):
+        """Σ_j c_j u_j σ(z_kj) [B, n, D] (``ResidualUnit.field`` over row tiles of x)."""
         r = self._rows(x.shape[-2], theta.shape[-2])
         if r >= x.shape[-2]:
             return unit.field(x, theta, c)
         return torch.cat([unit.field(x[..., i:i + r, :], theta, c) for i in range(0, x.shape[-2], r)], -2)
 
     def field_vjp(self, unit, x, theta, c, p):
+        """Σ_j c_j σ'(z_kj) ⟨u_j, p_k⟩ w_j [B, n, D] (``ResidualUnit.field_vjp`` over row tiles)."""
         r = self._rows(x.shape[-2], theta.shape[-2])
         if r >= x.shape[-2]:
             return unit.field_vjp(x, theta, c, p)
@@ -61,6 +63,8 @@ class TorchResNetSums:
                           for i in range(0, x.shape[-2], r)], -2)
 
     def param_grad(self, unit, x, theta, p, a):
+        """Σ_k a_k ∇_θ⟨p_k, φ(x_k; θ_j)⟩ [B, M, P] (``ResidualUnit.param_grad``, summed over
+        row tiles)."""
         r = self._rows(x.shape[-2], theta.shape[-2])
         if r >= x.shape[-2]:
             return unit.param_grad(x, theta, p, a)
@@ -71,6 +75,7 @@ class TorchResNetSums:
         return out
 
     def value(self, unit, x, theta, p, a):
+        """Σ_k a_k ⟨p_k, φ(x_k; θ_j)⟩ [B, M] (``ResidualUnit.value``, summed over row tiles)."""
         r = self._rows(x.shape[-2], theta.shape[-2])
         if r >= x.shape[-2]:
             return unit.value(x, theta, p, a)
@@ -149,6 +154,7 @@ class KeOpsResNetSums:
         return u, w, b
 
     def field(self, unit, x, theta, c):
+        """Σ_j c_j u_j σ(z_kj) [B, n, D], one KeOps reduction over units."""
         LT = self.LT
         act = unit.activation.to_dict()["name"]
         B = max(x.shape[0], theta.shape[0])
@@ -162,6 +168,7 @@ class KeOpsResNetSums:
         return self._reduce(("field", act, x.dtype, unit.D), lambda: F.sum(dim=2))
 
     def field_vjp(self, unit, x, theta, c, p):
+        """Σ_j c_j σ'(z_kj) ⟨u_j, p_k⟩ w_j [B, n, D], one KeOps reduction over units."""
         LT = self.LT
         act = unit.activation.to_dict()["name"]
         B = max(x.shape[0], theta.shape[0], p.shape[0])
@@ -175,6 +182,8 @@ class KeOpsResNetSums:
         return self._reduce(("vjp", act, x.dtype, unit.D), lambda: F.sum(dim=2))
 
     def param_grad(self, unit, x, theta, p, a):
+        """Σ_k a_k ∇_θ⟨p_k, φ(x_k; θ_j)⟩ [B, M, P], one KeOps reduction over data (of
+        (σ(z) a p, σ'(z)⟨u, p⟩ a x[, σ'(z)⟨u, p⟩ a]))."""
         LT = self.LT
         act = unit.activation.to_dict()["name"]
         B = max(x.shape[0], theta.shape[0], p.shape[0])
@@ -192,6 +201,7 @@ class KeOpsResNetSums:
         return self._reduce(("grad", act, x.dtype, unit.D, unit.bias), lambda: F.sum(dim=2))
 
     def value(self, unit, x, theta, p, a):
+        """Σ_k a_k ⟨p_k, φ(x_k; θ_j)⟩ [B, M], one KeOps reduction over data."""
         LT = self.LT
         act = unit.activation.to_dict()["name"]
         B = max(x.shape[0], theta.shape[0], p.shape[0])

@@ -75,18 +75,24 @@ class CppOps:
 
     @staticmethod
     def sqrt(x):
+        """The C++ expression ``std::sqrt(x)``."""
         return x._new(f"std::sqrt({x.code})")
 
     @staticmethod
     def acos(x):
+        """The C++ expression ``mf_acos(x)`` (``native``'s polynomial arccos in float32,
+        ``std::acos`` in float64)."""
         return x._new(f"mf_acos({x.code})")
 
     @staticmethod
     def asin(x):
+        """The C++ expression ``mf_asin(x)`` (polynomial arcsin in float32, ``std::asin`` in
+        float64)."""
         return x._new(f"mf_asin({x.code})")
 
     @staticmethod
     def clamp(x, lo, hi):
+        """The C++ expression ``x < lo ? lo : (x > hi ? hi : x)`` (constants as literals)."""
         lo_, hi_ = _lit(lo), _lit(hi)
         return x._new(f"{x.code} < {lo_} ? {lo_} : ({x.code} > {hi_} ? {hi_} : {x.code})")
 

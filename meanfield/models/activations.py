@@ -59,6 +59,8 @@ class Activation:
         return _FUNCS[self.name][1](z, dict(self.params))
 
     def to_dict(self) -> dict:
+        """{"name": name, **params}, JSON-serialisable; ``get_activation(d.pop("name"), **d)``
+        rebuilds an equal Activation."""
         return {"name": self.name, **dict(self.params)}
 
 

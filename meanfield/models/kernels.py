@@ -59,6 +59,9 @@ class GaussianKernel:
 
 
 class ReLUKernel(GaussianKernel):
+    """σ = ReLU: the arc-cosine kernel of degree 1 (Cho & Saul 2009), κ = |w||w'| (sin φ +
+    (π − φ) cos φ)/(2π) with cos φ = ⟨w, w'⟩/(|w||w'|), μ = |w|/√(2π) (module docstring)."""
+
     name = "relu"
 
     def coeffs(self, ops, p, nx, ny):
@@ -82,6 +85,9 @@ class ReLUKernel(GaussianKernel):
 
 
 class ErfKernel(GaussianKernel):
+    """σ = erf(·/√2): the arcsine kernel (Williams 1997), κ = (2/π) arcsin(⟨w, w'⟩ /
+    √((1 + |w|²)(1 + |w'|²))), μ = 0 (σ is odd; module docstring)."""
+
     name = "erf"
 
     def coeffs(self, ops, p, nx, ny):
@@ -118,4 +124,6 @@ def gaussian_kernel(unit: Unit) -> GaussianKernel:
 
 
 def has_gaussian_kernel(unit: Unit) -> bool:
+    """Whether :func:`gaussian_kernel` has a closed form for ``unit``: no bias and σ in
+    ``CLOSED_FORM_ACTIVATIONS`` (relu, erf)."""
     return (not unit.bias) and unit.activation.name in _KERNELS

@@ -208,4 +208,5 @@ class IsotropicRadialPotentials:
                          if np.ndim(c) else float(c) ** np.arange(K))
 
     def risk_sharp(self) -> float:
+        """R_# = E[y²] = 1 (labels ±1); a method here, where ``Task.risk_sharp`` is a property."""
         return 1.0

@@ -107,10 +107,12 @@ class ResidualUnit:
 
     @property
     def P(self) -> int:
+        """Parameters per unit: P = 2D + 1 with a bias, 2D without."""
         return 2 * self.D + int(self.bias)
 
     @property
     def param_names(self) -> list[str]:
+        """The P coordinate names in θ's layout: u0…u{D−1}, w0…w{D−1}, then b if biased."""
         names = [f"u{i}" for i in range(self.D)] + [f"w{i}" for i in range(self.D)]
         return names + (["b"] if self.bias else [])
 
@@ -129,17 +131,22 @@ class ResidualUnit:
         return z if b is None else z + b.unsqueeze(-2)
 
     def field(self, x, theta, c):
+        """G_k = Σ_j c_j u_j σ(z_kj) for x [B, n, D], θ [B, M, P], c [B|1, M] → [B, n, D]."""
         u, _, _ = self.split(theta)
         s = self.activation(self.preactivation(x, theta))           # (B, n, M)
         return (s * c.unsqueeze(-2)) @ u                            # (B, n, D)
 
     def field_vjp(self, x, theta, c, p):
+        """Σ_j c_j (D_xφ(x_k; θ_j))ᵀ p_k = Σ_j c_j σ'(z_kj) ⟨u_j, p_k⟩ w_j for p [B, n, D]
+        → [B, n, D] (the adjoint step's vector–Jacobian product)."""
         u, w, _ = self.split(theta)
         ds = self.activation.derivative(self.preactivation(x, theta))   # (B, n, M)
         q = p @ u.transpose(-1, -2)                                 # (B, n, M)  ⟨u_j, p_k⟩
         return (ds * q * c.unsqueeze(-2)) @ w                       # (B, n, D)
 
     def param_grad(self, x, theta, p, a):
+        """Σ_k a_k ∇_θ⟨p_k, φ(x_k; θ_j)⟩ = Σ_k a_k (σ(z_kj) p_k, σ'(z_kj)⟨u_j, p_k⟩ x_k,
+        σ'(z_kj)⟨u_j, p_k⟩) for a [B|1, n] → [B, M, P] (the b entry only with a bias)."""
         u, _, _ = self.split(theta)
         z = self.preactivation(x, theta)                            # (B, n, M)
         s, ds = self.activation(z), self.activation.derivative(z)
@@ -167,12 +174,15 @@ class ResidualUnit:
         return vjp, torch.cat(parts, dim=-1)
 
     def value(self, x, theta, p, a):
+        """Σ_k a_k ⟨p_k, φ(x_k; θ_j)⟩ = Σ_k a_k σ(z_kj) ⟨u_j, p_k⟩ → [B, M] (with a_k = 1/n
+        and p the adjoint: the first variation δL/δμ at the units)."""
         u, _, _ = self.split(theta)
         s = self.activation(self.preactivation(x, theta))           # (B, n, M)
         q = p @ u.transpose(-1, -2)                                 # (B, n, M)
         return (s * q * a.unsqueeze(-1)).sum(-2)                    # (B, M)
 
     def to_dict(self) -> dict:
+        """{"D", "activation": σ's dict, "bias"}: JSON-serialisable, for config.json."""
         return {"D": self.D, "activation": self.activation.to_dict(), "bias": self.bias}
 
 
@@ -182,18 +192,23 @@ class DenseSums:
     name = "dense"
 
     def field(self, unit, x, theta, c):
+        """``unit.field``: Σ_j c_j φ(x_k; θ_j) [B, n, D]."""
         return unit.field(x, theta, c)
 
     def field_vjp(self, unit, x, theta, c, p):
+        """``unit.field_vjp``: Σ_j c_j σ'(z_kj) ⟨u_j, p_k⟩ w_j [B, n, D]."""
         return unit.field_vjp(x, theta, c, p)
 
     def param_grad(self, unit, x, theta, p, a):
+        """``unit.param_grad``: Σ_k a_k ∇_θ⟨p_k, φ(x_k; θ_j)⟩ [B, M, P]."""
         return unit.param_grad(x, theta, p, a)
 
     def value(self, unit, x, theta, p, a):
+        """``unit.value``: Σ_k a_k ⟨p_k, φ(x_k; θ_j)⟩ [B, M]."""
         return unit.value(x, theta, p, a)
 
     def backward(self, unit, x, theta, c, p, a):
+        """``unit.backward``: (field_vjp [B, n, D], param_grad [B, M, P]) in one pass."""
         return unit.backward(x, theta, c, p, a)
 
 
@@ -226,10 +241,12 @@ class Layers:
 
     @property
     def L(self) -> int:
+        """The number of layers."""
         return len(self.bounds)
 
     @property
     def widths(self) -> list[int]:
+        """The number of particles M_l in each layer l = 0..L−1."""
         return [b - a for a, b in self.bounds]
 
     @classmethod
@@ -377,14 +394,17 @@ class ResNet:
 
     @property
     def d_in(self) -> int:
+        """Input dimension (columns of the embedding A)."""
         return self.A.shape[1]
 
     @property
     def d_out(self) -> int:
+        """Output dimension, or number of classes for cross-entropy (rows of the read-out B)."""
         return self.B.shape[0]
 
     @property
     def param_names(self) -> list[str]:
+        """The P coordinate names of a particle (u0…, w0…, b; :attr:`ResidualUnit.param_names`)."""
         return self.unit.param_names
 
     def layers(self, layer, N: int) -> Layers:
@@ -392,6 +412,8 @@ class ResNet:
         return Layers.from_coordinates(layer, N, depth=self.depth)
 
     def check_theta(self, theta) -> torch.Tensor:
+        """θ [N, P] or [B, N, P] as [B, N, P]; ``ConfigError`` when it is not a tensor of
+        that rank or its last dimension is not P."""
         theta = as_batched(theta)
         self.unit.split(theta)
         return theta
@@ -593,6 +615,8 @@ class ResNet:
 
     # ---- serialisation -----------------------------------------------------------------
     def to_dict(self) -> dict:
+        """The model's settings as a JSON-serialisable dict (D, d_in, d_out, unit, loss,
+        scheme, substeps, depth); A and B are in :meth:`arrays`."""
         return {"D": self.D, "d_in": self.d_in, "d_out": self.d_out, "unit": self.unit.to_dict(),
                 "loss": self.loss_name, "scheme": self.scheme, "substeps": self.substeps,
                 "depth": self.depth}
@@ -686,6 +710,7 @@ class ResidualBlock(torch.nn.Module):
         self.b = torch.nn.Parameter(torch.zeros(M, dtype=dtype)) if bias else None
 
     def forward(self, x):
+        """x [..., D] → x + scale · σ(x Wᵀ + b) U, [..., D]."""
         z = x @ self.W.T
         if self.b is not None:
             z = z + self.b
@@ -709,12 +734,15 @@ class ResNetModule(torch.nn.Module):
             ResidualBlock(D, M, activation, bias, 1.0 / (L * M), dtype) for _ in range(L))
 
     def forward(self, x_in):
+        """x_in [n, d_in] → B x_L [n, d_out] (x_0 = A x_in, then the L blocks)."""
         x = x_in @ self.A.T
         for blk in self.blocks:
             x = blk(x)
         return x @ self.B.T
 
     def loss(self, x_in, y):
+        """The batch-mean loss, as :meth:`ResNet.loss`: mean_k |out_k − y_k|² (squared, y
+        [n, d_out]) or ``cross_entropy(out, y)`` (integer labels y [n]); a scalar tensor."""
         out = self.forward(x_in)
         if self.loss_name == "squared":
             return ((out - y) ** 2).sum(-1).mean()

@@ -87,13 +87,16 @@ class Task:
 
     @property
     def D(self) -> int:
+        """Parameters per particle (the unit's D)."""
         return self.unit.D
 
     @property
     def param_names(self) -> list[str]:
+        """The D coordinate names of a particle (the unit's ``param_names``)."""
         return self.unit.param_names
 
     def check_theta(self, theta) -> None:
+        """``ConfigError`` unless θ's last dimension is D."""
         self.unit.check_theta(theta)
 
     @property
@@ -148,6 +151,8 @@ class Task:
 
     # --- serialisation ---------------------------------------------------------------
     def to_dict(self) -> dict:
+        """A JSON-serialisable description: {"name", "unit"} plus each subclass's scalar
+        settings; the arrays needed to rebuild the task are in :meth:`arrays`."""
         return {"name": self.name, "unit": self.unit.to_dict()}
 
     def arrays(self) -> dict:
@@ -222,6 +227,7 @@ class TeacherStudent(Task):
 
     @property
     def kernel(self) -> GaussianKernel:
+        """The closed-form Gaussian kernel κ of the unit (``ConfigError`` when there is none)."""
         return gaussian_kernel(self.unit)
 
     @property
@@ -267,6 +273,7 @@ class TeacherStudent(Task):
 
     @property
     def m0(self) -> int:
+        """The number of teacher units."""
         return self.teacher_theta.shape[0]
 
     def teacher(self, dtype=torch.float64, device=None):
@@ -288,10 +295,15 @@ class TeacherStudent(Task):
 
     @property
     def risk_sharp(self):
+        """R_# = E[y²] = c² + 2c Σ_k m*_k a*_k μ(w*_k) + Σ_kl m*_k m*_l U(θ*_k, θ*_l) +
+        noise_std², computed in float64 by the first :meth:`population_potential` call;
+        None before it."""
         # Filled by meanfield.interact.evaluate (a pairwise sum over the teacher).
         return self._cache.get("risk_sharp")
 
     def to_dict(self):
+        """{"name", "unit", "m0", "offset", "noise_std"} (JSON-serialisable); the teacher is
+        in :meth:`arrays`."""
         return {**super().to_dict(), "m0": self.m0, "offset": self.offset,
                 "noise_std": self.noise_std}
 
@@ -341,6 +353,7 @@ class IsotropicGaussians(Task):
         return 1.0
 
     def to_dict(self):
+        """{"name", "unit", "delta"} (JSON-serialisable)."""
         return {**super().to_dict(), "delta": self.delta}
 
 
@@ -391,6 +404,8 @@ class FiniteDataset(Task):
         return float((self.Y ** 2).mean())
 
     def to_dict(self):
+        """{"name", "unit", "n": the number of data points} (JSON-serialisable); X and Y are in
+        :meth:`arrays`."""
         return {**super().to_dict(), "n": int(self.X.shape[0])}
 
     def arrays(self):
@@ -417,13 +432,16 @@ class ConfiningPotential(Task):
 
     @property
     def D(self):
+        """The dimension D of θ (there is no unit)."""
         return self._D
 
     @property
     def param_names(self):
+        """["theta0", …, "theta{D−1}"]."""
         return [f"theta{k}" for k in range(self._D)]
 
     def check_theta(self, theta):
+        """``ConfigError`` unless θ's last dimension is D."""
         if theta.shape[-1] != self._D:
             raise ConfigError(f"parameters have last dimension {theta.shape[-1]}, expected D={self._D}")
 
@@ -444,5 +462,7 @@ class ConfiningPotential(Task):
         raise ConfigError("the confining-potential task has no data to sample")
 
     def to_dict(self):
+        """{"name", "D", "stiffness": k, "center": c as a list} (JSON-serialisable; these
+        rebuild the task)."""
         return {"name": self.name, "D": self._D, "stiffness": self.stiffness,
                 "center": self.center.tolist()}

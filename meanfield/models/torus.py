@@ -152,13 +152,16 @@ class TorusMMD(Task):
     # ---- Task interface -----------------------------------------------------------------
     @property
     def D(self) -> int:
+        """2: a particle is a point of the 2-torus."""
         return 2
 
     @property
     def param_names(self):
+        """["x0", "x1"], the two torus coordinates."""
         return ["x0", "x1"]
 
     def check_theta(self, theta):
+        """``ConfigError`` unless θ's last dimension is 2."""
         if theta.shape[-1] != 2:
             raise ConfigError(f"torus particles have last dimension {theta.shape[-1]}, expected 2")
 
@@ -189,6 +192,8 @@ class TorusMMD(Task):
         raise ConfigError("the torus MMD task has no data to sample (its risk is exact)")
 
     def to_dict(self):
+        """{"name", "n_targets", "modes", "period", "method"} (JSON-serialisable); targets and
+        their weights are in :meth:`arrays`."""
         return {"name": self.name, "n_targets": len(self.targets), "modes": self.modes,
                 "period": self.period, "method": self.method}
 

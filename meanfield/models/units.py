@@ -47,11 +47,14 @@ class Unit:
 
     @property
     def w_slice(self) -> slice:
+        """The slice of θ's last axis holding w: [1, 1 + d) with an output weight, else [0, d)."""
         s = int(self.output_weight)
         return slice(s, s + self.d)
 
     @property
     def param_names(self) -> list[str]:
+        """The D coordinate names in θ's layout: "a" (if output_weight), "w0"…"w{d−1}", "b"
+        (if bias)."""
         names = (["a"] if self.output_weight else []) + [f"w{k}" for k in range(self.d)]
         return names + (["b"] if self.bias else [])
 
@@ -63,12 +66,14 @@ class Unit:
         return a, theta[..., self.w_slice], b
 
     def check_theta(self, theta) -> None:
+        """``ConfigError`` unless θ's last dimension is D."""
         if theta.shape[-1] != self.D:
             raise ConfigError(
                 f"parameters have last dimension {theta.shape[-1]} but the unit "
                 f"({', '.join(self.param_names[:3])}…) has D={self.D}")
 
     def check_x(self, x) -> None:
+        """``ConfigError`` unless x's last dimension is d."""
         if x.shape[-1] != self.d:
             raise ConfigError(f"inputs have dimension {x.shape[-1]} but the unit expects d={self.d}")
 
@@ -113,5 +118,7 @@ class Unit:
         return torch.cat(parts, dim=-1)
 
     def to_dict(self) -> dict:
+        """{"d", "activation": σ's dict (:meth:`Activation.to_dict`), "output_weight", "bias"},
+        JSON-serialisable, for config.json and task descriptions."""
         return {"d": self.d, "activation": self.activation.to_dict(),
                 "output_weight": self.output_weight, "bias": self.bias}

@@ -129,6 +129,7 @@ class Grid2D:
     # ---- geometry --------------------------------------------------------------------
     @property
     def shape(self) -> tuple:
+        """(nx, ny): the shape of an array on the grid (= ``cells``)."""
         return self.cells
 
     @property

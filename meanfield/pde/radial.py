@@ -84,6 +84,7 @@ class RadialGrid:
 
     @property
     def h(self) -> float:
+        """The cell width h = r_max / cells."""
         return self.r_max / self.cells
 
     @property
@@ -415,12 +416,15 @@ class QuadraticRadialPotentials:
         self.weights = np.zeros(0)
 
     def v(self, r):
+        """(v(r), v'(r)) = ((k/2) r², k r), float64 arrays shaped like r."""
         r = np.asarray(r, dtype=np.float64)
         return 0.5 * self.k * r * r, self.k * r
 
     def features(self, r):
+        """Empty feature maps (F, dF/dr), each [1, 0, *r.shape]: u ≡ 0 has rank 0."""
         r = np.asarray(r, dtype=np.float64)
         return np.zeros((1, 0) + r.shape), np.zeros((1, 0) + r.shape)
 
     def risk_sharp(self) -> float:
+        """R_# = 0 (no labels: the risk is 2∫v dP)."""
         return 0.0
