@@ -255,67 +255,98 @@ def _pde_record(cfg, task, times):
             "h": np.array(g.h), "box": np.array([cfg.box_lo, cfg.box_hi]), "cells": cfg.cells}
 
 
-def _checkpoint(out, cfg, done, pde, finished):
-    io.save_checkpoint(out / io.CHECKPOINT, {
-        "experiment": NAME, "config": cfg.to_dict(),
-        "state": {"step": cfg.steps if finished else len(done), "N_done": sorted(done)},
-        "done": done, "pde": pde, "finished": finished})
+def sweep_against_grid(cfg, out, *, name: str, task, solve_pde, theta0, measure,
+                       write_results, plot, after=None, dynamics_kw=None, progress: bool = True,
+                       checkpoint: dict | None = None, resume: bool = False):
+    """The run shared by pde2d-teacher and pde2d-torus: solve the grid PDE once, then for each
+    N of ``cfg.grid_N()`` run ``cfg.replicas`` seeds of particles and record them against it.
 
-
-def run(cfg: Config, out, *, progress: bool = True, checkpoint: dict | None = None,
-        resume: bool = False):
-    """Run into ``out`` (see the module docstring).  Returns (None, summary rows, seconds)."""
+    ``solve_pde(cfg, task, times) -> dict`` (the PDE record, with "density" [T, nx, ny] at the
+    recorded ``times``); ``theta0(generator, N) -> [B, N, 2]`` float64 initial particles;
+    ``measure(state, N, i, k, pde, snapshot) -> (row, snap)``: the metrics row (a dict) at
+    record index i (step k) and, when ``snapshot``, the particles to keep [B, N, 2] (else
+    None); ``after(N, generator, pde) -> dict`` adds entries to N's record.  Per N the
+    particles follow ``ParticleDynamics`` (population drift, dt, xi, beta from ``cfg``, plus
+    ``dynamics_kw``) seeded ``seed·1 000 003 + N``; finished N values are checkpointed and
+    skipped on resume, and the PDE is solved once.  Then ``write_results(done, pde, steps,
+    snaps_at) -> summary rows``, the final checkpoint, and ``plot(out)``.  Returns
+    (None, summary rows, seconds), the experiments' ``run`` contract."""
     from tqdm.auto import tqdm
 
     out = Path(out)
     started = time.perf_counter()
-    task = build_task(cfg)
     if not resume:
-        io.start_run_dir(out, io.run_record(NAME, cfg.to_dict(), {"task": task.to_dict(),
+        io.start_run_dir(out, io.run_record(name, cfg.to_dict(), {"task": task.to_dict(),
                                                                   "N_grid": cfg.grid_N()}))
     io.remove_stale_temporaries(out)
     done = dict(checkpoint["done"]) if checkpoint else {}
     rows_at, snaps_at = record_steps(cfg)
     steps = sorted(set(rows_at) | set(snaps_at))
     times = np.array([float(f"{k * cfg.dt:.15g}") for k in steps])
+
+    def save(pde, finished):
+        io.save_checkpoint(out / io.CHECKPOINT, {
+            "experiment": name, "config": cfg.to_dict(),
+            "state": {"step": cfg.steps if finished else len(done), "N_done": sorted(done)},
+            "done": done, "pde": pde, "finished": finished})
+
     pde = checkpoint.get("pde") if checkpoint else None
     if pde is None:
-        pde = _pde_record(cfg, task, times)
-        _checkpoint(out, cfg, done, pde, False)
-    grid = Grid2D.box(cfg.box_lo, cfg.box_hi, cfg.cells)
+        pde = solve_pde(cfg, task, times)
+        save(pde, False)
     dtype = getattr(torch, cfg.dtype)
-    bar = tqdm(cfg.grid_N(), desc=NAME, disable=None if progress else True, leave=False)
+    bar = tqdm(cfg.grid_N(), desc=name, disable=None if progress else True, leave=False)
     for N in bar:
         if N in done:
             continue
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + N)
-        theta0 = cfg.init_std * torch.randn(cfg.replicas, N, 2, generator=gen, dtype=torch.float64)
         dyn = ParticleDynamics(task, dt=cfg.dt, drift="population", xi=cfg.xi, beta=cfg.beta,
-                               lam=cfg.lam, backend=cfg.backend)
-        state = dyn.init(theta0.to(dtype), generator=gen)
+                               backend=cfg.backend, **(dynamics_kw or {}))
+        state = dyn.init(theta0(gen, N).to(dtype), generator=gen)
         series, snaps = [], {}
-        for k in steps:
+        for i, k in enumerate(steps):
             if k > state.step:
                 state = dyn.run(state, k - state.step)
-            i = steps.index(k)
-            R = exact_risk(task, state.theta, backend=cfg.backend)[0].double().numpy()
-            if not np.isfinite(R).all():
-                raise DivergenceError(f"N={N}, step {k}: non-finite risk; the step size is likely too large")
-            row = {"step": k, "t": float(times[i]), "risk": R, "risk_pde": float(pde["risk"][i])}
-            if k in snaps_at:
-                th = state.theta.detach().double().cpu().numpy()
-                row["w2"] = np.array([w2_grid(grid, pde["density"][i], th[b], sub=cfg.w2_sub)
-                                      for b in range(cfg.w2_replicas)])
-                snaps[k] = th.astype(np.float32)
+            row, snap = measure(state, N, i, k, pde, k in snaps_at)
+            if snap is not None:
+                snaps[k] = snap
             series.append(row)
-        done[N] = {"series": series, "snapshots": snaps}
-        _checkpoint(out, cfg, done, pde, False)
+        done[N] = {"series": series, "snapshots": snaps, **(after(N, gen, pde) if after else {})}
+        save(pde, False)
         bar.set_postfix(N=N, refresh=False)
     bar.close()
-    summary = _write_results(cfg, out, done, pde, task, steps, snaps_at)
-    _checkpoint(out, cfg, done, pde, True)
+    summary = write_results(done, pde, steps, snaps_at)
+    save(pde, True)
     plot(out)
     return None, summary, time.perf_counter() - started
+
+
+def run(cfg: Config, out, *, progress: bool = True, checkpoint: dict | None = None,
+        resume: bool = False):
+    """Run into ``out`` (see the module docstring).  Returns (None, summary rows, seconds)."""
+    task = build_task(cfg)
+    grid = Grid2D.box(cfg.box_lo, cfg.box_hi, cfg.cells)
+
+    def measure(state, N, i, k, pde, snapshot):
+        R = exact_risk(task, state.theta, backend=cfg.backend)[0].double().numpy()
+        if not np.isfinite(R).all():
+            raise DivergenceError(f"N={N}, step {k}: non-finite risk; the step size is likely too large")
+        row = {"step": k, "t": float(pde["t"][i]), "risk": R, "risk_pde": float(pde["risk"][i])}
+        if not snapshot:
+            return row, None
+        th = state.theta.detach().double().cpu().numpy()
+        row["w2"] = np.array([w2_grid(grid, pde["density"][i], th[b], sub=cfg.w2_sub)
+                              for b in range(cfg.w2_replicas)])
+        return row, th.astype(np.float32)
+
+    return sweep_against_grid(
+        cfg, out, name=NAME, task=task, solve_pde=_pde_record,
+        theta0=lambda gen, N: cfg.init_std * torch.randn(cfg.replicas, N, 2, generator=gen,
+                                                         dtype=torch.float64),
+        measure=measure, dynamics_kw={"lam": cfg.lam},
+        write_results=lambda done, pde, steps, snaps_at: _write_results(cfg, out, done, pde, task,
+                                                                        steps, snaps_at),
+        plot=plot, progress=progress, checkpoint=checkpoint, resume=resume)
 
 
 def _write_results(cfg, out, done, pde, task, steps, snaps_at):

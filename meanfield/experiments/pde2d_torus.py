@@ -52,7 +52,6 @@ from __future__ import annotations
 import inspect
 import json
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,13 +61,12 @@ from scipy.stats import bootstrap, linregress
 
 from .. import io
 from ..diagnostics import loglog_rate
-from ..dynamics import ParticleDynamics
 from ..errors import ConfigError, DivergenceError
 from ..interact import evaluate
 from ..models import TorusMMD
 from ..pde import Grid2D, GridDD, knn_neg_entropy, w2_grid
 from .config import RunConfig
-from .pde2d_teacher import density_panels, plot_fits, record_steps, validate_n_grid
+from .pde2d_teacher import density_panels, plot_fits, sweep_against_grid, validate_n_grid
 
 NAME = "pde2d-torus"
 PDE_FILE = "pde.npz"
@@ -187,75 +185,43 @@ def _solve_pde(cfg, task, times):
             "h": np.array(grid.h), "cells": cfg.cells}
 
 
-def _checkpoint(out, cfg, done, pde, finished):
-    io.save_checkpoint(out / io.CHECKPOINT, {
-        "experiment": NAME, "config": cfg.to_dict(),
-        "state": {"step": cfg.steps if finished else len(done), "N_done": sorted(done)},
-        "done": done, "pde": pde, "finished": finished})
-
-
 def run(cfg: Config, out, *, progress: bool = True, checkpoint: dict | None = None,
         resume: bool = False):
     """Run into ``out`` (see the module docstring).  Returns (None, summary rows, seconds)."""
-    from tqdm.auto import tqdm
-
-    out = Path(out)
-    started = time.perf_counter()
     task = build_task(cfg)
-    if not resume:
-        io.start_run_dir(out, io.run_record(NAME, cfg.to_dict(), {"task": task.to_dict(),
-                                                                  "N_grid": cfg.grid_N()}))
-    io.remove_stale_temporaries(out)
-    done = dict(checkpoint["done"]) if checkpoint else {}
-    rows_at, snaps_at = record_steps(cfg)
-    steps = sorted(set(rows_at) | set(snaps_at))
-    times = np.array([float(f"{k * cfg.dt:.15g}") for k in steps])
-    pde = checkpoint.get("pde") if checkpoint else None
-    if pde is None:
-        pde = _solve_pde(cfg, task, times)
-        _checkpoint(out, cfg, done, pde, False)
     grid = Grid2D.torus(cfg.cells, PERIOD)
-    dtype = getattr(torch, cfg.dtype)
-    bar = tqdm(cfg.grid_N(), desc=NAME, disable=None if progress else True, leave=False)
-    for N in bar:
-        if N in done:
-            continue
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + N)
-        theta0 = PERIOD * torch.rand(cfg.replicas, N, 2, generator=gen, dtype=torch.float64)
-        dyn = ParticleDynamics(task, dt=cfg.dt, drift="population", xi=cfg.xi, beta=cfg.beta,
-                               backend=cfg.backend)
-        state = dyn.init(theta0.to(dtype), generator=gen)
-        series, snaps = [], {}
-        for k in steps:
-            if k > state.step:
-                state = dyn.run(state, k - state.step)
-            i = steps.index(k)
-            th = state.theta.detach().double().cpu()
-            R = evaluate(task, th, backend=cfg.backend).risk.numpy()            # (B,)
-            H = knn_neg_entropy(th, period=PERIOD)                               # (B,)
-            F = 0.5 * R + cfg.tau * H
-            if not np.isfinite(F).all():
-                raise DivergenceError(f"N={N}, step {k}: non-finite free energy; the step size is likely too large")
-            row = {"step": k, "t": float(times[i]), "risk": R, "neg_entropy": H, "free_energy": F}
-            if k in snaps_at:
-                wrapped = grid.wrap(th.numpy())
-                row["w2"] = np.array([w2_grid(grid, pde["density"][i], wrapped[b], sub=cfg.w2_sub)
-                                      for b in range(cfg.w2_replicas)])
-                snaps[k] = wrapped.astype(np.float32)
-            series.append(row)
+
+    def measure(state, N, i, k, pde, snapshot):
+        th = state.theta.detach().double().cpu()
+        R = evaluate(task, th, backend=cfg.backend).risk.numpy()            # (B,)
+        H = knn_neg_entropy(th, period=PERIOD)                               # (B,)
+        F = 0.5 * R + cfg.tau * H
+        if not np.isfinite(F).all():
+            raise DivergenceError(f"N={N}, step {k}: non-finite free energy; the step size is likely too large")
+        row = {"step": k, "t": float(pde["t"][i]), "risk": R, "neg_entropy": H, "free_energy": F}
+        if not snapshot:
+            return row, None
+        wrapped = grid.wrap(th.numpy())
+        row["w2"] = np.array([w2_grid(grid, pde["density"][i], wrapped[b], sub=cfg.w2_sub)
+                              for b in range(cfg.w2_replicas)])
+        return row, wrapped.astype(np.float32)
+
+    def after(N, gen, pde):
         # reference: F of N i.i.d. draws from the grid density at T (estimator + sampling bias)
         iid = torch.as_tensor(np.stack([grid.sample(pde["density"][-1], N, generator=gen)
                                         for _ in range(cfg.replicas)]))
         F_iid = (0.5 * evaluate(task, iid, backend=cfg.backend).risk.numpy()
                  + cfg.tau * knn_neg_entropy(iid, period=PERIOD))
-        done[N] = {"series": series, "snapshots": snaps, "F_iid": F_iid - float(pde["free_energy"][-1])}
-        _checkpoint(out, cfg, done, pde, False)
-        bar.set_postfix(N=N, refresh=False)
-    bar.close()
-    summary = _write_results(cfg, out, done, pde, task, snaps_at)
-    _checkpoint(out, cfg, done, pde, True)
-    plot(out)
-    return None, summary, time.perf_counter() - started
+        return {"F_iid": F_iid - float(pde["free_energy"][-1])}
+
+    return sweep_against_grid(
+        cfg, out, name=NAME, task=task, solve_pde=_solve_pde,
+        theta0=lambda gen, N: PERIOD * torch.rand(cfg.replicas, N, 2, generator=gen,
+                                                  dtype=torch.float64),
+        measure=measure, after=after,
+        write_results=lambda done, pde, steps, snaps_at: _write_results(cfg, out, done, pde, task,
+                                                                        snaps_at),
+        plot=plot, progress=progress, checkpoint=checkpoint, resume=resume)
 
 
 # ------------------------------------------------------------------------------------------
