@@ -393,13 +393,20 @@ def _write_results(cfg, out, done, pde, task, steps, snaps_at):
                    "w2_quantisation_bound": grid.quantisation(cfg.w2_sub),
                    "risk_0": float(pde["risk"][0]), "risk_T": float(pde["risk"][-1])}}
     io.write_json(out / "fit.json", fit)
+    write_arrays(out, cfg, done, pde, task, snaps_at, ["w0", "w1"])
+    return summary
+
+
+def write_arrays(out, cfg, done, pde, task, snaps_at, param_names):
+    """pde.npz (every array of the PDE record) and particles.npz (snapshot times t [S],
+    param_names, N_grid, the task's arrays, and ``theta_N<N>`` [S, B, N, 2] per N)."""
     io.write_npz(out / PDE_FILE, {k: np.asarray(v) for k, v in pde.items()})
     snap_t = np.array([float(f"{k * cfg.dt:.15g}") for k in snaps_at])
-    arrays = {"t": snap_t, "param_names": np.array(["w0", "w1"]), "N_grid": np.array(Ns),
+    Ns = cfg.grid_N()
+    arrays = {"t": snap_t, "param_names": np.array(param_names), "N_grid": np.array(Ns),
               **task.arrays()}
     arrays.update({f"theta_N{N}": np.stack([done[N]["snapshots"][k] for k in snaps_at]) for N in Ns})
     io.write_npz(out / io.PARTICLES, arrays)
-    return summary
 
 
 def plot(run_dir, coords=None) -> list[Path]:

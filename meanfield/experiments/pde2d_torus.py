@@ -66,7 +66,7 @@ from ..interact import evaluate
 from ..models import TorusMMD
 from ..pde import Grid2D, GridDD, knn_neg_entropy, w2_grid
 from .config import RunConfig
-from .pde2d_teacher import density_panels, plot_fits, sweep_against_grid, validate_n_grid
+from .pde2d_teacher import density_panels, plot_fits, sweep_against_grid, validate_n_grid, write_arrays
 
 NAME = "pde2d-torus"
 PDE_FILE = "pde.npz"
@@ -336,12 +336,7 @@ def _write_results(cfg, out, done, pde, task, snaps_at):
                    "gibbs_residual_long": float(pde["residual_tail"][-1]),
                    "w2_quantisation_bound": Grid2D.torus(cfg.cells, PERIOD).quantisation(cfg.w2_sub)}}
     io.write_json(out / "fit.json", fit)
-    io.write_npz(out / PDE_FILE, {k: np.asarray(v) for k, v in pde.items()})
-    snap_t = np.array([float(f"{k * cfg.dt:.15g}") for k in snaps_at])
-    arrays = {"t": snap_t, "param_names": np.array(["x0", "x1"]), "N_grid": np.array(Ns),
-              **task.arrays()}
-    arrays.update({f"theta_N{N}": np.stack([done[N]["snapshots"][k] for k in snaps_at]) for N in Ns})
-    io.write_npz(out / io.PARTICLES, arrays)
+    write_arrays(out, cfg, done, pde, task, snaps_at, ["x0", "x1"])
     return summary
 
 

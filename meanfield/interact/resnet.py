@@ -62,6 +62,16 @@ class TorchResNetSums:
         return torch.cat([unit.field_vjp(x[..., i:i + r, :], theta, c, p[..., i:i + r, :])
                           for i in range(0, x.shape[-2], r)], -2)
 
+    def _units_by_data(self, unit, x, theta, p, a):
+        """LazyTensors of the (unit j, datum k) reductions: U, W (B, M, 1, D), Bb (B, M, 1, 1),
+        X, Pk (B, 1, n, D), Ak (B, 1, n, 1), batches broadcast to a common B."""
+        LT = self.LT
+        B = max(x.shape[0], theta.shape[0], p.shape[0])
+        u, w, b = self._parts(unit, theta)
+        x, p, a, u, w, b = self._expand(B, x, p, a, u, w, b)
+        return (LT(u[:, :, None, :]), LT(w[:, :, None, :]), LT(b[:, :, None, None]),
+                LT(x[:, None, :, :]), LT(p[:, None, :, :]), LT(a[:, None, :, None]))
+
     def param_grad(self, unit, x, theta, p, a):
         """Σ_k a_k ∇_θ⟨p_k, φ(x_k; θ_j)⟩ [B, M, P] (``ResidualUnit.param_grad``, summed over
         row tiles)."""
@@ -184,33 +194,19 @@ class KeOpsResNetSums:
     def param_grad(self, unit, x, theta, p, a):
         """Σ_k a_k ∇_θ⟨p_k, φ(x_k; θ_j)⟩ [B, M, P], one KeOps reduction over data (of
         (σ(z) a p, σ'(z)⟨u, p⟩ a x[, σ'(z)⟨u, p⟩ a]))."""
-        LT = self.LT
         act = unit.activation.to_dict()["name"]
-        B = max(x.shape[0], theta.shape[0], p.shape[0])
-        u, w, b = self._parts(unit, theta)
-        x, p, a, u, w, b = self._expand(B, x, p, a, u, w, b)
-        U, W = LT(u[:, :, None, :]), LT(w[:, :, None, :])          # (B, M, 1, D)
-        Bb = LT(b[:, :, None, None])                               # (B, M, 1, 1)
-        X, Pk = LT(x[:, None, :, :]), LT(p[:, None, :, :])         # (B, 1, n, D)
-        Ak = LT(a[:, None, :, None])                               # (B, 1, n, 1)
+        U, W, Bb, X, Pk, Ak = self._units_by_data(unit, x, theta, p, a)
         s, ds = _lt_act(act, (W | X) + Bb)
         r = ds * (U | Pk) * Ak                                     # (B, M, n, 1)
-        F = LT.concat((s * Ak) * Pk, r * X)                        # (B, M, n, 2D)
+        F = self.LT.concat((s * Ak) * Pk, r * X)                   # (B, M, n, 2D)
         if unit.bias:
-            F = LT.concat(F, r)                                    # (B, M, n, 2D + 1)
+            F = self.LT.concat(F, r)                               # (B, M, n, 2D + 1)
         return self._reduce(("grad", act, x.dtype, unit.D, unit.bias), lambda: F.sum(dim=2))
 
     def value(self, unit, x, theta, p, a):
         """Σ_k a_k ⟨p_k, φ(x_k; θ_j)⟩ [B, M], one KeOps reduction over data."""
-        LT = self.LT
         act = unit.activation.to_dict()["name"]
-        B = max(x.shape[0], theta.shape[0], p.shape[0])
-        u, w, b = self._parts(unit, theta)
-        x, p, a, u, w, b = self._expand(B, x, p, a, u, w, b)
-        U, W = LT(u[:, :, None, :]), LT(w[:, :, None, :])          # (B, M, 1, D)
-        Bb = LT(b[:, :, None, None])                               # (B, M, 1, 1)
-        X, Pk = LT(x[:, None, :, :]), LT(p[:, None, :, :])         # (B, 1, n, D)
-        Ak = LT(a[:, None, :, None])                               # (B, 1, n, 1)
+        U, W, Bb, X, Pk, Ak = self._units_by_data(unit, x, theta, p, a)
         s, _ = _lt_act(act, (W | X) + Bb)
         F = s * (U | Pk) * Ak                                      # (B, M, n, 1)
         return self._reduce(("value", act, x.dtype, unit.D), lambda: F.sum(dim=2))[..., 0]
