@@ -62,16 +62,6 @@ class TorchResNetSums:
         return torch.cat([unit.field_vjp(x[..., i:i + r, :], theta, c, p[..., i:i + r, :])
                           for i in range(0, x.shape[-2], r)], -2)
 
-    def _units_by_data(self, unit, x, theta, p, a):
-        """LazyTensors of the (unit j, datum k) reductions: U, W (B, M, 1, D), Bb (B, M, 1, 1),
-        X, Pk (B, 1, n, D), Ak (B, 1, n, 1), batches broadcast to a common B."""
-        LT = self.LT
-        B = max(x.shape[0], theta.shape[0], p.shape[0])
-        u, w, b = self._parts(unit, theta)
-        x, p, a, u, w, b = self._expand(B, x, p, a, u, w, b)
-        return (LT(u[:, :, None, :]), LT(w[:, :, None, :]), LT(b[:, :, None, None]),
-                LT(x[:, None, :, :]), LT(p[:, None, :, :]), LT(a[:, None, :, None]))
-
     def param_grad(self, unit, x, theta, p, a):
         """Σ_k a_k ∇_θ⟨p_k, φ(x_k; θ_j)⟩ [B, M, P] (``ResidualUnit.param_grad``, summed over
         row tiles)."""
@@ -190,6 +180,16 @@ class KeOpsResNetSums:
         _, ds = _lt_act(act, (X | W) + Bb)
         F = (ds * (Pk | U) * C) * W                                # (B, n, M, D)
         return self._reduce(("vjp", act, x.dtype, unit.D), lambda: F.sum(dim=2))
+
+    def _units_by_data(self, unit, x, theta, p, a):
+        """LazyTensors of the (unit j, datum k) reductions: U, W (B, M, 1, D), Bb (B, M, 1, 1),
+        X, Pk (B, 1, n, D), Ak (B, 1, n, 1), batches broadcast to a common B."""
+        LT = self.LT
+        B = max(x.shape[0], theta.shape[0], p.shape[0])
+        u, w, b = self._parts(unit, theta)
+        x, p, a, u, w, b = self._expand(B, x, p, a, u, w, b)
+        return (LT(u[:, :, None, :]), LT(w[:, :, None, :]), LT(b[:, :, None, None]),
+                LT(x[:, None, :, :]), LT(p[:, None, :, :]), LT(a[:, None, :, None]))
 
     def param_grad(self, unit, x, theta, p, a):
         """Σ_k a_k ∇_θ⟨p_k, φ(x_k; θ_j)⟩ [B, M, P], one KeOps reduction over data (of
