@@ -18,6 +18,9 @@ FIGURES = {
                     "torus_annealing.png", "run/figures/free_energy.png", "run/figures/annealing.png",
                     "run/figures/particles.png"],
     "06_resnet_cot": ["training.png", "limits.png", "run/figures/limits.png"],
+    "07_rkhs_resnet": ["rkhs_kernel.png", "rkhs_training.png", "obstruction_matrix.png",
+                       "obstruction_resnet.png", "rkhs/figures/training.png",
+                       "linear-obstruction-d3/figures/obstruction.png"],
 }
 BUDGET_S = 240          # per notebook, in small mode
 
