@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from .. import io
+from ..diagnostics import resnet_kernel_pl
 from ..dynamics import ConditionalOTFlow
 from ..errors import ConfigError
 from ..models.resnet import ResNet, grid_measure, lift_matrices, random_fourier_units
@@ -139,30 +140,6 @@ def separated_pairs(n_pairs: int, d: int, delta: float, *, generator: torch.Gene
     return X, {"neg": -X, "split": -X + off}
 
 
-def kernel_diagnostics(flow, state) -> dict:
-    """risk, velocity_sq, pl_ratio, lam_min, lam_min_0, pl_bound (module docstring), each [B]."""
-    model = flow.model
-    layers = flow.layers(state)
-    m = state.masses
-    X, Y = flow.X.to(state.theta.dtype), flow.Y.to(state.theta.dtype)
-    out, loss, xs, ps = model.adjoint(state.theta, state.weights, layers, X, Y)
-    v = flow.velocity(state)
-    v2 = ((v * v).sum(-1) * m).sum(-1)                                        # (B,)
-    n = X.shape[-2]
-    lam, bound = [], torch.zeros_like(loss)
-    for l in range(layers.L):
-        th = layers.take(state.theta, l)                                     # (B, M, P)
-        psi = model.unit.activation(model.unit.preactivation(xs[l], th))     # (B, n, M)
-        K = psi @ psi.transpose(-1, -2) / th.shape[-2]                       # (B, n, n)
-        ev = torch.linalg.eigvalsh(K.double())[..., 0]                       # (B,)
-        lam.append(ev)
-        h = layers.take(m, l).sum(-1)                                        # (B or 1,)
-        bound = bound + h * ev * (ps[l + 1] ** 2).sum((-1, -2)) / n ** 2
-    lam = torch.stack(lam, -1)                                               # (B, L)
-    return {"risk": loss, "velocity_sq": v2, "pl_ratio": v2 / loss, "lam_min": lam.min(-1).values,
-            "lam_min_0": lam[:, 0], "pl_bound": bound / loss}
-
-
 def exact_lam_min(cfg, sz, nu, delta):
     """λ_min of the infinite-width kernel matrix ½ k_ν(|A x_k − A x_k'|) at the embedded data
     (closed-form Matérn for ν ∈ {0.5, 1.5, 2.5, inf}; NaN otherwise)."""
@@ -221,7 +198,7 @@ def _build(cfg, sz, model, nu, delta, target, dtype):
 
 
 def _measure(flow, state):
-    diag = kernel_diagnostics(flow, state)
+    diag = resnet_kernel_pl(flow, state)
     row = {k: float(v.double().mean()) for k, v in diag.items()}
     row.update({f"risk_r{r}": float(x) for r, x in enumerate(diag["risk"])})
     row.update({f"pl_ratio_r{r}": float(x) for r, x in enumerate(diag["pl_ratio"])})
