@@ -14,6 +14,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
 FIGURES = {
     "01_quickstart": ["risk.png", "particles.png"],
     "02_mmn_pde": ["pde_densities.png", "run/figures/risk.png", "run/figures/histograms.png"],
+    "03_n_dependence": ["n_dependence.png", "run/figures/n_scaling.png"],
     "04_chizat_bach": ["relu2d_trajectories.png", "relu2d_risk.png", "threshold.png"],
     "05_langevin": ["pde_gibbs.png", "pde_free_energy.png", "torus_free_energy.png",
                     "torus_annealing.png", "run/figures/free_energy.png", "run/figures/annealing.png",
