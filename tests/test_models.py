@@ -207,7 +207,8 @@ def test_closed_forms_match_monte_carlo(act, output_weight, offset, noise, gen):
     assert task.closed_form
     unit = task.unit
     theta, m = _student(unit, 4, gen(2))
-    assert task.risk_sharp is None          # filled by the first evaluate call
+    rs = task.risk_sharp                     # available before any evaluation, then cached
+    assert rs is not None and task.risk_sharp is rs
     pot = evaluate(task, theta, m, backend="numpy")
     x, y = task.sample(N_MC, generator=gen(3), dtype=torch.float64)
     x, y = x[0], y[0]                        # [n, d], [n]

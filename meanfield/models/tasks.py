@@ -296,9 +296,17 @@ class TeacherStudent(Task):
     @property
     def risk_sharp(self):
         """R_# = E[y²] = c² + 2c Σ_k m*_k a*_k μ(w*_k) + Σ_kl m*_k m*_l U(θ*_k, θ*_l) +
-        noise_std², computed in float64 by the first :meth:`population_potential` call;
-        None before it."""
-        # Filled by meanfield.interact.evaluate (a pairwise sum over the teacher).
+        noise_std², in float64: computed once (a pair sum over the teacher, by the backend of
+        the first :meth:`population_potential` call or else ``"auto"``) and cached; None
+        when the unit has no closed-form kernel (R_# is then unknown)."""
+        if "risk_sharp" not in self._cache and self.closed_form:
+            from ..interact import get_backend
+
+            def pair_sum(kernel, unit, x, y, c, grad=True):
+                be = get_backend("auto", N=x.shape[-2], M=y.shape[-2], d=unit.d)
+                return be.kernel_sum(kernel, unit, x, y, c, grad=grad)
+
+            self._cache["risk_sharp"] = self._compute_risk_sharp(pair_sum)
         return self._cache.get("risk_sharp")
 
     def to_dict(self):
