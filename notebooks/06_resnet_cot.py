@@ -43,7 +43,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from meanfield import diagnostics, io  # noqa: E402
+from meanfield import diagnostics  # noqa: E402
 from meanfield.dynamics import conditional_ot_flow  # noqa: E402
 from meanfield.experiments import get_experiment  # noqa: E402
 from meanfield.experiments.resnet_common import fit_slope, read_results, unit_init  # noqa: E402

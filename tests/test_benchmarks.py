@@ -113,8 +113,8 @@ def test_generated_cpp_comes_from_the_kernel_formulas():
 
 def test_sgd_benchmark_tiny(tmp_path):
     out = tmp_path / "sgd.json"
-    payload = bs.main(["--n", "30", "--d", "5", "--replicas", "1", "3", "--steps", "20", "10", "40",
-                       "--check-steps", "25", "--repeat", "2", "--json", str(out), "--quiet"])
+    bs.main(["--n", "30", "--d", "5", "--replicas", "1", "3", "--steps", "20", "10", "40",
+             "--check-steps", "25", "--repeat", "2", "--json", str(out), "--quiet"])
     rows = json.loads(out.read_text())["results"]
     assert len(rows) == 2 * 3
     for r in rows:

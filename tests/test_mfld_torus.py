@@ -9,7 +9,6 @@ import torch
 from meanfield import diagnostics, io
 from meanfield.cli import main
 from meanfield.errors import ConfigError
-from meanfield.experiments import mfld_torus
 from meanfield.interact import evaluate
 from meanfield.models import TorusMMD
 

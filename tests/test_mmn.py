@@ -1,10 +1,8 @@
 """MMN reproductions in their small modes: SGD against the radial PDE (the issue's acceptance
 bounds), the noisy variant against the Gibbs fixed point, resume after an interruption."""
-import math
 
 import numpy as np
 import pytest
-import torch
 
 from meanfield import io
 from meanfield.experiments import driver, get_experiment

@@ -19,7 +19,6 @@ at import time.
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
