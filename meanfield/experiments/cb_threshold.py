@@ -129,20 +129,31 @@ def teacher_task(cfg: Config) -> TeacherStudent:
                                  sign=cfg.teacher_sign)
 
 
+def system_generator(seed: int, m: int, s: int) -> torch.Generator:
+    """The generator of system (m, seed s): seeded from (``seed``, m, s) through numpy's
+    ``SeedSequence``, so a system's initial particles do not depend on which other m or
+    how many seeds the run holds (``m_values=5,10`` and the full grid start m = 5 alike)."""
+    state = np.random.SeedSequence([seed, m, s]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
 def padded_system(cfg: Config, dyn):
     """Initial state θ [len(ms)·S, m_max, 1 + d] uniform on the sphere of radius init_radius,
-    and weights [len(ms)·S, m_max]: 1/m on the first m particles of the systems of size m."""
+    and weights [len(ms)·S, m_max]: 1/m on the first m particles of the systems of size m
+    (system (m, s) drawn by :func:`system_generator`), the rest zero and at θ = 0."""
     ms, S = cfg.ms(), cfg.replicas
     m_max = ms[-1]
-    gen = torch.Generator().manual_seed(cfg.seed)
-    th = torch.randn(len(ms) * S, m_max, cfg.d + 1, generator=gen, dtype=torch.float64)
-    th = cfg.init_radius * th / th.norm(dim=-1, keepdim=True)
+    th = torch.zeros(len(ms) * S, m_max, cfg.d + 1, dtype=torch.float64)
     w = torch.zeros(len(ms) * S, m_max, dtype=torch.float64)
     for j, m in enumerate(ms):
-        w[j * S:(j + 1) * S, :m] = 1.0 / m
-        th[j * S:(j + 1) * S, m:] = 0.0        # padding: θ = 0 is a fixed point (∇Ψ(0) = 0)
+        for s in range(S):
+            z = torch.randn(m, cfg.d + 1, generator=system_generator(cfg.seed, m, s),
+                            dtype=torch.float64)
+            th[j * S + s, :m] = cfg.init_radius * z / z.norm(dim=-1, keepdim=True)
+            w[j * S + s, :m] = 1.0 / m     # padding: θ = 0 is a fixed point (∇Ψ(0) = 0)
     dtype = getattr(torch, cfg.dtype)
-    return dyn.init(th.to(dtype), generator=gen, weights=w.to(dtype))
+    return dyn.init(th.to(dtype), generator=torch.Generator().manual_seed(cfg.seed),
+                    weights=w.to(dtype))
 
 
 def run(cfg: Config, out, *, progress: bool = True, checkpoint: dict | None = None,
