@@ -47,12 +47,16 @@ def test_interact_benchmark_tiny(tmp_path, capsys):
 
 
 @pytest.mark.keops
-def test_interact_benchmark_keops_backends(tmp_path):
-    payload = bi.main(["--n", "40", "--d", "5", "--backend", "torch", "keops", "keops-autograd",
+def test_interact_benchmark_keops_backend(tmp_path):
+    """The keops row (d = 5, float32: the formula tests/test_interact.py already compiled).
+    The keops-autograd baseline is left to the benchmark runs themselves, which check its
+    gradient against the numpy reference (grad_rel_err column): its two formulas cost about
+    a minute of cold compilation, a tenth of the suite's budget."""
+    payload = bi.main(["--n", "40", "--d", "5", "--backend", "torch", "keops",
                        "--repeat", "1", "--quiet"])
     rows = {r["backend"]: r for r in payload["results"]}
-    assert not any(r.get("skipped") for r in rows.values()), rows
-    assert rows["keops-autograd"]["baseline"] and not rows["keops"]["baseline"]
+    assert set(rows) == {"torch", "keops"} and not any(r.get("skipped") for r in rows.values()), rows
+    assert not rows["keops"]["baseline"]
     for r in rows.values():
         assert r["grad_rel_err"] < 1e-4, r
 

@@ -1,9 +1,14 @@
 """Every notebook (jupytext percent script in notebooks/) runs top to bottom in its small mode
 (MEANFIELD_SMALL=1) in a fresh process, asserts on what it computed (the asserts live in the
-notebook), and writes its figures."""
+notebook), and writes its figures.
+
+The selected notebooks run two at a time (one torch thread each: the CI machine has 2 cores
+and each notebook is mostly single-threaded Python), then one test per notebook checks its
+exit status and figures."""
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -25,20 +30,40 @@ FIGURES = {
                        "linear-obstruction-d3/figures/obstruction.png"],
 }
 BUDGET_S = 240          # per notebook, in small mode
+PARALLEL = 2
 
 
 def test_every_notebook_has_a_figure_list():
     assert {p.stem for p in NOTEBOOKS} <= set(FIGURES), "add the new notebook to FIGURES"
-    assert len(NOTEBOOKS) >= 2
+    assert len(NOTEBOOKS) >= 7
+
+
+def _run(path, out):
+    env = {**os.environ, "MEANFIELD_SMALL": "1", "MEANFIELD_NOTEBOOK_OUT": str(out),
+           "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    try:
+        return subprocess.run([sys.executable, str(path)], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=BUDGET_S)
+    except subprocess.TimeoutExpired as e:
+        return e
+
+
+@pytest.fixture(scope="module")
+def notebook_runs(request, tmp_path_factory):
+    """{stem: (result, output folder)} for the notebooks selected in this session."""
+    selected = [p for p in NOTEBOOKS
+                if any(it.nodeid.endswith(f"[{p.stem}]") for it in request.session.items)]
+    outs = {p.stem: tmp_path_factory.mktemp(p.stem) for p in selected}
+    with ThreadPoolExecutor(PARALLEL) as pool:
+        res = dict(zip(outs, pool.map(lambda p: _run(p, outs[p.stem]), selected)))
+    return {k: (res[k], outs[k]) for k in outs}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs_in_small_mode(path, tmp_path):
-    env = {**os.environ, "MEANFIELD_SMALL": "1", "MEANFIELD_NOTEBOOK_OUT": str(tmp_path),
-           "MPLBACKEND": "Agg"}
-    res = subprocess.run([sys.executable, str(path)], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=BUDGET_S)
+def test_notebook_runs_in_small_mode(path, notebook_runs):
+    res, out = notebook_runs[path.stem]
+    assert not isinstance(res, subprocess.TimeoutExpired), f"{path.name}: over {BUDGET_S} s"
     assert res.returncode == 0, res.stderr[-3000:]
     for fig in FIGURES[path.stem]:
-        f = tmp_path / path.stem / fig
+        f = out / path.stem / fig
         assert f.exists() and f.stat().st_size > 5_000, f
