@@ -207,6 +207,7 @@ class IsotropicRadialPotentials:
         return np.einsum("ki,ki,k->i", ha, hb, np.asarray(c, dtype=np.float64) ** np.arange(K)[:, None]
                          if np.ndim(c) else float(c) ** np.arange(K))
 
+    @property
     def risk_sharp(self) -> float:
-        """R_# = E[y²] = 1 (labels ±1); a method here, where ``Task.risk_sharp`` is a property."""
+        """R_# = E[y²] = 1 (labels ±1), a property as ``Task.risk_sharp``."""
         return 1.0

@@ -170,7 +170,7 @@ class RadialDD:
     xi, beta : numbers or callables of t; beta = inf for noiseless dynamics.
     lam : L2 strength λ.
     cfl : fraction of the transport-limited time step h / max|a| (≤ ½ for positivity).
-    risk_sharp : R_# = E[y²] (default: ``potentials.risk_sharp()`` if it exists, else 0).
+    risk_sharp : R_# = E[y²] (default: ``potentials.risk_sharp`` if it exists, else 0).
     scheme : "auto" (muscl when β = ∞, implicit otherwise), "muscl", "upwind" or "implicit".
     edge_tol : the largest mass allowed in the outermost cell before the run stops.
     dt_max : an upper bound on the time step.
@@ -191,7 +191,7 @@ class RadialDD:
         self.scheme = scheme
         self.dt_cap = check_finite_float("dt_max", dt_max, positive=True, allow_inf=True)
         if risk_sharp is None:
-            risk_sharp = potentials.risk_sharp() if hasattr(potentials, "risk_sharp") else 0.0
+            risk_sharp = getattr(potentials, "risk_sharp", 0.0)
         self.risk_sharp = float(risk_sharp)
         self.edge_tol = edge_tol
         r = grid.centers
@@ -377,7 +377,7 @@ def solve_quantiles(potentials, r0, times, *, xi=1.0, lam=0.0, dt=1e-3, risk_sha
     xi_f = _as_fn(xi, "xi")
     w = np.tile(np.asarray(potentials.weights), 1)
     if risk_sharp is None:
-        risk_sharp = potentials.risk_sharp() if hasattr(potentials, "risk_sharp") else 0.0
+        risk_sharp = getattr(potentials, "risk_sharp", 0.0)
 
     def rate(r, t):
         F, dF = potentials.features(r)                                  # (S, K, M)
@@ -425,6 +425,7 @@ class QuadraticRadialPotentials:
         r = np.asarray(r, dtype=np.float64)
         return np.zeros((1, 0) + r.shape), np.zeros((1, 0) + r.shape)
 
+    @property
     def risk_sharp(self) -> float:
         """R_# = 0 (no labels: the risk is 2∫v dP)."""
         return 0.0
