@@ -70,7 +70,8 @@ def _json_default(o):
 
 
 def write_metrics(path: Path, rows: list[dict]) -> None:
-    """metrics.csv from a list of row dicts (columns in first-seen order)."""
+    """A CSV (metrics.csv, a sweep's summary.csv) from a list of row dicts, columns in
+    first-seen order, floats by ``repr`` (round-trip exact), written atomically."""
     cols: list[str] = []
     for r in rows:
         cols.extend(k for k in r if k not in cols)

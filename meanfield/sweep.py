@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import csv
-import io as _io
 import itertools
 import json
 import math
@@ -248,7 +247,7 @@ def run_point(experiment: str, config: dict, run_dir: str, metric: str = "risk")
                               f"sweep wants {config.get(diff[0])!r}); move it away to re-run")
         ck_path = out / io.CHECKPOINT
         ck = io.load_checkpoint(ck_path) if ck_path.exists() else None
-        if ck and ck.get("finished") and ck["state"]["step"] >= cfg.steps:
+        if _is_finished(ck, cfg.steps):
             skipped = True
         else:
             if saved.get("steps") != cfg.steps:
@@ -290,31 +289,17 @@ class SerialExecutor:
 
 
 # ---- the sweep ----------------------------------------------------------------------------
-def _read_summary(path: Path) -> dict[str, dict]:
-    """Previous summary rows keyed by (run, replica)."""
-    if not path.exists():
-        return {}
-    with open(path, newline="") as f:
-        return {(r.get("run", ""), r.get("replica", "")): r for r in csv.DictReader(f)}
-
-
-def write_summary(path: Path, rows: list[dict]) -> None:
-    """summary.csv from row dicts (columns in first-seen order), written atomically."""
-    cols: list[str] = []
-    for r in rows:
-        cols.extend(k for k in r if k not in cols)
-    buf = _io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()})
-    io.atomic_write_bytes(path, buf.getvalue().encode())
-
-
 def read_summary(path) -> list[dict]:
     """summary.csv as a list of dicts of strings."""
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def _read_summary(path: Path) -> dict[str, dict]:
+    """Previous summary rows keyed by (run, replica); {} when there is none."""
+    if not path.exists():
+        return {}
+    return {(r.get("run", ""), r.get("replica", "")): r for r in read_summary(path)}
 
 
 def _error_text(e: BaseException) -> str:
@@ -426,7 +411,7 @@ def run_sweep(experiment: str, grid, out, *, sets=(), config_file=None, executor
         rows = []
         for job in jobs:
             rows.extend(results.get(job.name) or rows_for(job, None, "pending"))
-        write_summary(out / SUMMARY, rows)
+        io.write_metrics(out / SUMMARY, rows)           # the same CSV writer, atomic
         return rows
 
     if warmup and not all(_finished(out / j.name, j.config) for j in jobs):
@@ -460,6 +445,11 @@ def run_sweep(experiment: str, grid, out, *, sets=(), config_file=None, executor
     return flush()
 
 
+def _is_finished(ck: dict | None, steps: int) -> bool:
+    """Whether checkpoint ``ck`` is of a finished run that reached ``steps``."""
+    return bool(ck and ck.get("finished")) and ck["state"]["step"] >= steps
+
+
 def _finished(run_dir: Path, config: dict) -> bool:
     ck = run_dir / io.CHECKPOINT
     if not ck.exists():
@@ -468,7 +458,7 @@ def _finished(run_dir: Path, config: dict) -> bool:
         c = io.load_checkpoint(ck)
     except ConfigError:
         return False
-    return bool(c.get("finished")) and c["state"]["step"] >= int(config.get("steps", 0))
+    return _is_finished(c, int(config.get("steps", 0)))
 
 
 def _version():
@@ -523,4 +513,4 @@ def close_client(client) -> None:
 
 
 __all__ = ["parse_grid", "expand", "point_name", "plan", "run_point", "run_sweep", "warm_up",
-           "SerialExecutor", "dask_client", "close_client", "read_summary", "write_summary"]
+           "SerialExecutor", "dask_client", "close_client", "read_summary"]
