@@ -75,7 +75,7 @@ from scipy.stats import norm
 
 from ..errors import ConfigError, DivergenceError, check_finite_float, check_positive_int
 from ..interact import evaluate
-from .radial import _as_fn, bernoulli, mc_limiter
+from .radial import _as_fn, bernoulli, mc_limiter, step_scheme
 
 GRID_SCHEMES = ("auto", "muscl", "upwind", "implicit")
 
@@ -571,24 +571,13 @@ class GridDD:
             Q = np.moveaxis(q, -1, axis)
         return np.ascontiguousarray(Q), dt, lost, risk
 
-    def _scheme(self, beta) -> str:
-        if self.scheme != "auto":
-            return self.scheme
-        return "muscl" if beta == math.inf else "implicit"
-
     def step(self, P, t, dt_max=math.inf):
         """One time step from (P, t): returns (P_new, dt, mass that left the box, R(P))."""
         dt_max = min(dt_max, self.dt_cap)
         beta = self.beta(t)
-        if not beta > 0:
-            raise ConfigError(f"beta must be > 0, got {beta} at t={t}")
-        scheme = self._scheme(beta)
+        scheme = step_scheme(self.scheme, beta, t)
         if scheme == "implicit":
-            if beta == math.inf:
-                raise ConfigError("scheme 'implicit' needs a finite beta (noise)")
             return self._implicit_step(P, t, beta, dt_max)
-        if beta != math.inf:
-            raise ConfigError(f"scheme {scheme!r} is noiseless; use 'implicit' (or 'auto') for β < ∞")
         mask = self.active(P)
         second = scheme == "muscl"
         k1, speed, out1, risk = self._muscl_rate(P, t, mask, second)
@@ -633,7 +622,7 @@ class GridDD:
                     callback(k, t, P)
                 k += 1
                 continue
-            schemes.add(self._scheme(self.beta(t)))
+            schemes.add(step_scheme(self.scheme, self.beta(t), t))
             P, dt, lost, last_risk = self.step(P, t, dt_max=times[k] - t)
             t += dt
             nsteps += 1

@@ -152,6 +152,21 @@ class RadialSolution:
         return w1_1d(np.asarray(r_samples, dtype=np.float64), self.quantiles(k, q), weights, None)
 
 
+def step_scheme(scheme: str, beta: float, t: float) -> str:
+    """The scheme a step at time t uses (shared by RadialDD and GridDD): ``scheme`` itself,
+    or for "auto" "muscl" when β = ∞ and "implicit" (Scharfetter–Gummel) otherwise;
+    ``ConfigError`` when β ≤ 0, "implicit" has no noise, or a noiseless scheme gets β < ∞."""
+    if not beta > 0:
+        raise ConfigError(f"beta must be > 0, got {beta} at t={t}")
+    if scheme == "auto":
+        return "muscl" if beta == math.inf else "implicit"
+    if scheme == "implicit" and beta == math.inf:
+        raise ConfigError("scheme 'implicit' needs a finite beta (noise)")
+    if scheme != "implicit" and beta != math.inf:
+        raise ConfigError(f"scheme {scheme!r} is noiseless; use 'implicit' (or 'auto') for β < ∞")
+    return scheme
+
+
 def _as_fn(x, name):
     if callable(x):
         return x
@@ -258,22 +273,13 @@ class RadialDD:
         alpha = -beta * np.diff(phi - ((self.d - 1) / beta) * self._logr)
         return (D / h) * bernoulli(-alpha), (D / h) * bernoulli(alpha), vmax
 
-    def _scheme(self, beta) -> str:
-        if self.scheme != "auto":
-            return self.scheme
-        return "muscl" if beta == math.inf else "implicit"
-
     def step(self, P, t, dt_max=math.inf):
         """One time step from (P, t): returns (P_new, dt)."""
         h = self.grid.h
         dt_max = min(dt_max, self.dt_cap)
         beta = self.beta(t)
-        if not beta > 0:
-            raise ConfigError(f"beta must be > 0, got {beta} at t={t}")
-        scheme = self._scheme(beta)
+        scheme = step_scheme(self.scheme, beta, t)
         if scheme == "implicit":
-            if beta == math.inf:
-                raise ConfigError("scheme 'implicit' needs a finite beta (noise)")
             cp, cm, vmax = self._sg_coefficients(P, t, beta)
             dt = min(dt_max, self.cfl * h / vmax) if vmax > 0 else dt_max
             if not math.isfinite(dt):
@@ -286,8 +292,6 @@ class RadialDD:
             ab[0, 1:] = -g * cm            # upper diagonal: P_{i+1} flowing into i
             ab[2, :-1] = -g * cp           # lower diagonal: P_i flowing into i+1
             return solve_banded((1, 1), ab, P), dt
-        if beta != math.inf:
-            raise ConfigError(f"scheme {scheme!r} is noiseless; use 'implicit' (or 'auto') for β < ∞")
         second = scheme == "muscl"
         k1, vmax = self._transport_rate(P, t, second)
         dt = min(dt_max, self.cfl * h / vmax) if vmax > 0 else dt_max
