@@ -43,7 +43,6 @@ seed 0; right: the worst seed at m = N_few), figures/risk.png.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,19 +98,12 @@ class Config(RunConfig):
         super().validate()
         if self.d != 2:
             raise ConfigError(f"cb-relu2d draws particles in the plane: d must be 2, got {self.d}")
-        for name in ("N_few", "m0", "n_train", "n_snap"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        self.check_bounds(at_least_one=("N_few", "m0", "n_train", "n_snap"))
         if self.N_few >= self.N:
             raise ConfigError(f"N_few must be < N, got N_few={self.N_few}, N={self.N}")
-        if self.teacher_seed < 0:
-            raise ConfigError(f"teacher_seed must be >= 0, got {self.teacher_seed}")
-        for name in ("init_radius", "fail_factor"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v > 0):
-                raise ConfigError(f"{name} must be finite and > 0, got {v}")
-        if not (math.isfinite(self.lam) and self.lam >= 0):
-            raise ConfigError(f"lam must be finite and >= 0, got {self.lam}")
+        self.check_bounds(nonnegative_ints=("teacher_seed",),
+                          positive=("init_radius", "fail_factor"),
+                          nonnegative=("lam",))
 
     def snapshot_steps(self) -> list[int]:
         """0 and ``n_snap`` log-spaced steps up to ``steps`` (as in Chizat's plot)."""

@@ -41,7 +41,6 @@ m* marked; success fraction) and figures/risk.png (seed-mean risk against t per 
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,16 +97,10 @@ class Config(RunConfig):
         ms = self.ms()
         if len(ms) < 2:
             raise ConfigError(f"m_values needs at least two particle counts, got {self.m_values!r}")
-        if self.m0 < 1:
-            raise ConfigError(f"m0 must be >= 1, got {self.m0}")
-        if self.teacher_seed < 0:
-            raise ConfigError(f"teacher_seed must be >= 0, got {self.teacher_seed}")
-        for name in ("init_radius", "success_tol"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v > 0):
-                raise ConfigError(f"{name} must be finite and > 0, got {v}")
-        if not (math.isfinite(self.lam) and self.lam >= 0):
-            raise ConfigError(f"lam must be finite and >= 0, got {self.lam}")
+        self.check_bounds(at_least_one=("m0",),
+                          nonnegative_ints=("teacher_seed",),
+                          positive=("init_radius", "success_tol"),
+                          nonnegative=("lam",))
         if not 0 < self.success_frac <= 1:
             raise ConfigError(f"success_frac must be in (0, 1], got {self.success_frac}")
 

@@ -70,10 +70,8 @@ class RunConfig:
         """
         from ..interact import BACKENDS
 
-        for name in ("N", "d", "steps", "replicas", "log_every", "save_every", "checkpoint_every",
-                     "shards"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        self.check_bounds(at_least_one=("N", "d", "steps", "replicas", "log_every", "save_every",
+                                        "checkpoint_every", "shards"))
         if self.seed < 0:
             raise ConfigError(f"seed must be >= 0, got {self.seed}")
         if not (math.isfinite(self.dt) and self.dt > 0):
@@ -94,6 +92,21 @@ class RunConfig:
 
         for name in self._schedule_fields:
             as_schedule(getattr(self, name), name)
+
+    def check_bounds(self, *, at_least_one=(), nonnegative_ints=(), positive=(),
+                     nonnegative=()) -> None:
+        """ConfigError naming the first field out of its bound, for subclasses' ``validate``:
+        integers ``at_least_one`` ≥ 1 and ``nonnegative_ints`` ≥ 0; floats ``positive``
+        finite and > 0 and ``nonnegative`` finite and ≥ 0 (each a tuple of field names)."""
+        for names, ok, bound in ((at_least_one, lambda v: v >= 1, ">= 1"),
+                                 (nonnegative_ints, lambda v: v >= 0, ">= 0"),
+                                 (positive, lambda v: math.isfinite(v) and v > 0, "finite and > 0"),
+                                 (nonnegative, lambda v: math.isfinite(v) and v >= 0,
+                                  "finite and >= 0")):
+            for name in names:
+                v = getattr(self, name)
+                if not ok(v):
+                    raise ConfigError(f"{name} must be {bound}, got {v}")
 
     # ---- construction ----------------------------------------------------------------
     @classmethod

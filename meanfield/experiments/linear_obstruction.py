@@ -23,7 +23,6 @@ predicted −1 and 1).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -32,7 +31,7 @@ import torch
 
 from .. import io
 from ..dynamics import ParticleState
-from ..errors import ConfigError, DivergenceError
+from ..errors import DivergenceError
 from .config import RunConfig
 from .resnet_common import Sweep, plt, read_results, torch_threads
 
@@ -61,8 +60,7 @@ class Config(RunConfig):
     def validate(self):
         """RunConfig's checks, then init_scale finite and ≥ 0 (``ConfigError``)."""
         super().validate()
-        if not (math.isfinite(self.init_scale) and self.init_scale >= 0):
-            raise ConfigError(f"init_scale must be finite and >= 0, got {self.init_scale}")
+        self.check_bounds(nonnegative=("init_scale",))
 
     @property
     def total_steps(self) -> int:

@@ -101,13 +101,9 @@ class Config(RunConfig):
             raise ConfigError(f"mfld-torus lives on the 2-torus: d must be 2, got {self.d}")
         if self.N < 2:
             raise ConfigError(f"N must be >= 2 (the entropy estimate needs neighbours), got {self.N}")
-        for name in ("n_targets", "modes"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.target_seed < 0:
-            raise ConfigError(f"target_seed must be >= 0, got {self.target_seed}")
-        if not (math.isfinite(self.tau0) and self.tau0 > 0):
-            raise ConfigError(f"tau0 must be finite and > 0, got {self.tau0}")
+        self.check_bounds(at_least_one=("n_targets", "modes"),
+                          nonnegative_ints=("target_seed",),
+                          positive=("tau0",))
         if not 1 <= self.noise_off <= self.steps:
             raise ConfigError(f"noise_off must be in [1, steps], got {self.noise_off} (steps={self.steps})")
         if self.noise_off < 2 * self.log_every:

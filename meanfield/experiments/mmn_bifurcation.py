@@ -87,10 +87,7 @@ class Config(MMNConfig):
         super().validate()
         if self.replicas != 2:
             raise ConfigError(f"replicas must be 2 (one per initial scale), got {self.replicas}")
-        for name in ("kappa_small", "kappa_large"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v > 0):
-                raise ConfigError(f"{name} must be finite and > 0, got {v}")
+        self.check_bounds(positive=("kappa_small", "kappa_large"))
         z, v = _floats("sigma_knots", self.sigma_knots), _floats("sigma_values", self.sigma_values)
         if len(z) != len(v) or len(z) < 2:
             raise ConfigError(f"sigma_knots and sigma_values need the same length >= 2, "

@@ -121,16 +121,10 @@ class Config(RunConfig):
             raise ConfigError(f"the N grid {self.grid()} has fewer than 3 distinct values")
         if self.replicas < 2:
             raise ConfigError(f"replicas (seeds per N) must be >= 2 for a spread, got {self.replicas}")
-        if self.m0 < 1:
-            raise ConfigError(f"m0 must be >= 1, got {self.m0}")
-        if self.teacher_seed < 0:
-            raise ConfigError(f"teacher_seed must be >= 0, got {self.teacher_seed}")
+        self.check_bounds(at_least_one=("m0",), nonnegative_ints=("teacher_seed",))
         if not (math.isfinite(self.teacher_std_min) and 0 < self.teacher_std_min <= 1):
             raise ConfigError(f"teacher_std_min must be in (0, 1], got {self.teacher_std_min}")
-        for name in ("init_std", "init_a_std"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v > 0):
-                raise ConfigError(f"{name} must be finite and > 0, got {v}")
+        self.check_bounds(positive=("init_std", "init_a_std"))
         if self.n_boot < 100:
             raise ConfigError(f"n_boot must be >= 100, got {self.n_boot}")
 

@@ -113,26 +113,18 @@ class Config(RunConfig):
             raise ConfigError(f"d must be 2 (the grid is two-dimensional), got {self.d}")
         validate_n_grid(self)
         self.angles()
-        for name in ("teacher_norm", "init_std", "xi", "pde_cfl", "pde_dt_max"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v > 0):
-                raise ConfigError(f"{name} must be finite and > 0, got {v}")
+        self.check_bounds(positive=("teacher_norm", "init_std", "xi", "pde_cfl", "pde_dt_max"),
+                          nonnegative=("lam", "outflow_tol"), at_least_one=("w2_sub",))
         if not self.beta > 0:
             raise ConfigError(f"beta must be > 0 (inf for no noise), got {self.beta}")
-        if not (math.isfinite(self.lam) and self.lam >= 0):
-            raise ConfigError(f"lam must be finite and >= 0, got {self.lam}")
         if not (math.isfinite(self.box_lo) and math.isfinite(self.box_hi) and self.box_hi > self.box_lo):
             raise ConfigError(f"box_hi must exceed box_lo, got box_lo={self.box_lo}, box_hi={self.box_hi}")
         if self.cells < 6:
             raise ConfigError(f"cells must be >= 6 (a coarse grid of cells/2 is solved too), got {self.cells}")
         if self.pde_cfl > 0.5 and self.beta == math.inf:
             raise ConfigError(f"pde_cfl must be <= 0.5 for the noiseless scheme, got {self.pde_cfl}")
-        if not (math.isfinite(self.outflow_tol) and self.outflow_tol >= 0):
-            raise ConfigError(f"outflow_tol must be finite and >= 0, got {self.outflow_tol}")
         if not 2 <= self.w2_replicas <= self.replicas:
             raise ConfigError(f"w2_replicas must be in [2, replicas={self.replicas}], got {self.w2_replicas}")
-        if self.w2_sub < 1:
-            raise ConfigError(f"w2_sub must be >= 1, got {self.w2_sub}")
 
     def angles(self) -> list[float]:
         """Teacher directions in radians."""

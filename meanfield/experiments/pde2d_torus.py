@@ -120,13 +120,8 @@ class Config(RunConfig):
         if self.d != 2:
             raise ConfigError(f"d must be 2 (the torus is two-dimensional), got {self.d}")
         validate_n_grid(self)
-        for name in ("tau", "xi", "pde_cfl", "pde_dt_max", "fit_floor"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v > 0):
-                raise ConfigError(f"{name} must be finite and > 0, got {v}")
-        for name in ("n_targets", "modes"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        self.check_bounds(at_least_one=("n_targets", "modes", "w2_sub"),
+                          positive=("tau", "xi", "pde_cfl", "pde_dt_max", "fit_floor"))
         if self.cells < 8:
             raise ConfigError(f"cells must be >= 8, got {self.cells}")
         T = self.steps * self.dt
@@ -136,8 +131,6 @@ class Config(RunConfig):
             raise ConfigError(f"fit_t0 must be in [0, 0.75·T = {0.75 * T:g}), got {self.fit_t0}")
         if not 2 <= self.w2_replicas <= self.replicas:
             raise ConfigError(f"w2_replicas must be in [2, replicas={self.replicas}], got {self.w2_replicas}")
-        if self.w2_sub < 1:
-            raise ConfigError(f"w2_sub must be >= 1, got {self.w2_sub}")
 
     @property
     def beta(self) -> float:

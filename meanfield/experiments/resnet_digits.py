@@ -73,13 +73,8 @@ class Config(RunConfig):
             raise ConfigError(f"n_test must lie in 1..1000, got {self.n_test}")
         if not 1 <= self.batch_size <= 1797 - self.n_test:
             raise ConfigError(f"batch_size must lie in 1..{1797 - self.n_test}, got {self.batch_size}")
-        for name in ("data_seed", "threads"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("init_u_std", "init_w_std", "init_b_std"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v >= 0):
-                raise ConfigError(f"{name} must be finite and >= 0, got {v}")
+        self.check_bounds(nonnegative_ints=("data_seed", "threads"),
+                          nonnegative=("init_u_std", "init_w_std", "init_b_std"))
         self.sizes()
 
     def sizes(self) -> dict:

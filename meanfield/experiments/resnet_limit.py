@@ -109,16 +109,9 @@ class Config(RunConfig):
         super().validate()
         if not self.task_list or any(t not in ("neg", "smooth") for t in self.task_list):
             raise ConfigError(f"tasks must list 'neg' and/or 'smooth', got {self.tasks!r}")
-        for name in ("lift",):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("L_ref", "M_ref", "n_train", "n_test", "task_seed", "threads"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("init_u_std", "init_w_std", "init_b_std"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v >= 0):
-                raise ConfigError(f"{name} must be finite and >= 0, got {v}")
+        self.check_bounds(at_least_one=("lift",),
+                          nonnegative_ints=("L_ref", "M_ref", "n_train", "n_test", "task_seed", "threads"),
+                          nonnegative=("init_u_std", "init_w_std", "init_b_std"))
         s = self.sizes()
         if max(s["depths"]) >= s["L_ref"] or max(s["widths"]) >= s["M_ref"]:
             raise ConfigError(f"depths and widths must stay below the reference (L_ref={s['L_ref']}, "

@@ -97,16 +97,9 @@ class Config(RunConfig):
         super().validate()
         if not self.target_list or any(t not in ("neg", "split") for t in self.target_list):
             raise ConfigError(f"targets must list 'neg' and/or 'split', got {self.targets!r}")
-        for name in ("lift",):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("M", "L", "n_pairs", "task_seed", "threads"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("split", "lengthscale"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v > 0):
-                raise ConfigError(f"{name} must be finite and > 0, got {v}")
+        self.check_bounds(at_least_one=("lift",),
+                          nonnegative_ints=("M", "L", "n_pairs", "task_seed", "threads"),
+                          positive=("split", "lengthscale"))
         s = self.sizes()
         for nu in s["nus"]:
             if not (nu == math.inf or abs(2 * nu - round(2 * nu)) < 1e-12):

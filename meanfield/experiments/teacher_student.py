@@ -76,18 +76,12 @@ class Config(RunConfig):
         teacher_seed ≥ 0; offset, init_a_mean finite; noise_std, lam, init_std, init_a_std
         finite and ≥ 0; drift "population" only with a closed-form σ (relu, erf)."""
         super().validate()
-        for name in ("m0", "batch_size", "n_mc"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.teacher_seed < 0:
-            raise ConfigError(f"teacher_seed must be >= 0, got {self.teacher_seed}")
+        self.check_bounds(at_least_one=("m0", "batch_size", "n_mc"),
+                          nonnegative_ints=("teacher_seed",))
         for name in ("offset", "init_a_mean"):
             if not math.isfinite(getattr(self, name)):
                 raise ConfigError(f"{name} must be finite, got {getattr(self, name)}")
-        for name in ("noise_std", "lam", "init_std", "init_a_std"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v >= 0):
-                raise ConfigError(f"{name} must be finite and >= 0, got {v}")
+        self.check_bounds(nonnegative=("noise_std", "lam", "init_std", "init_a_std"))
         if self.drift == "population" and self.activation not in ("relu", "erf"):
             raise ConfigError(f"drift 'population' needs a closed-form activation (relu, erf), "
                               f"got {self.activation!r}; use drift=sgd")
