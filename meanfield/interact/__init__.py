@@ -17,6 +17,7 @@ from ..models.tasks import Potential, Task, as_batched, as_weights
 from .base import Backend
 from .keops import KeOpsBackend, keops_available, keops_cache_dir
 from .reference import NumpyBackend
+from .resnet import RESNET_BACKENDS
 from .tiled import TiledTorchBackend
 
 BACKENDS = ("auto", "numpy", "torch", "keops")
@@ -88,5 +89,5 @@ def evaluate(task: Task, theta: torch.Tensor, weights=None, *, backend="auto",
     return task.sample_potential(theta, m, x, y)
 
 
-__all__ = ["BACKENDS", "Backend", "NumpyBackend", "TiledTorchBackend", "KeOpsBackend",
+__all__ = ["BACKENDS", "RESNET_BACKENDS", "Backend", "NumpyBackend", "TiledTorchBackend", "KeOpsBackend",
            "get_backend", "evaluate", "keops_available", "keops_cache_dir"]

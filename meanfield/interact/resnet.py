@@ -29,6 +29,7 @@ from ..errors import ConfigError
 from ..models.resnet import ResidualUnit
 from .keops import _compiler, _import_pykeops, keops_available
 
+# The backends of the ResNet unit-by-data sums (``get_resnet_sums``): "auto" picks by size and device.
 RESNET_BACKENDS = ("auto", "torch", "keops")
 AUTO_KEOPS_PAIRS_CUDA = 10 ** 7
 KEOPS_ACTIVATIONS = ("tanh", "relu", "cos", "sin", "sigmoid", "linear")
