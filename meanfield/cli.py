@@ -22,6 +22,7 @@ from .errors import ConfigError, DivergenceError
 
 EXIT_USAGE, EXIT_DIVERGED = 2, 3
 EXIT_SHARD_LOST = 4  # a sharded run lost a rank (meanfield.distributed)
+EXIT_POINTS_FAILED = 5  # a sweep finished with failed points (their rows say why)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -70,22 +71,21 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument("--replicas-for", dest="replicas_for", metavar="seed",
                     help="run the seeds of each grid point as replicas of one run (one tensor)")
     sw.add_argument("--metric", default="risk", help="metrics.csv column summarised (default: risk)")
+    sw.add_argument("--max-points", dest="max_points", type=int, default=None,
+                    help="refuse grids of more points than this (default: 100000)")
     sw.add_argument("--no-progress", action="store_true",
                     help="do not draw the progress bar over grid points")
     return p
 
 
 def _cmd_run(args):
-    from .experiments import get_experiment
+    from . import distributed, runner
 
-    exp = get_experiment(args.experiment)
-    cfg = exp.Config.build(args.config, args.sets)
+    cfg = runner.build_config(args.experiment, args.config, args.sets)
     # shards > 1: every rank of torchrun/srun runs this; without a launcher it spawns them
-    from . import distributed
-
-    _, rows, secs = distributed.run(exp, cfg, args.out, progress=not args.no_progress)
+    res = runner.run(args.experiment, cfg, args.out, progress=not args.no_progress)
     if distributed.is_writer():
-        print(_summary(exp.NAME, rows, secs, args.out))
+        print(_summary(args.experiment, res.rows, res.seconds, args.out))
 
 
 def _summary(name, rows, secs, out) -> str:
@@ -98,64 +98,26 @@ def _summary(name, rows, secs, out) -> str:
 
 
 def _cmd_resume(args):
-    from . import io
-    from .experiments import get_experiment
+    from . import distributed, io, runner
 
-    rec = io.load_run_config(args.run_dir)
-    exp = get_experiment(rec["experiment"])
-    ck_path = Path(args.run_dir) / io.CHECKPOINT
-    # no checkpoint yet: the run was stopped before its first one and restarts from step 0
-    ck = io.load_checkpoint(ck_path) if ck_path.exists() else None
-    cfg = exp.Config.build(None, args.sets, base=ck["config"] if ck else rec["config"])
-    if ck and ck.get("finished") and ck["state"]["step"] >= cfg.steps:
-        raise ConfigError(f"{args.run_dir} is already finished at step {ck['state']['step']} "
-                          f"(raise steps with --set steps=...)")
-    from . import distributed
-
-    if args.sets and distributed.is_writer():
-        rec["config"] = cfg.to_dict()
-        io.write_json(Path(args.run_dir) / io.CONFIG, rec)
-    _, rows, secs = distributed.run(exp, cfg, args.run_dir, progress=not args.no_progress,
-                                    checkpoint=ck, resume=True)
+    res = runner.resume(args.run_dir, args.sets, progress=not args.no_progress)
     if distributed.is_writer():
-        print(_summary(exp.NAME, rows, secs, args.run_dir))
+        print(_summary(io.load_run_config(args.run_dir)["experiment"], res.rows, res.seconds,
+                       args.run_dir))
 
 
 def _cmd_plot(args):
-    from . import io
-    from .experiments import get_experiment
-    from .plotting import plot_run
+    from . import runner
 
-    rec = io.load_run_config(args.run_dir)
-    if not (Path(args.run_dir) / io.METRICS).exists():
-        raise ConfigError(f"{args.run_dir} has no {io.METRICS} yet")
     coords = [c.strip() for c in args.coords.split(",")] if args.coords else None
-    # an experiment with figures of its own defines plot(run_dir, coords=None) -> [Path]
-    plot = getattr(get_experiment(rec["experiment"]), "plot", plot_run)
-    for p in plot(args.run_dir, coords):
+    for p in runner.plot(args.run_dir, coords):
         print(p)
 
 
 def _cmd_show(args):
-    import json
+    from . import runner
 
-    from . import io
-
-    rec = io.load_run_config(args.run_dir)
-    print(json.dumps(rec, indent=2))
-    mpath = Path(args.run_dir) / io.METRICS
-    rows = io.read_metrics(mpath) if mpath.exists() else {}
-    if rows:
-        last = {k: v[-1] for k, v in rows.items()}
-        print("last metrics: " + ", ".join(
-            f"{k}={int(v) if k == 'step' else format(v, '.6g')}" for k, v in last.items()))
-    else:
-        print("last metrics: none yet")
-    ck = Path(args.run_dir) / io.CHECKPOINT
-    if ck.exists():
-        c = io.load_checkpoint(ck)
-        state = "finished" if c.get("finished") else "in progress"
-        print(f"checkpoint: step {c['state']['step']} of {c['config']['steps']} ({state})")
+    print(runner.describe(args.run_dir))
 
 
 def _cmd_list(args):
@@ -187,16 +149,19 @@ def _cmd_config(args):
 def _cmd_sweep(args):
     from . import sweep
 
-    grid = sweep.parse_grid(args.grids)
+    max_points = sweep.MAX_POINTS if args.max_points is None else args.max_points
+    if max_points < 1:
+        raise ConfigError(f"--max-points must be >= 1, got {max_points}")
+    grid = sweep.parse_grid(args.grids, max_points=max_points)
     if not grid:
         raise ConfigError("sweep needs at least one --grid KEY=VALUES")
     # validate everything before a cluster starts
     sweep.plan(args.experiment, grid, sets=args.sets, config_file=args.config,
-               replicas_for=args.replicas_for)
+               replicas_for=args.replicas_for, max_points=max_points)
     if args.workers is not None and args.workers < 0:
         raise ConfigError(f"--workers must be >= 0, got {args.workers}")
     kw = dict(sets=args.sets, config_file=args.config, replicas_for=args.replicas_for,
-              metric=args.metric, progress=not args.no_progress)
+              metric=args.metric, progress=not args.no_progress, max_points=max_points)
     if args.workers == 0 and not args.scheduler:
         rows = sweep.run_sweep(args.experiment, grid, args.out, **kw)
     else:
@@ -208,40 +173,73 @@ def _cmd_sweep(args):
     failed = [r for r in rows if r["status"] != "ok"]
     print(f"{args.experiment} sweep: {len(rows) - len(failed)} of {len(rows)} runs ok"
           + (f", {len(failed)} failed" if failed else "") + f" -> {Path(args.out) / sweep.SUMMARY}")
+    return EXIT_POINTS_FAILED if failed else 0
 
 
 def main(argv=None) -> int:
     """Run the ``meanfield`` command on ``argv`` (default ``sys.argv[1:]``); return the exit status.
 
-    0 on success; 2 (``EXIT_USAGE``) on a ``ConfigError``, i.e. a bad argument or config,
+    0 on success; 2 (``EXIT_USAGE``) on a ``ConfigError`` (a bad argument or config, a
+    corrupted or locked run directory, a config that cannot fit) or a refused file operation,
     printed as one ``meanfield: error: ...`` line on stderr; 3 (``EXIT_DIVERGED``) on a
-    ``DivergenceError``; 4 (``EXIT_SHARD_LOST``) when a sharded run loses a rank; 130 on
-    Ctrl-C.  ``--help`` exits through ``SystemExit(0)`` (argparse).  Sets
+    ``DivergenceError``; 4 (``EXIT_SHARD_LOST``) when a sharded run loses a rank; 5
+    (``EXIT_POINTS_FAILED``) when a sweep ends with failed points; 130 on Ctrl-C.  ``--help`` exits through ``SystemExit(0)`` (argparse).  Sets
     ``MPLBACKEND=Agg`` unless already set.
     """
     os.environ.setdefault("MPLBACKEND", "Agg")
-    from .dynamics.sharded import ShardError
+    from .errors import ShardError
 
     try:
         args = _parser().parse_args(argv)
-        {"run": _cmd_run, "resume": _cmd_resume, "plot": _cmd_plot, "show": _cmd_show,
-         "list": _cmd_list, "config": _cmd_config, "sweep": _cmd_sweep}[args.command](args)
+        code = {"run": _cmd_run, "resume": _cmd_resume, "plot": _cmd_plot, "show": _cmd_show,
+                "list": _cmd_list, "config": _cmd_config, "sweep": _cmd_sweep}[args.command](args)
     except ConfigError as e:
-        print(f"meanfield: error: {e}", file=sys.stderr)
+        print(f"meanfield: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
     except DivergenceError as e:
-        print(f"meanfield: diverged: {e} (last checkpoint kept; resume with a smaller dt: "
-              f"meanfield resume DIR --set dt=...)", file=sys.stderr)
+        print(f"meanfield: diverged: {_one_line(e)} ({_divergence_hint(e)})", file=sys.stderr)
         return EXIT_DIVERGED
     except ShardError as e:
         print(f"meanfield: {e} (last checkpoint kept; continue with `meanfield resume DIR`)",
               file=sys.stderr)
         return EXIT_SHARD_LOST
+    except OSError as e:      # the system refused a file operation (disk full, permissions …)
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        print(f"meanfield: error: {e.strerror or type(e).__name__}{where}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("meanfield: interrupted (resume from the last checkpoint with `meanfield resume DIR`)",
               file=sys.stderr)
         return 130
-    return 0
+    return code or 0
+
+
+def _one_line(e) -> str:
+    return " ".join(str(e).split())
+
+
+def _divergence_hint(e) -> str:
+    """What to do after a divergence: resume from the last checkpoint with a smaller dt when
+    the run has a checkpoint and dt may change on resume, else start again."""
+    run_dir = getattr(e, "run_dir", None)
+    if run_dir is None:
+        return "lower dt"
+    prog = getattr(e, "checkpoint", None)
+    if prog is None:
+        return "no checkpoint was written; start again with a smaller dt in a new directory"
+    from . import io, runner
+
+    try:
+        exp = io.load_run_config(run_dir)["experiment"]
+        from .experiments import get_experiment
+
+        dt_ok = "dt" in get_experiment(exp).Config.resume_mutable
+    except ConfigError:
+        dt_ok = False
+    where = runner.describe_progress(prog)
+    if dt_ok:
+        return f"last checkpoint kept: {where}; continue with a smaller dt: meanfield resume {run_dir} --set dt=..."
+    return f"last checkpoint kept: {where}; dt cannot change on resume here: start again with a smaller dt"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,14 +3,15 @@
 Three ways to run ``shards = P`` ranks, all giving the run directory of an unsharded run
 (rank 0 writes it; every rank computes):
 
-* **Nothing to do** — ``meanfield run EXPERIMENT --set shards=P --out DIR`` (or an
-  experiment's ``run(cfg, out)`` with ``cfg.shards = P``) in an ordinary process spawns P
-  local ranks itself (:func:`spawn`): gloo on CPU, or NCCL when there are ≥ P GPUs.
+* **Nothing to do** — ``meanfield run EXPERIMENT --set shards=P --out DIR`` (or
+  ``meanfield.runner.run(...)`` with ``cfg.shards = P``) in an ordinary process spawns P
+  local ranks itself (:func:`spawn` of a callable the runner gives): gloo on CPU, or NCCL
+  when there are ≥ P GPUs.  This module never imports experiments.
 * **torchrun** — ``torchrun --standalone --nproc-per-node P -m meanfield run EXPERIMENT
   --set shards=P --out DIR`` (multi-node: ``--nnodes``, ``--rdzv-endpoint``); each rank runs
   the CLI, which joins the group from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK,
-  MASTER_ADDR, MASTER_PORT).  From Python use :func:`run` (not the experiment's ``run``,
-  which would let every rank create the run directory).
+  MASTER_ADDR, MASTER_PORT).  From Python, ``meanfield.runner.run`` on every rank (rank 0
+  creates the run directory).
 * **Slurm** — ``srun --ntasks P --kill-on-bad-exit=1 python -m meanfield run ...`` with
   ``MASTER_ADDR`` (the first node, e.g. ``$(scontrol show hostnames $SLURM_JOB_NODELIST |
   head -n1)``) and ``MASTER_PORT`` exported; rank and size come from SLURM_PROCID,
@@ -34,13 +35,11 @@ import os
 import pickle
 import shutil
 import tempfile
-import time
-from pathlib import Path
 
 import torch
 
-from .dynamics.sharded import Comm, ShardError
-from .errors import ConfigError, DivergenceError
+from .dynamics.sharded import Comm
+from .errors import ConfigError, DivergenceError, ShardError
 
 
 # ---------------------------------------------------------------------------------------
@@ -185,7 +184,7 @@ def _child(rank, nprocs, store_path, timeout, payload, queue):
 # CUDA context or process group, so forking from it is safe; elsewhere: "spawn".  Ranks
 # forked from it see the environment variables of the moment the server started (the first
 # spawn of this process).
-_PRELOAD = ["torch", "meanfield.distributed", "meanfield.experiments.driver"]
+_PRELOAD = ["torch", "meanfield.distributed", "meanfield.runner"]
 
 
 def _start_method() -> str:
@@ -272,82 +271,5 @@ def _failure(errors: dict, exitcodes: list, exc) -> Exception:
     return ShardError(f"sharded run stopped: {str(exc).strip().splitlines()[0][:300]}")
 
 
-def _simulate_rank(comm, simulate, kwargs):
-    from .dynamics import ParticleState
-
-    kwargs = dict(kwargs)
-    kwargs["state"] = ParticleState.from_state_dict(kwargs["state"])
-    kwargs["progress"] = kwargs.get("progress", True) and comm.rank == 0
-    simulate(**kwargs)
-    return None
-
-
-def _experiment_rank(comm, name, cfg, out, checkpoint, progress):
-    from .experiments import get_experiment
-
-    # the run directory exists (the spawning process created it): every rank continues it
-    get_experiment(name).run(cfg, out, progress=progress and comm.rank == 0,
-                             checkpoint=checkpoint, resume=True)
-
-
-def spawn_simulate(simulate, shards: int, timeout: float, kwargs: dict):
-    """``simulate(**kwargs)`` of ``experiments.driver`` on ``shards`` spawned local ranks;
-    returns what it returns (state, rows, seconds), read back from the final checkpoint.
-
-    For a registered experiment each rank calls the experiment's own ``run(cfg, out,
-    checkpoint=…, resume=True)``, which rebuilds the same dynamics and state (and closures,
-    such as a PDE column hook) from the config; otherwise the ``simulate`` arguments
-    themselves are sent (they must be picklable)."""
-    from . import io
-    from .dynamics import ParticleState
-    from .experiments import EXPERIMENTS
-
-    started = time.perf_counter()
-    if kwargs["experiment"] in EXPERIMENTS:
-        spawn(_experiment_rank, shards, kwargs["experiment"], kwargs["config"], kwargs["out_dir"],
-              kwargs["checkpoint"], kwargs["progress"], timeout=timeout)
-    else:
-        kwargs = dict(kwargs)
-        kwargs["state"] = kwargs["state"].state_dict()
-        spawn(_simulate_rank, shards, simulate, kwargs, timeout=timeout)
-    ck = io.load_checkpoint(Path(kwargs["out_dir"]) / io.CHECKPOINT)
-    return ParticleState.from_state_dict(ck["state"]), ck["rows"], time.perf_counter() - started
-
-
-# ---------------------------------------------------------------------------------------
-# an experiment on every rank
-# ---------------------------------------------------------------------------------------
-
-def run(experiment, cfg, out, *, progress: bool = True, checkpoint: dict | None = None,
-        resume: bool = False):
-    """``experiment.run(cfg, out, …)`` (an experiment module or its CLI name) on every rank
-    of a launched group: rank 0 creates and writes the run directory, the other ranks run
-    the same simulation without touching it (they call the experiment with ``resume=True``,
-    which never creates a directory).  In an ordinary process, or with ``cfg.shards == 1``,
-    it is ``experiment.run`` (which spawns the ranks itself when ``cfg.shards > 1``).
-    Returns (whole-system state, metrics rows, seconds) on every rank."""
-    from . import io
-    from .experiments import get_experiment
-
-    exp = get_experiment(experiment) if isinstance(experiment, str) else experiment
-    shards = getattr(cfg, "shards", 1)
-    comm = group_comm(shards, getattr(cfg, "shard_timeout", 600.0)) if shards > 1 else None
-    if comm is None:
-        return exp.run(cfg, out, progress=progress, checkpoint=checkpoint, resume=resume)
-    if not resume:
-        err = None
-        if comm.rank == 0:
-            try:
-                io.prepare_out_dir(out)
-            except ConfigError as e:
-                err = str(e)
-        err = comm.broadcast_object(err, what="the run directory check")
-        if err:
-            raise ConfigError(err)
-    if comm.rank == 0:
-        return exp.run(cfg, out, progress=progress, checkpoint=checkpoint, resume=resume)
-    return exp.run(cfg, out, progress=False, checkpoint=checkpoint, resume=True)
-
-
-__all__ = ["ShardError", "group_comm", "init_group", "is_writer", "launcher_env", "run", "spawn",
-           "spawn_simulate", "threads_per_rank"]
+__all__ = ["ShardError", "group_comm", "init_group", "is_writer", "launcher_env", "spawn",
+           "threads_per_rank"]

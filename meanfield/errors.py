@@ -9,7 +9,18 @@ class ConfigError(ValueError):
 
 
 class DivergenceError(FloatingPointError):
-    """A simulation produced a non-finite value (particle, risk or velocity)."""
+    """A simulation produced a non-finite value (particle, risk or velocity).
+
+    Raised by the runner with ``run_dir`` (the run directory) and ``checkpoint`` (the
+    progress of its last checkpoint, None when none was written) attached."""
+
+    run_dir = None
+    checkpoint = None
+
+
+class ShardError(RuntimeError):
+    """A collective of a sharded run failed: another rank died, hung past the timeout, or the
+    process group broke (``meanfield.distributed``, ``meanfield.dynamics.sharded``)."""
 
 
 def check_positive_int(name: str, value, *, allow_zero: bool = False) -> int:

@@ -56,9 +56,9 @@ workers start; workers on other machines need those caches on a shared file syst
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import csv
 import itertools
-import json
 import math
 import os
 import re
@@ -71,19 +71,23 @@ from . import io
 from .errors import ConfigError
 
 SUMMARY, RECORD = "summary.csv", "sweep.json"
+MAX_POINTS = 100_000          # default limit on a grid's size (--max-points)
 _RANGE = re.compile(r"^\s*(-?\d+)\s*:\s*(-?\d+)\s*(?::\s*(-?\d+)\s*)?$")
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RESULT_COLUMNS = ("run", "status", "final_risk", "best_risk", "t_final", "wall_s")
 
 
 # ---- grid ------------------------------------------------------------------------------
-def parse_grid(specs) -> dict[str, list[str]]:
+def parse_grid(specs, *, max_points: int = MAX_POINTS) -> dict[str, list[str]]:
     """``["N=100,200", "seed=0:3"]`` → ``{"N": ["100", "200"], "seed": ["0", "1", "2"]}``.
 
     Values stay strings (parsed later by the experiment's Config like ``--set`` values).
     Raises ConfigError (naming the spec) for a missing ``=``, a bad key, an empty value
-    list, an empty or malformed range, or a key given twice."""
+    list, an empty or malformed range, a key given twice, or a grid of more than
+    ``max_points`` points — counted before any value list is built, so ``seed=0:10**9`` is
+    refused at once instead of filling the memory."""
     grid: dict[str, list[str]] = {}
+    total = 1
     for spec in specs:
         key, sep, raw = str(spec).partition("=")
         key = key.strip()
@@ -99,9 +103,11 @@ def parse_grid(specs) -> dict[str, list[str]]:
             step = int(m.group(3)) if m.group(3) is not None else 1
             if step == 0:
                 raise ConfigError(f"--grid {spec!r}: range step must not be 0")
-            values = [str(v) for v in range(a, b, step)]
-            if not values:
+            r = range(a, b, step)
+            if not len(r):
                 raise ConfigError(f"--grid {spec!r}: range {a}:{b} is empty (b is excluded, as in Python)")
+            _check_size(total * len(r), max_points)
+            values = [str(v) for v in r]
         else:
             parts = raw.split(";") if ";" in raw else raw.split(",")
             values = [p.strip() for p in parts]
@@ -109,14 +115,36 @@ def parse_grid(specs) -> dict[str, list[str]]:
                 raise ConfigError(f"--grid {spec!r}: empty value (expected KEY=v1,v2,...)")
             if len(set(values)) != len(values):
                 raise ConfigError(f"--grid {spec!r}: repeated value")
+        total *= len(values)
+        _check_size(total, max_points)
         grid[key] = values
     return grid
 
 
+def _check_size(n: int, max_points: int) -> None:
+    if n > max_points:
+        raise ConfigError(f"the grid has {n} points, more than --max-points {max_points} "
+                          "(raise --max-points to run it)")
+
+
+def grid_size(grid: dict) -> int:
+    """The number of points of a grid (the product of its axes' lengths)."""
+    n = 1
+    for values in grid.values():
+        n *= len(values)
+    return n
+
+
+def iter_points(grid: dict[str, list[str]]):
+    """The Cartesian product of the grid, first key slowest, one {key: value} at a time."""
+    keys = list(grid)
+    for vals in itertools.product(*(grid[k] for k in keys)):
+        yield dict(zip(keys, vals))
+
+
 def expand(grid: dict[str, list[str]]) -> list[dict[str, str]]:
     """The Cartesian product of the grid, first key slowest: a list of {key: value}."""
-    keys = list(grid)
-    return [dict(zip(keys, vals)) for vals in itertools.product(*(grid[k] for k in keys))]
+    return list(iter_points(grid))
 
 
 def point_name(point: dict) -> str:
@@ -134,10 +162,13 @@ class Job:
 
 
 def plan(experiment: str, grid: dict[str, list[str]], *, sets=(), config_file=None,
-         replicas_for: str | None = None) -> list[Job]:
-    """Validate every point's config (ConfigError before anything runs) and group points
-    into jobs (one per point, or one per group of seeds with ``replicas_for="seed"``)."""
+         replicas_for: str | None = None, max_points: int = MAX_POINTS) -> list[Job]:
+    """Validate every point's config (ConfigError before anything runs: values, memory
+    needed) and group points into jobs (one per point, or one per group of seeds with
+    ``replicas_for="seed"``); grids of more than ``max_points`` points are refused before
+    they are expanded."""
     from .experiments import get_experiment
+    from .runner import check_memory
 
     exp = get_experiment(experiment)
     fields = exp.Config.field_types()
@@ -157,12 +188,15 @@ def plan(experiment: str, grid: dict[str, list[str]], *, sets=(), config_file=No
             raise ConfigError(f"--replicas-for supports only 'seed', got {replicas_for!r}")
         if "seed" not in grid:
             raise ConfigError("--replicas-for seed needs a --grid seed=... entry")
-    points = expand(grid)
+    _check_size(grid_size(grid), max_points)
+    points = list(iter_points(grid))
     if not points:
         raise ConfigError("the grid is empty")
 
     def build(point):
-        return exp.Config.build(config_file, list(sets) + [f"{k}={v}" for k, v in point.items()])
+        cfg = exp.Config.build(config_file, list(sets) + [f"{k}={v}" for k, v in point.items()])
+        check_memory(cfg)
+        return cfg
 
     jobs: list[Job] = []
     if replicas_for is None:
@@ -192,9 +226,13 @@ def plan(experiment: str, grid: dict[str, list[str]], *, sets=(), config_file=No
 
 # ---- executing one point ------------------------------------------------------------------
 def _metric_columns(run_dir: Path, metric: str, replicas: int):
-    """Per replica: (final value, best value, final t) of ``metric`` from metrics.csv."""
+    """Per replica: (final value, best value, final t) of ``metric`` from metrics.csv;
+    :class:`MetricError` when the table has rows but no such column."""
     path = run_dir / io.METRICS
     m = io.read_metrics(path) if path.exists() else {}
+    if m and metric not in m and f"{metric}_r0" not in m:
+        raise MetricError(f"--metric {metric!r} is not a column of {run_dir.name}'s {io.METRICS} "
+                          f"(columns: {', '.join(m)})")
     out = []
     for r in range(replicas):
         col = f"{metric}_r{r}" if replicas > 1 and f"{metric}_r{r}" in m else metric
@@ -217,17 +255,24 @@ def _threads_from_env():
             torch.set_num_threads(int(n))
 
 
-def run_point(experiment: str, config: dict, run_dir: str, metric: str = "risk") -> dict:
-    """Run (or finish) one point into ``run_dir``; returns {status, wall_s, values, resumed}.
+class MetricError(ConfigError):
+    """``--metric`` names no column of the experiment's metrics.csv (stops the sweep)."""
 
-    * no run there (absent or empty directory): a new run;
+
+def run_point(experiment: str, config: dict, run_dir: str, metric: str = "risk") -> dict:
+    """Run (or finish) one point into ``run_dir`` through ``meanfield.runner``; returns
+    {status, wall_s, values, resumed, skipped}.
+
+    * no run there (absent or empty directory): a new run (``runner.run``);
     * a run with the same config (``steps`` may have grown), unfinished or shorter: resumed
-      from its checkpoint (from step 0 when it stopped before its first checkpoint);
+      from its checkpoint (``runner.resume``, with its resume rule and lock);
     * a finished run with the same config: nothing to do (``status = "ok"``, ``skipped``);
-    * anything else raises ConfigError (the caller records the point as failed).
+    * anything else raises ConfigError (the caller records the point as failed); a metrics
+      table without the ``metric`` column raises :class:`MetricError`.
 
     Executes in a worker process; sets torch's thread count from ``OMP_NUM_THREADS``.
     """
+    from . import runner
     from .experiments import get_experiment
 
     _threads_from_env()
@@ -245,20 +290,18 @@ def run_point(experiment: str, config: dict, run_dir: str, metric: str = "risk")
         if diff:
             raise ConfigError(f"{out} holds a run with another config ({diff[0]}={saved.get(diff[0])!r}, "
                               f"sweep wants {config.get(diff[0])!r}); move it away to re-run")
-        ck_path = out / io.CHECKPOINT
-        ck = io.load_checkpoint(ck_path) if ck_path.exists() else None
+        _, _, ck = runner.load_run(out)
         if _is_finished(ck, cfg.steps):
             skipped = True
         else:
-            if saved.get("steps") != cfg.steps:
-                rec["config"] = cfg.to_dict()
-                io.write_json(out / io.CONFIG, rec)
-            exp.run(cfg, out, progress=False, checkpoint=ck, resume=True)
+            sets = [f"steps={cfg.steps}"] if saved.get("steps") != cfg.steps else []
+            runner.resume(out, sets, progress=False)
             resumed = True
     else:
-        exp.run(cfg, out, progress=False)
+        runner.run(exp, cfg, out, progress=False)
+    values = _metric_columns(out, metric, cfg.replicas)
     return {"status": "ok", "wall_s": time.perf_counter() - started, "resumed": resumed,
-            "skipped": skipped, "values": _metric_columns(out, metric, cfg.replicas)}
+            "skipped": skipped, "values": values}
 
 
 class SerialExecutor:
@@ -349,35 +392,57 @@ def warm_up(experiment: str, jobs: list[Job]) -> None:
 
 def run_sweep(experiment: str, grid, out, *, sets=(), config_file=None, executor=None,
               replicas_for: str | None = None, metric: str = "risk", progress: bool = True,
-              point_fn=None, warmup: bool = True) -> list[dict]:
+              point_fn=None, warmup: bool = True, max_points: int = MAX_POINTS) -> list[dict]:
     """Run every point of ``grid`` (a dict {key: [values]} or a list of ``--grid`` specs)
     into ``out``; returns the summary rows (also written to ``out/summary.csv``).
 
     ``executor``: any object with ``submit(fn, *args) -> concurrent.futures.Future``
     (default :class:`SerialExecutor`).  ``point_fn(experiment, config, run_dir, metric)``
-    replaces :func:`run_point` (a hook for tests).  See the module docstring for restarts,
+    replaces :func:`run_point` (a hook for tests).  The sweep directory is locked for the
+    sweep's life (a second sweep on it is a ConfigError naming the holder); every point's
+    run directory is locked by its own run.  See the module docstring for restarts,
     failures and replicas.
     """
-    from tqdm.auto import tqdm
+    with _locked_sweep_dir(experiment, grid, out, sets, config_file, replicas_for, max_points) as (grid, out, jobs):
+        return _run_sweep(experiment, grid, out, jobs, sets=sets, config_file=config_file,
+                          executor=executor, replicas_for=replicas_for, metric=metric,
+                          progress=progress, point_fn=point_fn, warmup=warmup)
 
+
+@contextlib.contextmanager
+def _locked_sweep_dir(experiment, grid, out, sets, config_file, replicas_for, max_points):
+    """Check everything, then create and lock the sweep directory: (grid, out, jobs)."""
     if not isinstance(grid, dict):
-        grid = parse_grid(grid)
+        grid = parse_grid(grid, max_points=max_points)
+    if out is None or str(out).strip() == "":
+        raise ConfigError("--out must name a directory (got an empty path)")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a directory")
     if out.exists() and (out / io.CONFIG).exists():
         raise ConfigError(f"--out {out} holds a single run, not a sweep")
-    jobs = plan(experiment, grid, sets=sets, config_file=config_file, replicas_for=replicas_for)
-    record = {"experiment": experiment, "grid": grid, "sets": list(sets),
-              "config_file": str(config_file) if config_file else None, "replicas_for": replicas_for}
+    jobs = plan(experiment, grid, sets=sets, config_file=config_file, replicas_for=replicas_for,
+                max_points=max_points)
     if (out / RECORD).exists():
-        try:
-            old = json.loads((out / RECORD).read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            old = {}
+        old = io.read_json(out / RECORD)
+        if not isinstance(old, dict):
+            raise ConfigError(f"{out / RECORD} is not a sweep record")
         if old.get("experiment") not in (None, experiment):
             raise ConfigError(f"--out {out} holds a sweep of {old['experiment']!r}, not {experiment!r}")
-    out.mkdir(parents=True, exist_ok=True)
+    if not out.exists():
+        io.check_new_out_dir(out)
+    io.make_dir(out)
+    with io.DirectoryLock(out) as lock:
+        lock.claim()
+        yield grid, out, jobs
+
+
+def _run_sweep(experiment, grid, out, jobs, *, sets, config_file, executor, replicas_for, metric,
+               progress, point_fn, warmup):
+    from tqdm.auto import tqdm
+
+    record = {"experiment": experiment, "grid": grid, "sets": list(sets),
+              "config_file": str(config_file) if config_file else None, "replicas_for": replicas_for}
     io.remove_stale_temporaries(out)
     io.write_json(out / RECORD, {**record, "meanfield_version": _version()})
     previous = _read_summary(out / SUMMARY)
@@ -429,6 +494,8 @@ def run_sweep(experiment: str, grid, out, *, sets=(), config_file=None, executor
             try:
                 res = fut.result()
                 results[job.name] = rows_for(job, res, res.get("status", "ok"))
+            except MetricError:
+                raise                      # a wrong --metric is wrong for every point
             except Exception as e:  # noqa: BLE001 — one failing point never stops the others
                 results[job.name] = rows_for(job, None, _error_text(e))
             flush()
@@ -447,7 +514,7 @@ def run_sweep(experiment: str, grid, out, *, sets=(), config_file=None, executor
 
 def _is_finished(ck: dict | None, steps: int) -> bool:
     """Whether checkpoint ``ck`` is of a finished run that reached ``steps``."""
-    return bool(ck and ck.get("finished")) and ck["state"]["step"] >= steps
+    return bool(ck and ck.get("finished")) and ck["progress"]["steps"] >= steps
 
 
 def _finished(run_dir: Path, config: dict) -> bool:
@@ -456,9 +523,9 @@ def _finished(run_dir: Path, config: dict) -> bool:
         return False
     try:
         c = io.load_checkpoint(ck)
-    except ConfigError:
+        return _is_finished(c, int(config.get("steps", 0)))
+    except (ConfigError, KeyError, TypeError):
         return False
-    return _is_finished(c, int(config.get("steps", 0)))
 
 
 def _version():

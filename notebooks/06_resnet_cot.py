@@ -47,7 +47,8 @@ from meanfield import diagnostics  # noqa: E402
 from meanfield.dynamics import conditional_ot_flow  # noqa: E402
 from meanfield.experiments import get_experiment  # noqa: E402
 from meanfield.experiments.resnet_common import fit_slope, read_results, unit_init  # noqa: E402
-from meanfield.models.resnet import ResNet, from_module, grid_measure, lift_matrices, to_module  # noqa: E402
+from meanfield.models.resnet import ResNet, grid_measure, lift_matrices
+from meanfield.models.resnet_torch import from_module, to_module  # noqa: E402
 
 torch.set_num_threads(1)        # small per-layer tensors: one thread is much faster on shared cores
 SMALL = os.environ.get("MEANFIELD_SMALL") == "1"

@@ -8,7 +8,8 @@ import torch
 
 from meanfield.dynamics import ConditionalOTFlow, ResNetState, conditional_ot_flow, resnet_sgd
 from meanfield.errors import ConfigError
-from meanfield.models.resnet import ResNet, from_module, grid_measure, lift_matrices, to_module
+from meanfield.models.resnet import ResNet, grid_measure, lift_matrices
+from meanfield.models.resnet_torch import from_module, to_module
 
 F64 = torch.float64
 

@@ -45,16 +45,12 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ShardError
 from ..interact import get_backend
 from ..models.tasks import FiniteDataset, Potential
 from .particles import ParticleDynamics, ParticleState
 
 ALIGN = 8   # shard boundaries on multiples of the native pair loop's largest row block
-
-
-class ShardError(RuntimeError):
-    """A collective failed: another rank died, hung past the timeout, or the group broke."""
 
 
 def shard_ranges(N: int, P: int, align: int = ALIGN) -> list[tuple[int, int]]:

@@ -43,7 +43,6 @@ seed 0; right: the worst seed at m = N_few), figures/risk.png.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +54,8 @@ from ..dynamics import gradient_flow
 from ..errors import ConfigError
 from ..models import FiniteDataset, Unit
 from .config import RunConfig
-from .n_scaling import run_sizes, save_sizes_checkpoint, torch_threads
+from .particles import legacy_entries, size_phase
+from .plan import Plan, snapshot_arrays
 
 NAME = "cb-relu2d"
 
@@ -91,6 +91,8 @@ class Config(RunConfig):
 
     _choices = {"scale": ("full", "small")}
     _presets = {"scale": {"small": SMALL}}
+    # snapshot steps are log-spaced up to `steps`: a longer run is a new run
+    resume_mutable = ("checkpoint_every", "backend")
 
     def validate(self):
         """RunConfig's checks, then (``ConfigError``): d = 2; N_few, m0, n_train, n_snap ≥ 1;
@@ -136,38 +138,42 @@ def warmup(cfg) -> None:
     """Nothing to compile (plain torch; ``meanfield sweep`` calls this before fanning out)."""
 
 
-def run(cfg: Config, out, *, progress: bool = True, checkpoint: dict | None = None,
-        resume: bool = False):
-    """Run into ``out`` (see the module docstring).  Returns (None, metrics rows, seconds)."""
-    out = Path(out)
-    started = time.perf_counter()
+def plan(cfg: Config) -> Plan:
+    """Two phases, m = N_few then m = N (seeds as replicas), full-batch GD on the n inputs
+    with the free energy ½R + (λ/2)·mean|θ|² on every row; log-spaced snapshots; one thread
+    (tiny systems); results: metrics.csv, results.csv, fit.json, particles.npz."""
     teacher, signs, X, y = teacher_and_data(cfg)
     task = FiniteDataset(Unit(2, "relu", output_weight=True), X, y)
-    if not resume:
-        io.start_run_dir(out, io.run_record(NAME, cfg.to_dict(), {"task": task.to_dict()}))
-    dyn = gradient_flow(task, dt=cfg.dt, lam=cfg.lam, backend=cfg.backend)
-
-    def energy(N, state, pot):
-        if pot is None:
-            pot = dyn.potential(state)
-        th = state.theta.double()
-        F = 0.5 * pot.risk.double() + 0.5 * cfg.lam * (th * th).sum(-1).mean(-1)
-        return {"free_energy": float(F.mean()), **{f"free_energy_r{b}": float(v) for b, v in enumerate(F)}}
-
     sizes = [cfg.N_few, cfg.N]
-    with torch_threads(1):                      # tiny systems: one thread is fastest
-        done = run_sizes(out, name=NAME, cfg=cfg, sizes=sizes, dyn=lambda N: dyn,
-                         init=lambda N: initial_state(cfg, dyn, N), extra=energy,
-                         snapshot_steps=cfg.snapshot_steps(), checkpoint=checkpoint, progress=progress)
-    rows = [r for N in sizes for r in done[N]["rows"]]
-    io.write_metrics(out / io.METRICS, rows)
-    _write_results(cfg, out, done, teacher, signs, X, y)
-    save_sizes_checkpoint(out, NAME, cfg, done, finished=True)
-    plot(out)
-    return None, rows, time.perf_counter() - started
+    keys = {N: f"m={N}" for N in sizes}
+
+    def phases(shared):
+        dyn = gradient_flow(task, dt=cfg.dt, lam=cfg.lam, backend=cfg.backend)
+
+        def energy(state, pot):
+            if pot is None:
+                pot = dyn.potential(state)
+            th = state.theta.double()
+            F = 0.5 * pot.risk.double() + 0.5 * cfg.lam * (th * th).sum(-1).mean(-1)
+            return {"free_energy": float(F.mean()), **{f"free_energy_r{b}": float(v) for b, v in enumerate(F)}}
+
+        return [size_phase(keys[N], {"N": N}, lambda N=N: (dyn, initial_state(cfg, dyn, N)),
+                           label=f"N={N}", extra=energy, snapshot_steps=cfg.snapshot_steps())
+                for N in sizes]
+
+    def results(ctx):
+        done = legacy_entries(ctx, keys)
+        rows = [r for N in sizes for r in done[N]["rows"]]
+        io.write_metrics(ctx.out / io.METRICS, rows)
+        _write_results(cfg, ctx, done, teacher, signs, X, y)
+        return rows
+
+    return Plan(phases=phases, results=results, primary=keys[cfg.N], threads=1,
+                record={"task": task.to_dict()})
 
 
-def _write_results(cfg, out, done, teacher, signs, X, y):
+def _write_results(cfg, ctx, done, teacher, signs, X, y):
+    out = ctx.out
     sizes = [cfg.N_few, cfg.N]
     finals = {N: done[N]["rows"][-1] for N in sizes}
     S = cfg.replicas
@@ -188,10 +194,11 @@ def _write_results(cfg, out, done, teacher, signs, X, y):
                             "failed": int(sum(r["failed"] for r in results if r["m"] == N)), "seeds": S}
     io.write_json(out / "fit.json", summary)
     steps = sorted(done[cfg.N]["snaps"])
-    arrays = {"snap_t": np.array(steps, float) * cfg.dt, "t": np.array(steps, float) * cfg.dt,
+    arrays = snapshot_arrays(ctx.done, primary=f"m={cfg.N}")
+    arrays.update({"snap_t": np.array(steps, float) * cfg.dt, "t": np.array(steps, float) * cfg.dt,
               "param_names": np.array(["a", "w0", "w1"]), "teacher_theta": teacher.numpy(),
               "teacher_weights": (signs / cfg.m0).numpy(), "data_X": X.numpy(), "data_Y": y.numpy(),
-              "theta": torch.stack([done[cfg.N]["snaps"][k] for k in steps]).numpy()}
+              "theta": torch.stack([done[cfg.N]["snaps"][k] for k in steps]).numpy()})
     for N in sizes:
         arrays[f"theta_N{N}"] = torch.stack([done[N]["snaps"][k] for k in steps]).numpy()
     io.write_npz(out / io.PARTICLES, arrays)

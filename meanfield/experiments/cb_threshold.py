@@ -41,7 +41,6 @@ m* marked; success fraction) and figures/risk.png (seed-mean risk against t per 
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +53,9 @@ from ..errors import ConfigError
 from ..interact import evaluate
 from ..models import TeacherStudent, Unit
 from .config import RunConfig
-from .n_scaling import run_sizes, save_sizes_checkpoint, torch_threads, warmup  # noqa: F401 (sweep warm-up)
+from .n_scaling import warmup  # noqa: F401 (sweep warm-up)
+from .particles import legacy_entries, size_phase
+from .plan import Plan, snapshot_arrays
 
 NAME = "cb-threshold"
 
@@ -88,6 +89,8 @@ class Config(RunConfig):
 
     _choices = {"scale": ("full", "small"), "teacher_sign": ("plus", "alternate")}
     _presets = {"scale": {"small": SMALL}}
+    # more steps continue every system from its final state (a threshold at a longer horizon)
+    resume_mutable = ("steps", "checkpoint_every", "backend")
 
     def validate(self):
         """RunConfig's checks, then (``ConfigError``): m_values parses to ≥ 2 distinct
@@ -149,40 +152,41 @@ def padded_system(cfg: Config, dyn):
                     weights=w.to(dtype))
 
 
-def run(cfg: Config, out, *, progress: bool = True, checkpoint: dict | None = None,
-        resume: bool = False):
-    """Run into ``out`` (see the module docstring).  Returns (None, metrics rows, seconds)."""
-    out = Path(out)
-    started = time.perf_counter()
+def plan(cfg: Config) -> Plan:
+    """One phase: every (m, seed) system padded to m_max particles in one tensor
+    (:func:`padded_system`), population GD; rows carry the per-m seed-mean risks; the final
+    risks re-evaluated in float64; one thread (small pair sums)."""
     task = teacher_task(cfg)
-    if not resume:
-        io.start_run_dir(out, io.run_record(NAME, cfg.to_dict(), {"task": task.to_dict(), "m": cfg.ms()}))
-    dyn = gradient_flow(task, dt=cfg.dt, lam=cfg.lam, backend=cfg.backend)
     ms, S = cfg.ms(), cfg.replicas
+    key = f"m<={ms[-1]}"
 
     def per_m(risk):
         r = risk.double().reshape(len(ms), S)
         return {f"risk_m{m}": float(r[j].mean()) for j, m in enumerate(ms)}
 
-    def final(N, state):
-        pot = evaluate(task, state.theta.double(), state.weights.double(), backend=cfg.backend)
-        return pot.risk, {"risk64": pot.risk.numpy().copy()}
+    def phases(shared):
+        dyn = gradient_flow(task, dt=cfg.dt, lam=cfg.lam, backend=cfg.backend)
 
-    with torch_threads(1):                      # small pair sums: one thread is fastest
-        done = run_sizes(out, name=NAME, cfg=cfg, sizes=[ms[-1]], dyn=lambda N: dyn,
-                         init=lambda N: padded_system(cfg, dyn), final=final,
-                         extra=lambda N, st, pot: per_m(pot.risk) if pot is not None else {},
-                         per_replica=False, checkpoint=checkpoint, progress=progress)
-    entry = done[ms[-1]]
-    rows = entry["rows"]
-    last = per_m(torch.as_tensor(entry["risk64"]))
-    rows[-1].update(last)
-    rows[-1]["risk"] = float(np.mean(entry["risk64"]))
-    io.write_metrics(out / io.METRICS, rows)
-    _write_results(cfg, out, task, entry)
-    save_sizes_checkpoint(out, NAME, cfg, done, finished=True)
-    plot(out)
-    return None, rows, time.perf_counter() - started
+        def final(state):
+            pot = evaluate(task, state.theta.double(), state.weights.double(), backend=cfg.backend)
+            return pot.risk, {"risk64": pot.risk.numpy().copy()}
+
+        return [size_phase(key, {"N": ms[-1]}, lambda: (dyn, padded_system(cfg, dyn)),
+                           label=f"N={ms[-1]}", final=final, per_replica=False,
+                           extra=lambda st, pot: per_m(pot.risk) if pot is not None else {})]
+
+    def results(ctx):
+        entry = legacy_entries(ctx, {ms[-1]: key})[ms[-1]]
+        rows = entry["rows"]
+        last = per_m(torch.as_tensor(entry["risk64"]))
+        rows[-1].update(last)
+        rows[-1]["risk"] = float(np.mean(entry["risk64"]))
+        io.write_metrics(ctx.out / io.METRICS, rows)
+        _write_results(cfg, ctx, task, entry)
+        return rows
+
+    return Plan(phases=phases, results=results, primary=key, threads=1,
+                record={"task": task.to_dict(), "m": ms})
 
 
 def threshold(ms, success, frac) -> int | None:
@@ -196,7 +200,8 @@ def threshold(ms, success, frac) -> int | None:
     return m_star
 
 
-def _write_results(cfg, out, task, entry):
+def _write_results(cfg, ctx, task, entry):
+    out = ctx.out
     ms, S = cfg.ms(), cfg.replicas
     rel = np.asarray(entry["risk64"], float).reshape(len(ms), S) / task.risk_sharp
     results = []
@@ -218,10 +223,11 @@ def _write_results(cfg, out, task, entry):
            "max_excess_from_m_star": max(r["excess_max"] for r in above) if above else None}
     io.write_json(out / "fit.json", fit)
     th = torch.as_tensor(entry["state"]["theta"]).numpy()
-    arrays = {"t": np.array([0.0, cfg.steps * cfg.dt]),
+    arrays = snapshot_arrays(ctx.done)
+    arrays.update({"t": np.array([0.0, cfg.steps * cfg.dt]),
               "theta": np.stack([entry["theta0"].numpy(), th]),          # [2, M·S, m_max, D]
               "weights": entry["state"]["weights"].numpy(), "m_values": np.array(ms),
-              "param_names": np.array(task.param_names)}
+              "param_names": np.array(task.param_names)})
     arrays.update(task.arrays())
     io.write_npz(out / io.PARTICLES, arrays)
     return results

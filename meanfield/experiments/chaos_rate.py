@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +46,9 @@ from .. import io
 from ..diagnostics import loglog_rate
 from ..errors import ConfigError, DivergenceError
 from ..models import IsotropicGaussians, Unit
+from ..pde import RadialGrid
 from .mmn_isotropic import PiecewiseMMNConfig, _w1_to_density, build, record_steps, solve_pde
+from .plan import Phase, Plan, snapshot_arrays
 
 NAME = "chaos-rate"
 
@@ -79,6 +80,9 @@ class Config(PiecewiseMMNConfig):
     n_boot: int = 2000
 
     _presets = {"scale": {"small": SMALL}}
+    shardable = False
+    # the PDE reference is recorded at the run's k·dt: nothing that moves those times may change
+    resume_mutable = ("checkpoint_every", "backend")
 
     def validate(self):
         """PiecewiseMMNConfig's checks, then (``ConfigError``): 1 ≤ N_min < N; n_values ≥ 3;
@@ -126,62 +130,63 @@ def _risk_cv(task, theta, x, y, f_pde_fn, risk_pde):
     return risk_pde + diff.mean(-1), diff.std(-1) / math.sqrt(diff.shape[-1])
 
 
-def run(cfg: Config, out, *, progress: bool = True, checkpoint: dict | None = None,
-        resume: bool = False):
-    """Run into ``out`` (see the module docstring).  Returns (None, summary rows, seconds)."""
-    from tqdm.auto import tqdm
-
-    out = Path(out)
-    started = time.perf_counter()
+def plan(cfg: Config) -> Plan:
+    """The radial PDE as the prelude, then one phase per N (seeds as replicas), online SGD
+    advanced in chunks between records; each row: the control-variate risk per seed and its
+    s.e. (samples from a generator per N, checkpointed), the PDE's risk, W1 of |w| per seed;
+    the final particles kept per N."""
     unit_task = IsotropicGaussians(Unit(cfg.d, cfg.activation(), output_weight=False), cfg.delta)
-    if not resume:
-        io.start_run_dir(out, io.run_record(NAME, cfg.to_dict(), {"task": unit_task.to_dict(),
-                                                                  "N_grid": cfg.grid()}))
-    io.remove_stale_temporaries(out)
-    done = dict(checkpoint["done"]) if checkpoint else {}
-    times, grid, dens, risks, _, _ = solve_pde(cfg)
-    steps = record_steps(cfg)
-    rows_at = [k for k in steps if k % cfg.log_every == 0 or k == cfg.steps]
-    # f_PDE(|x|) tables at the row times (|x| ≤ (1 + Δ)·(√d + 8) covers every sample)
-    q = np.linspace(0.0, (1 + cfg.delta) * (math.sqrt(cfg.d) + 8), 400)
-    act = cfg.activation()
-    tables = {k: CubicSpline(q, pde_network(act, cfg.d, grid.centers, grid.h,
-                                            dens[0, list(steps).index(k)], q)) for k in rows_at}
-    bar = tqdm(cfg.grid(), desc=NAME, disable=None if progress else True, leave=False)
-    for N in bar:
-        if N in done:
-            continue
-        task, dyn, state = build(cfg, N)
-        eval_gen = torch.Generator().manual_seed(cfg.seed + 7919 + N)
-        series = []
-        for k in rows_at:
-            state = dyn.run(state, k - state.step) if k > state.step else state
-            kp = list(steps).index(k)
-            x, y = task.sample(cfg.n_mc, generator=eval_gen, batch=cfg.replicas,
-                               dtype=state.theta.dtype)
-            R, se = _risk_cv(task, state.theta, x, y, tables[k], float(risks[0, kp]))
-            r = state.theta.double().norm(dim=-1).numpy()
-            w1 = np.array([_w1_to_density(r[b], grid.faces, dens[0, kp], grid.h)
-                           for b in range(cfg.replicas)])
-            if not np.isfinite(R).all():
-                raise DivergenceError(f"N={N}, step {k}: non-finite risk; the step size is likely too large")
-            series.append({"step": int(k), "t": float(times[kp]), "risk": R, "risk_se": se,
-                           "risk_pde": float(risks[0, kp]), "w1": w1})
-        done[N] = {"series": series, "theta": state.theta.detach().cpu().clone()}
-        io.save_checkpoint(out / io.CHECKPOINT, {"experiment": NAME, "config": cfg.to_dict(),
-                                                 "state": {"step": len(done), "N_done": sorted(done)},
-                                                 "done": done, "finished": False})
-        bar.set_postfix(N=N, refresh=False)
-    bar.close()
-    summary = _write_results(cfg, out, done)
-    io.save_checkpoint(out / io.CHECKPOINT, {"experiment": NAME, "config": cfg.to_dict(),
-                                             "state": {"step": cfg.steps, "N_done": sorted(done)},
-                                             "done": done, "finished": True})
-    plot(out)
-    return None, summary, time.perf_counter() - started
+    keys = {N: f"N={N}" for N in cfg.grid()}
+
+    def prelude():
+        times, grid, dens, risks, _, _ = solve_pde(cfg)
+        return {"pde": {"t": times, "r_max": grid.r_max, "cells": grid.centers.shape[0],
+                        "density": dens, "risk": risks}}
+
+    def phases(shared):
+        z = shared["pde"]
+        times, dens, risks = z["t"], z["density"], z["risk"]
+        grid = RadialGrid(float(z["r_max"]), int(z["cells"]))
+        steps = list(record_steps(cfg))
+        rows_at = [k for k in steps if k % cfg.log_every == 0 or k == cfg.steps]
+        # f_PDE(|x|) tables at the row times (|x| ≤ (1 + Δ)·(√d + 8) covers every sample)
+        q = np.linspace(0.0, (1 + cfg.delta) * (math.sqrt(cfg.d) + 8), 400)
+        act = cfg.activation()
+        tables = {k: CubicSpline(q, pde_network(act, cfg.d, grid.centers, grid.h,
+                                                dens[0, steps.index(k)], q)) for k in rows_at}
+        out = []
+        for N in cfg.grid():
+            eval_gen = torch.Generator().manual_seed(cfg.seed + 7919 + N)
+
+            def measure(dyn, state, pot, N=N, eval_gen=eval_gen):
+                k = state.step
+                kp = steps.index(k)
+                x, y = dyn.task.sample(cfg.n_mc, generator=eval_gen, batch=cfg.replicas,
+                                       dtype=state.theta.dtype)
+                R, se = _risk_cv(dyn.task, state.theta, x, y, tables[k], float(risks[0, kp]))
+                r = state.theta.double().norm(dim=-1).numpy()
+                w1 = np.array([_w1_to_density(r[b], grid.faces, dens[0, kp], grid.h)
+                               for b in range(cfg.replicas)])
+                if not np.isfinite(R).all():
+                    raise DivergenceError(f"N={N}, step {k}: non-finite risk; the step size is likely too large")
+                return {"step": int(k), "t": float(times[kp]), "risk": R, "risk_se": se,
+                        "risk_pde": float(risks[0, kp]), "w1": w1}
+
+            out.append(Phase(key=keys[N], build=lambda N=N: build(cfg, N)[1:], measure=measure,
+                             chunked=True, snapshot_steps=(), generators={"eval": eval_gen}))
+        return out
+
+    def results(ctx):
+        done = {N: {"series": ctx.done[k]["rows"], "theta": ctx.done[k]["snaps"][-1][2]}
+                for N, k in keys.items()}
+        return _write_results(cfg, ctx, done)
+
+    return Plan(phases=phases, prelude=prelude, results=results,
+                record={"task": unit_task.to_dict(), "N_grid": cfg.grid()})
 
 
-def _write_results(cfg, out, done):
+def _write_results(cfg, ctx, done):
+    out = ctx.out
     Ns = cfg.grid()
     metrics, summary, sup_gaps, w1s = [], [], [], []
     for N in Ns:
@@ -205,8 +210,9 @@ def _write_results(cfg, out, done):
     fit = {"N": Ns, "T": cfg.steps * cfg.dt, "theory_slope": -0.5,
            "w1_T": loglog_rate(Ns, w1s, **kw), "sup_risk_gap": loglog_rate(Ns, sup_gaps, **kw)}
     io.write_json(out / "fit.json", fit)
-    arrays = {"t": np.array([cfg.steps * cfg.dt]), "param_names": np.array([f"w{k}" for k in range(cfg.d)]),
-              "N_grid": np.array(Ns)}
+    arrays = snapshot_arrays(ctx.done)
+    arrays.update({"t": np.array([cfg.steps * cfg.dt]), "param_names": np.array([f"w{k}" for k in range(cfg.d)]),
+                   "N_grid": np.array(Ns)})
     arrays.update({f"theta_N{N}": done[N]["theta"].numpy() for N in Ns})
     io.write_npz(out / io.PARTICLES, arrays)
     return summary

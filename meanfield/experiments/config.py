@@ -17,6 +17,10 @@ from pathlib import Path
 from ..errors import ConfigError
 
 DTYPES = ("float32", "float64")
+INT64 = (-(1 << 63), (1 << 63) - 1)
+# keys a resumed run may change (meanfield.runner's one resume rule); experiments narrow it
+RESUME_MUTABLE = ("steps", "dt", "log_every", "save_every", "checkpoint_every", "backend",
+                  "shards", "shard_timeout")
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,11 @@ class RunConfig:
     systems in one tensor, a metrics row every ``log_every`` steps, a particle snapshot
     every ``save_every`` steps, a checkpoint every ``checkpoint_every`` steps.
     ``shards`` > 1 splits the particles over that many processes (torch.distributed, see
-    ``meanfield.distributed``), whose collectives give up after ``shard_timeout`` seconds.
+    ``meanfield.distributed``), whose collectives give up after ``shard_timeout`` seconds;
+    only experiments whose Config sets ``shardable`` accept it.
+
+    ``resume_mutable`` lists the keys ``meanfield resume DIR --set KEY=...`` may change (the
+    runner refuses any other, naming it; ``steps`` only upwards).
     """
 
     N: int = 1000
@@ -53,6 +61,10 @@ class RunConfig:
     # presets: {field: {value: {key: default, ...}}} — e.g. ``scale = "small"`` swaps in the
     # defaults of a small mode; keys given explicitly (TOML, --set, a saved config) still win
     _presets: typing.ClassVar[dict] = {}
+    # whether the experiment's phases may be split over `shards` processes
+    shardable: typing.ClassVar[bool] = False
+    # keys that `meanfield resume` may change (meanfield.runner)
+    resume_mutable: typing.ClassVar[tuple[str, ...]] = RESUME_MUTABLE
 
     def __post_init__(self):
         for key, typ in self.field_types().items():
@@ -76,6 +88,9 @@ class RunConfig:
             raise ConfigError(f"seed must be >= 0, got {self.seed}")
         if not (math.isfinite(self.dt) and self.dt > 0):
             raise ConfigError(f"dt must be a finite number > 0, got {self.dt}")
+        if self.shards > 1 and not self.shardable:
+            raise ConfigError(f"shards must be 1 for this experiment (its runs do not split over "
+                              f"processes), got {self.shards}")
         if self.shards > self.N:
             raise ConfigError(f"shards must be <= N={self.N}, got {self.shards}")
         if not (math.isfinite(self.shard_timeout) and self.shard_timeout > 0):
@@ -92,6 +107,12 @@ class RunConfig:
 
         for name in self._schedule_fields:
             as_schedule(getattr(self, name), name)
+
+    def memory_bytes(self) -> int | None:
+        """Peak bytes a run of this config needs, for experiments whose size is not
+        replicas × N × (d + 2) particles (``meanfield.runner.memory_needed`` estimates those);
+        None here."""
+        return None
 
     def check_bounds(self, *, at_least_one=(), nonnegative_ints=(), positive=(),
                      nonnegative=()) -> None:
@@ -169,17 +190,27 @@ class RunConfig:
                 return value.lower() in ("true", "1")
             raise ConfigError(f"{key} must be true or false, got {value!r}")
         if typ is int:
+            out = None
             if isinstance(value, int) and not isinstance(value, bool):
-                return value
-            if from_cli and isinstance(value, str):
+                out = value
+            elif from_cli and isinstance(value, str):
                 try:
-                    return int(value)
+                    out = int(value)
                 except ValueError:
                     pass
-            raise ConfigError(f"{key} must be an integer, got {value!r}")
+            if out is None:
+                raise ConfigError(f"{key} must be an integer, got {value!r}")
+            if not INT64[0] <= out <= INT64[1]:
+                raise ConfigError(f"{key} must fit in a 64-bit integer, got {out}")
+            return out
         if typ is float:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                return float(value)
+                try:
+                    return float(value)
+                except OverflowError:
+                    raise ConfigError(f"{key} is too large for a float, got {value!r}") from None
+            if isinstance(value, str) and value.strip().lower() in ("inf", "-inf", "nan", "+inf"):
+                return float(value)                # config.json's spelling of non-finite floats
             if from_cli and isinstance(value, str):
                 try:
                     return float(value)

@@ -33,7 +33,8 @@ from .. import io
 from ..dynamics import ParticleState
 from ..errors import DivergenceError
 from .config import RunConfig
-from .resnet_common import Sweep, plt, read_results, torch_threads
+from .plan import Plan
+from .resnet_common import RESUME_MUTABLE, job_phase, plt, read_results, write_outputs
 
 NAME = "linear-obstruction"
 
@@ -56,6 +57,7 @@ class Config(RunConfig):
     threads: int = 1
 
     _choices = {"scale": ("full", "small")}
+    resume_mutable = RESUME_MUTABLE
 
     def validate(self):
         """RunConfig's checks, then init_scale finite and ≥ 0 (``ConfigError``)."""
@@ -113,12 +115,10 @@ def _measure(flow, state):
     return row
 
 
-def run(cfg: Config, out, *, progress: bool = True, checkpoint: dict | None = None, resume: bool = False):
-    """GD from θ = 0 and from perturbed starts into ``out``; returns (state, rows, seconds)."""
-    out = Path(out)
+def plan(cfg: Config) -> Plan:
+    """One job: GD from θ = 0 (replica 0) and from perturbed starts; snapshots of every
+    replica; results: final values and the fitted rates of replica 0."""
     d, R, steps = cfg.d, cfg.replicas, cfg.total_steps
-    if not resume:
-        io.start_run_dir(out, io.run_record(NAME, cfg.to_dict()))
 
     def build():
         g = torch.Generator().manual_seed(cfg.seed)
@@ -126,12 +126,14 @@ def run(cfg: Config, out, *, progress: bool = True, checkpoint: dict | None = No
         th[0] = 0.0
         return MatrixGD(d, cfg.dt), ParticleState(th.to(getattr(torch, cfg.dtype)), None, 0, 0.0, g)
 
-    with torch_threads(cfg.threads):
-        sweep = Sweep(out, NAME, cfg, checkpoint=checkpoint, progress=progress, total_steps=steps)
-        res = sweep.job("gd", {}, build, steps=steps, log_every=cfg.log_every, measure=_measure,
-                        save_every=cfg.save_every, snap_all=True,
-                        finish=lambda f, s, r, sn: {"rows": r, "snaps": sn, "theta": s.theta.numpy()})
-        rows = res["rows"]
+    def phases(shared):
+        ph = job_phase("gd", {}, build, log_every=cfg.log_every, measure=_measure,
+                       save_every=cfg.save_every, snap_all=True)
+        ph.steps = steps
+        return [ph]
+
+    def results(ctx):
+        rows = ctx.rows
         t = np.array([r["t"] for r in rows])
         half = t >= t[-1] / 2
         a = -np.array([r["maxre_r0"] for r in rows])
@@ -142,12 +144,12 @@ def run(cfg: Config, out, *, progress: bool = True, checkpoint: dict | None = No
                    "slope_risk_minus_d_vs_log_t": float(linregress(np.log(t[half]), np.log(gap[half])).slope),
                    "slope_minus_maxre_vs_log_t": float(linregress(np.log(t[half]), a[half]).slope),
                    "predicted": {"risk_minus_d": -1.0, "minus_maxre_per_log_t": 1.0}}
-        snaps = res["snaps"]
+        snaps = ctx.result("gd")["snaps"]
         arrays = {"t": np.array([x[1] for x in snaps]), "theta": torch.stack([x[2] for x in snaps]).numpy(),
                   "layer": np.zeros(1), "param_names": np.array([f"theta{i}{j}" for i in range(d) for j in range(d)])}
-        secs = sweep.finish(arrays, results)
-    plot(out)
-    return None, sweep.rows, secs
+        return write_outputs(ctx, arrays, results)
+
+    return Plan(phases=phases, results=results, threads=cfg.threads)
 
 
 def plot(run_dir, coords=None) -> list[Path]:

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +55,8 @@ from ..dynamics import ParticleDynamics
 from ..errors import ConfigError
 from ..models import TorusMMD
 from .config import RunConfig
-from .n_scaling import run_sizes, save_sizes_checkpoint, torch_threads
+from .particles import legacy_entries, size_phase
+from .plan import Plan, snapshot_arrays
 
 NAME = "mfld-torus"
 PERIOD = 2 * math.pi
@@ -91,6 +91,8 @@ class Config(RunConfig):
 
     _choices = {"scale": ("full", "small")}
     _presets = {"scale": {"small": SMALL}}
+    # noise_off and the stationary window are fixed fractions of the run: no longer runs
+    resume_mutable = ("checkpoint_every", "backend")
 
     def validate(self):
         """RunConfig's checks, then (``ConfigError``): d = 2; N ≥ 2; n_targets, modes ≥ 1;
@@ -156,46 +158,53 @@ def warmup(cfg) -> None:
     """Nothing to compile (plain torch; ``meanfield sweep`` calls this before fanning out)."""
 
 
-def run(cfg: Config, out, *, progress: bool = True, checkpoint: dict | None = None,
-        resume: bool = False):
-    """Run into ``out`` (see the module docstring).  Returns (None, metrics rows, seconds)."""
-    out = Path(out)
-    started = time.perf_counter()
+def plan(cfg: Config) -> Plan:
+    """One phase per run of :meth:`Config.runs` (fixed τ's, annealed, noiseless), seeds as
+    replicas, particles uniform on the torus; rows carry τ, Ĥ and F per seed; one thread
+    (50 particles)."""
     task = TorusMMD.random(cfg.n_targets, generator=torch.Generator().manual_seed(cfg.target_seed),
                            modes=cfg.modes)
     runs = cfg.runs()
-    if not resume:
-        io.start_run_dir(out, io.run_record(NAME, cfg.to_dict(), {"task": task.to_dict(),
-                                                                  "runs": [r[0] for r in runs]}))
-    clean = ParticleDynamics(task, dt=cfg.dt, backend=cfg.backend)
-    dyns = {j: _NoiseSwitch(ParticleDynamics(task, dt=cfg.dt, beta=spec, backend=cfg.backend), clean,
-                            cfg.noise_off) for j, (_, spec) in enumerate(runs)}
-    dtype = getattr(torch, cfg.dtype)
+    keys = {j: f"run={j}" for j in range(len(runs))}
 
-    def init(j):
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 7 * j)
-        th = torch.rand(cfg.replicas, cfg.N, 2, generator=gen, dtype=torch.float64) * PERIOD
-        return clean.init(th.to(dtype), generator=gen)
+    def phases(shared):
+        clean = ParticleDynamics(task, dt=cfg.dt, backend=cfg.backend)
+        dtype = getattr(torch, cfg.dtype)
 
-    def energy(j, state, pot):
-        if pot is None:
-            pot = clean.potential(state)
-        tau = tau_at(cfg, j, state.step)
-        # without noise the particles merge (nearest-neighbour distances reach 1e-16), Ĥ → −∞
-        # and τ = 0: the entropy is estimated only while the noise is on
-        H = knn_entropy(state.theta, period=PERIOD) if tau > 0 else np.full(cfg.replicas, np.nan)
-        F = 0.5 * pot.risk.double().numpy() - (tau * H if tau > 0 else 0.0)
-        return {"tau": tau, "entropy": float(H.mean()), "free_energy": float(F.mean()),
-                **{f"entropy_r{b}": float(h) for b, h in enumerate(H)},
-                **{f"free_energy_r{b}": float(f) for b, f in enumerate(F)}}
+        def init(j):
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 7 * j)
+            th = torch.rand(cfg.replicas, cfg.N, 2, generator=gen, dtype=torch.float64) * PERIOD
+            return clean.init(th.to(dtype), generator=gen)
 
-    with torch_threads(1):                      # 50 particles: one thread is fastest
-        done = run_sizes(out, name=NAME, cfg=cfg, sizes=list(range(len(runs))), dyn=lambda j: dyns[j],
-                         init=init, extra=energy, checkpoint=checkpoint, progress=progress)
-    rows = _write_results(cfg, out, task, done)
-    save_sizes_checkpoint(out, NAME, cfg, done, finished=True)
-    plot(out)
-    return None, rows, time.perf_counter() - started
+        def energy(j):
+            def extra(state, pot):
+                if pot is None:
+                    pot = clean.potential(state)
+                tau = tau_at(cfg, j, state.step)
+                # without noise the particles merge (nearest-neighbour distances reach 1e-16),
+                # Ĥ → −∞ and τ = 0: the entropy is estimated only while the noise is on
+                H = knn_entropy(state.theta, period=PERIOD) if tau > 0 else np.full(cfg.replicas, np.nan)
+                F = 0.5 * pot.risk.double().numpy() - (tau * H if tau > 0 else 0.0)
+                return {"tau": tau, "entropy": float(H.mean()), "free_energy": float(F.mean()),
+                        **{f"entropy_r{b}": float(h) for b, h in enumerate(H)},
+                        **{f"free_energy_r{b}": float(f) for b, f in enumerate(F)}}
+            return extra
+
+        out = []
+        for j, (_, spec) in enumerate(runs):
+            dyn = _NoiseSwitch(ParticleDynamics(task, dt=cfg.dt, beta=spec, backend=cfg.backend),
+                               clean, cfg.noise_off)
+            ph = size_phase(keys[j], {"N": j}, lambda j=j, dyn=dyn: (dyn, init(j)), label=f"N={j}",
+                            extra=energy(j), snapshot_steps=())
+            ph.nonfinite_ok = ("pl_ratio", "entropy")
+            out.append(ph)
+        return out
+
+    def results(ctx):
+        return _write_results(cfg, ctx, task, legacy_entries(ctx, keys))
+
+    return Plan(phases=phases, results=results, threads=1,
+                record={"task": task.to_dict(), "runs": [r[0] for r in runs]})
 
 
 def _curves(cfg, done):
@@ -229,7 +238,8 @@ def decay_rate(k, F, k_off):
     return float(-fit.slope), f_inf, int(k[end - 1]), float(fit.intercept)
 
 
-def _write_results(cfg, out, task, done):
+def _write_results(cfg, ctx, task, done):
+    out = ctx.out
     runs = cfg.runs()
     curves = _curves(cfg, done)
     metrics = []
@@ -263,9 +273,10 @@ def _write_results(cfg, out, task, done):
             arrays[f"{key}_run{j}"] = v
     arrays["labels"] = np.array([r[0] for r in runs])
     io.write_npz(out / "curves.npz", arrays)
-    parts = {"t": np.array([cfg.steps * cfg.dt]), "param_names": np.array(task.param_names),
+    parts = snapshot_arrays(ctx.done)
+    parts.update({"t": np.array([cfg.steps * cfg.dt]), "param_names": np.array(task.param_names),
              "theta": np.stack([done[j]["state"]["theta"].numpy() for j in range(len(runs))])[None],
-             "labels": np.array([r[0] for r in runs])}
+             "labels": np.array([r[0] for r in runs])})
     parts.update(task.arrays())
     io.write_npz(out / io.PARTICLES, parts)
     return metrics

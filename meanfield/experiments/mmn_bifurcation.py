@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 from ..errors import ConfigError
 from ..models.activations import get_activation
-from .mmn_isotropic import MMNConfig, plot, run_mmn  # noqa: F401  (plot: the same figures)
+from .mmn_isotropic import MMNConfig, plan_mmn, plot  # noqa: F401  (plot: the same figures)
 
 NAME = "mmn-bifurcation"
 
@@ -103,7 +103,6 @@ class Config(MMNConfig):
         return [self.kappa_small, self.kappa_large]
 
 
-def run(cfg: Config, out, *, progress: bool = True, checkpoint: dict | None = None,
-        resume: bool = False):
-    """Run into ``out`` (see the module docstring); returns (final state, rows, seconds)."""
-    return run_mmn(cfg, out, name=NAME, progress=progress, checkpoint=checkpoint, resume=resume)
+def plan(cfg: Config):
+    """The run's plan: ``mmn_isotropic.plan_mmn`` (PDE prelude, one online-SGD phase)."""
+    return plan_mmn(cfg)

@@ -43,7 +43,8 @@ from ..models.activations import get_activation
 from ..models.radial import IsotropicRadialPotentials
 from ..pde import RadialDD, RadialGrid, chi_law
 from .config import RunConfig
-from .driver import simulate
+from .particles import simulation_phase
+from .plan import Plan, default_results
 
 NAME = "mmn-isotropic"
 PDE_FILE = "pde.npz"
@@ -70,6 +71,9 @@ class MMNConfig(RunConfig):
 
     _schedule_fields = ("xi", "beta")
     _choices = {"scale": ("full", "small"), "pde_d": ("finite", "inf")}
+    shardable = True
+    # the PDE reference is recorded at the run's k·dt: only cadences that keep those times
+    resume_mutable = ("checkpoint_every", "backend", "shards", "shard_timeout")
 
     def validate(self):
         """RunConfig's checks, then (``ConfigError``): 0 ≤ delta < 1; d ≥ 2; init_std,
@@ -199,57 +203,62 @@ def _w1_to_density(r_samples, r_faces, density, h) -> float:
     return w1_1d(np.asarray(r_samples, dtype=np.float64), np.interp(q, cdf / cdf[-1], r_faces))
 
 
-def run_mmn(cfg: MMNConfig, out, *, name: str, progress=True, checkpoint=None, resume=False):
-    """The shared MMN run: PDE first (saved to pde.npz; reused on resume), then the recorded
-    online-SGD run with the PDE columns added to every metrics row."""
-    out = Path(out)
-    task, dyn, state = build(cfg)
-    pde_path = out / PDE_FILE
-    if not resume:
-        io.start_run_dir(out, io.run_record(name, cfg.to_dict(), {"task": task.to_dict()}))
-    if resume and pde_path.exists():
-        with np.load(pde_path) as z:
-            times, dens, risks, index = z["t"], z["density"], z["risk"], z["law_index"]
-            grid = RadialGrid(float(z["r_max"]), int(z["density"].shape[-1]))
-    else:
+def plan_mmn(cfg: MMNConfig) -> Plan:
+    """The shared MMN plan: the radial PDE as the prelude (checkpointed; written to pde.npz
+    with the results), then one chunked online-SGD phase whose rows gain the PDE columns
+    (risk_pde, gap_bound, w1, mean_r, mean_r_pde and per-replica ones)."""
+    def prelude():
         times, grid, dens, risks, gibbs, index = solve_pde(cfg)
         arrays = {"t": times, "r": grid.centers, "r_max": grid.r_max, "density": dens,
                   "risk": risks, "law_index": index, "kappa": np.array(sorted(set(cfg.init_stds())))}
         if gibbs is not None:
             arrays["gibbs"] = gibbs
-        io.write_npz(pde_path, arrays)
-    h, faces, centers = grid.h, grid.faces, grid.centers
+        return {"pde": arrays}
 
-    def pde_columns(st):
-        k = int(np.argmin(np.abs(times - st.t)))
-        if abs(times[k] - st.t) > 1e-9 * max(1.0, st.t):
-            raise ConfigError(f"no PDE record at t={st.t}")  # pragma: no cover - internal
-        r = st.theta.double().norm(dim=-1).cpu().numpy()                 # (B, N)
-        cols, w1s, rp = {}, [], []
-        for b in range(r.shape[0]):
-            law = int(index[b])
-            w1s.append(_w1_to_density(r[b], faces, dens[law, k], h))
-            rp.append(float(risks[law, k]))
-            if r.shape[0] > 1:
-                cols[f"risk_pde_r{b}"] = rp[-1]
-                cols[f"w1_r{b}"] = w1s[-1]
-        mean_r_pde = float(np.mean([(dens[int(index[b]), k] * centers).sum() * h
-                                    for b in range(r.shape[0])]))
-        return {"risk_pde": float(np.mean(rp)), "gap_bound": 0.05 * float(np.mean(rp)) + 25.0 / cfg.N,
-                "w1": float(np.mean(w1s)), "mean_r": float(r.mean()), "mean_r_pde": mean_r_pde,
-                **cols}
+    def phases(shared):
+        z = shared["pde"]
+        times, dens, risks, index = z["t"], z["density"], z["risk"], z["law_index"]
+        grid = RadialGrid(float(z["r_max"]), int(dens.shape[-1]))
+        h, faces, centers = grid.h, grid.faces, grid.centers
 
-    return simulate(out, experiment=name, config=cfg, dyn=dyn, state=state,
-                    param_names=task.param_names, task_arrays={}, progress=progress,
-                    checkpoint=checkpoint, n_mc=cfg.n_mc, risk_inf=None, plot=plot,
-                    extra_record=pde_columns, chunked=True)
+        def pde_columns(st):
+            k = int(np.argmin(np.abs(times - st.t)))
+            if abs(times[k] - st.t) > 1e-9 * max(1.0, st.t):
+                raise ConfigError(f"no PDE record at t={st.t}")  # pragma: no cover - internal
+            r = st.theta.double().norm(dim=-1).cpu().numpy()                 # (B, N)
+            cols, w1s, rp = {}, [], []
+            for b in range(r.shape[0]):
+                law = int(index[b])
+                w1s.append(_w1_to_density(r[b], faces, dens[law, k], h))
+                rp.append(float(risks[law, k]))
+                if r.shape[0] > 1:
+                    cols[f"risk_pde_r{b}"] = rp[-1]
+                    cols[f"w1_r{b}"] = w1s[-1]
+            mean_r_pde = float(np.mean([(dens[int(index[b]), k] * centers).sum() * h
+                                        for b in range(r.shape[0])]))
+            return {"risk_pde": float(np.mean(rp)), "gap_bound": 0.05 * float(np.mean(rp)) + 25.0 / cfg.N,
+                    "w1": float(np.mean(w1s)), "mean_r": float(r.mean()), "mean_r_pde": mean_r_pde,
+                    **cols}
+
+        return [simulation_phase(cfg, lambda: build(cfg)[1:], n_mc=cfg.n_mc, risk_inf=None,
+                                 extra=pde_columns, chunked=True)]
+
+    unit = Unit(cfg.d, cfg.activation(), output_weight=False)
+    task = IsotropicGaussians(unit, cfg.delta)
+    base = Plan(phases=phases, arrays={"param_names": np.array(task.param_names)})
+
+    def results(ctx):
+        rows = default_results(base)(ctx)
+        io.write_npz(ctx.out / PDE_FILE, ctx.shared["pde"])
+        return rows
+
+    base.prelude, base.results, base.record = prelude, results, {"task": task.to_dict()}
+    return base
 
 
-def run(cfg: Config, out, *, progress: bool = True, checkpoint: dict | None = None,
-        resume: bool = False):
-    """Run into the run directory ``out`` (see the module docstring); returns
-    (final state, metrics rows, seconds)."""
-    return run_mmn(cfg, out, name=NAME, progress=progress, checkpoint=checkpoint, resume=resume)
+def plan(cfg: Config) -> Plan:
+    """The run's plan (:func:`plan_mmn`)."""
+    return plan_mmn(cfg)
 
 
 # ------------------------------------------------------------------------------------------

@@ -54,10 +54,8 @@ randomness after the initial draw).
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,10 +66,12 @@ import torch
 from .. import io
 from ..diagnostics import loglog_rate
 from ..dynamics import ParticleState, gradient_flow
-from ..errors import ConfigError, DivergenceError
+from ..errors import ConfigError
 from ..interact import evaluate
 from ..models import TeacherStudent, Unit
 from .config import RunConfig
+from .particles import legacy_entries, size_phase
+from .plan import Plan, snapshot_arrays
 
 NAME = "n-scaling"
 
@@ -107,6 +107,8 @@ class Config(RunConfig):
 
     _choices = {"scale": ("full", "small")}
     _presets = {"scale": {"small": SMALL}}
+    # more steps continue every N from its final state (GD is deterministic)
+    resume_mutable = ("steps", "checkpoint_every", "backend")
 
     def validate(self):
         """RunConfig's checks, then (``ConfigError``): 1 ≤ N_min < N; n_values ≥ 3 and at
@@ -172,134 +174,35 @@ def iid_constant(task: TeacherStudent, theta: torch.Tensor, backend="auto") -> n
     return (self_u - cross).numpy()
 
 
-def run(cfg: Config, out, *, progress: bool = True, checkpoint: dict | None = None,
-        resume: bool = False):
-    """Run into ``out`` (see the module docstring).  Returns (None, metrics rows, seconds)."""
-    out = Path(out)
-    started = time.perf_counter()
+def plan(cfg: Config) -> Plan:
+    """One phase per N of the grid (seeds as replicas), population GD from
+    :func:`initial_state`; the final risk re-evaluated in float64 (``risk64``); results:
+    metrics.csv, results.csv, fit.json, particles.npz (module docstring)."""
     task = teacher_task(cfg)
-    if not resume:
-        io.start_run_dir(out, io.run_record(NAME, cfg.to_dict(), {"task": task.to_dict(),
-                                                                  "N_grid": cfg.grid()}))
-    dyn = gradient_flow(task, dt=cfg.dt, backend=cfg.backend)
+    grid = cfg.grid()
+    keys = {N: f"N={N}" for N in grid}
 
-    def final(N, state):
-        pot = evaluate(task, state.theta.double(), backend=cfg.backend)
-        return pot.risk, {"risk64": pot.risk.numpy().copy()}
+    def phases(shared):
+        dyn = gradient_flow(task, dt=cfg.dt, backend=cfg.backend)
 
-    done = run_sizes(out, name=NAME, cfg=cfg, sizes=cfg.grid(), dyn=lambda N: dyn,
-                     init=lambda N: initial_state(cfg, dyn, N), final=final,
-                     checkpoint=checkpoint, progress=progress)
-    n_max = cfg.grid()[-1]
-    k_limit = iid_constant(task, done[n_max]["state"]["theta"], cfg.backend)
-    rows = _write_results(cfg, out, task, done, k_limit)
-    save_sizes_checkpoint(out, NAME, cfg, done, finished=True)
-    plot(out)
-    return None, rows, time.perf_counter() - started
+        def final(state):
+            pot = evaluate(task, state.theta.double(), backend=cfg.backend)
+            return pot.risk, {"risk64": pot.risk.numpy().copy()}
 
+        return [size_phase(keys[N], {"N": N}, lambda N=N: (dyn, initial_state(cfg, dyn, N)),
+                           label=f"N={N}", final=final) for N in grid]
 
-@contextlib.contextmanager
-def torch_threads(n: int):
-    """Run a block with ``n`` torch threads, restoring the previous count.  Small systems
-    (a few thousand pair terms a step) run 10× faster on one thread than on two on a busy
-    machine (measured: cb-relu2d's step took 3.7 ms on 1 thread, 53 ms on 2 at load 8): the
-    OpenMP team's synchronisation costs more than the work."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
+    def results(ctx):
+        done = legacy_entries(ctx, keys)
+        k_limit = iid_constant(task, done[grid[-1]]["state"]["theta"], cfg.backend)
+        return _write_results(cfg, ctx, task, done, k_limit)
+
+    return Plan(phases=phases, results=results, primary=keys[grid[-1]],
+                record={"task": task.to_dict(), "N_grid": grid})
 
 
-def save_sizes_checkpoint(out, name, cfg, done, step=None, finished=False):
-    """checkpoint.pt of a multi-size run: {"done": {N: entry}, "state": {"step", "N_done"}, …}."""
-    io.save_checkpoint(Path(out) / io.CHECKPOINT, {
-        "experiment": name, "config": cfg.to_dict(), "done": done, "finished": finished,
-        "state": {"step": cfg.steps if step is None else step,
-                  "N_done": sorted(n for n, v in done.items() if v["complete"])}})
-
-
-def run_sizes(out, *, name, cfg, sizes, dyn, init, final=None, extra=None, snapshot_steps=(),
-              per_replica=True, checkpoint=None, progress=True) -> dict:
-    """Advance one particle system per size N in ``sizes`` (each ``cfg.replicas`` replicas in
-    one tensor) from ``init(N)`` with ``dyn(N)`` for ``cfg.steps`` steps, recording a metrics
-    row every ``cfg.log_every`` steps (N, step, t, seed-mean risk, risk_r<b> when
-    ``per_replica``, plus ``extra(N, state, potential) -> dict``; potential is None on the
-    final row), snapshots of θ at ``snapshot_steps``, and a
-    checkpoint every ``cfg.checkpoint_every`` steps and after every size.  ``final(N, state)
-    -> (risk [R] tensor, dict)`` gives the last row's risk (e.g. re-evaluated in float64) and
-    extra entries.  Sizes finished in ``checkpoint`` are skipped; the current one continues from
-    its last checkpoint (bit for bit); a larger ``cfg.steps`` extends finished sizes.
-
-    Returns {N: {"rows", "theta0", "state" (state_dict), "snaps" {step: θ}, "complete", …}}.
-    """
-    from tqdm.auto import tqdm
-
-    out = Path(out)
-    io.remove_stale_temporaries(out)
-    done = dict(checkpoint["done"]) if checkpoint else {}
-    snap_at = set(int(k) for k in snapshot_steps)
-    bar = tqdm(total=len(sizes) * cfg.steps, desc=name, disable=None if progress else True, leave=False)
-    try:
-        for N in sizes:
-            entry = done.get(N)
-            if entry is not None and entry["complete"] and entry["state"]["step"] >= cfg.steps:
-                bar.update(cfg.steps)
-                continue
-            dyn_n = dyn(N)
-            if entry is None:
-                state = init(N)
-                entry = {"rows": [], "theta0": state.theta.clone(), "snaps": {}, "complete": False}
-            else:
-                state = ParticleState.from_state_dict(entry["state"])
-                entry["rows"] = [r for r in entry["rows"] if r["step"] < state.step]
-                entry["snaps"] = {k: v for k, v in entry["snaps"].items() if k <= state.step}
-                entry["complete"] = False
-            bar.update(state.step)
-            bar.set_postfix(N=N, refresh=False)
-            while state.step < cfg.steps:
-                prev = state
-                if prev.step in snap_at:
-                    entry["snaps"][prev.step] = prev.theta.detach().clone()
-                state, info = dyn_n.step(state)
-                if prev.step % cfg.log_every == 0:
-                    entry["rows"].append(_row(N, prev, info.potential.risk,
-                                              extra(N, prev, info.potential) if extra else None,
-                                              per_replica))
-                bar.update(1)
-                if state.step % cfg.checkpoint_every == 0 and state.step < cfg.steps:
-                    entry["state"] = state.state_dict()
-                    done[N] = entry
-                    save_sizes_checkpoint(out, name, cfg, done, step=state.step)
-            entry["snaps"][state.step] = state.theta.detach().clone()
-            if final is not None:
-                risk, more = final(N, state)
-                entry.update(more)
-            else:
-                risk = dyn_n.potential(state).risk
-            entry["rows"].append(_row(N, state, risk, extra(N, state, None) if extra else None,
-                                      per_replica))
-            entry.update(state=state.state_dict(), complete=True)
-            done[N] = entry
-            save_sizes_checkpoint(out, name, cfg, done, step=state.step)
-    finally:
-        bar.close()
-    return done
-
-
-def _row(N, state, risk, extra=None, per_replica=True):
-    r = risk.double()
-    if not torch.isfinite(r).all():
-        raise DivergenceError(f"N={N}, step {state.step}: non-finite risk; the step size is likely too large")
-    row = {"N": N, "step": state.step, "t": state.t, "risk": float(r.mean())}
-    if per_replica:
-        row.update({f"risk_r{b}": float(x) for b, x in enumerate(r)})
-    row.update(extra or {})
-    return row
-
-
-def _write_results(cfg, out, task, done, k_limit):
+def _write_results(cfg, ctx, task, done, k_limit):
+    out = ctx.out
     from scipy.optimize import OptimizeWarning, curve_fit
     from scipy.stats import linregress
 
@@ -352,9 +255,10 @@ def _write_results(cfg, out, task, done, k_limit):
     fit["slope_vs_T"] = _slopes_vs_t(cfg, done)
     io.write_json(out / "fit.json", fit)
     e_max = done[grid[-1]]
-    arrays = {"t": np.array([0.0, T]),
+    arrays = snapshot_arrays(ctx.done, primary=f"N={grid[-1]}")
+    arrays.update({"t": np.array([0.0, T]),
               "theta": torch.stack([e_max["theta0"], e_max["state"]["theta"]]).numpy(),
-              "param_names": np.array(task.param_names), "N_grid": np.array(grid)}
+              "param_names": np.array(task.param_names), "N_grid": np.array(grid)})
     arrays.update({f"theta_N{N}": done[N]["state"]["theta"].numpy() for N in grid})
     arrays.update(task.arrays())
     io.write_npz(out / io.PARTICLES, arrays)

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +57,7 @@ from ..errors import ConfigError, DivergenceError
 from ..models import TeacherStudent, Unit
 from ..pde import Grid2D, GridDD, w2_grid
 from .config import RunConfig
+from .plan import Phase, Plan, snapshot_arrays
 
 NAME = "pde2d-teacher"
 PDE_FILE = "pde.npz"
@@ -102,6 +102,8 @@ class Config(RunConfig):
 
     _choices = {"scale": ("full", "small"), "activation": ("erf", "relu")}
     _presets = {"scale": {"small": SMALL}}
+    # the grid PDE is recorded at the run's k·dt: nothing that moves those times may change
+    resume_mutable = ("checkpoint_every", "backend")
 
     def validate(self):
         """RunConfig's checks, then (``ConfigError``): d = 2; the N grid (:func:`validate_n_grid`);
@@ -247,75 +249,60 @@ def _pde_record(cfg, task, times):
             "h": np.array(g.h), "box": np.array([cfg.box_lo, cfg.box_hi]), "cells": cfg.cells}
 
 
-def sweep_against_grid(cfg, out, *, name: str, task, solve_pde, theta0, measure,
-                       write_results, plot, after=None, dynamics_kw=None, progress: bool = True,
-                       checkpoint: dict | None = None, resume: bool = False):
-    """The run shared by pde2d-teacher and pde2d-torus: solve the grid PDE once, then for each
-    N of ``cfg.grid_N()`` run ``cfg.replicas`` seeds of particles and record them against it.
+def grid_plan(cfg, *, task, solve_pde, theta0, measure, snapshot, write_results, after=None,
+              dynamics_kw=None) -> Plan:
+    """The plan shared by pde2d-teacher and pde2d-torus: the grid PDE solved once (the
+    prelude, checkpointed), then one phase per N of ``cfg.grid_N()`` running ``cfg.replicas``
+    seeds of particles recorded against it.
 
     ``solve_pde(cfg, task, times) -> dict`` (the PDE record, with "density" [T, nx, ny] at the
     recorded ``times``); ``theta0(generator, N) -> [B, N, 2]`` float64 initial particles;
-    ``measure(state, N, i, k, pde, snapshot) -> (row, snap)``: the metrics row (a dict) at
-    record index i (step k) and, when ``snapshot``, the particles to keep [B, N, 2] (else
-    None); ``after(N, generator, pde) -> dict`` adds entries to N's record.  Per N the
-    particles follow ``ParticleDynamics`` (population drift, dt, xi, beta from ``cfg``, plus
-    ``dynamics_kw``) seeded ``seed·1 000 003 + N``; finished N values are checkpointed and
-    skipped on resume, and the PDE is solved once.  Then ``write_results(done, pde, steps,
-    snaps_at) -> summary rows``, the final checkpoint, and ``plot(out)``.  Returns
-    (None, summary rows, seconds), the experiments' ``run`` contract."""
-    from tqdm.auto import tqdm
-
-    out = Path(out)
-    started = time.perf_counter()
-    if not resume:
-        io.start_run_dir(out, io.run_record(name, cfg.to_dict(), {"task": task.to_dict(),
-                                                                  "N_grid": cfg.grid_N()}))
-    io.remove_stale_temporaries(out)
-    done = dict(checkpoint["done"]) if checkpoint else {}
+    ``measure(state, N, i, k, pde, snapshot) -> row`` at record index i (step k; W2 when
+    ``snapshot``); ``snapshot(state) -> array`` what a snapshot keeps; ``after(N, generator,
+    pde) -> dict`` adds entries to N's record (with the phase's generator after the run).
+    Per N the particles follow ``ParticleDynamics`` (population drift, dt, xi, beta from
+    ``cfg``, plus ``dynamics_kw``), advanced in chunks between records, seeded
+    ``seed·1 000 003 + N``.  ``write_results(done, pde, steps, snaps_at) -> summary rows``
+    with done {N: {"series": rows, "snapshots": {k: snapshot}, **after}}."""
     rows_at, snaps_at = record_steps(cfg)
     steps = sorted(set(rows_at) | set(snaps_at))
     times = np.array([float(f"{k * cfg.dt:.15g}") for k in steps])
-
-    def save(pde, finished):
-        io.save_checkpoint(out / io.CHECKPOINT, {
-            "experiment": name, "config": cfg.to_dict(),
-            "state": {"step": cfg.steps if finished else len(done), "N_done": sorted(done)},
-            "done": done, "pde": pde, "finished": finished})
-
-    pde = checkpoint.get("pde") if checkpoint else None
-    if pde is None:
-        pde = solve_pde(cfg, task, times)
-        save(pde, False)
+    index = {k: i for i, k in enumerate(steps)}
+    keys = {N: f"N={N}" for N in cfg.grid_N()}
     dtype = getattr(torch, cfg.dtype)
-    bar = tqdm(cfg.grid_N(), desc=name, disable=None if progress else True, leave=False)
-    for N in bar:
-        if N in done:
-            continue
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + N)
-        dyn = ParticleDynamics(task, dt=cfg.dt, drift="population", xi=cfg.xi, beta=cfg.beta,
-                               backend=cfg.backend, **(dynamics_kw or {}))
-        state = dyn.init(theta0(gen, N).to(dtype), generator=gen)
-        series, snaps = [], {}
-        for i, k in enumerate(steps):
-            if k > state.step:
-                state = dyn.run(state, k - state.step)
-            row, snap = measure(state, N, i, k, pde, k in snaps_at)
-            if snap is not None:
-                snaps[k] = snap
-            series.append(row)
-        done[N] = {"series": series, "snapshots": snaps, **(after(N, gen, pde) if after else {})}
-        save(pde, False)
-        bar.set_postfix(N=N, refresh=False)
-    bar.close()
-    summary = write_results(done, pde, steps, snaps_at)
-    save(pde, True)
-    plot(out)
-    return None, summary, time.perf_counter() - started
+    snap_set = set(snaps_at)
+
+    def phases(shared):
+        pde = shared["pde"]
+        out = []
+        for N in cfg.grid_N():
+            def build(N=N):
+                gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + N)
+                dyn = ParticleDynamics(task, dt=cfg.dt, drift="population", xi=cfg.xi, beta=cfg.beta,
+                                       backend=cfg.backend, **(dynamics_kw or {}))
+                return dyn, dyn.init(theta0(gen, N).to(dtype), generator=gen)
+
+            out.append(Phase(
+                key=keys[N], build=build, chunked=True, snapshot=snapshot,
+                measure=lambda dyn, st, pot, N=N: measure(st, N, index[st.step], st.step, pde,
+                                                         st.step in snap_set),
+                finish=(lambda dyn, st, rec, N=N: after(N, st.generator, pde)) if after else None))
+        return out
+
+    def results(ctx):
+        done = {N: {"series": ctx.done[k]["rows"],
+                    "snapshots": {step: th for step, _, th in ctx.done[k]["snaps"]},
+                    **(ctx.done[k].get("result") or {})} for N, k in keys.items()}
+        return write_results(ctx, done, ctx.shared["pde"], steps, snaps_at)
+
+    return Plan(phases=phases, prelude=lambda: {"pde": solve_pde(cfg, task, times)},
+                results=results, primary=keys[cfg.grid_N()[-1]],
+                record={"task": task.to_dict(), "N_grid": cfg.grid_N()})
 
 
-def run(cfg: Config, out, *, progress: bool = True, checkpoint: dict | None = None,
-        resume: bool = False):
-    """Run into ``out`` (see the module docstring).  Returns (None, summary rows, seconds)."""
+def plan(cfg: Config) -> Plan:
+    """The grid PDE (and its half-resolution twin) as the prelude, then one phase per N
+    (:func:`grid_plan`): exact risks at every record, W2 to the grid density at snapshots."""
     task = build_task(cfg)
     grid = Grid2D.box(cfg.box_lo, cfg.box_hi, cfg.cells)
 
@@ -324,24 +311,24 @@ def run(cfg: Config, out, *, progress: bool = True, checkpoint: dict | None = No
         if not np.isfinite(R).all():
             raise DivergenceError(f"N={N}, step {k}: non-finite risk; the step size is likely too large")
         row = {"step": k, "t": float(pde["t"][i]), "risk": R, "risk_pde": float(pde["risk"][i])}
-        if not snapshot:
-            return row, None
-        th = state.theta.detach().double().cpu().numpy()
-        row["w2"] = np.array([w2_grid(grid, pde["density"][i], th[b], sub=cfg.w2_sub)
-                              for b in range(cfg.w2_replicas)])
-        return row, th.astype(np.float32)
+        if snapshot:
+            th = state.theta.detach().double().cpu().numpy()
+            row["w2"] = np.array([w2_grid(grid, pde["density"][i], th[b], sub=cfg.w2_sub)
+                                  for b in range(cfg.w2_replicas)])
+        return row
 
-    return sweep_against_grid(
-        cfg, out, name=NAME, task=task, solve_pde=_pde_record,
+    return grid_plan(
+        cfg, task=task, solve_pde=_pde_record,
         theta0=lambda gen, N: cfg.init_std * torch.randn(cfg.replicas, N, 2, generator=gen,
                                                          dtype=torch.float64),
         measure=measure, dynamics_kw={"lam": cfg.lam},
-        write_results=lambda done, pde, steps, snaps_at: _write_results(cfg, out, done, pde, task,
-                                                                        steps, snaps_at),
-        plot=plot, progress=progress, checkpoint=checkpoint, resume=resume)
+        snapshot=lambda st: st.theta.detach().double().cpu().numpy().astype(np.float32),
+        write_results=lambda ctx, done, pde, steps, snaps_at: _write_results(
+            cfg, ctx, done, pde, task, steps, snaps_at))
 
 
-def _write_results(cfg, out, done, pde, task, steps, snaps_at):
+def _write_results(cfg, ctx, done, pde, task, steps, snaps_at):
+    out = ctx.out
     Ns = cfg.grid_N()
     metrics, summary = [], []
     gaps_T, sup_gaps, w2_T, w2_0 = [], [], [], []
@@ -385,18 +372,21 @@ def _write_results(cfg, out, done, pde, task, steps, snaps_at):
                    "w2_quantisation_bound": grid.quantisation(cfg.w2_sub),
                    "risk_0": float(pde["risk"][0]), "risk_T": float(pde["risk"][-1])}}
     io.write_json(out / "fit.json", fit)
-    write_arrays(out, cfg, done, pde, task, snaps_at, ["w0", "w1"])
+    write_arrays(ctx, cfg, done, pde, task, snaps_at, ["w0", "w1"])
     return summary
 
 
-def write_arrays(out, cfg, done, pde, task, snaps_at, param_names):
-    """pde.npz (every array of the PDE record) and particles.npz (snapshot times t [S],
-    param_names, N_grid, the task's arrays, and ``theta_N<N>`` [S, B, N, 2] per N)."""
+def write_arrays(ctx, cfg, done, pde, task, snaps_at, param_names):
+    """pde.npz (every array of the PDE record) and particles.npz (the runner's snapshot
+    layout, snapshot times t [S], param_names, N_grid, the task's arrays, and ``theta_N<N>``
+    [S, B, N, 2] per N)."""
+    out = ctx.out
     io.write_npz(out / PDE_FILE, {k: np.asarray(v) for k, v in pde.items()})
     snap_t = np.array([float(f"{k * cfg.dt:.15g}") for k in snaps_at])
     Ns = cfg.grid_N()
-    arrays = {"t": snap_t, "param_names": np.array(param_names), "N_grid": np.array(Ns),
-              **task.arrays()}
+    arrays = snapshot_arrays(ctx.done, primary=f"N={Ns[-1]}")
+    arrays.update({"t": snap_t, "param_names": np.array(param_names), "N_grid": np.array(Ns),
+                   **task.arrays()})
     arrays.update({f"theta_N{N}": np.stack([done[N]["snapshots"][k] for k in snaps_at]) for N in Ns})
     io.write_npz(out / io.PARTICLES, arrays)
 

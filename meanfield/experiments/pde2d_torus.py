@@ -66,7 +66,8 @@ from ..interact import evaluate
 from ..models import TorusMMD
 from ..pde import Grid2D, GridDD, knn_neg_entropy, w2_grid
 from .config import RunConfig
-from .pde2d_teacher import density_panels, plot_fits, sweep_against_grid, validate_n_grid, write_arrays
+from .pde2d_teacher import density_panels, grid_plan, plot_fits, validate_n_grid, write_arrays
+from .plan import Plan
 
 NAME = "pde2d-torus"
 PDE_FILE = "pde.npz"
@@ -110,6 +111,8 @@ class Config(RunConfig):
 
     _choices = {"scale": ("full", "small")}
     _presets = {"scale": {"small": SMALL}}
+    # the grid PDE is recorded at the run's k·dt: nothing that moves those times may change
+    resume_mutable = ("checkpoint_every", "backend")
 
     def validate(self):
         """RunConfig's checks, then (``ConfigError``): d = 2; the N grid
@@ -178,9 +181,10 @@ def _solve_pde(cfg, task, times):
             "h": np.array(grid.h), "cells": cfg.cells}
 
 
-def run(cfg: Config, out, *, progress: bool = True, checkpoint: dict | None = None,
-        resume: bool = False):
-    """Run into ``out`` (see the module docstring).  Returns (None, summary rows, seconds)."""
+def plan(cfg: Config) -> Plan:
+    """The torus grid PDE run to T and on to t_long (the prelude), then one phase per N
+    (``pde2d_teacher.grid_plan``): R, Ĥ, F per seed at every record, W2 with the periodic
+    cost at snapshots, and F of N i.i.d. draws of the grid density at T per N."""
     task = build_task(cfg)
     grid = Grid2D.torus(cfg.cells, PERIOD)
 
@@ -192,12 +196,11 @@ def run(cfg: Config, out, *, progress: bool = True, checkpoint: dict | None = No
         if not np.isfinite(F).all():
             raise DivergenceError(f"N={N}, step {k}: non-finite free energy; the step size is likely too large")
         row = {"step": k, "t": float(pde["t"][i]), "risk": R, "neg_entropy": H, "free_energy": F}
-        if not snapshot:
-            return row, None
-        wrapped = grid.wrap(th.numpy())
-        row["w2"] = np.array([w2_grid(grid, pde["density"][i], wrapped[b], sub=cfg.w2_sub)
-                              for b in range(cfg.w2_replicas)])
-        return row, wrapped.astype(np.float32)
+        if snapshot:
+            wrapped = grid.wrap(th.numpy())
+            row["w2"] = np.array([w2_grid(grid, pde["density"][i], wrapped[b], sub=cfg.w2_sub)
+                                  for b in range(cfg.w2_replicas)])
+        return row
 
     def after(N, gen, pde):
         # reference: F of N i.i.d. draws from the grid density at T (estimator + sampling bias)
@@ -207,14 +210,14 @@ def run(cfg: Config, out, *, progress: bool = True, checkpoint: dict | None = No
                  + cfg.tau * knn_neg_entropy(iid, period=PERIOD))
         return {"F_iid": F_iid - float(pde["free_energy"][-1])}
 
-    return sweep_against_grid(
-        cfg, out, name=NAME, task=task, solve_pde=_solve_pde,
+    return grid_plan(
+        cfg, task=task, solve_pde=_solve_pde,
         theta0=lambda gen, N: PERIOD * torch.rand(cfg.replicas, N, 2, generator=gen,
                                                   dtype=torch.float64),
         measure=measure, after=after,
-        write_results=lambda done, pde, steps, snaps_at: _write_results(cfg, out, done, pde, task,
-                                                                        snaps_at),
-        plot=plot, progress=progress, checkpoint=checkpoint, resume=resume)
+        snapshot=lambda st: grid.wrap(st.theta.detach().double().cpu().numpy()).astype(np.float32),
+        write_results=lambda ctx, done, pde, steps, snaps_at: _write_results(
+            cfg, ctx, done, pde, task, snaps_at))
 
 
 # ------------------------------------------------------------------------------------------
@@ -272,7 +275,8 @@ def _particle_rate(F, t, win, r0, *, n_boot, seed):
     return {"rate": rate, "ci95": [float(ci.low), float(ci.high)]}
 
 
-def _write_results(cfg, out, done, pde, task, snaps_at):
+def _write_results(cfg, ctx, done, pde, task, snaps_at):
+    out = ctx.out
     Ns = cfg.grid_N()
     t = np.asarray(pde["t"])
     Fg = np.asarray(pde["free_energy"])
@@ -329,7 +333,7 @@ def _write_results(cfg, out, done, pde, task, snaps_at):
                    "gibbs_residual_long": float(pde["residual_tail"][-1]),
                    "w2_quantisation_bound": Grid2D.torus(cfg.cells, PERIOD).quantisation(cfg.w2_sub)}}
     io.write_json(out / "fit.json", fit)
-    write_arrays(out, cfg, done, pde, task, snaps_at, ["x0", "x1"])
+    write_arrays(ctx, cfg, done, pde, task, snaps_at, ["x0", "x1"])
     return summary
 
 

@@ -1,49 +1,31 @@
-"""Shared pieces of the ResNet experiments: a resumable sweep of training jobs, initial
-particle laws, fitted rates with bootstrap intervals, and a thread-count guard.
+"""Shared pieces of the ResNet experiments: the phase of one training job, their result
+files, initial particle laws and fitted rates with bootstrap intervals.
 
-A sweep runs named jobs one after another into one run directory (DESIGN.md §3).  Each job
-trains a :class:`~meanfield.dynamics.ConditionalOTFlow` (or any object with ``step`` and a
-state with ``step``/``t``/``theta``/``state_dict``) for a fixed number of steps and returns
-a small picklable result.  The checkpoint holds the results of finished jobs, the metrics
-rows so far and the full state of the job in progress (generator included), written
-atomically every ``checkpoint_every`` steps and after each job, so ``meanfield resume DIR``
-continues bit for bit: finished jobs are not rerun, the interrupted one continues from its
-last checkpoint, and every job is a deterministic function of its seeds.
+A ResNet experiment is a sequence of named training jobs (phases run by
+``meanfield.runner`` into one run directory, DESIGN.md §3).  Each job trains a
+:class:`~meanfield.dynamics.ConditionalOTFlow` (or any object with ``step`` and a state
+with ``step``/``t``/``theta``/``state_dict``) for the config's ``steps`` and keeps a small
+picklable result; the runner checkpoints finished jobs and the job in progress, so
+``meanfield resume DIR`` continues bit for bit: finished jobs are not rerun, the
+interrupted one continues from its last checkpoint, and every job is a deterministic
+function of its seeds.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .. import io
 from ..errors import ConfigError
+from .plan import Phase, snapshot_arrays
 
 RESULTS = "results.json"
-# keys a resumed sweep may change (they do not change any recorded number)
+# keys a resumed ResNet run may change (they change no recorded number): its Configs' rule
 RESUME_MUTABLE = ("checkpoint_every", "threads")
-
-
-@contextlib.contextmanager
-def torch_threads(n: int):
-    """Run with ``n`` torch intra-op threads (0: leave torch's setting), restored afterwards.
-
-    The per-layer tensors of these experiments are small; on the shared 2-core machine one
-    thread measured 50× faster per step than two (0.55 s against 28 s for L = 128, M = 512,
-    B = 4, n = 64, float32) because the second thread waits on busy cores."""
-    old = torch.get_num_threads()
-    if n > 0:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def parse_ints(name: str, spec: str) -> list[int]:
@@ -113,101 +95,32 @@ def fit_slope(x, errors, *, n_resamples: int = 2000, seed: int = 0) -> dict:
     return out
 
 
-class Sweep:
-    """Named training jobs run in order into one run directory, resumable (module docstring)."""
+def job_phase(key: str, columns: dict, build, *, log_every: int, measure, finish=None,
+              save_every: int | None = None, snap_all: bool = False) -> Phase:
+    """The phase of one training job of a ResNet experiment: ``build() -> (flow, state)``;
+    rows ``{**columns, step, t, **measure(flow, state)}`` every ``log_every`` steps (every
+    value must stay finite); snapshots (θ of replica 0, or of all replicas with
+    ``snap_all``) every ``save_every`` steps and at the end when ``save_every``;
+    ``finish(flow, state, rows, snaps) -> dict`` kept for the results.  Jobs run to the
+    config's ``steps`` and are not extended."""
+    def snapshot(state):
+        return (state.theta if snap_all else state.theta[0]).detach().cpu().clone()
 
-    def __init__(self, out, name: str, cfg, *, checkpoint: dict | None, progress: bool, total_steps: int):
-        self.out = Path(out)
-        self.name = name
-        self.cfg = cfg
-        io.remove_stale_temporaries(self.out)
-        if checkpoint is None:
-            self.done: dict = {}
-            self.rows: list[dict] = []
-            self.current = None
-        else:
-            old, new = checkpoint["config"], cfg.to_dict()
-            changed = sorted(k for k in set(old) | set(new)
-                             if old.get(k) != new.get(k) and k not in RESUME_MUTABLE)
-            if checkpoint.get("finished"):
-                raise ConfigError(f"{self.out} holds a finished {name} sweep; its jobs cannot be "
-                                  "extended (start a new run)")
-            if changed:
-                # the CLI has already written the rejected keys into config.json: restore it
-                rec = io.load_run_config(self.out)
-                rec["config"] = old
-                io.write_json(self.out / io.CONFIG, rec)
-                raise ConfigError(f"a resumed {name} sweep keeps its config; changed keys: {', '.join(changed)}")
-            self.done = dict(checkpoint["done"])
-            self.rows = list(checkpoint["rows"])
-            self.current = checkpoint.get("current")
-        self.started = time.perf_counter()
-        self.bar = tqdm(total=total_steps, desc=name, disable=None if progress else True,
-                        dynamic_ncols=True, leave=False)
+    return Phase(key=key, build=build, columns=columns, log_every=log_every,
+                 measure=lambda flow, st, pot: measure(flow, st),
+                 save_every=save_every or 0, snapshots=bool(save_every), snapshot=snapshot,
+                 finish=(lambda flow, st, rec: finish(flow, st, rec["rows"], rec["snaps"])) if finish else None,
+                 nonfinite_ok=(), extendable=False)
 
-    def _save(self, current=None, finished=False):
-        step = self.cfg.steps if finished else (current["state"]["step"] if current else 0)
-        io.save_checkpoint(self.out / io.CHECKPOINT, {
-            "experiment": self.name, "config": self.cfg.to_dict(), "state": {"step": step},
-            "done": self.done, "rows": self.rows, "current": current, "finished": finished})
-        io.write_metrics(self.out / io.METRICS, self.rows + (current["rows"] if current else []))
 
-    def job(self, key: str, columns: dict, build, *, steps: int, log_every: int, measure, finish,
-            save_every: int | None = None, checkpoint_every: int | None = None, snap_all: bool = False):
-        """Run (or recall) job ``key``.
-
-        build() → (flow, state); measure(flow, state) → dict of metrics (risk first);
-        finish(flow, state, rows, snaps) → the job's result (picklable, small).
-        Rows get ``columns``, ``step``, ``t`` and the measures; snapshots (k, t, θ of replica 0,
-        or of all replicas with ``snap_all``) every ``save_every`` steps and at the end."""
-        if key in self.done:
-            self.bar.update(steps)
-            return self.done[key]
-        flow, state = build()
-        rows, snaps = [], []
-        if self.current is not None and self.current["key"] == key:
-            state = type(state).from_state_dict(self.current["state"])
-            rows, snaps = list(self.current["rows"]), list(self.current["snaps"])
-            self.bar.update(state.step)
-        every = checkpoint_every or self.cfg.checkpoint_every
-
-        def record(st):
-            measured = measure(flow, st)
-            rows.append({**columns, "step": st.step, "t": st.t, **measured})
-            for k_, v in measured.items():
-                if isinstance(v, float) and not math.isfinite(v):
-                    from ..errors import DivergenceError
-
-                    raise DivergenceError(f"{key}: step {st.step}: non-finite {k_}; the step size is "
-                                          "likely too large")
-
-        while state.step < steps:
-            if state.step % log_every == 0:
-                record(state)
-            if save_every and state.step % save_every == 0:
-                snaps.append((state.step, state.t, (state.theta if snap_all else state.theta[0]).detach().cpu().clone()))
-            state, _ = flow.step(state)
-            self.bar.update(1)
-            if state.step % every == 0 and state.step < steps:
-                self._save({"key": key, "state": state.state_dict(), "rows": rows, "snaps": snaps})
-        if not rows or rows[-1]["step"] != state.step:
-            record(state)
-        if save_every and (not snaps or snaps[-1][0] != state.step):
-            snaps.append((state.step, state.t, (state.theta if snap_all else state.theta[0]).detach().cpu().clone()))
-        result = finish(flow, state, rows, snaps)
-        self.done[key] = result
-        self.rows.extend(rows)
-        self.current = None
-        self._save()
-        return result
-
-    def finish(self, arrays: dict, results: dict):
-        """particles.npz, results.json, metrics.csv and the finished checkpoint."""
-        self.bar.close()
-        io.write_npz(self.out / io.PARTICLES, arrays)
-        io.atomic_write_bytes(self.out / RESULTS, (json.dumps(results, indent=2, default=_jsonable) + "\n").encode())
-        self._save(finished=True)
-        return time.perf_counter() - self.started
+def write_outputs(ctx, arrays: dict, results: dict) -> list[dict]:
+    """particles.npz (the runner's snapshot layout, then ``arrays``), results.json and
+    metrics.csv (every job's rows); returns the rows."""
+    io.write_npz(ctx.out / io.PARTICLES, {**snapshot_arrays(ctx.done), **arrays})
+    io.atomic_write_bytes(ctx.out / RESULTS, (json.dumps(results, indent=2, default=_jsonable) + "\n").encode())
+    rows = ctx.rows
+    io.write_metrics(ctx.out / io.METRICS, rows)
+    return rows
 
 
 def _jsonable(o):

@@ -27,8 +27,11 @@ from .. import io
 from ..dynamics import resnet_sgd
 from ..errors import ConfigError
 from ..models.resnet import ResNet, grid_measure
+from ..interact import RESNET_BACKENDS
 from .config import RunConfig
-from .resnet_common import Sweep, parse_ints, plt, read_results, snapshots_arrays, torch_threads, unit_init
+from .plan import Plan
+from .resnet_common import (RESUME_MUTABLE, job_phase, parse_ints, plt, read_results, snapshots_arrays,
+                            unit_init, write_outputs)
 
 NAME = "resnet-digits"
 
@@ -59,7 +62,8 @@ class Config(RunConfig):
     init_b_std: float = 0.5
     threads: int = 1
 
-    _choices = {"scale": tuple(SCALES), "backend": ("auto", "torch", "keops")}
+    _choices = {"scale": tuple(SCALES), "backend": RESNET_BACKENDS}
+    resume_mutable = RESUME_MUTABLE
 
     def validate(self):
         """RunConfig's checks, then (``ConfigError``): 10 ≤ hidden ≤ 64; 1 ≤ n_test ≤ 1000;
@@ -105,28 +109,27 @@ def digits_data(cfg: Config):
     return model, Xc[tr], y[tr], Xc[te], y[te]
 
 
-def run(cfg: Config, out, *, progress: bool = True, checkpoint: dict | None = None, resume: bool = False):
-    """Train every (L, M) into ``out``; returns (None, metrics rows, seconds)."""
-    out = Path(out)
+def plan(cfg: Config) -> Plan:
+    """One job per (L, M) (widths slowest), minibatch SGD of the conditional-OT flow on the
+    training split; snapshots of the last job; results: final test accuracy per (L, M)."""
     sz = cfg.sizes()
     dtype = getattr(torch, cfg.dtype)
-    model, Xtr, ytr, Xte, yte = digits_data(cfg)
-    if not resume:
-        io.start_run_dir(out, io.run_record(NAME, cfg.to_dict(), {"model": model.to_dict(), "sizes": sz,
-                                                                  "n_train": len(Xtr)}))
     jobs = [(L, M) for M in sz["widths"] for L in sz["depths"]]
+    model, Xtr, ytr, Xte, yte = digits_data(cfg)
     test = (Xte.to(dtype), yte)
-    with torch_threads(cfg.threads):
-        sweep = Sweep(out, NAME, cfg, checkpoint=checkpoint, progress=progress, total_steps=len(jobs) * cfg.steps)
-        res = {}
-        for L, M in jobs:
-            res[(L, M)] = sweep.job(
-                f"L={L}/M={M}", {"L": L, "M": M},
-                lambda L=L, M=M: _build(cfg, model, Xtr, ytr, L, M, dtype),
-                steps=cfg.steps, log_every=cfg.log_every,
-                save_every=cfg.save_every if (L, M) == jobs[-1] else None,
-                measure=lambda f, s: _measure(f, s, *test),
-                finish=lambda f, s, r, sn: {"rows": r, "snaps": sn, "layer": s.layer.numpy()})
+
+    def key(L, M):
+        return f"L={L}/M={M}"
+
+    def phases(shared):
+        return [job_phase(
+            key(L, M), {"L": L, "M": M}, lambda L=L, M=M: _build(cfg, model, Xtr, ytr, L, M, dtype),
+            log_every=cfg.log_every, save_every=cfg.save_every if (L, M) == jobs[-1] else None,
+            measure=lambda f, s: _measure(f, s, *test),
+            finish=lambda f, s, r, sn: {"layer": s.layer.numpy()}) for L, M in jobs]
+
+    def results(ctx):
+        res = {(L, M): ctx.result(key(L, M)) for L, M in jobs}
         last = res[jobs[-1]]
         R = cfg.replicas
         acc = {f"L={L},M={M}": {"L": L, "M": M, "test_acc": r["rows"][-1]["test_acc"],
@@ -134,10 +137,11 @@ def run(cfg: Config, out, *, progress: bool = True, checkpoint: dict | None = No
                                  "train_loss": r["rows"][-1]["risk"], "test_loss": r["rows"][-1]["test_loss"]}
                for (L, M), r in res.items()}
         arrays = snapshots_arrays(last["snaps"], last["layer"], model.param_names, model.arrays())
-        secs = sweep.finish(arrays, {"experiment": NAME, "sizes": sz, "n_train": len(Xtr), "n_test": len(Xte),
-                                     "final": acc})
-    plot(out)
-    return None, sweep.rows, secs
+        return write_outputs(ctx, arrays, {"experiment": NAME, "sizes": sz, "n_train": len(Xtr),
+                                           "n_test": len(Xte), "final": acc})
+
+    return Plan(phases=phases, results=results, threads=cfg.threads,
+                record={"model": model.to_dict(), "sizes": sz, "n_train": len(Xtr)})
 
 
 def _build(cfg, model, Xtr, ytr, L, M, dtype):

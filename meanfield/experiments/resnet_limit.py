@@ -51,9 +51,11 @@ from .. import io
 from ..dynamics import ConditionalOTFlow
 from ..errors import ConfigError
 from ..models.resnet import ResNet, grid_measure, lift_matrices
+from ..interact import RESNET_BACKENDS
 from .config import RunConfig
-from .resnet_common import (Sweep, fit_slope, parse_ints, plt, read_results, snapshots_arrays,
-                            torch_threads, unit_init)
+from .plan import Plan
+from .resnet_common import (RESUME_MUTABLE, fit_slope, job_phase, parse_ints, plt, read_results,
+                            snapshots_arrays, unit_init, write_outputs)
 
 NAME = "resnet-limit"
 
@@ -98,8 +100,8 @@ class Config(RunConfig):
     init_b_std: float = 0.5
     threads: int = 1
 
-    _choices = {"scale": tuple(SCALES), "init": ("shared", "iid"),
-                "backend": ("auto", "torch", "keops")}
+    _choices = {"scale": tuple(SCALES), "init": ("shared", "iid"), "backend": RESNET_BACKENDS}
+    resume_mutable = RESUME_MUTABLE
 
     def validate(self):
         """RunConfig's checks, then (``ConfigError``): tasks among "neg", "smooth"; lift ≥ 1;
@@ -154,41 +156,45 @@ def make_task(name: str, d: int, n_train: int, n_test: int, seed: int):
     return X, f(X), Xt, f(Xt)
 
 
-def run(cfg: Config, out, *, progress: bool = True, checkpoint: dict | None = None, resume: bool = False):
-    """Run the sweep into ``out`` (a new run, or ``resume=True`` from ``checkpoint``).
-    Returns (None, metrics rows, seconds)."""
-    out = Path(out)
+def plan(cfg: Config) -> Plan:
+    """One job per (task, L, M): the reference (L_ref, M_ref), the depth sweep (L, M_ref)
+    and the width sweep (L_ref, M), each trained for ``steps`` steps; snapshots of the first
+    task's reference; results: distances to the reference and fitted slopes."""
     sz = cfg.sizes()
     dtype = getattr(torch, cfg.dtype)
     A, B = lift_matrices(cfg.d, cfg.lift)
     model = ResNet(A, B, activation=cfg.activation)
-    if not resume:
-        io.start_run_dir(out, io.run_record(NAME, cfg.to_dict(), {"model": model.to_dict(), "sizes": sz}))
     Lr, Mr = sz["L_ref"], sz["M_ref"]
     jobs = [(Lr, Mr)] + [(L, Mr) for L in sz["depths"]] + [(Lr, M) for M in sz["widths"]]
-    total = len(cfg.task_list) * len(jobs) * cfg.steps
-    with torch_threads(cfg.threads):
-        sweep = Sweep(out, NAME, cfg, checkpoint=checkpoint, progress=progress, total_steps=total)
-        results, ref_snaps = {}, None
+
+    def key(task, L, M):
+        return f"{task}/L={L}/M={M}"
+
+    def phases(shared):
+        out = []
         for ti, task in enumerate(cfg.task_list):
             X, Y, Xt, Yt = make_task(task, cfg.d, sz["n_train"], sz["n_test"], cfg.task_seed + ti)
-            res = {}
             for L, M in jobs:
-                res[(L, M)] = sweep.job(
-                    f"{task}/L={L}/M={M}", {"task": ti, "L": L, "M": M},
-                    lambda L=L, M=M: _build(cfg, model, X, Y, L, M, Mr, dtype),
-                    steps=cfg.steps, log_every=cfg.log_every,
+                out.append(job_phase(
+                    key(task, L, M), {"task": ti, "L": L, "M": M},
+                    lambda L=L, M=M, X=X, Y=Y: _build(cfg, model, X, Y, L, M, Mr, dtype),
+                    log_every=cfg.log_every,
                     save_every=cfg.save_every if (L, M) == (Lr, Mr) and ti == 0 else None,
-                    measure=_measure, finish=lambda f, s, r, sn: _finish(f, s, r, sn, Xt))
-            if ref_snaps is None:
-                ref_snaps = res[(Lr, Mr)]["snaps"]
-            results[task] = _analyse(res, sz, Lr, Mr)
+                    measure=_measure, finish=lambda f, s, r, sn, Xt=Xt: _finish(f, s, r, sn, Xt)))
+        return out
+
+    def results(ctx):
+        out = {}
+        for task in cfg.task_list:
+            out[task] = _analyse({(L, M): ctx.result(key(task, L, M)) for L, M in jobs}, sz, Lr, Mr)
+        ref_snaps = ctx.result(key(cfg.task_list[0], Lr, Mr))["snaps"]
         ref_layer = (torch.arange(Lr, dtype=torch.float64) / Lr).repeat_interleave(Mr)
         arrays = snapshots_arrays(ref_snaps, ref_layer, model.param_names, model.arrays())
-        secs = sweep.finish(arrays, {"experiment": NAME, "sizes": sz, "tasks": results,
-                                     "published": {"depth_slope": -1.0, "width_slope": -0.5}})
-    plot(out)
-    return None, sweep.rows, secs
+        return write_outputs(ctx, arrays, {"experiment": NAME, "sizes": sz, "tasks": out,
+                                           "published": {"depth_slope": -1.0, "width_slope": -0.5}})
+
+    return Plan(phases=phases, results=results, threads=cfg.threads,
+                record={"model": model.to_dict(), "sizes": sz})
 
 
 def _build(cfg, model, X, Y, L, M, M_ref, dtype):
@@ -218,7 +224,7 @@ def _finish(flow, state, rows, snaps, Xt):
     out = flow.model.forward(state.theta, state.weights, flow.layers(state), Xt.to(state.theta.dtype))
     curve = np.array([[r[f"risk_r{i}"] for i in range(state.theta.shape[0])] for r in rows]).T   # (R, K)
     return {"out": out.detach().double().numpy(), "curve": curve,
-            "t": np.array([r["t"] for r in rows]), "snaps": snaps}
+            "t": np.array([r["t"] for r in rows])}
 
 
 def _analyse(res, sz, Lr, Mr) -> dict:

@@ -50,8 +50,11 @@ from ..diagnostics import resnet_kernel_pl
 from ..dynamics import ConditionalOTFlow
 from ..errors import ConfigError
 from ..models.resnet import ResNet, grid_measure, lift_matrices, random_fourier_units
+from ..interact import RESNET_BACKENDS
 from .config import RunConfig
-from .resnet_common import Sweep, fit_slope, parse_floats, plt, read_results, snapshots_arrays, torch_threads
+from .plan import Plan
+from .resnet_common import (RESUME_MUTABLE, fit_slope, job_phase, parse_floats, plt, read_results,
+                            snapshots_arrays, write_outputs)
 
 NAME = "resnet-rkhs"
 
@@ -88,7 +91,8 @@ class Config(RunConfig):
     task_seed: int = 0
     threads: int = 1
 
-    _choices = {"scale": tuple(SCALES), "backend": ("auto", "torch", "keops")}
+    _choices = {"scale": tuple(SCALES), "backend": RESNET_BACKENDS}
+    resume_mutable = RESUME_MUTABLE
 
     def validate(self):
         """RunConfig's checks, then (``ConfigError``): targets among "neg", "split"; lift ≥ 1;
@@ -148,34 +152,35 @@ def exact_lam_min(cfg, sz, nu, delta):
     return float(torch.linalg.eigvalsh(K)[0])
 
 
-def run(cfg: Config, out, *, progress: bool = True, checkpoint: dict | None = None, resume: bool = False):
-    """Run the (target, ν, δ) sweep into ``out``; returns (None, metrics rows, seconds)."""
-    out = Path(out)
+def plan(cfg: Config) -> Plan:
+    """One job per (target, ν, δ), trained from Θ = 0; snapshots of the first job; results:
+    λ_min, PL ratio and PL bound against δ with fitted slopes."""
     sz = cfg.sizes()
     dtype = getattr(torch, cfg.dtype)
     A, B = lift_matrices(cfg.d, cfg.lift)
     model = ResNet(A, B, activation="cos")
-    if not resume:
-        io.start_run_dir(out, io.run_record(NAME, cfg.to_dict(), {"model": model.to_dict(), "sizes": sz}))
     jobs = [(ti, nu, delta) for ti in range(len(cfg.target_list)) for nu in sz["nus"] for delta in sz["deltas"]]
-    with torch_threads(cfg.threads):
-        sweep = Sweep(out, NAME, cfg, checkpoint=checkpoint, progress=progress, total_steps=len(jobs) * cfg.steps)
-        res, first = {}, None
-        for ti, nu, delta in jobs:
-            target = cfg.target_list[ti]
-            key = f"{target}/nu={nu:g}/delta={delta:g}"
-            res[(ti, nu, delta)] = sweep.job(
-                key, {"target": ti, "nu": nu, "delta": delta},
-                lambda nu=nu, delta=delta, target=target: _build(cfg, sz, model, nu, delta, target, dtype),
-                steps=cfg.steps, log_every=cfg.log_every, measure=_measure,
-                save_every=cfg.save_every if first is None else None,
-                finish=lambda f, s, r, sn: {"rows": r, "snaps": sn, "layer": s.layer.numpy()})
-            first = first or res[(ti, nu, delta)]
-        results = _analyse(cfg, sz, res)
+
+    def key(ti, nu, delta):
+        return f"{cfg.target_list[ti]}/nu={nu:g}/delta={delta:g}"
+
+    def phases(shared):
+        return [job_phase(
+            key(ti, nu, delta), {"target": ti, "nu": nu, "delta": delta},
+            lambda nu=nu, delta=delta, target=cfg.target_list[ti]: _build(cfg, sz, model, nu, delta, target, dtype),
+            log_every=cfg.log_every, measure=_measure,
+            save_every=cfg.save_every if n == 0 else None,
+            finish=lambda f, s, r, sn: {"layer": s.layer.numpy()})
+            for n, (ti, nu, delta) in enumerate(jobs)]
+
+    def results(ctx):
+        res = {job: ctx.result(key(*job)) for job in jobs}
+        first = res[jobs[0]]
         arrays = snapshots_arrays(first["snaps"], first["layer"], model.param_names, model.arrays())
-        secs = sweep.finish(arrays, results)
-    plot(out)
-    return None, sweep.rows, secs
+        return write_outputs(ctx, arrays, _analyse(cfg, sz, res))
+
+    return Plan(phases=phases, results=results, threads=cfg.threads,
+                record={"model": model.to_dict(), "sizes": sz})
 
 
 def _build(cfg, sz, model, nu, delta, target, dtype):

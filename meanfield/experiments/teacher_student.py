@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
+import numpy as np
 import torch
 
-from .. import io
 from ..dynamics import DRIFTS, ParticleDynamics
-from ..models import ACTIVATIONS, TeacherStudent, Unit
 from ..errors import ConfigError
+from ..models import ACTIVATIONS, TeacherStudent, Unit
 from .config import RunConfig
-from .driver import simulate
+from .particles import simulation_phase
+from .plan import Plan
 
 NAME = "teacher-student"
 
@@ -70,6 +70,7 @@ class Config(RunConfig):
     _schedule_fields = ("xi", "beta")
     _choices = {"activation": ACTIVATIONS, "drift": DRIFTS,
                 "teacher_sign": ("plus", "alternate")}
+    shardable = True
 
     def validate(self):
         """RunConfig's checks, then (``ConfigError``): m0, batch_size, n_mc ≥ 1;
@@ -87,13 +88,20 @@ class Config(RunConfig):
                               f"got {self.activation!r}; use drift=sgd")
 
 
+def build_task(cfg: Config) -> TeacherStudent:
+    """The teacher: m0 units of ``Unit(d, activation, output_weight)`` drawn with
+    ``teacher_seed`` (unit-norm w*, a* = 1, weights 1/m0 or ±1/m0), label offset and noise."""
+    unit = Unit(cfg.d, cfg.activation, output_weight=cfg.output_weight)
+    tgen = torch.Generator().manual_seed(cfg.teacher_seed)
+    return TeacherStudent.random(unit, cfg.m0, generator=tgen, sign=cfg.teacher_sign,
+                                 offset=cfg.offset, noise_std=cfg.noise_std)
+
+
 def build(cfg: Config):
     """(task, dynamics, initial state) from a config; deterministic given the seeds."""
     dtype = getattr(torch, cfg.dtype)
-    unit = Unit(cfg.d, cfg.activation, output_weight=cfg.output_weight)
-    tgen = torch.Generator().manual_seed(cfg.teacher_seed)
-    task = TeacherStudent.random(unit, cfg.m0, generator=tgen, sign=cfg.teacher_sign,
-                                 offset=cfg.offset, noise_std=cfg.noise_std)
+    task = build_task(cfg)
+    unit = task.unit
     dyn = ParticleDynamics(task, dt=cfg.dt, drift=cfg.drift, batch_size=cfg.batch_size,
                            xi=cfg.xi, beta=cfg.beta, lam=cfg.lam, backend=cfg.backend)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -108,21 +116,12 @@ def build(cfg: Config):
     return task, dyn, state
 
 
-def run(cfg: Config, out, *, progress: bool = True, checkpoint: dict | None = None,
-        resume: bool = False):
-    """Run into the run directory ``out``.
-
-    A new run needs ``out`` absent or empty.  ``resume=True`` continues the run in ``out``
-    from ``checkpoint`` (or from its initial state when it was stopped before its first
-    checkpoint).  Returns (final state, metrics rows, seconds).
-    """
-    from ..plotting import plot_run
-
-    out = Path(out)
-    task, dyn, state = build(cfg)
-    if not resume:
-        io.start_run_dir(out, io.run_record(NAME, cfg.to_dict(), {"task": task.to_dict()}))
-    return simulate(out, experiment=NAME, config=cfg, dyn=dyn, state=state,
-                    param_names=task.param_names, task_arrays=task.arrays(), progress=progress,
-                    checkpoint=checkpoint, n_mc=cfg.n_mc,
-                    risk_inf=0.0 if cfg.noise_std == 0 else cfg.noise_std ** 2, plot=plot_run)
+def plan(cfg: Config) -> Plan:
+    """One phase: the recorded simulation of :func:`build`'s dynamics from its initial state
+    (rows by ``particles.measure_row``: the exact risk, ‖v‖², the PL ratio against
+    R_∞ = noise_std²); particles.npz also holds the teacher's arrays.  Shardable."""
+    task = build_task(cfg)
+    phase = simulation_phase(cfg, lambda: build(cfg)[1:], n_mc=cfg.n_mc,
+                             risk_inf=0.0 if cfg.noise_std == 0 else cfg.noise_std ** 2)
+    return Plan(phases=lambda shared: [phase], record={"task": task.to_dict()},
+                arrays={"param_names": np.array(task.param_names), **task.arrays()})

@@ -486,11 +486,9 @@ def grid_measure(theta, *, param_names=None) -> ParticleMeasure:
     return ParticleMeasure(pos, layer=layer, param_names=param_names)
 
 
-# ---- re-exports (after the model: ``resnet_torch`` uses ResNet and grid_measure) ----------------
+# ---- re-exports (the torch.nn.Module bridge lives in ``resnet_torch``, which imports this) ---
 from .resnet_init import matern_kernel, random_fourier_units  # noqa: E402
-from .resnet_torch import ResidualBlock, ResNetModule, from_module, to_module  # noqa: E402
 
 __all__ = ["LOSSES", "SCHEMES", "RESIDUAL_ACTIVATIONS", "DenseSums", "Layers", "ResNet",
-           "ResNetModule", "ResNetPotential", "ResidualBlock", "ResidualUnit", "from_module",
-           "grid_measure", "lift_matrices", "matern_kernel", "random_fourier_units", "residual_activation",
-           "to_module"]
+           "ResNetPotential", "ResidualUnit", "grid_measure", "lift_matrices", "matern_kernel",
+           "random_fourier_units", "residual_activation"]

@@ -3,8 +3,8 @@
 :class:`ResidualBlock` and :class:`ResNetModule` are an ordinary ResNet of L blocks of width M
 with residual scale 1/(L·M); :func:`to_module` builds one from an L × M particle measure (its
 forward is the model's Euler forward), :func:`from_module` gives the (model, measure) back.
-Re-exported by ``models.resnet``; this module imports the model (``ResNet``, ``grid_measure``)
-only inside :func:`from_module`, so that the re-export makes no import cycle.
+Import them from here (``meanfield.models.resnet_torch``); the model module does not import
+this one (no cycle).
 """
 from __future__ import annotations
 

@@ -161,7 +161,51 @@ class Task:
 
 
 class _TorchMath:
+    """The ``ops`` namespace of ``models.kernels`` for torch tensors (``sqrt``, ``acos``,
+    ``asin``, ``clamp``), so that models evaluate their own kernels without a backend."""
+
     sqrt = staticmethod(torch.sqrt)
+    acos = staticmethod(torch.acos)
+    asin = staticmethod(torch.asin)
+
+    @staticmethod
+    def clamp(x, lo, hi):
+        """min(max(x, lo), hi) elementwise (``torch.clamp``)."""
+        return torch.clamp(x, lo, hi)
+
+
+_SELF_SUM_TILE = 256    # rows = columns of one block of the teacher–teacher sum: 256² float64
+                        # = 512 KiB per temporary (cache-resident; m0 = 20 000, d = 5: ≈ 0.8 s)
+
+
+def _self_interaction(kernel: GaussianKernel, unit: Unit, theta: torch.Tensor,
+                     weights: torch.Tensor, *, tile: int = _SELF_SUM_TILE) -> float:
+    """Σ_{k,l} m_k m_l U(θ_k, θ_l) = Σ_{k,l} c_k c_l κ(w_k, w_l),  c_k = m_k a_k, in float64.
+
+    θ [M, D] and m [M] (signed weights) for a bias-free ``unit`` whose closed-form Gaussian
+    kernel is ``kernel`` (``models.kernels``: ReLU arc-cosine, Cho & Saul 2009; erf
+    arcsine, Williams 1997), U(θ, θ') = a a' κ(w, w').  Plain dense torch, no interaction
+    backend (models never import one): the M × M pairs are visited in ``tile`` × ``tile``
+    blocks of the upper triangle, each off-diagonal block counted twice (κ is symmetric), so
+    memory is O(tile² + M d) and the work M²/2 kernel evaluations."""
+    theta = torch.as_tensor(theta).to(torch.float64)
+    weights = torch.as_tensor(weights).to(dtype=torch.float64, device=theta.device)
+    a = theta[:, 0] if unit.output_weight else torch.ones_like(theta[:, 0])
+    w = theta[:, unit.w_slice]
+    c = weights * a                                                      # [M]
+    n = w.norm(dim=-1)                                                   # [M]
+    M = w.shape[0]
+    total = torch.zeros((), dtype=torch.float64, device=theta.device)
+    with torch.no_grad():
+        for i0 in range(0, M, tile):
+            i1 = min(i0 + tile, M)
+            wi, ni, ci = w[i0:i1], n[i0:i1, None], c[i0:i1]
+            for j0 in range(i0, M, tile):
+                j1 = min(j0 + tile, M)
+                K = kernel.value(_TorchMath, wi @ w[j0:j1].T, ni, n[None, j0:j1])  # [T, T']
+                s = ci @ (K @ c[j0:j1])
+                total += s if j0 == i0 else 2 * s
+    return float(total)
 
 
 def _gauss(shape, generator, dtype, device):
@@ -246,8 +290,6 @@ class TeacherStudent(Task):
         if self.offset != 0.0:
             mu, gmean = self._mean_and_grad(theta)
             V, GV = V - self.offset * mu, GV - self.offset * gmean
-        if "risk_sharp" not in self._cache:
-            self._cache["risk_sharp"] = self._compute_risk_sharp(pair_sum)
         psi = V + W
         risk = self.risk_sharp + ((psi + V) * weights).sum(-1)
         return Potential(psi=psi, grad=GV + GW, risk=risk, V=V)
@@ -262,14 +304,14 @@ class TeacherStudent(Task):
         grad = torch.cat([mu.unsqueeze(-1), gw], -1) if unit.output_weight else gw
         return a * mu, grad
 
-    def _compute_risk_sharp(self, pair_sum) -> float:
-        """R_# in float64 via the backend's pair sum over the teacher."""
+    def _compute_risk_sharp(self) -> float:
+        """R_# in float64 from the closed-form kernel: the teacher–teacher sum by
+        :func:`_self_interaction` (θ* [m0, D], m* [m0]; no interaction backend)."""
         tt, tw = self.teacher(torch.float64)
-        S, _ = pair_sum(self.kernel, self.unit, tt[None], tt[None], tw[None], grad=False)
         mean, _ = self._mean_and_grad(tt)
         c = self.offset
-        return (c * c + 2 * c * float((tw * mean).sum()) + float((tw * S[0].double()).sum())
-                + self.noise_std ** 2)
+        return (c * c + 2 * c * float((tw * mean).sum())
+                + _self_interaction(self.kernel, self.unit, tt, tw) + self.noise_std ** 2)
 
     @property
     def m0(self) -> int:
@@ -296,17 +338,12 @@ class TeacherStudent(Task):
     @property
     def risk_sharp(self):
         """R_# = E[y²] = c² + 2c Σ_k m*_k a*_k μ(w*_k) + Σ_kl m*_k m*_l U(θ*_k, θ*_l) +
-        noise_std², in float64: computed once (a pair sum over the teacher, by the backend of
-        the first :meth:`population_potential` call or else ``"auto"``) and cached; None
-        when the unit has no closed-form kernel (R_# is then unknown)."""
+        noise_std², in float64: computed once on first access (the teacher–teacher double sum
+        by :func:`_self_interaction`, dense torch tiles of the closed-form kernel, whatever
+        backend :meth:`population_potential` is given) and cached; None when the unit has no
+        closed-form kernel (R_# is then unknown)."""
         if "risk_sharp" not in self._cache and self.closed_form:
-            from ..interact import get_backend
-
-            def pair_sum(kernel, unit, x, y, c, grad=True):
-                be = get_backend("auto", N=x.shape[-2], M=y.shape[-2], d=unit.d)
-                return be.kernel_sum(kernel, unit, x, y, c, grad=grad)
-
-            self._cache["risk_sharp"] = self._compute_risk_sharp(pair_sum)
+            self._cache["risk_sharp"] = self._compute_risk_sharp()
         return self._cache.get("risk_sharp")
 
     def to_dict(self):

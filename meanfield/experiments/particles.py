@@ -1,0 +1,142 @@
+"""Pieces shared by the particle experiments: the standard metrics row of a particle system
+and the phase of one recorded simulation (run by ``meanfield.runner``).
+
+:func:`measure_row` measures θ_k: the risk (exact when the task has a closed form, else a
+Monte Carlo estimate with its standard error), the squared velocity norm ‖v‖²_{L²(ρ_N)} of
+the population flow and the empirical PL ratio ‖v‖² / (R − R_∞) (DESIGN.md §1); with a
+sharded dynamics (``dynamics.sharded``) it measures this rank's particles and gathers the
+whole system, so rows have the unsharded format.  :func:`simulation_phase` is the phase
+of a run that advances one ``ParticleDynamics`` for ``cfg.steps`` steps.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..diagnostics import velocity_sq_norm
+from ..dynamics.sharded import ShardedDynamics
+from ..errors import DivergenceError
+from ..interact import evaluate
+from .plan import Phase
+
+
+def measure_row(dyn, state, pot, eval_gen, n_mc: int, risk_inf: float | None) -> dict:
+    """{"risk", ["risk_se"], ["velocity_sq", "pl_ratio"], ["risk_r<b>" per replica]} at θ_k.
+
+    ``pot`` is the step's own potential at θ_k (population drift) or None (measured afresh;
+    Monte Carlo on ``n_mc`` samples from ``eval_gen`` when the task has no closed form).
+    risk_se = sqrt(mean_b se_b²)/sqrt(B).  pl_ratio = mean_b ‖v_b‖²/(R_b − risk_inf), only
+    when ``risk_inf`` is given.  DivergenceError on a non-finite risk or velocity."""
+    task = dyn.task
+    if isinstance(dyn, ShardedDynamics):      # this rank's particles, then the whole system
+        if pot is None or dyn.drift != "population":
+            pot = dyn.evaluate(state, n_mc=n_mc, generator=eval_gen)
+        state, pot = dyn.gather(state, pot)
+    elif pot is None or dyn.drift != "population":
+        if task.has_population:
+            pot = evaluate(task, state.theta, state.weights, backend=dyn.backend)
+        else:
+            pot = evaluate(task, state.theta, state.weights, n_mc=n_mc, generator=eval_gen)
+    risk = pot.risk.double()
+    row = {"risk": float(risk.mean())}
+    if pot.risk_se is not None:
+        row["risk_se"] = float((pot.risk_se.double() ** 2).mean().sqrt() / math.sqrt(len(risk)))
+    if task.has_population:
+        v = dyn.velocity(state, pot)
+        v2 = velocity_sq_norm(v, state.weights).double()
+        row["velocity_sq"] = float(v2.mean())
+        if risk_inf is not None:
+            row["pl_ratio"] = float((v2 / (risk - risk_inf)).mean())
+    if len(risk) > 1:
+        row.update({f"risk_r{r}": float(x) for r, x in enumerate(risk)})
+    if not all(math.isfinite(v) for k, v in row.items() if isinstance(v, float) and k != "pl_ratio"):
+        raise DivergenceError(f"step {state.step}: non-finite risk or velocity "
+                              f"(risk={row['risk']:.3g}); the step size is likely too large")
+    return row
+
+
+def whole(dyn, state):
+    """The state of the whole system: ``state`` itself, or gathered from every rank when
+    ``dyn`` is sharded (a collective: every rank must call it)."""
+    return dyn.gather(state)[0] if isinstance(dyn, ShardedDynamics) else state
+
+
+def simulation_phase(cfg, build, *, n_mc: int, risk_inf: float | None, extra=None,
+                     chunked: bool = False, key: str = "main") -> Phase:
+    """The phase of one particle simulation: ``build() -> (dynamics, state)``; rows by
+    :func:`measure_row` (Monte Carlo samples from a generator derived from (cfg.seed,
+    "eval"), checkpointed with the phase) plus ``extra(whole state) -> dict``; snapshots
+    every ``cfg.save_every`` steps; ``chunked``: advance with ``dynamics.run`` between
+    recording points (the compiled online-SGD path)."""
+    eval_gen = torch.Generator().manual_seed(cfg.seed + 7919)
+
+    def measure(dyn, state, pot):
+        row = measure_row(dyn, state, pot, eval_gen, n_mc, risk_inf)
+        if extra is not None:
+            row.update(extra(whole(dyn, state)))
+        return row
+
+    return Phase(key=key, build=build, measure=measure, chunked=chunked,
+                 generators={"eval": eval_gen})
+
+
+def size_row(label, state, risk, extra=None, per_replica: bool = True) -> dict:
+    """Row entries of one system of a multi-size run: {"risk": seed mean, "risk_r<b>" per
+    replica when ``per_replica``, **extra}; DivergenceError naming ``label`` on a
+    non-finite risk [B]."""
+    r = risk.double()
+    if not torch.isfinite(r).all():
+        raise DivergenceError(f"{label}, step {state.step}: non-finite risk; the step size is likely too large")
+    row = {"risk": float(r.mean())}
+    if per_replica:
+        row.update({f"risk_r{b}": float(x) for b, x in enumerate(r)})
+    row.update(extra or {})
+    return row
+
+
+def size_phase(key: str, columns: dict, build, *, label: str, extra=None, final=None,
+               per_replica: bool = True, snapshot_steps=(0,)) -> Phase:
+    """The phase of one system of a multi-size run (one N, one width m, one temperature …)
+    under population dynamics: rows by :func:`size_row` from the step's own potential
+    (``extra(state, potential or None) -> dict`` adds columns); the final row's risk from
+    ``final(state) -> (risk [B], {entries kept in the phase's result})`` (e.g. a float64
+    re-evaluation), else from the dynamics' potential; snapshots at ``snapshot_steps`` and
+    at the end."""
+    kept: dict = {}
+
+    def measure(dyn, st, pot):
+        if pot is None:
+            pot = dyn.potential(st)
+        return size_row(label, st, pot.risk, extra(st, pot) if extra else None, per_replica)
+
+    def measure_last(dyn, st):
+        if final is not None:
+            risk, more = final(st)
+            kept.update(more)
+        else:
+            risk = dyn.potential(st).risk
+        return size_row(label, st, risk, extra(st, None) if extra else None, per_replica)
+
+    return Phase(key=key, build=build, measure=measure, measure_last=measure_last,
+                 columns=columns, snapshot_steps=tuple(snapshot_steps),
+                 finish=lambda dyn, st, record: dict(kept))
+
+
+def legacy_entries(ctx, keys) -> dict:
+    """{label: entry} of finished size phases in the form the multi-size experiments'
+    results read: "rows", "state" (final state dict), "theta0" (the step-0 snapshot, when
+    taken), "snaps" {step: θ}, and the phase's result entries; ``keys`` maps each label
+    (N, m, run index) to its phase key."""
+    out = {}
+    for label, key in keys.items():
+        e = ctx.done[key]
+        snaps = {k: th for k, _, th in e["snaps"]}
+        out[label] = {"rows": e["rows"], "state": e["state"], "snaps": snaps,
+                      "theta0": snaps.get(0), **(e.get("result") or {})}
+    return out
+
+
+def dtype_of(cfg) -> torch.dtype:
+    """The torch dtype named by ``cfg.dtype``."""
+    return getattr(torch, cfg.dtype)

@@ -1,0 +1,555 @@
+"""The runner: one owner for the life of every run (DESIGN.md §3).
+
+    config → run directory (created, locked) → prelude → phases × steps (rows, snapshots,
+    checkpoints) → results → final checkpoint → figures
+
+An experiment only declares (``meanfield.experiments.plan``); this module runs it.  The
+CLI, sweeps (``meanfield.sweep``) and sharded ranks (``meanfield.distributed``) all come here:
+
+* :func:`run` starts a new run, :func:`resume` continues one, :func:`plot` redraws a run's
+  figures, :func:`describe` says where a run stands.
+
+**Promises** (each kept by a test in ``tests/test_hostile.py``):
+
+* *Lock.*  A run directory is locked (``io.DirectoryLock``) for the life of a run or resume;
+  a second writer gets ``ConfigError`` naming the holder's pid and command.
+* *Integrity.*  Checkpoints and npz files carry a checksum; a mismatch on resume, show or
+  plot is ``ConfigError("... corrupted ...")`` and nothing is changed.
+* *One resume rule.*  The keys that may change on resume are the Config's
+  ``resume_mutable`` (for most particle experiments: steps — upwards only —, dt, the
+  cadences, backend, shards); any other changed key is refused naming the key, and a refused
+  command (for any reason) leaves every file of the run byte-identical: everything is checked
+  before anything is written.
+* *Sizes.*  The memory a config needs is estimated before anything is allocated or written
+  (:func:`memory_needed`); more than the machine has is refused with the estimate.
+* *Steps mean one thing.*  A checkpoint's ``progress`` counts phases done and steps done
+  in the current phase (``meanfield.experiments.plan``).
+* *Snapshots* of every phase go to particles.npz in one layout (:func:`snapshot_arrays`).
+* *Figures* are drawn after the final checkpoint: a run killed while drawing is finished,
+  and ``meanfield plot DIR`` completes its figures.
+
+Divergence (a non-finite measured value or state) raises ``DivergenceError`` with the run
+directory and the last checkpoint's progress attached (``.run_dir``, ``.checkpoint``), the
+checkpoint itself untouched.  ``shards = P > 1`` runs every phase over P processes
+(``distributed.spawn`` of :func:`_rank_main`, or the ranks of torchrun/srun); rank 0 writes.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import io
+from .errors import ConfigError, DivergenceError
+from .experiments import get_experiment
+from .experiments.plan import RunContext, default_results, flat_row
+
+CHECKPOINT_FORMAT = 2
+MAX_SNAPSHOT_BYTES_FRACTION = 0.5
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What :func:`run` and :func:`resume` return: the run directory, the summary rows the
+    experiment's ``results`` returned (metrics rows for most), the wall seconds of this
+    call, and the final state of the last phase (None on non-writing ranks)."""
+
+    out: Path
+    rows: list
+    seconds: float
+    state: object = None
+
+
+# ---- the public entry points ---------------------------------------------------------------
+def _experiment(experiment):
+    return get_experiment(experiment) if isinstance(experiment, str) else experiment
+
+
+def build_config(experiment, config_file=None, sets=(), base=None):
+    """The experiment's Config from its defaults ← ``base`` ← TOML ← ``--set`` strings."""
+    return _experiment(experiment).Config.build(config_file, list(sets), base=base)
+
+
+def run(experiment, cfg, out, *, progress: bool = True) -> RunResult:
+    """Run ``experiment`` (a name or module) with ``cfg`` into the new run directory ``out``.
+
+    Checks, before anything is written: ``out`` (absent or empty, creatable, writable), the
+    memory the config needs, sharding.  Then creates and locks ``out``, writes config.json
+    and runs (module docstring).  ConfigError on bad input, DivergenceError when the run
+    diverges (its last checkpoint kept)."""
+    exp = _experiment(experiment)
+    if cfg.shards > 1:
+        from . import distributed
+
+        comm = distributed.group_comm(cfg.shards, cfg.shard_timeout)
+        if comm is not None:                       # a rank of torchrun/srun
+            return _run_launched(exp, cfg, out, comm, progress)
+    check_memory(cfg)
+    out = io.check_new_out_dir(out)
+    plan = exp.plan(cfg)
+    io.make_dir(out)
+    with io.DirectoryLock(out) as lock:
+        lock.claim()
+        io.write_json(out / io.CONFIG, io.run_record(exp.NAME, cfg.to_dict(), plan.record), strict=True)
+        io.make_dir(out / io.FIGURES)
+        return _execute_or_spawn(exp, cfg, plan, out, None, progress)
+
+
+def resume(run_dir, sets=(), *, progress: bool = True) -> RunResult:
+    """Continue the run in ``run_dir`` from its last checkpoint (from step 0 when it stopped
+    before its first), with the ``--set`` overrides ``sets`` allowed by the resume rule.
+
+    Everything is checked before anything is written (lock, config.json, checkpoint and npz
+    checksums, the resume rule, the memory estimate); a refused resume changes no file."""
+    run_dir = Path(run_dir)
+    io.load_run_config(run_dir)                    # a clear error before trying to lock
+    with io.DirectoryLock(run_dir) as lock:
+        exp, cfg, ck = check_resume(run_dir, sets)
+        lock.claim()
+        plan = exp.plan(cfg)
+        rec = io.load_run_config(run_dir)
+        if rec["config"] != cfg.to_dict():
+            rec["config"] = cfg.to_dict()
+            io.write_json(run_dir / io.CONFIG, rec, strict=True)
+        io.make_dir(run_dir / io.FIGURES)
+        return _execute_or_spawn(exp, cfg, plan, run_dir, ck, progress)
+
+
+def check_resume(run_dir, sets=()):
+    """(experiment module, new config, checkpoint or None) for resuming ``run_dir`` with
+    ``sets``, or ConfigError: a corrupted or inconsistent run directory, a key that may not
+    change (``Config.resume_mutable``), steps lowered or below the checkpoint, a finished
+    run with nothing to extend, a config that cannot fit in memory.  Reads only."""
+    run_dir = Path(run_dir)
+    exp, saved, ck = load_run(run_dir)
+    cfg = exp.Config.build(None, list(sets), base=saved.to_dict())
+    old, new = saved.to_dict(), cfg.to_dict()
+    changed = [k for k in new if new[k] != old.get(k)]
+    mutable = set(cfg.resume_mutable)
+    for k in changed:
+        if k not in mutable:
+            allowed = ", ".join(cfg.resume_mutable) or "none"
+            raise ConfigError(f"{k} cannot change on resume (the run has {k}={old.get(k)!r}); "
+                              f"keys that may change on resume for {exp.NAME}: {allowed}")
+    prog = progress_of(ck)
+    if cfg.steps < saved.steps:
+        raise ConfigError(f"steps can only grow on resume (the run has steps={saved.steps}"
+                          + (f" and is at step {prog['step']} of phase {prog['phase']!r}"
+                             if prog and prog.get("phase") is not None else "") + f"), got {cfg.steps}")
+    if ck is not None and ck.get("finished") and cfg.steps == saved.steps:
+        raise ConfigError(f"{run_dir} is already finished ({describe_progress(prog)}); raise steps "
+                          f"with --set steps=... to continue it, or redraw its figures with "
+                          f"`meanfield plot {run_dir}`")
+    check_memory(cfg)
+    return exp, cfg, ck
+
+
+def load_run(run_dir):
+    """(experiment module, saved config, checkpoint or None) of a run directory, every file
+    verified: config.json parses into the experiment's Config, the checkpoint's checksum and
+    its experiment and config agree with config.json, every npz matches its checksum."""
+    run_dir = Path(run_dir)
+    rec = io.load_run_config(run_dir)
+    exp = get_experiment(rec["experiment"])
+    saved = exp.Config.from_mapping(rec["config"], source=str(run_dir / io.CONFIG))
+    ck = None
+    ck_path = run_dir / io.CHECKPOINT
+    if ck_path.exists() or ck_path.is_symlink():
+        ck = io.load_checkpoint(ck_path)
+        if ck.get("format") != CHECKPOINT_FORMAT or "progress" not in ck:
+            raise ConfigError(f"checkpoint {ck_path} is corrupted or from another meanfield version "
+                              f"(format {ck.get('format')!r}, expected {CHECKPOINT_FORMAT})")
+        if ck.get("experiment") != rec["experiment"]:
+            raise ConfigError(f"{run_dir / io.CONFIG} says {rec['experiment']!r} but its checkpoint "
+                              f"holds a {ck.get('experiment')!r} run (config.json edited?)")
+        if ck.get("config") != saved.to_dict():
+            diff = sorted(k for k in saved.to_dict() if ck["config"].get(k) != saved.to_dict()[k])
+            raise ConfigError(f"{run_dir / io.CONFIG} does not match its checkpoint ("
+                              + (f"{diff[0]}: {saved.to_dict()[diff[0]]!r} vs {ck['config'].get(diff[0])!r}"
+                                 if diff else "keys differ") + "; config.json edited?)")
+    for p in sorted(run_dir.glob("*.npz")):
+        io.verify_npz(p)
+    return exp, saved, ck
+
+
+def _execute_or_spawn(exp, cfg, plan, out, ck, progress):
+    if cfg.shards > 1:
+        from . import distributed
+
+        started = time.perf_counter()
+        io.remove_stale_temporaries(out)
+        distributed.spawn(_rank_main, cfg.shards, exp.NAME, cfg.to_dict(), str(out),
+                          ck is not None or (out / io.CHECKPOINT).exists(), progress,
+                          timeout=cfg.shard_timeout)
+        final = io.load_checkpoint(out / io.CHECKPOINT)
+        state = _final_state(exp, cfg, final)
+        return RunResult(out, final.get("summary", []), time.perf_counter() - started, state)
+    return execute(exp, cfg, plan, out, ck, progress=progress)
+
+
+def _final_state(exp, cfg, ck):
+    done = ck.get("done") or {}
+    if not done:
+        return None
+    last = list(done.values())[-1]
+    return last.get("state")
+
+
+def _rank_main(comm, name, cfg_dict, out, resuming, progress):
+    """One rank of a spawned sharded run: rebuild the experiment's plan from the config and
+    run the phases with ``comm``; rank 0 writes (the spawning process holds the lock)."""
+    exp = get_experiment(name)
+    cfg = exp.Config.from_mapping(cfg_dict)
+    ck = None
+    if resuming and (Path(out) / io.CHECKPOINT).exists():
+        ck = io.load_checkpoint(Path(out) / io.CHECKPOINT)
+    execute(exp, cfg, exp.plan(cfg), Path(out), ck, progress=progress and comm.rank == 0, comm=comm)
+    return None
+
+
+def _run_launched(exp, cfg, out, comm, progress):
+    """``run`` on a rank of a launched group: rank 0 checks, creates and locks ``out``; the
+    others wait for its verdict, then every rank runs."""
+    out = Path(out)
+    check_memory(cfg)
+    plan = exp.plan(cfg)
+    err, lock = None, None
+    if comm.rank == 0:
+        try:
+            io.check_new_out_dir(out)
+            io.make_dir(out)
+            lock = io.DirectoryLock(out).acquire()
+            lock.claim()
+            io.write_json(out / io.CONFIG, io.run_record(exp.NAME, cfg.to_dict(), plan.record), strict=True)
+            io.make_dir(out / io.FIGURES)
+        except ConfigError as e:
+            err = str(e)
+    err = comm.broadcast_object(err, what="the run directory check")
+    if err:
+        raise ConfigError(err)
+    try:
+        return execute(exp, cfg, plan, out, None, progress=progress and comm.rank == 0, comm=comm)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def plot(run_dir, coords=None) -> list[Path]:
+    """Redraw the figures of ``run_dir`` from its files (the experiment's ``plot``, else
+    ``plotting.plot_run``), after checking its files (:func:`load_run`); also completes a run
+    whose figures were interrupted.  ConfigError when the files are missing or corrupted."""
+    run_dir = Path(run_dir)
+    exp, _, _ = load_run(run_dir)
+    if not (run_dir / io.METRICS).exists():
+        raise ConfigError(f"{run_dir} has no {io.METRICS} yet")
+    fig_dir = run_dir / io.FIGURES
+    if fig_dir.exists() and not fig_dir.is_dir():
+        raise ConfigError(f"{fig_dir} is a file, not a directory: move it away to draw figures")
+    io.make_dir(fig_dir)
+    return draw(exp, run_dir, coords)
+
+
+def draw(exp, run_dir, coords=None) -> list[Path]:
+    """The experiment's figures for ``run_dir``; files that do not hold what the figures
+    need (edited, from another version) are a ConfigError naming the run directory."""
+    from .plotting import plot_run
+
+    fn = getattr(exp, "plot", plot_run)
+    try:
+        return fn(run_dir, coords)
+    except ConfigError:
+        raise
+    except (KeyError, ValueError, IndexError, TypeError, OSError, EOFError) as e:
+        raise ConfigError(f"cannot draw the figures of {run_dir}: its files do not hold what they "
+                          f"should ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
+
+
+def progress_of(ck) -> dict | None:
+    """The ``progress`` record of a checkpoint (None without one)."""
+    return None if ck is None else ck.get("progress")
+
+
+def describe_progress(prog) -> str:
+    """One line: "phase 2 of 4 (N=58): step 1000 of 2000", or "finished: 4 phases of 2000
+    steps", or "not started"."""
+    if not prog:
+        return "not started (no checkpoint yet)"
+    P, j = prog["phases"], prog["phases_done"]
+    if prog.get("finished"):
+        return f"finished: {P} phase{'s' if P != 1 else ''} of {prog['steps']} steps"
+    if prog.get("phase") is None:
+        return f"{j} of {P} phases done" if P else "prelude done"
+    return (f"phase {j + 1} of {P} ({prog['phase']}): step {prog['step']} of {prog['steps']}")
+
+
+def describe(run_dir) -> str:
+    """What ``meanfield show`` prints: config.json, the last metrics row, and where the
+    checkpoint stands (:func:`describe_progress`), after checking every file."""
+    import json
+
+    run_dir = Path(run_dir)
+    _, _, ck = load_run(run_dir)
+    lines = [json.dumps(io.load_run_config(run_dir), indent=2)]
+    mpath = run_dir / io.METRICS
+    rows = io.read_metrics(mpath) if mpath.exists() else {}
+    if rows:
+        last = {k: v[-1] for k, v in rows.items()}
+        lines.append("last metrics: " + ", ".join(
+            f"{k}={int(v) if k == 'step' and np.isfinite(v) else format(v, '.6g')}" for k, v in last.items()))
+    else:
+        lines.append("last metrics: none yet")
+    lines.append("checkpoint: " + describe_progress(progress_of(ck)))
+    return "\n".join(lines)
+
+
+# ---- memory --------------------------------------------------------------------------------
+def machine_memory() -> int:
+    """Bytes of physical memory (``MEANFIELD_MEMORY_LIMIT`` overrides, e.g. "8e9")."""
+    env = os.environ.get("MEANFIELD_MEMORY_LIMIT", "").strip()
+    if env:
+        try:
+            return int(float(env))
+        except ValueError:
+            raise ConfigError(f"MEANFIELD_MEMORY_LIMIT must be a number of bytes, got {env!r}") from None
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover (not POSIX)
+        return 1 << 62
+
+
+def memory_needed(cfg) -> int:
+    """Estimated peak bytes of a run of ``cfg``: the Config's own ``memory_bytes()`` when it
+    gives one, else, with p = replicas·N·(d + 2) numbers of the config's dtype,
+    12 p (state, velocity, noise, potentials, gathered copies) + snapshots (steps/save_every
+    + 2 of p, twice while a checkpoint is serialised) + samples (replicas · max(batch_size,
+    n_mc) · (d + N) · 3) + the teacher (m0 · (d + 2) float64) + the pair backend's workspace
+    (the numpy reference forms N² float64 products; tiles and KeOps O(N))."""
+    own = cfg.memory_bytes()
+    if own is not None:
+        return int(own)
+    item = 4 if cfg.dtype == "float32" else 8
+    R, N, d = cfg.replicas, cfg.N, cfg.d
+    p = R * N * (d + 2)
+    snaps = cfg.steps // max(1, cfg.save_every) + 2
+    batch = max(int(getattr(cfg, "batch_size", 1) or 1), int(getattr(cfg, "n_mc", 0) or 0))
+    total = 12 * p * item + 2 * snaps * p * item
+    total += 3 * R * batch * (d + N) * item
+    total += 4 * int(getattr(cfg, "m0", 0) or 0) * (d + 2) * 8
+    if cfg.backend == "numpy":
+        total += 4 * R * N * N * 8
+    else:
+        total += 4 * R * N * 256 * 8
+    return int(total)
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.3g} GB" if n >= 1e8 else f"{n / 1e6:.3g} MB"
+
+
+def check_memory(cfg) -> int:
+    """ConfigError when :func:`memory_needed` exceeds the machine's memory; else the estimate.
+    Called before an experiment builds anything."""
+    need, have = memory_needed(cfg), machine_memory()
+    if need > have:
+        raise ConfigError(f"this config needs about {_gb(need)} of memory (N={cfg.N}, d={cfg.d}, "
+                          f"replicas={cfg.replicas}, dtype={cfg.dtype}); this machine has {_gb(have)}")
+    return need
+
+
+# ---- the loop ------------------------------------------------------------------------------
+def execute(exp, cfg, plan, out, ck=None, *, progress: bool = True, comm=None) -> RunResult:
+    """Run ``plan``'s phases into the locked run directory ``out`` from checkpoint ``ck``
+    (None: from the start): the one loop of the code base (module docstring)."""
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    writer = comm is None or comm.rank == 0
+    started = time.perf_counter()
+    if writer:
+        io.remove_stale_temporaries(out)
+    shared = ck.get("shared") if ck else None
+    done = dict(ck["done"]) if ck else {}
+    current = ck.get("current") if ck else None
+    threads = contextlib.nullcontext() if not plan.threads else _threads(plan.threads)
+    last = {"progress": progress_of(ck)}
+
+    def save(cur=None, finished=False, summary=None, phases=None, steps_in_phase=0, key=None):
+        prog = {"phases_done": len(done), "phases": phases if phases is not None else len(done),
+                "phase": key, "step": steps_in_phase, "steps": cfg.steps, "finished": finished}
+        if writer:
+            io.save_checkpoint(out / io.CHECKPOINT, {
+                "format": CHECKPOINT_FORMAT, "experiment": exp.NAME, "config": cfg.to_dict(),
+                "shared": shared, "done": done, "current": cur, "progress": prog,
+                "finished": finished, "summary": summary})
+            rows = [r for e in done.values() for r in e["rows"]] + (cur["rows"] if cur else [])
+            if not finished:
+                io.write_metrics(out / io.METRICS, [flat_row(r) for r in rows])
+        last["progress"] = prog
+
+    try:
+        with threads:
+            if shared is None:
+                shared = plan.prelude() if plan.prelude is not None else {}
+                if plan.prelude is not None:
+                    save()
+            phases = list(plan.phases(shared))
+            keys = [ph.key for ph in phases]
+            if len(set(keys)) != len(keys):
+                raise ValueError(f"{exp.NAME}: phase keys must be unique, got {keys}")  # pragma: no cover
+            total = sum(ph.steps or cfg.steps for ph in phases)
+            bar = tqdm(total=total, desc=exp.NAME, disable=None if (progress and writer) else True,
+                       dynamic_ncols=True, leave=False)
+            state = None
+            try:
+                for ph in phases:
+                    entry = done.get(ph.key)
+                    steps = ph.steps or cfg.steps
+                    resume_from = None
+                    if current is not None and current["key"] == ph.key:
+                        resume_from, current = current, None
+                    elif entry is not None:
+                        if entry["state"] is None or entry["state"]["step"] >= steps or not ph.extendable:
+                            bar.update(steps)
+                            continue
+                        resume_from = {"key": ph.key, "state": entry["state"], "rows": entry["rows"],
+                                       "snaps": entry["snaps"], "generators": entry.get("generators", {})}
+                        del done[ph.key]
+                    state = _run_phase(ph, cfg, steps, resume_from, bar, comm, done, len(phases), save)
+            finally:
+                bar.close()
+            if writer:
+                ctx = RunContext(out=out, cfg=cfg, shared=shared, done=done)
+                summary = (plan.results or default_results(plan))(ctx)
+            else:
+                summary = None
+            save(finished=True, summary=summary, phases=len(phases),
+                 steps_in_phase=cfg.steps, key=None)
+    except DivergenceError as e:
+        e.run_dir = out
+        e.checkpoint = last["progress"] if (out / io.CHECKPOINT).exists() else None
+        raise
+    if writer:
+        draw(exp, out)
+    return RunResult(out, summary or [], time.perf_counter() - started, state)
+
+
+def _run_phase(ph, cfg, steps, resume_from, bar, comm, done, n_phases, save):
+    log_every = ph.log_every or cfg.log_every
+    ckpt_every = ph.checkpoint_every or cfg.checkpoint_every
+    save_every = cfg.save_every if ph.save_every is None else ph.save_every
+    if not ph.snapshots:
+        snap_set, save_every = frozenset(), 0
+    elif ph.snapshot_steps is not None:
+        snap_set, save_every = frozenset(int(k) for k in ph.snapshot_steps), 0
+    else:
+        snap_set = None
+
+    def snap_at(k):
+        return (k in snap_set) if snap_set is not None else (save_every > 0 and k % save_every == 0)
+
+    dyn, state = ph.build()
+    rows, snaps = [], []
+    if resume_from is not None:
+        state = type(state).from_state_dict(resume_from["state"])
+        k0 = state.step
+        rows = [r for r in resume_from["rows"] if r["step"] < k0]
+        snaps = [s for s in resume_from["snaps"] if s[0] < k0]
+        for name, g in ph.generators.items():
+            if name in resume_from.get("generators", {}):
+                g.set_state(resume_from["generators"][name])
+    if comm is not None:
+        from .dynamics.sharded import ShardedDynamics
+
+        dyn = ShardedDynamics(dyn, comm)
+        state = dyn.scatter(state)
+
+        def whole(s):
+            return dyn.gather(s)[0]
+    else:
+        def whole(s):
+            return s
+    take = ph.snapshot or (lambda s: s.theta.detach().cpu().clone())
+    bar.update(state.step)
+    bar.set_postfix_str(ph.key, refresh=False)
+
+    def record(st, pot, last=False):
+        if last and ph.measure_last is not None:
+            measured = ph.measure_last(dyn, st)
+        else:
+            measured = ph.measure(dyn, st, pot)
+        _check_finite(measured, ph, st.step)
+        row = {**ph.columns, "step": st.step, "t": st.t, **measured}
+        rows.append(row)
+
+    def current():
+        return {"key": ph.key, "state": whole(state).state_dict(), "rows": rows, "snaps": snaps,
+                "generators": {n: g.get_state() for n, g in ph.generators.items()}}
+
+    while state.step < steps:
+        k = state.step
+        if snap_at(k):
+            snaps.append((k, state.t, take(whole(state))))
+        if ph.chunked:
+            if k % log_every == 0:
+                record(state, None)
+            stops = [steps, k - k % log_every + log_every, k - k % ckpt_every + ckpt_every]
+            if snap_set is not None:
+                stops.append(min((s for s in snap_set if s > k), default=steps))
+            elif save_every > 0:
+                stops.append(k - k % save_every + save_every)
+            n = min(stops) - k
+            state = dyn.run(state, n)
+            bar.update(n)
+        else:
+            prev = state
+            state, info = dyn.step(state)
+            if k % log_every == 0:
+                record(prev, getattr(info, "potential", None))
+            bar.update(1)
+        if state.step % ckpt_every == 0 and state.step < steps:
+            save(current(), phases=n_phases, steps_in_phase=state.step, key=ph.key)
+    if not rows or rows[-1]["step"] != state.step:
+        record(state, None, last=True)
+    final = whole(state)
+    if ph.snapshots and (not snaps or snaps[-1][0] != state.step):
+        snaps.append((state.step, state.t, take(final)))
+    result = ph.finish(dyn, final, {"rows": rows, "snaps": snaps}) if ph.finish else {}
+    done[ph.key] = {"columns": dict(ph.columns), "rows": rows, "snaps": snaps,
+                    "state": final.state_dict() if ph.extendable else None,
+                    "generators": {n: g.get_state() for n, g in ph.generators.items()},
+                    "result": result}
+    save(phases=n_phases, steps_in_phase=state.step, key=None)
+    return final
+
+
+def _check_finite(row, ph, step):
+    for k, v in row.items():
+        if any(k.startswith(p) for p in ph.nonfinite_ok):
+            continue
+        if isinstance(v, (float, np.floating)):
+            bad = not math.isfinite(v)
+        elif isinstance(v, np.ndarray) and v.dtype.kind == "f":
+            bad = not np.isfinite(v).all()
+        elif isinstance(v, torch.Tensor) and v.is_floating_point():
+            bad = not bool(torch.isfinite(v).all())
+        else:
+            continue
+        if bad:
+            where = f"{ph.key}, step {step}" if ph.key != "main" else f"step {step}"
+            raise DivergenceError(f"{where}: non-finite {k}; the step size is likely too large")
+
+
+@contextlib.contextmanager
+def _threads(n: int):
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
