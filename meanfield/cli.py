@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from .errors import ConfigError, DivergenceError
@@ -30,6 +32,14 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(message)
 
 
+def _path(text: str) -> Path:
+    """A path argument; an empty one (which ``Path`` would read as the current directory)
+    is refused."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must name a directory (got an empty path)")
+    return Path(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="meanfield", description="Mean-field particle simulations of neural networks.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -41,18 +51,18 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--config", type=Path, help="TOML file of config keys")
     r.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (repeatable)")
-    r.add_argument("--out", type=Path, required=True, help="run directory (must be new)")
+    r.add_argument("--out", type=_path, required=True, help="run directory (must be new)")
     r.add_argument("--no-progress", action="store_true", help="do not draw the progress bar")
     s = sub.add_parser("resume", help="continue a run from its last checkpoint")
-    s.add_argument("run_dir", type=Path, help="the run directory to continue")
+    s.add_argument("run_dir", type=_path, help="the run directory to continue")
     s.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. a smaller dt or more steps")
     s.add_argument("--no-progress", action="store_true", help="do not draw the progress bar")
     pl = sub.add_parser("plot", help="redraw the figures of a run directory")
-    pl.add_argument("run_dir", type=Path, help="the run directory whose figures are redrawn")
+    pl.add_argument("run_dir", type=_path, help="the run directory whose figures are redrawn")
     pl.add_argument("--coords", help="comma-separated coordinates for histograms, e.g. '|w|,a,w0'")
     sh = sub.add_parser("show", help="print a run's config and its last metrics")
-    sh.add_argument("run_dir", type=Path, help="the run directory to describe")
+    sh.add_argument("run_dir", type=_path, help="the run directory to describe")
     sub.add_parser("list", help="list the experiments")
     cf = sub.add_parser("config", help="print an experiment's config keys, types and defaults")
     cf.add_argument("experiment", help="an experiment name (see `meanfield list`)")
@@ -64,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument("--config", type=Path, help="TOML file of config keys")
     sw.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key for every point (repeatable)")
-    sw.add_argument("--out", type=Path, required=True, help="sweep directory (re-use it to restart)")
+    sw.add_argument("--out", type=_path, required=True, help="sweep directory (re-use it to restart)")
     sw.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://HOST:8786")
     sw.add_argument("--workers", type=int, help="LocalCluster worker processes (default: one per "
                     "core; 0 runs the points one after another in this process)")
@@ -183,12 +193,16 @@ def main(argv=None) -> int:
     corrupted or locked run directory, a config that cannot fit) or a refused file operation,
     printed as one ``meanfield: error: ...`` line on stderr; 3 (``EXIT_DIVERGED``) on a
     ``DivergenceError``; 4 (``EXIT_SHARD_LOST``) when a sharded run loses a rank; 5
-    (``EXIT_POINTS_FAILED``) when a sweep ends with failed points; 130 on Ctrl-C.  ``--help`` exits through ``SystemExit(0)`` (argparse).  Sets
+    (``EXIT_POINTS_FAILED``) when a sweep ends with failed points; 130 on Ctrl-C and 143 on
+    SIGTERM (both release the run directory's lock and stop a sweep's Dask cluster first).  ``--help`` exits through ``SystemExit(0)`` (argparse).  Sets
     ``MPLBACKEND=Agg`` unless already set.
     """
     os.environ.setdefault("MPLBACKEND", "Agg")
     from .errors import ShardError
 
+    args, previous_term = None, None
+    if threading.current_thread() is threading.main_thread():
+        previous_term = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         args = _parser().parse_args(argv)
         code = {"run": _cmd_run, "resume": _cmd_resume, "plot": _cmd_plot, "show": _cmd_show,
@@ -207,11 +221,35 @@ def main(argv=None) -> int:
         where = f" ({e.filename})" if getattr(e, "filename", None) else ""
         print(f"meanfield: error: {e.strerror or type(e).__name__}{where}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("meanfield: interrupted (resume from the last checkpoint with `meanfield resume DIR`)",
-              file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        print(f"meanfield: {'terminated' if isinstance(e, _Terminated) else 'interrupted'} "
+              f"({_continue_hint(args)})", file=sys.stderr)
+        return 143 if isinstance(e, _Terminated) else 130
+    finally:
+        if previous_term is not None:
+            signal.signal(signal.SIGTERM, previous_term)
     return code or 0
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that locks, clusters and progress bars are released."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
+def _continue_hint(args) -> str:
+    """How to continue the interrupted command."""
+    if args is None:
+        return "nothing was started"
+    if args.command == "sweep":
+        return (f"run the same `meanfield sweep ... --out {args.out}` again to continue: finished "
+                "points are kept, unfinished ones resume from their checkpoints")
+    if args.command in ("run", "resume"):
+        where = args.out if args.command == "run" else args.run_dir
+        return f"continue from the last checkpoint with `meanfield resume {where}`"
+    return "nothing was changed"
 
 
 def _one_line(e) -> str:

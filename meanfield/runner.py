@@ -184,7 +184,7 @@ def _execute_or_spawn(exp, cfg, plan, out, ck, progress):
 
         started = time.perf_counter()
         io.remove_stale_temporaries(out)
-        distributed.spawn(_rank_main, cfg.shards, exp.NAME, cfg.to_dict(), str(out),
+        distributed.spawn(_rank_main, cfg.shards, _reference(exp), cfg.to_dict(), str(out),
                           ck is not None or (out / io.CHECKPOINT).exists(), progress,
                           timeout=cfg.shard_timeout)
         final = io.load_checkpoint(out / io.CHECKPOINT)
@@ -201,10 +201,20 @@ def _final_state(exp, cfg, ck):
     return last.get("state")
 
 
-def _rank_main(comm, name, cfg_dict, out, resuming, progress):
+def _reference(exp):
+    """What identifies an experiment in another process: a module by its import name, any
+    other experiment object (a user's class with NAME, Config, plan) as itself (pickled)."""
+    import types
+
+    return ("module", exp.__name__) if isinstance(exp, types.ModuleType) else exp
+
+
+def _rank_main(comm, ref, cfg_dict, out, resuming, progress):
     """One rank of a spawned sharded run: rebuild the experiment's plan from the config and
     run the phases with ``comm``; rank 0 writes (the spawning process holds the lock)."""
-    exp = get_experiment(name)
+    import importlib
+
+    exp = importlib.import_module(ref[1]) if isinstance(ref, tuple) else ref
     cfg = exp.Config.from_mapping(cfg_dict)
     ck = None
     if resuming and (Path(out) / io.CHECKPOINT).exists():

@@ -563,6 +563,12 @@ def dask_client(scheduler: str | None = None, workers: int | None = None):
     if n < 1:
         raise ConfigError(f"--workers must be >= 1 for a Dask cluster, got {n}")
     env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    # multiprocessing's resource tracker (a process of its own, started with the cluster)
+    # warns at exit about the semaphores of worker processes stopped by Ctrl-C, and then
+    # cleans them up itself: noise for users, silenced in its environment only
+    quiet = "ignore:resource_tracker:UserWarning"
+    if quiet not in os.environ.get("PYTHONWARNINGS", ""):
+        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), quiet]))
     with dask.config.set({f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in env.items()}):
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                dashboard_address=None, silence_logs=logging.ERROR)

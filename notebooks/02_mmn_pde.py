@@ -32,6 +32,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from meanfield import io  # noqa: E402
+from meanfield import runner  # noqa: E402
 from meanfield.experiments import get_experiment  # noqa: E402
 from meanfield.models.activations import get_activation  # noqa: E402
 from meanfield.models.radial import IsotropicRadialPotentials  # noqa: E402
@@ -80,7 +81,7 @@ if run_dir.exists():
     import shutil
 
     shutil.rmtree(run_dir)
-exp.run(cfg, run_dir, progress=False)
+runner.run(exp, cfg, run_dir, progress=False)
 m = io.read_metrics(run_dir / io.METRICS)
 print(f"N = {cfg.N}, ε = {cfg.dt:g}, T = {m['t'][-1]:g}")
 print("max |R_SGD − R_PDE| / (0.05 R_PDE + 25/N) =",

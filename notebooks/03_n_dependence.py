@@ -52,6 +52,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from meanfield import diagnostics, io  # noqa: E402
+from meanfield import runner  # noqa: E402
 from meanfield.experiments import get_experiment  # noqa: E402
 
 torch.set_num_threads(1)        # small batched pair sums: one thread is faster on shared cores
@@ -117,7 +118,7 @@ print("i.i.d. slope {slope:.3f}, 95 % bootstrap interval [{ci95[0]:.3f}, {ci95[1
 run_dir = OUT / "run"
 if run_dir.exists():
     shutil.rmtree(run_dir)
-exp.run(cfg, run_dir, progress=False)
+runner.run(exp, cfg, run_dir, progress=False)
 res = io.read_metrics(run_dir / "results.csv")
 fit = json.loads((run_dir / "fit.json").read_text())
 Ns = np.array(res["N"], dtype=float)

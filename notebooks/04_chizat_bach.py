@@ -46,6 +46,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from meanfield import io  # noqa: E402
+from meanfield import runner  # noqa: E402
 from meanfield.experiments import get_experiment  # noqa: E402
 from meanfield.experiments.cb_relu2d import plane_coordinates  # noqa: E402
 
@@ -94,7 +95,7 @@ exp = get_experiment("cb-relu2d")
 sets = ["scale=small", "checkpoint_every=2000"] if SMALL else []
 cfg = exp.Config.build(None, sets)
 relu_dir = fresh(OUT / "relu2d")
-exp.run(cfg, relu_dir, progress=False)
+runner.run(exp, cfg, relu_dir, progress=False)
 met = io.read_metrics(relu_dir / io.METRICS)
 res = io.read_metrics(relu_dir / "results.csv")
 fit = json.loads((relu_dir / "fit.json").read_text())
@@ -229,7 +230,7 @@ fig.savefig(OUT / "relu2d_risk.png", dpi=110)
 #
 # We take the dimension and teacher width of Chizat's `success_2NNalt.jl`, d = 20 and m0 = 5,
 # and read the success fraction at several horizons T: the run is continued from its
-# checkpoint (`exp.run(..., checkpoint=..., resume=True)` with more steps, bit for bit the
+# checkpoint (`meanfield resume DIR --set steps=...`, `runner.resume` here, bit for bit the
 # uninterrupted run). Small mode: m ∈ {3, 4, 5, 6, 8, 10}, 8 seeds, dt = 1 (η = 2; the risk
 # still decreases at every step, and at t = 100 it is within 2 % of dt = 0.5's), T = 600 and
 # 1200. Full mode: m ∈ {3, …, 20}, 16 seeds, dt = 0.5, T = 600, 1200, 2400. The experiment's
@@ -250,10 +251,9 @@ runs = {}                                                     # T -> (config, re
 for j, steps in enumerate(horizons):
     tcfg = exp.Config.build(None, sets + [f"steps={steps}"])
     if j == 0:
-        exp.run(tcfg, thr_dir, progress=False)
+        runner.run(exp, tcfg, thr_dir, progress=False)
     else:       # continue the finished run to a later horizon (bit for bit the uninterrupted run)
-        exp.run(tcfg, thr_dir, progress=False, checkpoint=io.load_checkpoint(thr_dir / io.CHECKPOINT),
-                resume=True)
+        runner.resume(thr_dir, [f"steps={steps}"], progress=False)
     runs[steps * tcfg.dt] = (tcfg, io.read_metrics(thr_dir / "results.csv"),
                              json.loads((thr_dir / "fit.json").read_text()))
 tmet = io.read_metrics(thr_dir / io.METRICS)                  # the whole run, 0 <= t <= T_max

@@ -53,6 +53,7 @@ import torch  # noqa: E402
 from scipy.stats import linregress  # noqa: E402
 
 from meanfield import io  # noqa: E402
+from meanfield import runner  # noqa: E402
 from meanfield.experiments import get_experiment  # noqa: E402
 from meanfield.models.activations import get_activation  # noqa: E402
 from meanfield.models.radial import IsotropicRadialPotentials  # noqa: E402
@@ -260,7 +261,7 @@ cfg = exp.Config.build(None, ["scale=small"] if SMALL else ["scale=full"])
 run_dir = OUT / "run"
 if run_dir.exists():
     shutil.rmtree(run_dir)
-exp.run(cfg, run_dir, progress=False)
+runner.run(exp, cfg, run_dir, progress=False)
 fit = json.loads((run_dir / "fit.json").read_text())
 with np.load(run_dir / "curves.npz") as z:
     labels = [str(s) for s in z["labels"]]

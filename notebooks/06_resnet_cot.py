@@ -45,9 +45,10 @@ import torch  # noqa: E402
 
 from meanfield import diagnostics  # noqa: E402
 from meanfield.dynamics import conditional_ot_flow  # noqa: E402
+from meanfield import runner  # noqa: E402
 from meanfield.experiments import get_experiment  # noqa: E402
 from meanfield.experiments.resnet_common import fit_slope, read_results, unit_init  # noqa: E402
-from meanfield.models.resnet import ResNet, grid_measure, lift_matrices
+from meanfield.models.resnet import ResNet, grid_measure, lift_matrices  # noqa: E402
 from meanfield.models.resnet_torch import from_module, to_module  # noqa: E402
 
 torch.set_num_threads(1)        # small per-layer tensors: one thread is much faster on shared cores
@@ -182,7 +183,7 @@ cfg = exp.Config.build(None, sets + ["checkpoint_every=100"])
 run_dir = OUT / "run"
 if run_dir.exists():
     shutil.rmtree(run_dir)
-exp.run(cfg, run_dir, progress=False)
+runner.run(exp, cfg, run_dir, progress=False)
 res = read_results(run_dir)
 sz = res["sizes"]
 print(f"L_ref = {sz['L_ref']}, M_ref = {sz['M_ref']}, T = {cfg.steps * cfg.dt:g}, seeds = {cfg.replicas}")

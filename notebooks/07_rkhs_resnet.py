@@ -47,6 +47,7 @@ import torch  # noqa: E402
 
 from meanfield import io  # noqa: E402
 from meanfield.dynamics import conditional_ot_flow  # noqa: E402
+from meanfield import runner  # noqa: E402
 from meanfield.experiments import get_experiment  # noqa: E402
 from meanfield.experiments.resnet_common import read_results, unit_init  # noqa: E402
 from meanfield.experiments.resnet_rkhs import separated_pairs  # noqa: E402
@@ -172,7 +173,7 @@ sets = ((["scale=small", "targets=neg", "steps=100", "dt=0.2"] if SMALL else ["s
 cfg = exp.Config.build(None, sets)
 sz = cfg.sizes()
 rkhs_dir = fresh(OUT / "rkhs")
-exp.run(cfg, rkhs_dir, progress=False)
+runner.run(exp, cfg, rkhs_dir, progress=False)
 m = io.read_metrics(rkhs_dir / io.METRICS)
 res = read_results(rkhs_dir)
 n_data, L_rkhs, R = 2 * sz["n_pairs"], sz["L"], cfg.replicas
@@ -288,7 +289,7 @@ obst = {}
 for d in (2, 3):
     cfg_lin = exp_lin.Config.build(None, (["scale=small", "log_every=5"] if SMALL else ["scale=full"]) + [f"d={d}"])
     run_dir = fresh(OUT / f"linear-obstruction-d{d}")
-    exp_lin.run(cfg_lin, run_dir, progress=False)
+    runner.run(exp_lin, cfg_lin, run_dir, progress=False)
     obst[d] = (io.read_metrics(run_dir / io.METRICS), read_results(run_dir))
     mm, rr = obst[d]
     fin = rr["final"]

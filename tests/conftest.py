@@ -5,7 +5,9 @@ imports pykeops or pyplot.  Fixtures (no helper module: ``tests`` is not on the 
 
 ``gen(seed)``        a fresh seeded ``torch.Generator`` (no global seeds anywhere);
 ``tol(dtype)``       the relative tolerance for backend comparisons: 1e-10 (float64), 1e-4 (float32);
-``rel_err(a, ref)``  max |a − ref| / max |ref|, as a float.
+``rel_err(a, ref)``  max |a − ref| / max |ref|, as a float;
+``stop_after_phases(n)``  make ``meanfield.runner`` raise KeyboardInterrupt when it starts
+                     phase n + 1 (a run stopped between phases; undone after the test).
 """
 import os
 from pathlib import Path
@@ -63,3 +65,23 @@ def rel_err():
         return (a - ref).abs().max().item() / scale
 
     return err
+
+
+@pytest.fixture
+def stop_after_phases(monkeypatch):
+    """Factory: ``stop_after_phases(n)`` → the runner stops (KeyboardInterrupt) when it
+    starts phase n + 1; ``monkeypatch.undo()`` (or the test's end) restores it."""
+    from meanfield import runner
+
+    def install(n: int):
+        real, calls = runner._run_phase, {"n": 0}
+
+        def phase(*a, **k):
+            calls["n"] += 1
+            if calls["n"] > n:
+                raise KeyboardInterrupt
+            return real(*a, **k)
+
+        monkeypatch.setattr(runner, "_run_phase", phase)
+
+    return install

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from meanfield import io
+from meanfield import io, runner
 from meanfield.experiments import get_experiment
 
 
@@ -13,7 +13,7 @@ def small(tmp_path_factory):
     exp = get_experiment("chaos-rate")
     cfg = exp.Config.build(None, ["scale=small"])
     out = tmp_path_factory.mktemp("chaos") / "run"
-    exp.run(cfg, out, progress=False)
+    runner.run(exp, cfg, out, progress=False)
     return cfg, out
 
 
@@ -36,19 +36,21 @@ def test_small_mode_rates(small):
         assert z["theta_N500"].shape == (4, 500, 20)
 
 
-def test_resume_skips_finished_N_and_reproduces_the_results(tmp_path):
+def test_resume_skips_finished_N_and_reproduces_the_results(tmp_path, monkeypatch, stop_after_phases):
     exp = get_experiment("chaos-rate")
     cfg = exp.Config.build(None, ["scale=small", "N=40", "N_min=10", "n_values=3", "replicas=2",
                                   "steps=2000", "log_every=500", "save_every=2000",
                                   "checkpoint_every=2000", "n_mc=1000", "pde_cells=200",
                                   "n_boot=200"])
-    exp.run(cfg, tmp_path / "a", progress=False)
+    runner.run(exp, cfg, tmp_path / "a", progress=False)
     ck = io.load_checkpoint(tmp_path / "a" / io.CHECKPOINT)
-    assert ck["finished"] and sorted(ck["done"]) == cfg.grid()
-    # a run that stopped after the first N: resume computes the other two
-    first = cfg.grid()[0]
-    partial = {**ck, "done": {first: ck["done"][first]}, "finished": False}
-    io.start_run_dir(tmp_path / "b", io.load_run_config(tmp_path / "a"))
-    exp.run(cfg, tmp_path / "b", progress=False, checkpoint=partial, resume=True)
+    assert ck["finished"] and list(ck["done"]) == [f"N={N}" for N in cfg.grid()]
+    # a run stopped after the first N: resume computes the other two
+    stop_after_phases(1)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(exp, cfg, tmp_path / "b", progress=False)
+    monkeypatch.undo()
+    assert list(io.load_checkpoint(tmp_path / "b" / io.CHECKPOINT)["done"]) == [f"N={cfg.grid()[0]}"]
+    runner.resume(tmp_path / "b", progress=False)
     for f in ("summary.csv", io.METRICS, "fit.json"):
         assert (tmp_path / "b" / f).read_text() == (tmp_path / "a" / f).read_text(), f

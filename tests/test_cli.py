@@ -95,7 +95,7 @@ def test_resume_after_a_crash_is_bit_for_bit(tmp_path, capsys, monkeypatch, drif
         main(["run", "teacher-student", "--out", str(crashed), *SMALL, *drift_sets])
     monkeypatch.setattr(ParticleDynamics, "step", real_step)
     ck = io.load_checkpoint(crashed / "checkpoint.pt")
-    assert ck["state"]["step"] == 10 and not ck["finished"]
+    assert ck["progress"]["step"] == 10 and ck["progress"]["phase"] == "main" and not ck["finished"]
     assert not (crashed / "particles.npz").exists()
 
     code, _, err = run_cli(capsys, "resume", str(crashed), "--no-progress")
@@ -175,7 +175,7 @@ def test_divergence_exits_3_with_checkpoint_intact(tmp_path, capsys):
     assert code == 3
     assert err.count("\n") == 1 and "step" in err and "Traceback" not in err
     ck = io.load_checkpoint(out / "checkpoint.pt")
-    assert torch.isfinite(ck["state"]["theta"]).all()
+    assert torch.isfinite(ck["current"]["state"]["theta"]).all()
 
 
 def test_config_lists_every_key_with_its_default_and_presets(capsys):

@@ -76,7 +76,7 @@ def test_small_mode_never_converges_from_zero_and_resumes_bit_for_bit(tmp_path, 
     with pytest.raises(_Crash):
         main(["run", "linear-obstruction", "--out", str(crashed), *SMALL])
     monkeypatch.setattr(MatrixGD, "step", real)
-    assert io.load_checkpoint(crashed / io.CHECKPOINT)["current"]["state"]["step"] == 100
+    assert io.load_checkpoint(crashed / io.CHECKPOINT)["progress"]["step"] == 100
     assert main(["resume", str(crashed), "--no-progress"]) == 0
     assert (ref / io.METRICS).read_bytes() == (crashed / io.METRICS).read_bytes()
     assert (ref / "results.json").read_bytes() == (crashed / "results.json").read_bytes()

@@ -5,14 +5,15 @@ import numpy as np
 import pytest
 
 from meanfield import io
-from meanfield.experiments import driver, get_experiment
+from meanfield import runner
+from meanfield.experiments import get_experiment, particles
 
 
 def _run(tmp_path, name, sets, sub="run"):
     exp = get_experiment(name)
     cfg = exp.Config.build(None, sets)
     out = tmp_path / sub
-    _, rows, _ = exp.run(cfg, out, progress=False)
+    rows = runner.run(exp, cfg, out, progress=False).rows
     return cfg, out, io.read_metrics(out / io.METRICS)
 
 
@@ -86,9 +87,9 @@ def test_interrupted_run_resumes_to_identical_files(tmp_path, monkeypatch):
             "checkpoint_every=3000", "n_mc=2000", "pde_cells=200"]
     exp = get_experiment("mmn-isotropic")
     cfg = exp.Config.build(None, sets)
-    exp.run(cfg, tmp_path / "whole", progress=False)
+    runner.run(exp, cfg, tmp_path / "whole", progress=False)
 
-    real = driver._measure_row
+    real = particles.measure_row
     calls = {"n": 0}
 
     def flaky(*a, **k):
@@ -97,13 +98,13 @@ def test_interrupted_run_resumes_to_identical_files(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(driver, "_measure_row", flaky)
+    monkeypatch.setattr(particles, "measure_row", flaky)
     with pytest.raises(KeyboardInterrupt):
-        exp.run(cfg, tmp_path / "cut", progress=False)
-    monkeypatch.setattr(driver, "_measure_row", real)
+        runner.run(exp, cfg, tmp_path / "cut", progress=False)
+    monkeypatch.setattr(particles, "measure_row", real)
     ck = io.load_checkpoint(tmp_path / "cut" / io.CHECKPOINT)
-    assert 0 < ck["state"]["step"] < cfg.steps
-    exp.run(cfg, tmp_path / "cut", progress=False, checkpoint=ck, resume=True)
+    assert 0 < ck["progress"]["step"] < cfg.steps
+    runner.resume(tmp_path / "cut", progress=False)
     assert (tmp_path / "cut" / io.METRICS).read_text() == (tmp_path / "whole" / io.METRICS).read_text()
     with np.load(tmp_path / "cut" / io.PARTICLES) as a, np.load(tmp_path / "whole" / io.PARTICLES) as b:
         assert set(a.files) == set(b.files)

@@ -86,7 +86,9 @@ def test_interrupted_run_resumes_bit_for_bit(tmp_path, capsys, monkeypatch):
         main(["run", "n-scaling", "--out", str(crashed), *sets])
     monkeypatch.setattr(ParticleDynamics, "step", real)
     ck = io.load_checkpoint(crashed / io.CHECKPOINT)
-    assert not ck["finished"] and ck["state"]["N_done"] == [8] and ck["done"][15]["state"]["step"] == 20
+    assert not ck["finished"] and list(ck["done"]) == ["N=8"] and ck["current"]["key"] == "N=15"
+    assert ck["progress"] == {"phases_done": 1, "phases": 3, "phase": "N=15", "step": 20, "steps": 40,
+                              "finished": False}
     assert main(["resume", str(crashed), "--no-progress"]) == 0
     assert (ref / io.METRICS).read_bytes() == (crashed / io.METRICS).read_bytes()
     assert (ref / "results.csv").read_bytes() == (crashed / "results.csv").read_bytes()

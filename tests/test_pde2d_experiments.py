@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from meanfield import io
+from meanfield import io, runner
 from meanfield.errors import ConfigError
 from meanfield.experiments import get_experiment
 
@@ -27,7 +27,7 @@ def _run(name, tmp_path_factory, sets=()):
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        exp.run(cfg, out, progress=False)
+        runner.run(exp, cfg, out, progress=False)
     finally:
         torch.set_num_threads(n)
     return cfg, out, json.loads((out / "fit.json").read_text()), io.read_metrics(out / "summary.csv")
@@ -101,18 +101,20 @@ def test_torus_free_energy_gap_and_decay(torus):
         assert (out / io.FIGURES / f).stat().st_size > 10_000
 
 
-def test_teacher_resume_skips_finished_N_and_reproduces_the_results(tmp_path, monkeypatch):
+def test_teacher_resume_skips_finished_N_and_reproduces_the_results(tmp_path, monkeypatch, stop_after_phases):
     exp = get_experiment("pde2d-teacher")
     monkeypatch.setattr(exp, "plot", lambda *a, **k: [])     # figures are not compared here
     cfg = exp.Config.build(None, ["scale=small", "N=40", "N_min=10", "replicas=2", "steps=20",
                                   "log_every=10", "save_every=20", "cells=12", "n_boot=100"])
-    exp.run(cfg, tmp_path / "a", progress=False)
+    runner.run(exp, cfg, tmp_path / "a", progress=False)
     ck = io.load_checkpoint(tmp_path / "a" / io.CHECKPOINT)
-    assert ck["finished"] and sorted(ck["done"]) == cfg.grid_N()
-    first = cfg.grid_N()[0]
-    partial = {**ck, "done": {first: ck["done"][first]}, "finished": False}
-    io.start_run_dir(tmp_path / "b", io.load_run_config(tmp_path / "a"))
-    exp.run(cfg, tmp_path / "b", progress=False, checkpoint=partial, resume=True)
+    assert ck["finished"] and list(ck["done"]) == [f"N={N}" for N in cfg.grid_N()]
+    stop_after_phases(1)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(exp, cfg, tmp_path / "b", progress=False)
+    monkeypatch.undo()
+    monkeypatch.setattr(exp, "plot", lambda *a, **k: [])
+    runner.resume(tmp_path / "b", progress=False)
     for f in ("summary.csv", io.METRICS, "fit.json"):
         assert (tmp_path / "b" / f).read_text() == (tmp_path / "a" / f).read_text(), f
 

@@ -11,7 +11,7 @@ meanfield.distributed).
 * a rank that dies (exit) or hangs (collective timeout) stops the run with a ShardError and
   its last checkpoint intact, and ``meanfield resume`` — with the same 2 shards (spawned by
   the CLI itself) or with 1 — then finishes it exactly as the uninterrupted run;
-* ``driver.simulate`` of an unregistered experiment sends its own arguments to the ranks.
+* ``runner.run`` of an unregistered experiment (a user's class) sends it to the ranks.
 
 Spawned ranks re-import this module by name: module-level functions only, no computation
 at import time.
@@ -23,17 +23,19 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from meanfield import cli, distributed, io
+from meanfield import cli, distributed, io, runner
 from meanfield.dynamics import ParticleDynamics
-from meanfield.dynamics.sharded import ShardError, ShardedDynamics, shard_ranges
-from meanfield.errors import ConfigError, DivergenceError
+from meanfield.dynamics.sharded import ShardedDynamics, shard_ranges
+from meanfield.errors import ConfigError, DivergenceError, ShardError
 from meanfield.experiments import teacher_student as ts
+from meanfield.experiments.config import RunConfig
 from meanfield.interact import evaluate
 from meanfield.models import ConfiningPotential, FiniteDataset, TeacherStudent, Unit
 
@@ -104,7 +106,7 @@ def _trajectory(dyn, state, steps, full=lambda s, p=None: (s, p)):
 
 
 def _risk_of(dyn, state, full):
-    """The driver's evaluation: exact, or Monte Carlo with a fixed generator."""
+    """The runner's row evaluation: exact, or Monte Carlo with a fixed generator."""
     g = _gen(99)
     if isinstance(dyn, ShardedDynamics):
         return full(state, dyn.evaluate(state, n_mc=500, generator=g))[1].risk
@@ -222,11 +224,13 @@ def _same_run(a: Path, b: Path):
     for k in za.files:
         assert np.array_equal(za[k], zb[k]), k
     ca, cb = io.load_checkpoint(a / io.CHECKPOINT), io.load_checkpoint(b / io.CHECKPOINT)
-    assert ca["finished"] and cb["finished"] and ca["rows"] == cb["rows"]
+    assert ca["finished"] and cb["finished"] and list(ca["done"]) == list(cb["done"]) == ["main"]
+    ea, eb = ca["done"]["main"], cb["done"]["main"]
+    assert ea["rows"] == eb["rows"]
     for k in ("theta", "generator"):
-        assert torch.equal(ca["state"][k], cb["state"][k]), k
-    assert ca["state"]["weights"] is None and cb["state"]["weights"] is None
-    assert torch.equal(ca["eval_gen"], cb["eval_gen"])
+        assert torch.equal(ea["state"][k], eb["state"][k]), k
+    assert ea["state"]["weights"] is None and eb["state"]["weights"] is None
+    assert torch.equal(ea["generators"]["eval"], eb["generators"]["eval"])
 
 
 @pytest.fixture(scope="module")
@@ -264,7 +268,7 @@ def _die_at(comm, out, sets, step, how):
 
         ShardedDynamics.step = step_
     cfg = ts.Config.build(None, sets)
-    distributed.run("teacher-student", cfg, out, progress=False)
+    runner.run("teacher-student", cfg, out, progress=False)
 
 
 @pytest.mark.parametrize("how", ["exit", "hang"])
@@ -281,7 +285,7 @@ def test_a_lost_rank_stops_the_run_and_resume_finishes_it(unsharded_run, tmp_pat
         assert "rank 0 of 2: all_gather" in str(err.value) and "timed out" in str(err.value).lower()
         assert waited < 30, waited
     ck = io.load_checkpoint(out / io.CHECKPOINT)         # the last checkpoint is intact
-    assert ck["state"]["step"] == 20 and not ck["finished"]
+    assert ck["progress"]["step"] == 20 and not ck["finished"]
     assert list(io.read_metrics(out / io.METRICS)["step"]) == [0, 5, 10, 15]
     # checkpoints hold the whole system: resume with the same P (the CLI spawns the 2 ranks
     # itself, shards=2 from the run's config) or unsharded finishes the run exactly as the
@@ -294,23 +298,42 @@ def test_a_lost_rank_stops_the_run_and_resume_finishes_it(unsharded_run, tmp_pat
     _same_run(out, unsharded_run)
 
 
-def test_simulate_of_an_unregistered_experiment_sends_its_arguments(tmp_path):
-    """``driver.simulate`` with shards=2 outside any launcher and for an experiment that
-    ``meanfield.experiments`` does not know spawns 2 ranks and sends them its own arguments
-    (pickled): the run directory equals the unsharded one."""
-    from meanfield.experiments.config import RunConfig
-    from meanfield.experiments.driver import simulate
+@dataclass(frozen=True)
+class _LoopConfig(RunConfig):
+    """A user's own experiment's config: the shared keys, shardable."""
 
+    shardable = True
+
+
+class MyLoop:
+    """A user's own experiment, unknown to ``meanfield.experiments``: NAME, Config, plan."""
+
+    NAME = "my-loop"
+    Config = _LoopConfig
+
+    @staticmethod
+    def plan(cfg):
+        from meanfield.experiments.particles import simulation_phase
+        from meanfield.experiments.plan import Plan
+
+        def build():
+            dyn, theta, _ = _scenario("confining-langevin")
+            return dyn, dyn.init(theta, generator=_gen(5))
+
+        phase = simulation_phase(cfg, build, n_mc=100, risk_inf=None)
+        return Plan(phases=lambda shared: [phase], arrays={"param_names": np.array(["x", "y", "z"])})
+
+
+def test_an_unregistered_experiment_shards_through_the_runner(tmp_path):
+    """``runner.run`` of an experiment ``meanfield.experiments`` does not know (a class with
+    NAME, Config and plan) with shards=2 outside any launcher spawns 2 ranks that rebuild
+    it from itself (pickled by reference): the run directory equals the unsharded one."""
     outs = {}
     for P in (1, 2):
-        cfg = RunConfig(N=40, d=3, steps=12, log_every=3, save_every=6, checkpoint_every=6, shards=P)
-        dyn, theta, _ = _scenario("confining-langevin")
-        state = dyn.init(theta, generator=_gen(5))
+        cfg = _LoopConfig(N=40, d=3, steps=12, log_every=3, save_every=6, checkpoint_every=6, shards=P)
         outs[P] = tmp_path / f"p{P}"
-        outs[P].mkdir()
-        final, rows, _ = simulate(outs[P], experiment="my-loop", config=cfg, dyn=dyn, state=state,
-                                  param_names=["x", "y", "z"], task_arrays={}, progress=False)
-        assert final.step == 12 and [r["step"] for r in rows] == [0, 3, 6, 9, 12]
+        res = runner.run(MyLoop, cfg, outs[P], progress=False)
+        assert [r["step"] for r in res.rows] == [0, 3, 6, 9, 12]
     _same_run(outs[1], outs[2])
 
 
@@ -354,7 +377,7 @@ def test_cli_reports_a_lost_rank_in_one_line_with_status_4(tmp_path, monkeypatch
     def lost(*a, **k):
         raise ShardError("sharded run stopped: rank 1 exited with status 13")
 
-    monkeypatch.setattr(distributed, "run", lost)
+    monkeypatch.setattr(runner, "run", lost)
     assert _cli("run", "teacher-student", "--set", "shards=2", "--out", str(tmp_path / "x")) == 4
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["meanfield: sharded run stopped: rank 1 exited with status 13 (last checkpoint "

@@ -11,7 +11,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from meanfield import io
+from meanfield import io, runner
 from meanfield.errors import ConfigError
 from meanfield.experiments import get_experiment
 
@@ -119,7 +119,7 @@ def test_random_configs_are_accepted_and_run_or_cleanly_rejected(tmp_path_factor
     assert "nonsense_key" not in values          # unknown keys are never accepted
     out = tmp_path_factory.mktemp("run")
     try:
-        _, rows, _ = exp.run(cfg, out / "r", progress=False)
+        rows = runner.run(exp, cfg, out / "r", progress=False).rows
     except Exception as e:      # accepted configs must run; only a clean divergence may stop them
         from meanfield.errors import DivergenceError
 

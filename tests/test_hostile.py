@@ -1,0 +1,456 @@
+"""A hostile user against the runner (issue 14): every break found in the seam between
+experiments and runs, as a test.  Each refused command must exit 2 with one line and leave
+every file of the run byte-identical (hashes of every file, hidden ones included).
+
+1. a rejected resume changes nothing;  2. corruption is detected (byte flips in θ, in the
+generator state, anywhere in the checkpoint or particles.npz);  3. shape keys cannot change
+on resume;  4. steps cannot go below the checkpoint;  5. locks (run vs resume, sweep vs
+sweep);  6. huge sweep grids are refused before they are expanded;  7. one line and exit 2
+instead of tracebacks;  8. the smaller items (empty --out, show on a file, a bogus
+--metric, a sweep's exit status with failed points, the divergence message, a run killed
+while drawing its figures)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from meanfield import io, runner
+from meanfield.cli import main
+
+TINY = ["--set", "N=20", "--set", "d=3", "--set", "steps=20", "--set", "backend=torch",
+        "--set", "log_every=5", "--set", "save_every=10", "--set", "checkpoint_every=5",
+        "--no-progress"]
+
+
+def files(d: Path) -> dict:
+    """{relative path: sha256} of every file under ``d`` (hidden files included)."""
+    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def refused(capsys, needle, *argv, before=None, where=None):
+    """Run the CLI, expect exit 2 with one line containing ``needle`` and (when ``before``)
+    every file of ``where`` unchanged."""
+    code, out, err = cli(capsys, *argv)
+    assert code == 2, (code, err)
+    assert needle in err, err
+    assert err.count("\n") == 1 and err.startswith("meanfield: error:") and "Traceback" not in err
+    if before is not None:
+        assert files(where) == before
+    return err
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished teacher-student run (20 steps, a checkpoint every 5)."""
+    out = tmp_path_factory.mktemp("hostile") / "A"
+    assert main(["run", "teacher-student", "--out", str(out), *TINY]) == 0
+    return out
+
+
+@pytest.fixture
+def run_a(finished, tmp_path):
+    """A fresh copy of the finished run."""
+    out = tmp_path / "A"
+    shutil.copytree(finished, out)
+    return out
+
+
+# ---- 1, 3, 4: the resume rule ---------------------------------------------------------------
+@pytest.mark.parametrize("sets, needle", [
+    (["d=5", "steps=40"], "d cannot change on resume"),                            # item 1
+    (["output_weight=false"], "output_weight cannot change on resume"),
+    (["N=30"], "N cannot change on resume"),                                       # item 3
+    (["replicas=2"], "replicas cannot change on resume"),
+    (["dtype=float64"], "dtype cannot change on resume"),
+    (["steps=10"], "steps can only grow on resume"),                               # item 4
+    (["steps=0"], "steps must be >= 1"),
+    (["seed=1"], "seed cannot change on resume"),
+    (["nonsense=1"], "unknown config key 'nonsense'"),
+    ([], "already finished"),
+])
+def test_a_refused_resume_changes_no_file(run_a, capsys, sets, needle):
+    before = files(run_a)
+    argv = ["resume", str(run_a)]
+    for s in sets:
+        argv += ["--set", s]
+    refused(capsys, needle, *argv, before=before, where=run_a)
+    assert runner.describe(run_a).count("finished") == 1
+
+
+def test_steps_below_an_unfinished_checkpoint_are_refused(tmp_path, capsys, stop_after_phases):
+    """A run stopped at step 4380 of 5000 cannot be 'resumed' to steps=1000 (it used to be
+    accepted and `show` printed "step 4380 of 1000 (finished)")."""
+    out = tmp_path / "B"
+    from meanfield.dynamics import ParticleDynamics
+
+    real = ParticleDynamics.step
+
+    def crash(self, state, **kw):
+        if state.step == 13:
+            raise KeyboardInterrupt
+        return real(self, state, **kw)
+
+    ParticleDynamics.step = crash
+    try:
+        assert main(["run", "teacher-student", "--out", str(out), *TINY]) == 130
+    finally:
+        ParticleDynamics.step = real
+    capsys.readouterr()
+    before = files(out)
+    err = refused(capsys, "steps can only grow", "resume", str(out), "--set", "steps=10",
+                  before=before, where=out)
+    assert "at step 10" in err
+    assert "phase 1 of 1 (main): step 10 of 20" in runner.describe(out)
+    assert cli(capsys, "resume", str(out), "--set", "steps=30")[0] == 0
+    assert "finished: 1 phase of 30 steps" in runner.describe(out)
+
+
+def test_mutable_keys_do_change_on_resume(run_a, capsys):
+    assert cli(capsys, "resume", str(run_a), "--set", "steps=30", "--set", "dt=0.1",
+               "--set", "log_every=2")[0] == 0
+    rec = json.loads((run_a / io.CONFIG).read_text())["config"]
+    assert (rec["steps"], rec["dt"], rec["log_every"]) == (30, 0.1, 2)
+    ck = io.load_checkpoint(run_a / io.CHECKPOINT)
+    assert ck["config"] == rec and ck["progress"]["steps"] == 30 and ck["finished"]
+    steps = io.read_metrics(run_a / io.METRICS)["step"]
+    assert list(steps) == [0, 5, 10, 15, 20, 22, 24, 26, 28, 30]
+
+
+# ---- 2: integrity ---------------------------------------------------------------------------
+def _offsets_of(blob: bytes, data: bytes) -> tuple[int, int]:
+    """The byte range of ``data`` (a tensor's storage, saved uncompressed) in ``blob``."""
+    i = blob.find(data)
+    assert i >= 0
+    return i, i + len(data)
+
+
+def _member_data(path: Path) -> list[tuple[int, int]]:
+    """Byte ranges of the (compressed) array data of every member of an npz file."""
+    import struct
+    import zipfile
+
+    raw = path.read_bytes()
+    out = []
+    with zipfile.ZipFile(path) as z:
+        for info in z.infolist():
+            h = info.header_offset
+            n, m = struct.unpack("<HH", raw[h + 26:h + 30])
+            start = h + 30 + n + m
+            out.append((start, start + info.compress_size))
+    return out
+
+
+def test_every_byte_flip_is_detected(finished, tmp_path, capsys):
+    """Byte flips at random offsets in θ, in the generator state and anywhere else in the
+    checkpoint (its checksum covers every byte after its header line, the header holds the
+    checksum), and in the data of particles.npz's arrays (its checksum covers the arrays'
+    names, dtypes, shapes and values): resume, show and plot all exit 2 naming the
+    corruption, and nothing is written (100 % of 60 flips)."""
+    ck = io.load_checkpoint(finished / io.CHECKPOINT)
+    entry = ck["done"]["main"]
+    blob = (finished / io.CHECKPOINT).read_bytes()
+    theta = _offsets_of(blob, entry["state"]["theta"].numpy().tobytes())
+    gen = _offsets_of(blob, entry["state"]["generator"].numpy().tobytes())
+    rng = random.Random(7)
+    cases = ([("ck", rng.randrange(*theta)) for _ in range(15)]
+             + [("ck", rng.randrange(*gen)) for _ in range(15)]
+             + [("ck", rng.randrange(len(blob))) for _ in range(15)]
+             + [("npz", None) for _ in range(15)])
+    members = _member_data(finished / io.PARTICLES)
+    detected = 0
+    for n, (what, off) in enumerate(cases):
+        d = tmp_path / f"c{n}"
+        shutil.copytree(finished, d)
+        path = d / (io.CHECKPOINT if what == "ck" else io.PARTICLES)
+        raw = bytearray(path.read_bytes())
+        if off is None:                         # inside the data of a random array
+            off = rng.randrange(*members[rng.randrange(len(members))])
+        raw[off] ^= 1 << rng.randrange(8)
+        path.write_bytes(bytes(raw))
+        before = files(d)
+        for argv in (["resume", str(d), "--set", "steps=40", "--no-progress"], ["show", str(d)],
+                     ["plot", str(d)]):
+            code, _, err = cli(capsys, *argv)
+            assert code == 2 and "corrupted" in err and err.count("\n") == 1, (what, off, argv, err)
+        assert files(d) == before
+        detected += 1
+    assert detected == len(cases)
+
+
+def test_a_checkpoint_holding_another_payload_is_refused(run_a, capsys):
+    torch.save({"theta": torch.zeros(3)}, run_a / io.CHECKPOINT)
+    before = files(run_a)
+    refused(capsys, "not a meanfield checkpoint", "resume", str(run_a), "--set", "steps=40",
+            before=before, where=run_a)
+    refused(capsys, "not a meanfield checkpoint", "show", str(run_a))
+
+
+# ---- 5: locks -------------------------------------------------------------------------------
+def _popen(*argv):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    return subprocess.Popen([sys.executable, "-m", "meanfield", *argv], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _wait_for(path, p, timeout=60):
+    t0 = time.time()
+    while not path.exists():
+        assert p.poll() is None, p.communicate()
+        assert time.time() - t0 < timeout
+        time.sleep(0.02)
+
+
+def test_a_running_run_is_locked_against_resume_and_run(tmp_path, capsys):
+    out = tmp_path / "C"
+    p = _popen("run", "teacher-student", "--out", str(out), "--set", "N=300", "--set", "d=5",
+               "--set", "steps=1000000", "--set", "backend=torch", "--set", "checkpoint_every=50",
+               "--no-progress")
+    try:
+        _wait_for(out / io.CHECKPOINT, p)
+        err = refused(capsys, "is in use by another meanfield process", "resume", str(out))
+        assert f"pid {p.pid}" in err
+        refused(capsys, "already holds a run", "run", "teacher-student", "--out", str(out), *TINY)
+        assert not list(out.glob(".*.tmp")) or p.poll() is None      # its temporaries untouched
+    finally:
+        p.terminate()
+        _, perr = p.communicate(timeout=60)
+    assert p.returncode == 143 and b"terminated" in perr          # SIGTERM: a clean stop
+    io.DirectoryLock(out).acquire().release()                    # the lock is free again
+
+
+def test_a_sweep_directory_is_locked(tmp_path, capsys):
+    out = tmp_path / "S"
+    args = ["sweep", "teacher-student", "--grid", "seed=0:3", "--set", "N=300", "--set", "d=5",
+            "--set", "steps=3000", "--set", "backend=torch", "--workers", "0", "--out", str(out),
+            "--no-progress"]
+    p = _popen(*args)
+    try:
+        _wait_for(out / "sweep.json", p)
+        err = refused(capsys, "is in use by another meanfield process", *args)
+        assert f"pid {p.pid}" in err
+    finally:
+        p.terminate()
+        p.communicate(timeout=60)
+
+
+# ---- 6: grids -------------------------------------------------------------------------------
+def test_a_huge_grid_is_refused_before_it_is_expanded(tmp_path, capsys):
+    out = tmp_path / "S"
+    t0 = time.perf_counter()
+    refused(capsys, "the grid has 100000000 points, more than --max-points 100000", "sweep",
+            "teacher-student", "--grid", "seed=0:100000000", "--out", str(out))
+    refused(capsys, "more than --max-points 100000", "sweep", "teacher-student",
+            "--grid", "seed=0:1000", "--grid", "N=1:1000", "--out", str(out))
+    assert time.perf_counter() - t0 < 5 and not out.exists()
+    refused(capsys, "more than --max-points 3", "sweep", "teacher-student", "--grid", "seed=0:4",
+            "--max-points", "3", "--out", str(out))
+
+
+# ---- 7: one line instead of a traceback -------------------------------------------------------
+@pytest.mark.parametrize("sets, needle", [
+    (["N=1000000000"], "needs about"),
+    (["d=1000000000"], "needs about"),
+    (["m0=10000000000"], "needs about"),
+    (["drift=sgd", "batch_size=1000000000000"], "needs about"),
+    (["seed=99999999999999999999"], "seed must fit in a 64-bit integer"),
+    (["N=-99999999999999999999"], "N must fit in a 64-bit integer"),
+    (["dt=1e400"], "dt must be a finite number"),
+])
+def test_sizes_that_cannot_fit_are_refused_before_anything_is_written(tmp_path, capsys, sets, needle):
+    out = tmp_path / "r"
+    argv = ["run", "teacher-student", "--out", str(out)]
+    for s in sets:
+        argv += ["--set", s]
+    err = refused(capsys, needle, *argv)
+    assert not out.exists()
+    if needle == "needs about":
+        assert "this machine has" in err
+
+
+def test_out_paths_the_system_refuses(tmp_path, capsys, monkeypatch):
+    f = tmp_path / "f"
+    f.write_text("a file")
+    refused(capsys, "is a file, not a directory", "run", "teacher-student", "--out", str(f / "sub"), *TINY)
+    refused(capsys, "exists and is not a directory", "run", "teacher-student", "--out", str(f), *TINY)
+    refused(capsys, "/proc/x", "run", "teacher-student", "--out", "/proc/x", *TINY)
+    refused(capsys, "--out: must name a directory", "run", "teacher-student", "--out", "", *TINY)
+    refused(capsys, "--out: must name a directory", "sweep", "teacher-student", "--grid", "seed=0:2",
+            "--out", "")
+    refused(capsys, "must name a directory", "resume", " ")
+    # an unwritable parent, as a non-root user sees it (root may write anywhere)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p).startswith(str(ro)) else real(p, mode))
+    refused(capsys, "not writable", "run", "teacher-student", "--out", str(ro / "x"), *TINY)
+    refused(capsys, "not writable", "sweep", "teacher-student", "--grid", "seed=0:2", "--set", "N=20",
+            "--out", str(ro / "s"), "--workers", "0")
+    monkeypatch.undo()
+    assert list(ro.iterdir()) == [] and f.read_text() == "a file"
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda c: {**c, "experiment": "mmn-isotropic"}, "unknown config key"),
+    (lambda c: {**c, "experiment": "no-such"}, "unknown experiment 'no-such'"),
+    (lambda c: {**c, "config": {**c["config"], "bogus": 1}}, "unknown config key 'bogus'"),
+    (lambda c: {**c, "config": {**c["config"], "N": 25}}, "does not match its checkpoint"),
+    (lambda c: {**c, "config": {**c["config"], "N": "twenty"}}, "N must be an integer"),
+    (lambda c: [c], "is not a meanfield run config"),
+    (lambda c: {"config": c["config"]}, "is not a meanfield run config"),
+])
+def test_an_edited_config_json_is_refused(run_a, capsys, edit, needle):
+    rec = json.loads((run_a / io.CONFIG).read_text())
+    (run_a / io.CONFIG).write_text(json.dumps(edit(rec)))
+    before = files(run_a)
+    for cmd in (["resume", str(run_a), "--set", "steps=40"], ["show", str(run_a)], ["plot", str(run_a)]):
+        refused(capsys, needle, *cmd, before=before, where=run_a)
+
+
+def test_broken_files_of_a_run_are_one_line_errors(run_a, capsys, tmp_path):
+    # config.json that is a directory
+    d = tmp_path / "D"
+    shutil.copytree(run_a, d)
+    (d / io.CONFIG).unlink()
+    (d / io.CONFIG).mkdir()
+    refused(capsys, "is a directory, not a file", "show", str(d))
+    refused(capsys, "is a directory, not a file", "resume", str(d))
+    # garbage metrics.csv: show and plot say so
+    (run_a / io.METRICS).write_text("step,t,risk\n0,0,abc\n")
+    refused(capsys, "metrics.csv is corrupted", "show", str(run_a))
+    refused(capsys, "metrics.csv is corrupted", "plot", str(run_a))
+    (run_a / io.METRICS).write_bytes(b"\xff\xfe\x00garbage")
+    refused(capsys, "metrics.csv is unreadable or corrupted", "show", str(run_a))
+    # a truncated particles.npz
+    raw = (run_a / io.PARTICLES).read_bytes()
+    (run_a / io.PARTICLES).write_bytes(raw[: len(raw) // 2])
+    refused(capsys, "particles.npz is corrupted", "plot", str(run_a))
+    refused(capsys, "particles.npz is corrupted", "show", str(run_a))
+
+
+def test_figures_that_is_a_file(run_a, capsys):
+    shutil.rmtree(run_a / io.FIGURES)
+    (run_a / io.FIGURES).write_text("not a directory")
+    before = files(run_a)
+    refused(capsys, "figures is a file, not a directory", "plot", str(run_a), before=before, where=run_a)
+
+
+# ---- 8: the smaller items ---------------------------------------------------------------------
+def test_show_and_plot_of_a_file_or_nothing(tmp_path, capsys):
+    f = tmp_path / "f.txt"
+    f.write_text("x")
+    refused(capsys, "is a file, not a run directory", "show", str(f))
+    refused(capsys, "does not exist", "show", str(tmp_path / "nothing"))
+    refused(capsys, "is a file, not a run directory", "resume", str(f))
+
+
+def test_a_bogus_metric_stops_the_sweep_with_status_2(tmp_path, capsys):
+    out = tmp_path / "S"
+    err = refused(capsys, "--metric 'bogus' is not a column", "sweep", "teacher-student",
+                  "--grid", "seed=0:3", "--set", "N=20", "--set", "d=3", "--set", "steps=5",
+                  "--set", "backend=torch", "--workers", "0", "--metric", "bogus", "--out", str(out),
+                  "--no-progress")
+    assert "risk" in err                                        # names the columns there are
+
+
+def test_divergence_names_the_directory_and_the_checkpoint(tmp_path, capsys):
+    diverge = ["--set", "N=20", "--set", "d=3", "--set", "backend=torch", "--set", "dt=1e30",
+               "--set", "steps=40", "--no-progress"]
+    code, _, err = cli(capsys, "run", "teacher-student", "--out", str(tmp_path / "a"), *diverge,
+                       "--set", "checkpoint_every=100")
+    assert code == 3 and "DIR" not in err and err.count("\n") == 1
+    assert "no checkpoint was written" in err and "last checkpoint kept" not in err
+    code, _, err = cli(capsys, "run", "teacher-student", "--out", str(tmp_path / "b"), *diverge,
+                       "--set", "checkpoint_every=1")
+    assert code == 3 and "last checkpoint kept: phase 1 of 1 (main): step" in err
+    assert f"meanfield resume {tmp_path / 'b'} --set dt=..." in err
+    code, _, err = cli(capsys, "run", "n-scaling", "--out", str(tmp_path / "c"), "--set", "scale=small",
+                       "--set", "m0=50", "--set", "dt=1e30", "--set", "steps=20",
+                       "--set", "checkpoint_every=1", "--no-progress")
+    assert code == 3 and "last checkpoint kept" in err and "dt cannot change on resume here" in err
+
+
+def test_a_run_killed_while_drawing_figures_is_completed_by_plot(tmp_path, capsys, monkeypatch):
+    import meanfield.plotting as plotting
+
+    out = tmp_path / "F"
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(plotting, "plot_run", killed)
+    assert main(["run", "teacher-student", "--out", str(out), *TINY]) == 130
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert not list((out / io.FIGURES).glob("*.png"))
+    err = refused(capsys, "already finished", "resume", str(out))
+    assert f"meanfield plot {out}" in err
+    code, stdout, _ = cli(capsys, "plot", str(out))
+    assert code == 0 and "risk.png" in stdout and (out / io.FIGURES / "risk.png").exists()
+
+
+def test_a_dask_sweep_prints_no_stray_warnings(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "meanfield", "sweep", "teacher-student", "--grid", "seed=0:2",
+                        "--set", "N=20", "--set", "d=3", "--set", "steps=10", "--set", "backend=torch",
+                        "--workers", "2", "--out", str(tmp_path / "S"), "--no-progress"],
+                       capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.strip() == "", p.stderr
+    assert "2 of 2 runs ok" in p.stdout
+
+
+# ---- the fuzz: random resume --set keys and values ---------------------------------------------
+_VALUES = st.one_of(st.integers(-3, 50), st.sampled_from(["0", "1e400", "-1", "nan", "inf", "abc", "",
+                                                           "float64", "float16", "torch", "numpy",
+                                                           "true", "relu", "erf", "sgd",
+                                                           "99999999999999999999", "10", "40", "0.05"]))
+_KEYS = st.sampled_from(["N", "d", "steps", "dt", "seed", "backend", "dtype", "replicas", "log_every",
+                         "save_every", "checkpoint_every", "shards", "m0", "activation", "drift",
+                         "batch_size", "beta", "lam", "n_mc", "output_weight", "nonsense", ""])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(_KEYS, _VALUES), max_size=3))
+def test_fuzzed_resume_sets_are_applied_consistently_or_change_nothing(finished, tmp_path_factory, sets):
+    d = tmp_path_factory.mktemp("fuzz") / "A"
+    shutil.copytree(finished, d)
+    before = files(d)
+    argv = ["resume", str(d), "--no-progress"]
+    for k, v in sets:
+        argv += ["--set", f"{k}={v}"]
+    code = main(argv)
+    if code == 2:                                      # refused: nothing changed
+        assert files(d) == before
+        return
+    rec = json.loads((d / io.CONFIG).read_text())["config"]
+    ck = io.load_checkpoint(d / io.CHECKPOINT)
+    assert ck["config"] == rec                         # config.json says what the run holds
+    if code == 3:                                      # diverged (a larger dt): checkpoint intact
+        assert runner.load_run(d)[2] is not None
+        return
+    assert code == 0, (sets, code)
+    assert ck["finished"]
+    with np.load(d / io.PARTICLES) as z:
+        theta = z["theta"]
+    assert theta.shape[-2] == rec["N"] and theta.dtype == np.dtype(rec["dtype"])
+    assert io.read_metrics(d / io.METRICS)["step"][-1] == rec["steps"]
