@@ -49,7 +49,7 @@ def test_teacher_particles_approach_the_grid_pde(teacher):
     T = 0.188, 0.112, 0.081 (slope −0.36 [−0.38, −0.35], flattened by the 0.05 quantisation
     bound of one point per 0.125-wide cell); the grid's mass + outflow = 1 to 2e-16."""
     cfg, out, fit, s = teacher
-    assert list(s["N"]) == cfg.grid_N() == [20, 63, 200]
+    assert list(s["N"]) == cfg.grid() == [20, 63, 200]
     assert (np.diff(s["risk_gap_T"]) < 0).all(), s["risk_gap_T"]
     assert fit["risk_gap_T"]["slope"] < -0.4 and fit["risk_gap_T"]["ci95"][1] < 0, fit["risk_gap_T"]
     assert (np.diff(s["w2_T"]) < 0).all(), s["w2_T"]
@@ -108,7 +108,7 @@ def test_teacher_resume_skips_finished_N_and_reproduces_the_results(tmp_path, mo
                                   "log_every=10", "save_every=20", "cells=12", "n_boot=100"])
     runner.run(exp, cfg, tmp_path / "a", progress=False)
     ck = io.load_checkpoint(tmp_path / "a" / io.CHECKPOINT)
-    assert ck["finished"] and list(ck["done"]) == [f"N={N}" for N in cfg.grid_N()]
+    assert ck["finished"] and list(ck["done"]) == [f"N={N}" for N in cfg.grid()]
     stop_after_phases(1)
     with pytest.raises(KeyboardInterrupt):
         runner.run(exp, cfg, tmp_path / "b", progress=False)

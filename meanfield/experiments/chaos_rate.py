@@ -44,9 +44,10 @@ from scipy.special import roots_jacobi
 
 from .. import io
 from ..diagnostics import loglog_rate
-from ..errors import ConfigError, DivergenceError
+from ..errors import DivergenceError
 from ..models import IsotropicGaussians, Unit
 from ..pde import RadialGrid
+from .config import check_n_grid, geometric_grid
 from .mmn_isotropic import PiecewiseMMNConfig, _w1_to_density, build, record_steps, solve_pde
 from .plan import Phase, Plan, snapshot_arrays
 
@@ -85,22 +86,13 @@ class Config(PiecewiseMMNConfig):
     resume_mutable = ("checkpoint_every", "backend")
 
     def validate(self):
-        """PiecewiseMMNConfig's checks, then (``ConfigError``): 1 ≤ N_min < N; n_values ≥ 3;
-        replicas ≥ 2; n_boot ≥ 100."""
+        """PiecewiseMMNConfig's checks, then the N grid's (``config.check_n_grid``)."""
         super().validate()
-        if not 1 <= self.N_min < self.N:
-            raise ConfigError(f"N_min must be in [1, N), got N_min={self.N_min}, N={self.N}")
-        if self.n_values < 3:
-            raise ConfigError(f"n_values must be >= 3 to fit a slope, got {self.n_values}")
-        if self.replicas < 2:
-            raise ConfigError(f"replicas (seeds per N) must be >= 2, got {self.replicas}")
-        if self.n_boot < 100:
-            raise ConfigError(f"n_boot must be >= 100, got {self.n_boot}")
+        check_n_grid(self)
 
     def grid(self) -> list[int]:
-        """The geometric grid of N (rounded, distinct)."""
-        g = np.geomspace(self.N_min, self.N, self.n_values).round().astype(int)
-        return sorted(set(int(n) for n in g))
+        """N values: ``config.geometric_grid(N_min, N, n_values)``."""
+        return geometric_grid(self.N_min, self.N, self.n_values)
 
 
 # ------------------------------------------------------------------------------------------

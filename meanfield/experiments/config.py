@@ -229,6 +229,30 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
+def geometric_grid(lo: int, hi: int, n: int) -> list[int]:
+    """The N grid of the multi-N experiments: n values geometric from lo to hi
+    (``np.geomspace``), rounded half to even and made distinct, increasing."""
+    import numpy as np
+
+    return sorted({int(v) for v in np.geomspace(lo, hi, n).round()})
+
+
+def check_n_grid(cfg) -> None:
+    """The checks of a multi-N config (keys N, N_min, n_values, replicas, n_boot; ``cfg.grid()``
+    the N values), ``ConfigError`` naming the first that fails: 1 ≤ N_min < N; n_values ≥ 3
+    and at least 3 distinct N; replicas (seeds per N) ≥ 2 for a spread; n_boot ≥ 100."""
+    if not 1 <= cfg.N_min < cfg.N:
+        raise ConfigError(f"N_min must be in [1, N), got N_min={cfg.N_min}, N={cfg.N}")
+    if cfg.n_values < 3:
+        raise ConfigError(f"n_values must be >= 3 to fit a slope, got {cfg.n_values}")
+    if len(cfg.grid()) < 3:
+        raise ConfigError(f"the N grid {cfg.grid()} has fewer than 3 distinct values")
+    if cfg.replicas < 2:
+        raise ConfigError(f"replicas (seeds per N) must be >= 2 for a spread, got {cfg.replicas}")
+    if cfg.n_boot < 100:
+        raise ConfigError(f"n_boot must be >= 100, got {cfg.n_boot}")
+
+
 def read_toml(path) -> dict:
     """The flat ``key = value`` table of the TOML file at ``path`` (values keep their TOML
     types).  ``ConfigError`` when the file is missing, not valid TOML, or has a [table]."""

@@ -69,7 +69,7 @@ from ..dynamics import ParticleState, gradient_flow
 from ..errors import ConfigError
 from ..interact import evaluate
 from ..models import TeacherStudent, Unit
-from .config import RunConfig
+from .config import RunConfig, check_n_grid, geometric_grid
 from .particles import legacy_entries, size_phase
 from .plan import Plan, snapshot_arrays
 
@@ -115,24 +115,15 @@ class Config(RunConfig):
         least 3 distinct N in :meth:`grid`; replicas ≥ 2; m0 ≥ 1; teacher_seed ≥ 0;
         teacher_std_min in (0, 1]; init_std, init_a_std finite and > 0; n_boot ≥ 100."""
         super().validate()
-        if not 1 <= self.N_min < self.N:
-            raise ConfigError(f"N_min must be in [1, N), got N_min={self.N_min}, N={self.N}")
-        if self.n_values < 3:
-            raise ConfigError(f"n_values must be >= 3 (a slope needs points), got {self.n_values}")
-        if len(self.grid()) < 3:
-            raise ConfigError(f"the N grid {self.grid()} has fewer than 3 distinct values")
-        if self.replicas < 2:
-            raise ConfigError(f"replicas (seeds per N) must be >= 2 for a spread, got {self.replicas}")
+        check_n_grid(self)
         self.check_bounds(at_least_one=("m0",), nonnegative_ints=("teacher_seed",))
         if not (math.isfinite(self.teacher_std_min) and 0 < self.teacher_std_min <= 1):
             raise ConfigError(f"teacher_std_min must be in (0, 1], got {self.teacher_std_min}")
         self.check_bounds(positive=("init_std", "init_a_std"))
-        if self.n_boot < 100:
-            raise ConfigError(f"n_boot must be >= 100, got {self.n_boot}")
 
     def grid(self) -> list[int]:
-        """N values: geometric from N_min to N, rounded, distinct."""
-        return sorted({int(round(v)) for v in np.geomspace(self.N_min, self.N, self.n_values)})
+        """N values: ``config.geometric_grid(N_min, N, n_values)``."""
+        return geometric_grid(self.N_min, self.N, self.n_values)
 
 
 def teacher_task(cfg: Config) -> TeacherStudent:

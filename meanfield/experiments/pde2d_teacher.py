@@ -56,7 +56,7 @@ from ..dynamics import ParticleDynamics
 from ..errors import ConfigError, DivergenceError
 from ..models import TeacherStudent, Unit
 from ..pde import Grid2D, GridDD, w2_grid
-from .config import RunConfig
+from .config import RunConfig, check_n_grid, geometric_grid
 from .plan import Phase, Plan, snapshot_arrays
 
 NAME = "pde2d-teacher"
@@ -138,9 +138,8 @@ class Config(RunConfig):
             raise ConfigError(f"teacher_angles must list at least one finite angle, got {self.teacher_angles!r}")
         return [math.radians(x) for x in a]
 
-    def grid_N(self) -> list[int]:
-        """The particle counts: ``n_values`` values geometric from N_min to N, rounded and
-        distinct (:func:`geometric_grid`)."""
+    def grid(self) -> list[int]:
+        """N values: ``config.geometric_grid(N_min, N, n_values)``."""
         return geometric_grid(self.N_min, self.N, self.n_values)
 
 
@@ -148,23 +147,11 @@ class Config(RunConfig):
 # helpers shared with pde2d-torus
 # ------------------------------------------------------------------------------------------
 def validate_n_grid(cfg) -> None:
-    """Check the N-grid keys shared with pde2d-torus (``ConfigError``): 1 ≤ N_min < N;
-    n_values ≥ 3; replicas ≥ 2; n_boot ≥ 100; save_every a multiple of log_every."""
-    if not 1 <= cfg.N_min < cfg.N:
-        raise ConfigError(f"N_min must be in [1, N), got N_min={cfg.N_min}, N={cfg.N}")
-    if cfg.n_values < 3:
-        raise ConfigError(f"n_values must be >= 3 to fit a slope, got {cfg.n_values}")
-    if cfg.replicas < 2:
-        raise ConfigError(f"replicas (seeds per N) must be >= 2, got {cfg.replicas}")
-    if cfg.n_boot < 100:
-        raise ConfigError(f"n_boot must be >= 100, got {cfg.n_boot}")
+    """Check the N-grid keys shared with pde2d-torus (``ConfigError``): those of
+    ``config.check_n_grid``, and save_every a multiple of log_every (snapshots are records)."""
+    check_n_grid(cfg)
     if cfg.save_every % cfg.log_every:
         raise ConfigError(f"save_every must be a multiple of log_every, got {cfg.save_every} and {cfg.log_every}")
-
-
-def geometric_grid(lo: int, hi: int, n: int) -> list[int]:
-    """n values from lo to hi, geometric, rounded and distinct."""
-    return sorted(set(int(v) for v in np.geomspace(lo, hi, n).round()))
 
 
 def record_steps(cfg) -> tuple[list[int], list[int]]:
@@ -252,7 +239,7 @@ def _pde_record(cfg, task, times):
 def grid_plan(cfg, *, task, solve_pde, theta0, measure, snapshot, write_results, after=None,
               dynamics_kw=None) -> Plan:
     """The plan shared by pde2d-teacher and pde2d-torus: the grid PDE solved once (the
-    prelude, checkpointed), then one phase per N of ``cfg.grid_N()`` running ``cfg.replicas``
+    prelude, checkpointed), then one phase per N of ``cfg.grid()`` running ``cfg.replicas``
     seeds of particles recorded against it.
 
     ``solve_pde(cfg, task, times) -> dict`` (the PDE record, with "density" [T, nx, ny] at the
@@ -268,14 +255,14 @@ def grid_plan(cfg, *, task, solve_pde, theta0, measure, snapshot, write_results,
     steps = sorted(set(rows_at) | set(snaps_at))
     times = np.array([float(f"{k * cfg.dt:.15g}") for k in steps])
     index = {k: i for i, k in enumerate(steps)}
-    keys = {N: f"N={N}" for N in cfg.grid_N()}
+    keys = {N: f"N={N}" for N in cfg.grid()}
     dtype = getattr(torch, cfg.dtype)
     snap_set = set(snaps_at)
 
     def phases(shared):
         pde = shared["pde"]
         out = []
-        for N in cfg.grid_N():
+        for N in cfg.grid():
             def build(N=N):
                 gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + N)
                 dyn = ParticleDynamics(task, dt=cfg.dt, drift="population", xi=cfg.xi, beta=cfg.beta,
@@ -296,8 +283,8 @@ def grid_plan(cfg, *, task, solve_pde, theta0, measure, snapshot, write_results,
         return write_results(ctx, done, ctx.shared["pde"], steps, snaps_at)
 
     return Plan(phases=phases, prelude=lambda: {"pde": solve_pde(cfg, task, times)},
-                results=results, primary=keys[cfg.grid_N()[-1]],
-                record={"task": task.to_dict(), "N_grid": cfg.grid_N()})
+                results=results, primary=keys[cfg.grid()[-1]],
+                record={"task": task.to_dict(), "N_grid": cfg.grid()})
 
 
 def plan(cfg: Config) -> Plan:
@@ -329,7 +316,7 @@ def plan(cfg: Config) -> Plan:
 
 def _write_results(cfg, ctx, done, pde, task, steps, snaps_at):
     out = ctx.out
-    Ns = cfg.grid_N()
+    Ns = cfg.grid()
     metrics, summary = [], []
     gaps_T, sup_gaps, w2_T, w2_0 = [], [], [], []
     for N in Ns:
@@ -383,7 +370,7 @@ def write_arrays(ctx, cfg, done, pde, task, snaps_at, param_names):
     out = ctx.out
     io.write_npz(out / PDE_FILE, {k: np.asarray(v) for k, v in pde.items()})
     snap_t = np.array([float(f"{k * cfg.dt:.15g}") for k in snaps_at])
-    Ns = cfg.grid_N()
+    Ns = cfg.grid()
     arrays = snapshot_arrays(ctx.done, primary=f"N={Ns[-1]}")
     arrays.update({"t": snap_t, "param_names": np.array(param_names), "N_grid": np.array(Ns),
                    **task.arrays()})

@@ -65,7 +65,7 @@ from ..errors import ConfigError, DivergenceError
 from ..interact import evaluate
 from ..models import TorusMMD
 from ..pde import Grid2D, GridDD, knn_neg_entropy, w2_grid
-from .config import RunConfig
+from .config import RunConfig, geometric_grid
 from .pde2d_teacher import density_panels, grid_plan, plot_fits, validate_n_grid, write_arrays
 from .plan import Plan
 
@@ -140,11 +140,8 @@ class Config(RunConfig):
         """The inverse temperature β = 1/τ (Chizat's τ = ``tau``)."""
         return 1.0 / self.tau
 
-    def grid_N(self) -> list[int]:
-        """The particle counts: ``n_values`` values geometric from N_min to N, rounded and
-        distinct."""
-        from .pde2d_teacher import geometric_grid
-
+    def grid(self) -> list[int]:
+        """N values: ``config.geometric_grid(N_min, N, n_values)``."""
         return geometric_grid(self.N_min, self.N, self.n_values)
 
 
@@ -277,7 +274,7 @@ def _particle_rate(F, t, win, r0, *, n_boot, seed):
 
 def _write_results(cfg, ctx, done, pde, task, snaps_at):
     out = ctx.out
-    Ns = cfg.grid_N()
+    Ns = cfg.grid()
     t = np.asarray(pde["t"])
     Fg = np.asarray(pde["free_energy"])
     win, plat = _window(cfg, pde), _plateau(cfg, t)

@@ -229,11 +229,12 @@ class RadialDD:
         m = self._F @ (P * h)
         return float(self.risk_sharp + 2 * (self._v * P).sum() * h + (self._w * m * m).sum())
 
-    def entropy(self, P) -> float:
-        """∫ ρ log ρ dw of the radial law on R^d with r-density P:
+    def neg_entropy(self, P) -> float:
+        """∫ ρ log ρ dw (minus the differential entropy; the spelling of ``GridDD.neg_entropy``)
+        of the radial law on R^d with r-density P:
         ∫ P log(P / (ω_d r^{d−1})) dr, ω_d = 2π^{d/2}/Γ(d/2) (cell-average quadrature)."""
         if self.d == math.inf:
-            raise ConfigError("the entropy needs a finite dimension d")
+            raise ConfigError("∫ρ log ρ needs a finite dimension d")
         log_omega = math.log(2) + 0.5 * self.d * math.log(math.pi) - gammaln(0.5 * self.d)
         h, pos = self.grid.h, P > 0
         return float((P[pos] * (np.log(P[pos]) - log_omega - (self.d - 1) * self._logr[pos])).sum() * h)
@@ -241,7 +242,7 @@ class RadialDD:
     def free_energy(self, P, beta) -> float:
         """F_β(P) = ½ R(P) + (λ/2) ∫ r² P + β⁻¹ ∫ ρ log ρ (DESIGN.md §1); β = ∞ drops the entropy."""
         f = 0.5 * self.risk(P) + self.lam * float((self._half_r2 * P).sum() * self.grid.h)
-        return f if beta == math.inf else f + self.entropy(P) / beta
+        return f if beta == math.inf else f + self.neg_entropy(P) / beta
 
     def _phi(self, P):
         return self.psi(P) + self.lam * self._half_r2
