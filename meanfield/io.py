@@ -59,12 +59,14 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def remove_stale_temporaries(directory) -> int:
-    """Delete temporary files left by a writer that was killed mid-write; returns the count.
-    Call it only while holding the directory's lock (another writer's temporaries are live)."""
+    """Delete temporary files (``.*.tmp``, in the directory and its figures/) left by a writer
+    that was killed mid-write; returns the count.  Call it only while holding the
+    directory's lock (another writer's temporaries are live)."""
     n = 0
-    for p in Path(directory).glob(".*.tmp"):
-        p.unlink(missing_ok=True)
-        n += 1
+    for pattern in (".*.tmp", f"{FIGURES}/.*.tmp"):
+        for p in Path(directory).glob(pattern):
+            p.unlink(missing_ok=True)
+            n += 1
     return n
 
 
@@ -199,6 +201,30 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
 def verify_npz(path: Path) -> None:
     """``ConfigError`` unless the npz at ``path`` matches its checksum (:func:`read_npz`)."""
     read_npz(path)
+
+
+def read_snapshots(run_dir) -> list[dict]:
+    """The particle snapshots of every phase of a run, from particles.npz (checked against
+    its checksum), in the one layout the runner writes (``experiments.plan.snapshot_arrays``):
+    [{"phase": key, "t": [K], "step": [K], "theta": [K, …]}] in phase order (θ [K, N, D],
+    or [K, B, N, D] with replicas; ResNets' θ [K, L·M, P]).  A single-phase run gives one
+    entry, "main"; phases that took no snapshot are left out."""
+    z = read_npz(Path(run_dir) / PARTICLES)
+
+    def entry(key, t, step, theta):
+        steps = z[step] if step in z else np.full(len(z[t]), -1, dtype=np.int64)
+        return {"phase": key, "t": z[t], "step": steps, "theta": z[theta]}
+
+    if "phase_keys" not in z:
+        return [entry("main", "t", "step", "theta")] if "theta" in z and "t" in z else []
+    primary = str(z["primary_phase"]) if "primary_phase" in z else None
+    out = []
+    for j, key in enumerate(str(k) for k in z["phase_keys"]):
+        if key == primary:
+            out.append(entry(key, "t", "step", "theta"))
+        elif f"phase{j}_theta" in z:
+            out.append(entry(key, f"phase{j}_t", f"phase{j}_step", f"phase{j}_theta"))
+    return out
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:

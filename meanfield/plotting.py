@@ -22,13 +22,18 @@ def _plt():
 
 
 def save_figure(fig, path) -> Path:
-    """Write ``fig`` to ``path`` atomically (temporary name, then rename) and close it."""
+    """Write ``fig`` to ``path`` atomically (a temporary ``.NAME.tmp`` in the same directory,
+    then rename; the format from ``path``'s suffix) and close it.  A writer killed mid-way
+    leaves only the temporary, which ``io.remove_stale_temporaries`` clears."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp.png"
-    fig.savefig(tmp)
-    _plt().close(fig)
-    tmp.replace(path)
+    tmp = path.parent / f".{path.name}.tmp"
+    try:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png")
+        tmp.replace(path)
+    finally:
+        _plt().close(fig)
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -165,7 +170,6 @@ def plot_run(run_dir, coords=None) -> list[Path]:
     run_dir = Path(run_dir)
     figdir = run_dir / io.FIGURES
     figdir.mkdir(exist_ok=True)
-    plt = _plt()
     written = []
     has_particles = (run_dir / io.PARTICLES).exists()
     if coords is not None and has_particles:      # fail before drawing anything
@@ -178,11 +182,5 @@ def plot_run(run_dir, coords=None) -> list[Path]:
         figures += [("particles.png", plot_particles),
                     ("histograms.png", lambda d: plot_histograms(d, coords))]
     for name, fn in figures:
-        fig = fn(run_dir)
-        path = figdir / name
-        tmp = figdir / f".{name}.tmp.png"
-        fig.savefig(tmp)
-        plt.close(fig)
-        tmp.replace(path)
-        written.append(path)
+        written.append(save_figure(fn(run_dir), figdir / name))
     return written

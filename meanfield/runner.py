@@ -389,9 +389,11 @@ def execute(exp, cfg, plan, out, ck=None, *, progress: bool = True, comm=None) -
     threads = contextlib.nullcontext() if not plan.threads else _threads(plan.threads)
     last = {"progress": progress_of(ck)}
 
-    def save(cur=None, finished=False, summary=None, phases=None, steps_in_phase=0, key=None):
+    def save(cur=None, finished=False, summary=None, phases=None, steps_in_phase=0, key=None,
+             steps=None):
         prog = {"phases_done": len(done), "phases": phases if phases is not None else len(done),
-                "phase": key, "step": steps_in_phase, "steps": cfg.steps, "finished": finished}
+                "phase": key, "step": steps_in_phase, "steps": cfg.steps if steps is None else steps,
+                "finished": finished}
         if writer:
             io.save_checkpoint(out / io.CHECKPOINT, {
                 "format": CHECKPOINT_FORMAT, "experiment": exp.NAME, "config": cfg.to_dict(),
@@ -438,8 +440,9 @@ def execute(exp, cfg, plan, out, ck=None, *, progress: bool = True, comm=None) -
                 summary = (plan.results or default_results(plan))(ctx)
             else:
                 summary = None
-            save(finished=True, summary=summary, phases=len(phases),
-                 steps_in_phase=cfg.steps, key=None)
+            longest = max((ph.steps or cfg.steps for ph in phases), default=cfg.steps)
+            save(finished=True, summary=summary, phases=len(phases), steps_in_phase=longest,
+                 key=None, steps=longest)
     except DivergenceError as e:
         e.run_dir = out
         e.checkpoint = last["progress"] if (out / io.CHECKPOINT).exists() else None
@@ -523,7 +526,7 @@ def _run_phase(ph, cfg, steps, resume_from, bar, comm, done, n_phases, save):
                 record(prev, getattr(info, "potential", None))
             bar.update(1)
         if state.step % ckpt_every == 0 and state.step < steps:
-            save(current(), phases=n_phases, steps_in_phase=state.step, key=ph.key)
+            save(current(), phases=n_phases, steps_in_phase=state.step, key=ph.key, steps=steps)
     if not rows or rows[-1]["step"] != state.step:
         record(state, None, last=True)
     final = whole(state)
@@ -534,7 +537,7 @@ def _run_phase(ph, cfg, steps, resume_from, bar, comm, done, n_phases, save):
                     "state": final.state_dict() if ph.extendable else None,
                     "generators": {n: g.get_state() for n, g in ph.generators.items()},
                     "result": result}
-    save(phases=n_phases, steps_in_phase=state.step, key=None)
+    save(phases=n_phases, steps_in_phase=state.step, key=None, steps=steps)
     return final
 
 

@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..seeds import derive_generator
 from .. import io
 from ..dynamics import gradient_flow
 from ..errors import ConfigError
@@ -127,8 +128,8 @@ def teacher_and_data(cfg: Config):
 
 
 def initial_state(cfg: Config, dyn, N: int):
-    """θ [S, N, 3] uniform on the sphere of radius init_radius; generator seeded by (seed, N)."""
-    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + N)
+    """θ [S, N, 3] uniform on the sphere of radius init_radius; generator derived from (seed, "N", N)."""
+    gen = derive_generator(cfg.seed, "N", N)
     th = torch.randn(cfg.replicas, N, 3, generator=gen, dtype=torch.float64)
     th = cfg.init_radius * th / th.norm(dim=-1, keepdim=True)
     return dyn.init(th.to(getattr(torch, cfg.dtype)), generator=gen)
@@ -195,10 +196,9 @@ def _write_results(cfg, ctx, done, teacher, signs, X, y):
     io.write_json(out / "fit.json", summary)
     steps = sorted(done[cfg.N]["snaps"])
     arrays = snapshot_arrays(ctx.done, primary=f"m={cfg.N}")
-    arrays.update({"snap_t": np.array(steps, float) * cfg.dt, "t": np.array(steps, float) * cfg.dt,
-              "param_names": np.array(["a", "w0", "w1"]), "teacher_theta": teacher.numpy(),
-              "teacher_weights": (signs / cfg.m0).numpy(), "data_X": X.numpy(), "data_Y": y.numpy(),
-              "theta": torch.stack([done[cfg.N]["snaps"][k] for k in steps]).numpy()})
+    arrays.update({"snap_t": np.array(steps, float) * cfg.dt,
+                   "param_names": np.array(["a", "w0", "w1"]), "teacher_theta": teacher.numpy(),
+                   "teacher_weights": (signs / cfg.m0).numpy(), "data_X": X.numpy(), "data_Y": y.numpy()})
     for N in sizes:
         arrays[f"theta_N{N}"] = torch.stack([done[N]["snaps"][k] for k in steps]).numpy()
     io.write_npz(out / io.PARTICLES, arrays)

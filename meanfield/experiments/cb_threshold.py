@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..seeds import derive_generator
 from .. import io
 from ..dynamics import gradient_flow
 from ..errors import ConfigError
@@ -126,11 +127,10 @@ def teacher_task(cfg: Config) -> TeacherStudent:
 
 
 def system_generator(seed: int, m: int, s: int) -> torch.Generator:
-    """The generator of system (m, seed s): seeded from (``seed``, m, s) through numpy's
-    ``SeedSequence``, so a system's initial particles do not depend on which other m or
-    how many seeds the run holds (``m_values=5,10`` and the full grid start m = 5 alike)."""
-    state = np.random.SeedSequence([seed, m, s]).generate_state(2, dtype=np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+    """The generator of system (m, seed s): ``seeds.derive_generator(seed, m, s)``, so a
+    system's initial particles do not depend on which other m or how many seeds the run
+    holds (``m_values=5,10`` and the full grid start m = 5 alike)."""
+    return derive_generator(seed, m, s)
 
 
 def padded_system(cfg: Config, dyn):
@@ -222,12 +222,9 @@ def _write_results(cfg, ctx, task, entry):
            "median_excess_at_m0_or_below": max(r["excess_median"] for r in below) if below else None,
            "max_excess_from_m_star": max(r["excess_max"] for r in above) if above else None}
     io.write_json(out / "fit.json", fit)
-    th = torch.as_tensor(entry["state"]["theta"]).numpy()
-    arrays = snapshot_arrays(ctx.done)
-    arrays.update({"t": np.array([0.0, cfg.steps * cfg.dt]),
-              "theta": np.stack([entry["theta0"].numpy(), th]),          # [2, M·S, m_max, D]
-              "weights": entry["state"]["weights"].numpy(), "m_values": np.array(ms),
-              "param_names": np.array(task.param_names)})
+    arrays = snapshot_arrays(ctx.done)            # t = [0, T], theta [2, M·S, m_max, D]
+    arrays.update({"weights": entry["state"]["weights"].numpy(), "m_values": np.array(ms),
+                   "param_names": np.array(task.param_names)})
     arrays.update(task.arrays())
     io.write_npz(out / io.PARTICLES, arrays)
     return results

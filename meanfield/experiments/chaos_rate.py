@@ -42,6 +42,7 @@ import torch
 from scipy.interpolate import CubicSpline
 from scipy.special import roots_jacobi
 
+from ..seeds import derive_generator
 from .. import io
 from ..diagnostics import loglog_rate
 from ..errors import DivergenceError
@@ -148,7 +149,7 @@ def plan(cfg: Config) -> Plan:
                                                 dens[0, steps.index(k)], q)) for k in rows_at}
         out = []
         for N in cfg.grid():
-            eval_gen = torch.Generator().manual_seed(cfg.seed + 7919 + N)
+            eval_gen = derive_generator(cfg.seed, "eval", N)
 
             def measure(dyn, state, pot, N=N, eval_gen=eval_gen):
                 k = state.step
@@ -202,9 +203,8 @@ def _write_results(cfg, ctx, done):
     fit = {"N": Ns, "T": cfg.steps * cfg.dt, "theory_slope": -0.5,
            "w1_T": loglog_rate(Ns, w1s, **kw), "sup_risk_gap": loglog_rate(Ns, sup_gaps, **kw)}
     io.write_json(out / "fit.json", fit)
-    arrays = snapshot_arrays(ctx.done)
-    arrays.update({"t": np.array([cfg.steps * cfg.dt]), "param_names": np.array([f"w{k}" for k in range(cfg.d)]),
-                   "N_grid": np.array(Ns)})
+    arrays = snapshot_arrays(ctx.done, primary=f"N={Ns[-1]}")     # t = [T]; theta: the largest N
+    arrays.update({"param_names": np.array([f"w{k}" for k in range(cfg.d)]), "N_grid": np.array(Ns)})
     arrays.update({f"theta_N{N}": done[N]["theta"].numpy() for N in Ns})
     io.write_npz(out / io.PARTICLES, arrays)
     return summary

@@ -34,6 +34,7 @@ from ..dynamics import ParticleState
 from ..errors import DivergenceError
 from .config import RunConfig
 from .plan import Plan
+from ..plotting import save_figure
 from .resnet_common import RESUME_MUTABLE, job_phase, plt, read_results, write_outputs
 
 NAME = "linear-obstruction"
@@ -57,17 +58,13 @@ class Config(RunConfig):
     threads: int = 1
 
     _choices = {"scale": ("full", "small")}
+    _presets = {"scale": {"small": {"steps": 200}}}
     resume_mutable = RESUME_MUTABLE
 
     def validate(self):
         """RunConfig's checks, then init_scale finite and ≥ 0 (``ConfigError``)."""
         super().validate()
         self.check_bounds(nonnegative=("init_scale",))
-
-    @property
-    def total_steps(self) -> int:
-        """The number of GD steps run: 200 when ``scale = "small"``, else ``steps``."""
-        return 200 if self.scale == "small" else self.steps
 
 
 def objective(theta: torch.Tensor) -> torch.Tensor:
@@ -118,7 +115,7 @@ def _measure(flow, state):
 def plan(cfg: Config) -> Plan:
     """One job: GD from θ = 0 (replica 0) and from perturbed starts; snapshots of every
     replica; results: final values and the fitted rates of replica 0."""
-    d, R, steps = cfg.d, cfg.replicas, cfg.total_steps
+    d, R = cfg.d, cfg.replicas
 
     def build():
         g = torch.Generator().manual_seed(cfg.seed)
@@ -127,10 +124,8 @@ def plan(cfg: Config) -> Plan:
         return MatrixGD(d, cfg.dt), ParticleState(th.to(getattr(torch, cfg.dtype)), None, 0, 0.0, g)
 
     def phases(shared):
-        ph = job_phase("gd", {}, build, log_every=cfg.log_every, measure=_measure,
-                       save_every=cfg.save_every, snap_all=True)
-        ph.steps = steps
-        return [ph]
+        return [job_phase("gd", {}, build, log_every=cfg.log_every, measure=_measure,
+                          save_every=cfg.save_every, snap_all=True)]
 
     def results(ctx):
         rows = ctx.rows
@@ -176,6 +171,5 @@ def plot(run_dir, coords=None) -> list[Path]:
     axes[0].legend(frameon=False, fontsize=7)
     fig.tight_layout()
     path = run_dir / io.FIGURES / "obstruction.png"
-    fig.savefig(path)
-    p.close(fig)
+    save_figure(fig, path)
     return [path]

@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..seeds import derive_generator
 from .. import io
 from ..diagnostics import knn_entropy
 from ..dynamics import ParticleDynamics
@@ -172,7 +173,7 @@ def plan(cfg: Config) -> Plan:
         dtype = getattr(torch, cfg.dtype)
 
         def init(j):
-            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 7 * j)
+            gen = derive_generator(cfg.seed, "run", j)
             th = torch.rand(cfg.replicas, cfg.N, 2, generator=gen, dtype=torch.float64) * PERIOD
             return clean.init(th.to(dtype), generator=gen)
 

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..seeds import derive_generator
 from .. import io
 from ..dynamics import ParticleDynamics, as_schedule
 from ..errors import ConfigError
@@ -150,13 +151,15 @@ class Config(PiecewiseMMNConfig):
 def build(cfg: MMNConfig, N: int | None = None):
     """(task, dynamics, initial state): online SGD on MMN's isotropic Gaussians, replica b
     started from N(0, κ_b²/d I_d) with κ_b = ``cfg.init_stds()[b]``; N particles per replica
-    (default ``cfg.N``)."""
+    (default ``cfg.N``).  The generator is seeded with ``cfg.seed`` for the run's own N,
+    and derived from (seed, "N", N) for another N (chaos-rate's grid: independent systems
+    across N, not prefixes of one draw)."""
+    gen = torch.Generator().manual_seed(cfg.seed) if N is None else derive_generator(cfg.seed, "N", N)
     N = cfg.N if N is None else N
     unit = Unit(cfg.d, cfg.activation(), output_weight=False)
     task = IsotropicGaussians(unit, cfg.delta)
     dyn = ParticleDynamics(task, dt=cfg.dt, drift="sgd", batch_size=1, xi=cfg.xi, beta=cfg.beta,
                            lam=cfg.lam)
-    gen = torch.Generator().manual_seed(cfg.seed)
     kappa = torch.tensor(cfg.init_stds(), dtype=torch.float64).view(-1, 1, 1)
     w = torch.randn(cfg.replicas, N, cfg.d, generator=gen, dtype=torch.float64)
     theta = (w * kappa / math.sqrt(cfg.d)).to(getattr(torch, cfg.dtype))

@@ -63,6 +63,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..seeds import derive_generator
 from .. import io
 from ..diagnostics import loglog_rate
 from ..dynamics import ParticleState, gradient_flow
@@ -136,8 +137,8 @@ def teacher_task(cfg: Config) -> TeacherStudent:
 
 
 def initial_state(cfg: Config, dyn, N: int) -> ParticleState:
-    """θ [R, N, 1 + d]: a ~ N(0, init_a_std²), w ~ N(0, init_std²/d I); generator seeded by (seed, N)."""
-    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + N)
+    """θ [R, N, 1 + d]: a ~ N(0, init_a_std²), w ~ N(0, init_std²/d I); generator derived from (seed, "N", N)."""
+    gen = derive_generator(cfg.seed, "N", N)
     R, d = cfg.replicas, cfg.d
     a = cfg.init_a_std * torch.randn(R, N, 1, generator=gen, dtype=torch.float64)
     w = torch.randn(R, N, d, generator=gen, dtype=torch.float64) * (cfg.init_std / math.sqrt(d))
@@ -245,11 +246,9 @@ def _write_results(cfg, ctx, task, done, k_limit):
            "max_rel_change_last10": float(max(r["rel_change_last10"] for r in results))}
     fit["slope_vs_T"] = _slopes_vs_t(cfg, done)
     io.write_json(out / "fit.json", fit)
-    e_max = done[grid[-1]]
+    # t, step, theta: the largest N at 0 and T (its phase's snapshots)
     arrays = snapshot_arrays(ctx.done, primary=f"N={grid[-1]}")
-    arrays.update({"t": np.array([0.0, T]),
-              "theta": torch.stack([e_max["theta0"], e_max["state"]["theta"]]).numpy(),
-              "param_names": np.array(task.param_names), "N_grid": np.array(grid)})
+    arrays.update({"param_names": np.array(task.param_names), "N_grid": np.array(grid)})
     arrays.update({f"theta_N{N}": done[N]["state"]["theta"].numpy() for N in grid})
     arrays.update(task.arrays())
     io.write_npz(out / io.PARTICLES, arrays)

@@ -14,6 +14,7 @@ import math
 
 import torch
 
+from ..seeds import derive_generator
 from ..diagnostics import velocity_sq_norm
 from ..dynamics.sharded import ShardedDynamics
 from ..errors import DivergenceError
@@ -69,7 +70,7 @@ def simulation_phase(cfg, build, *, n_mc: int, risk_inf: float | None, extra=Non
     "eval"), checkpointed with the phase) plus ``extra(whole state) -> dict``; snapshots
     every ``cfg.save_every`` steps; ``chunked``: advance with ``dynamics.run`` between
     recording points (the compiled online-SGD path)."""
-    eval_gen = torch.Generator().manual_seed(cfg.seed + 7919)
+    eval_gen = derive_generator(cfg.seed, "eval")
 
     def measure(dyn, state, pot):
         row = measure_row(dyn, state, pot, eval_gen, n_mc, risk_inf)

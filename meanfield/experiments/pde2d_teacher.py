@@ -50,6 +50,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..seeds import derive_generator
 from .. import io
 from ..diagnostics import loglog_rate, risk as exact_risk
 from ..dynamics import ParticleDynamics
@@ -248,8 +249,8 @@ def grid_plan(cfg, *, task, solve_pde, theta0, measure, snapshot, write_results,
     ``snapshot``); ``snapshot(state) -> array`` what a snapshot keeps; ``after(N, generator,
     pde) -> dict`` adds entries to N's record (with the phase's generator after the run).
     Per N the particles follow ``ParticleDynamics`` (population drift, dt, xi, beta from
-    ``cfg``, plus ``dynamics_kw``), advanced in chunks between records, seeded
-    ``seed·1 000 003 + N``.  ``write_results(done, pde, steps, snaps_at) -> summary rows``
+    ``cfg``, plus ``dynamics_kw``), advanced in chunks between records, from a generator
+    derived from (seed, "N", N).  ``write_results(done, pde, steps, snaps_at) -> summary rows``
     with done {N: {"series": rows, "snapshots": {k: snapshot}, **after}}."""
     rows_at, snaps_at = record_steps(cfg)
     steps = sorted(set(rows_at) | set(snaps_at))
@@ -264,7 +265,7 @@ def grid_plan(cfg, *, task, solve_pde, theta0, measure, snapshot, write_results,
         out = []
         for N in cfg.grid():
             def build(N=N):
-                gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + N)
+                gen = derive_generator(cfg.seed, "N", N)
                 dyn = ParticleDynamics(task, dt=cfg.dt, drift="population", xi=cfg.xi, beta=cfg.beta,
                                        backend=cfg.backend, **(dynamics_kw or {}))
                 return dyn, dyn.init(theta0(gen, N).to(dtype), generator=gen)
@@ -369,11 +370,9 @@ def write_arrays(ctx, cfg, done, pde, task, snaps_at, param_names):
     [S, B, N, 2] per N)."""
     out = ctx.out
     io.write_npz(out / PDE_FILE, {k: np.asarray(v) for k, v in pde.items()})
-    snap_t = np.array([float(f"{k * cfg.dt:.15g}") for k in snaps_at])
     Ns = cfg.grid()
-    arrays = snapshot_arrays(ctx.done, primary=f"N={Ns[-1]}")
-    arrays.update({"t": snap_t, "param_names": np.array(param_names), "N_grid": np.array(Ns),
-                   **task.arrays()})
+    arrays = snapshot_arrays(ctx.done, primary=f"N={Ns[-1]}")      # t [S]: the snapshot times
+    arrays.update({"param_names": np.array(param_names), "N_grid": np.array(Ns), **task.arrays()})
     arrays.update({f"theta_N{N}": np.stack([done[N]["snapshots"][k] for k in snaps_at]) for N in Ns})
     io.write_npz(out / io.PARTICLES, arrays)
 

@@ -151,12 +151,16 @@ def snapshot_arrays(done: dict, primary: str | None = None) -> dict:
     ``theta`` [K, …] (the snapshot arrays as taken: θ [N, D], or [B, N, D] with replicas —
     a leading replica axis of size 1 is dropped); every other phase j with snapshots gives
     ``phase<j>_t``, ``phase<j>_step``, ``phase<j>_theta``; ``phase_keys`` [P] names the
-    phases (j indexes it).  :func:`meanfield.io.read_snapshots` reads them back."""
+    phases (j indexes it) and ``primary_phase`` the primary one.  A single-phase run keeps
+    only ``t``, ``step``, ``theta`` (DESIGN.md §3).  :func:`meanfield.io.read_snapshots`
+    reads them back."""
     keys = list(done)
     with_snaps = [k for k in keys if done[k]["snaps"]]
     if primary is None and len(with_snaps) == 1:
         primary = with_snaps[0]
     arrays = {"phase_keys": np.array(keys)}
+    if primary is not None:
+        arrays["primary_phase"] = np.array(primary)
     for j, k in enumerate(keys):
         snaps = done[k]["snaps"]
         if not snaps:
@@ -193,6 +197,7 @@ def default_results(plan):
         arrays.update(plan.arrays)
         if len(keys) == 1:
             arrays.pop("phase_keys")
+            arrays.pop("primary_phase", None)
         io.write_npz(ctx.out / io.PARTICLES, arrays)
         return rows
     return results

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from ..seeds import derive_generator
 from .. import io
 from ..dynamics import resnet_sgd
 from ..errors import ConfigError
@@ -30,6 +31,7 @@ from ..models.resnet import ResNet, grid_measure
 from ..interact import RESNET_BACKENDS
 from .config import RunConfig
 from .plan import Plan
+from ..plotting import save_figure
 from .resnet_common import (RESUME_MUTABLE, job_phase, parse_ints, plt, read_results, snapshots_arrays,
                             unit_init, write_outputs)
 
@@ -145,8 +147,7 @@ def plan(cfg: Config) -> Plan:
 
 
 def _build(cfg, model, Xtr, ytr, L, M, dtype):
-    seed = cfg.seed + 7919 * M + 104729 * L
-    g = torch.Generator().manual_seed(seed)
+    g = derive_generator(cfg.seed, "L", L, "M", M)
     theta = unit_init(cfg.replicas, M, model.D, generator=g, u_std=cfg.init_u_std, w_std=cfg.init_w_std,
                       b_std=cfg.init_b_std, layers=L)
     flow = resnet_sgd(model, Xtr.to(dtype), ytr, dt=cfg.dt, batch_size=cfg.batch_size, backend=cfg.backend)
@@ -186,8 +187,7 @@ def plot(run_dir, coords=None) -> list[Path]:
     ax.legend(frameon=False)
     fig.tight_layout()
     paths = [run_dir / io.FIGURES / "accuracy.png"]
-    fig.savefig(paths[0])
-    p.close(fig)
+    save_figure(fig, paths[0])
     fig, axes = p.subplots(1, 2, figsize=(10, 3.6), dpi=100)
     pairs = sorted({(int(a), int(b)) for a, b in zip(m["L"], m["M"])}, key=lambda q: (q[1], q[0]))
     for k, (L, M) in enumerate(pairs):
@@ -203,6 +203,5 @@ def plot(run_dir, coords=None) -> list[Path]:
     axes[0].legend(frameon=False, fontsize=6, ncol=2)
     fig.tight_layout()
     paths.append(run_dir / io.FIGURES / "risk.png")
-    fig.savefig(paths[1])
-    p.close(fig)
+    save_figure(fig, paths[1])
     return paths

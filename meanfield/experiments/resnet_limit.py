@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..seeds import derive_generator
 from .. import io
 from ..dynamics import ConditionalOTFlow
 from ..errors import ConfigError
@@ -54,6 +55,7 @@ from ..models.resnet import ResNet, grid_measure, lift_matrices
 from ..interact import RESNET_BACKENDS
 from .config import RunConfig
 from .plan import Plan
+from ..plotting import save_figure
 from .resnet_common import (RESUME_MUTABLE, fit_slope, job_phase, parse_ints, plt, read_results,
                             snapshots_arrays, unit_init, write_outputs)
 
@@ -202,17 +204,15 @@ def _build(cfg, model, X, Y, L, M, M_ref, dtype):
     R, D = cfg.replicas, model.D
     kw = dict(u_std=cfg.init_u_std, w_std=cfg.init_w_std, b_std=cfg.init_b_std)
     if cfg.init == "shared":
-        # the reference and the depth sweep share the M_ref atoms of seed `seed`;
-        # width-M atoms come from their own seed
-        seed = cfg.seed if M == M_ref else cfg.seed + 7919 * M
-        atoms = unit_init(R, M, D, generator=torch.Generator().manual_seed(seed), **kw)
+        # the reference and the depth sweep share the M_ref atoms (one stream per M);
+        # width-M atoms come from their own stream
+        atoms = unit_init(R, M, D, generator=derive_generator(cfg.seed, "atoms", M), **kw)
         theta = atoms[:, None].expand(R, L, M, model.P)
     else:
-        seed = cfg.seed + 7919 * M + 104729 * L
-        theta = unit_init(R, M, D, generator=torch.Generator().manual_seed(seed), layers=L, **kw)
+        theta = unit_init(R, M, D, generator=derive_generator(cfg.seed, "atoms", L, M), layers=L, **kw)
     meas = grid_measure(theta.to(dtype).contiguous(), param_names=model.param_names)
     flow = ConditionalOTFlow(model, X.to(dtype), Y.to(dtype), dt=cfg.dt, backend=cfg.backend)
-    return flow, flow.init(meas, generator=torch.Generator().manual_seed(cfg.seed + 1))
+    return flow, flow.init(meas, generator=derive_generator(cfg.seed, "flow"))
 
 
 def _measure(flow, state):
@@ -276,8 +276,7 @@ def plot(run_dir, coords=None) -> list[Path]:
             ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     paths = [run_dir / io.FIGURES / "limits.png"]
-    fig.savefig(paths[0])
-    p.close(fig)
+    save_figure(fig, paths[0])
     fig, axes = p.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.4), dpi=110, squeeze=False)
     sz = res["sizes"]
     for i, task in enumerate(tasks):
@@ -296,6 +295,5 @@ def plot(run_dir, coords=None) -> list[Path]:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     paths.append(run_dir / io.FIGURES / "risk.png")
-    fig.savefig(paths[1])
-    p.close(fig)
+    save_figure(fig, paths[1])
     return paths

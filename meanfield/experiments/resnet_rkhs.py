@@ -53,6 +53,7 @@ from ..models.resnet import ResNet, grid_measure, lift_matrices, random_fourier_
 from ..interact import RESNET_BACKENDS
 from .config import RunConfig
 from .plan import Plan
+from ..plotting import save_figure
 from .resnet_common import (RESUME_MUTABLE, fit_slope, job_phase, parse_floats, plt, read_results,
                             snapshots_arrays, write_outputs)
 
@@ -258,8 +259,7 @@ def plot(run_dir, coords=None) -> list[Path]:
         ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     paths = [run_dir / io.FIGURES / "separation.png"]
-    fig.savefig(paths[0])
-    p.close(fig)
+    save_figure(fig, paths[0])
     fig, axes = p.subplots(len(targets), 4, figsize=(14, 3.2 * len(targets)), dpi=100, squeeze=False)
     dmin, dmax = float(np.min(m["delta"])), float(np.max(m["delta"]))
     for i, target in enumerate(targets):
@@ -276,6 +276,5 @@ def plot(run_dir, coords=None) -> list[Path]:
         axes[i, 0].legend(frameon=False, fontsize=6)
     fig.tight_layout()
     paths.append(run_dir / io.FIGURES / "training.png")
-    fig.savefig(paths[1])
-    p.close(fig)
+    save_figure(fig, paths[1])
     return paths
