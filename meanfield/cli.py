@@ -154,6 +154,8 @@ def _cmd_config(args):
                           if f.name in vals)
         print(f"  {f.name:18s} {types[f.name].__name__:6s} {f.default!r}"
               + (f"   ({extra})" if extra else ""))
+    print("keys that may change on resume: " + (", ".join(exp.Config.resume_mutable) or "none")
+          + ("" if "steps" not in exp.Config.resume_mutable else " (steps only upwards)"))
 
 
 def _cmd_sweep(args):

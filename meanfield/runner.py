@@ -111,8 +111,8 @@ def resume(run_dir, sets=(), *, progress: bool = True) -> RunResult:
     io.load_run_config(run_dir)                    # a clear error before trying to lock
     with io.DirectoryLock(run_dir) as lock:
         exp, cfg, ck = check_resume(run_dir, sets)
-        lock.claim()
         plan = exp.plan(cfg)
+        lock.claim()
         rec = io.load_run_config(run_dir)
         if rec["config"] != cfg.to_dict():
             rec["config"] = cfg.to_dict()
@@ -146,6 +146,9 @@ def check_resume(run_dir, sets=()):
         raise ConfigError(f"{run_dir} is already finished ({describe_progress(prog)}); raise steps "
                           f"with --set steps=... to continue it, or redraw its figures with "
                           f"`meanfield plot {run_dir}`")
+    fig_dir = run_dir / io.FIGURES
+    if fig_dir.exists() and not fig_dir.is_dir():
+        raise ConfigError(f"{fig_dir} is a file, not a directory: move it away to continue the run")
     check_memory(cfg)
     return exp, cfg, ck
 

@@ -183,7 +183,8 @@ def test_config_lists_every_key_with_its_default_and_presets(capsys):
 
     assert main(["config", "mmn-isotropic"]) == 0
     out = capsys.readouterr().out.splitlines()
-    keys = {line.split()[0]: line for line in out[1:]}
+    keys = {line.split()[0]: line for line in out[1:-1]}
+    assert out[-1] == "keys that may change on resume: checkpoint_every, backend, shards, shard_timeout"
     cfg = get_experiment("mmn-isotropic").Config
     assert set(keys) == set(cfg.field_types())
     assert "800" in keys["N"] and "(scale=small: 300)" in keys["N"]

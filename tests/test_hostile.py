@@ -352,6 +352,8 @@ def test_figures_that_is_a_file(run_a, capsys):
     (run_a / io.FIGURES).write_text("not a directory")
     before = files(run_a)
     refused(capsys, "figures is a file, not a directory", "plot", str(run_a), before=before, where=run_a)
+    refused(capsys, "figures is a file, not a directory", "resume", str(run_a), "--set", "steps=40",
+            before=before, where=run_a)
 
 
 # ---- 8: the smaller items ---------------------------------------------------------------------
