@@ -438,6 +438,9 @@ def execute(exp, cfg, plan, out, ck=None, *, progress: bool = True, comm=None) -
                     state = _run_phase(ph, cfg, steps, resume_from, bar, comm, done, len(phases), save)
             finally:
                 bar.close()
+            ordered = {ph.key: done[ph.key] for ph in phases}     # extended phases re-inserted
+            done.clear()
+            done.update(ordered)
             if writer:
                 ctx = RunContext(out=out, cfg=cfg, shared=shared, done=done)
                 summary = (plan.results or default_results(plan))(ctx)
