@@ -570,8 +570,10 @@ def dask_client(scheduler: str | None = None, workers: int | None = None):
     if quiet not in os.environ.get("PYTHONWARNINGS", ""):
         os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), quiet]))
     with dask.config.set({f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in env.items()}):
+        # the scheduler serves HTTP even without a dashboard, on 8787 unless told otherwise:
+        # ":0" takes a free port (two sweeps at once used to print "Port 8787 is already in use")
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=logging.ERROR)
+                               dashboard_address=":0", silence_logs=logging.ERROR)
     client = Client(cluster)
     client._meanfield_cluster = cluster            # closed with the client (see close_client)
     return client

@@ -410,15 +410,22 @@ def test_a_run_killed_while_drawing_figures_is_completed_by_plot(tmp_path, capsy
     assert code == 0 and "risk.png" in stdout and (out / io.FIGURES / "risk.png").exists()
 
 
-def test_a_dask_sweep_prints_no_stray_warnings(tmp_path):
-    p = subprocess.run([sys.executable, "-m", "meanfield", "sweep", "teacher-student", "--grid", "seed=0:2",
-                        "--set", "N=20", "--set", "d=3", "--set", "steps=10", "--set", "backend=torch",
-                        "--workers", "2", "--out", str(tmp_path / "S"), "--no-progress"],
-                       capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert p.returncode == 0, p.stderr
-    assert p.stderr.strip() == "", p.stderr
-    assert "2 of 2 runs ok" in p.stdout
+def test_two_dask_sweeps_at_once_print_no_stray_warnings(tmp_path):
+    """Two local Dask sweeps side by side (each scheduler serves HTTP: the second used to
+    print "Port 8787 is already in use"), then nothing on stderr but nothing."""
+    def argv(name):
+        return [sys.executable, "-m", "meanfield", "sweep", "teacher-student", "--grid", "seed=0:2",
+                "--set", "N=20", "--set", "d=3", "--set", "steps=100", "--set", "backend=torch",
+                "--workers", "2", "--out", str(tmp_path / name), "--no-progress"]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen(argv("S1"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    second = subprocess.run(argv("S2"), env=env, capture_output=True, text=True, timeout=300)
+    out1, err1 = first.communicate(timeout=300)
+    for code, out, err in ((first.returncode, out1, err1), (second.returncode, second.stdout, second.stderr)):
+        assert code == 0, err
+        assert err.strip() == "", err
+        assert "2 of 2 runs ok" in out
 
 
 # ---- the fuzz: random resume --set keys and values ---------------------------------------------
