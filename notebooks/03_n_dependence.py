@@ -210,16 +210,17 @@ fig.savefig(OUT / "n_dependence.png", dpi=110)
 # - i.i.d. sampling follows its exact 1/N law. Small mode (N = 8 … 512, 256 draws each): slope
 #   −1.003 [−1.032, −0.975], N·E R/K* between 0.96 and 1.00. Full mode (N = 10 … 1000): slope
 #   −0.996 [−1.017, −0.976], N·E R/K* between 0.94 and 1.03.
-# - Trained particles do better than 1/N. Small mode: the gap falls from 6.8e-4 to 2.2e-5 as
-#   N goes from 8 to 128, slope −1.25 [−1.32, −1.17]; N·gap falls by a factor 1.9, and at N = 128
-#   GD beats i.i.d. sampling of its own limit law by a factor 800. The slope steepens with T:
-#   −1.02, −1.15, −1.25 at T/4, T/2, T (the risk still falls by up to 6 % over the last 10 %).
+# - Trained particles do better than 1/N. Small mode: the gap falls from 8.3e-4 to 2.0e-5 as
+#   N goes from 8 to 128, slope −1.37 [−1.43, −1.28]; N·gap falls by a factor 2.7, and at N = 128
+#   GD beats i.i.d. sampling of its own limit law by a factor 820. The slope steepens with T:
+#   −0.99, −1.21, −1.37 at T/4, T/2, T (the risk still falls by up to 6 % over the last 10 %).
 # - Full mode (N = 10 … 215, 8 seeds, d = 5, m0 = 20 000, T = 1000; 4 min 44 s wall here): gaps
 #   9.6e-4, 2.6e-4, 9.3e-5, 3.8e-5, 1.5e-5 (docs/sweeps.md's values at these N), slope −1.34
 #   [−1.41, −1.26]; at T/4, T/2, T the slope is −1.20, −1.28, −1.34. docs/sweeps.md's run to
 #   N = 1000 gives −1.26 [−1.30, −1.22]: its extra points N = 464, 1000 are the least converged,
 #   so they flatten the fit.
-# - At t = 0 the slope is −0.10 (small mode) and −0.03 (full mode): no N-dependence yet.
+# - At t = 0 the slope is −0.19 [−0.34, 0.01] (small mode) and −0.03 (full mode): no
+#   N-dependence yet.
 
 # %%
 assert abs(iid_fit["slope"] + 1) < 0.06 and iid_fit["half_width"] < 0.1, iid_fit

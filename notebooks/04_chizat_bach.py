@@ -341,13 +341,13 @@ fig.savefig(OUT / "threshold.png", dpi=110)
 # ## What we check
 # The test suite runs this notebook in small mode; the numbers below were measured in it.
 #
-# - `cb-relu2d`, m = 20 (T = 1000): every seed's risk falls from 0.02–0.10 to 5.2–6.8·10⁻⁵, and
-#   the fraction of the mass Σ|a||w| within 25° of a same-sign teacher ray grows from 0.09–0.30
-#   to 0.70–0.76 (0.50–0.70 within 10°). m = 3 = m0: 3 of 4 seeds sit above twice the worst
-#   m = 20 seed at T (5.7·10⁻⁴, 1.1·10⁻³, 1.4·10⁻³; the first is still descending), one
-#   reaches 5.3·10⁻⁵; the worst m = 3 seed ends 20× above the worst m = 20 seed.
-# - the balance a² − |w|² follows its flow law (a² − |w|²)(0)e^{−4λt} to 2.6 % of its size
-#   over the whole run and to 5·10⁻⁴ from t = 9 on (the first large steps carry the O(dt²)
+# - `cb-relu2d`, m = 20 (T = 1000): every seed's risk falls from 0.016–0.14 to 5.5–5.7·10⁻⁵, and
+#   the fraction of the mass Σ|a||w| within 25° of a same-sign teacher ray grows from 0.15–0.38
+#   to 0.71–0.78 (0.57–0.72 within 10°). m = 3 = m0: 2 of 4 seeds sit above twice the worst
+#   m = 20 seed at T (1.1·10⁻³ and 1.2·10⁻³), two reach 5.0 and 5.8·10⁻⁵; the worst m = 3 seed
+#   ends 21× above the worst m = 20 seed.
+# - the balance a² − |w|² follows its flow law (a² − |w|²)(0)e^{−4λt} to 2.7 % of its size
+#   over the whole run and to 1.1·10⁻³ from t = 9 on (the first large steps carry the O(dt²)
 #   error), while it decays to 0.20 of its initial value.
 # - `cb-threshold` (d = 20, m0 = 5, 8 seeds): at T = 600 no seed succeeds for m = 3, 4 (median
 #   excess 1.0·10⁻¹ and 6.8·10⁻²), 88 % at m = m0 = 5, 75 % at m = 6, 100 % for m = 8, 10

@@ -395,13 +395,13 @@ print(f"notebook wall time so far: {time.perf_counter() - STARTED:.1f} s")
 #   4.11, 4.39 and 5.95 for β = 10, 50 and 100: not monotone in β here.
 # - **Sandwich.** β⁻¹KL(P_t‖P*) ≤ F − F* ≤ β⁻¹KL(P_t‖G(P_t)) holds at every recorded time where
 #   the gap exceeds 1e-9, for all four β. The ratios lower/gap and gap/upper stay ≤ 0.85.
-# - **Torus, fixed τ.** The rate per iteration grows with τ: 0.037, 0.060 and 0.218 for
+# - **Torus, fixed τ.** The rate per iteration grows with τ: 0.024, 0.036 and 0.175 for
 #   τ = 0.03, 0.1 and 0.3. The τ = 0.3 fit uses only k ≤ 4, because its gap reaches the
 #   estimator's noise almost at once.
-# - **Torus, annealing.** Annealed noise ends at R = 0.050 (seed mean), against 0.158 for
+# - **Torus, annealing.** Annealed noise ends at R = 0.039 (seed mean), against 0.227 for
 #   noiseless GD, and is lower in 4 of 4 seeds. The number of particles farther than 0.3 from
-#   every target is 4–6 for annealing and 7–13 for GD. The fixed τ = 0.1 run, once its noise
-#   stops, ends even lower, at 0.045.
+#   every target is 2–5 for annealing and 9–12 for GD. The fixed τ = 0.1 run, once its noise
+#   stops, ends close behind, at 0.052.
 #
 # Full mode (600 cells, cfl 0.4; `mfld-torus` with the paper's 10 seeds and 1000 iterations)
 # ran once in 67 s wall (35 s CPU, on a loaded machine). The PDE numbers agree to 2–3 digits:

@@ -19,7 +19,7 @@ def small(tmp_path_factory):
 
 def test_small_mode_rates(small):
     """The W1 slope lies within 0.15 of −1/2 and sup_t |R_N − R_PDE| decreases with N
-    (measured in small mode: W1 slope −0.52, risk-gap slope −0.99: the 1/N bias dominates)."""
+    (measured in small mode: W1 slope −0.51, risk-gap slope −0.75)."""
     cfg, out = small
     fit = json.loads((out / "fit.json").read_text())
     s = io.read_metrics(out / "summary.csv")

@@ -85,9 +85,9 @@ def test_teacher_particles_approach_the_grid_pde(teacher):
 
 def test_torus_free_energy_gap_and_decay(torus):
     """Small mode (τ = 0.1; N = 20, 63, 200; 4 seeds; T = 10; 24² cells), measured: free-energy
-    gap 0.084, 0.032, 0.0083 (slope −1.01 [−1.25, −0.77]) against 0.28, 0.12, 0.058 for N
-    i.i.d. draws of ρ_T; W2 at T 0.71, 0.40, 0.25 (slope −0.45); the grid's F decays at rate
-    0.41 (particles at N = 200: 0.55, the grid by the same window fit: 0.54); its Gibbs
+    gap 0.058, 0.031, 0.014 (slope −0.63 [−0.88, −0.41]) against 0.23, 0.085, 0.057 for N
+    i.i.d. draws of ρ_T; W2 at T 0.65, 0.42, 0.30 (slope −0.33); the grid's F decays at rate
+    0.41 (particles at N = 200: 0.53, the grid by the same window fit: 0.54); its Gibbs
     residual falls from 0.46 (t = 10) to 0.024 (t = 30)."""
     cfg, out, fit, s = torus
     assert list(s["N"]) == [20, 63, 200]
