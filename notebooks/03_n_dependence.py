@@ -65,8 +65,8 @@ OUT.mkdir(parents=True, exist_ok=True)
 # Small mode: the `scale=small` preset (d = 4, m0 = 2000, N = 8 … 128 in 4 values, 4 seeds,
 # dt = 1, 300 steps). Full mode: the full preset (d = 5, m0 = 20 000, 8 seeds, dt = 1,
 # 1000 steps) restricted to N = 10 … 215 (5 values); the seeds depend on (seed, N) only, so these
-# are the first five N of the README's full run (N up to 1000, ~50 min on this machine); this
-# notebook's full mode took 4 min 44 s.
+# are the first five N of the README's full run (N up to 1000, ~4 min on this machine); this
+# notebook's full mode took 100 s (2026-12-04; 4 min 44 s earlier on a busier machine).
 
 # %%
 exp = get_experiment("n-scaling")
@@ -214,13 +214,13 @@ fig.savefig(OUT / "n_dependence.png", dpi=110)
 #   N goes from 8 to 128, slope −1.37 [−1.43, −1.28]; N·gap falls by a factor 2.7, and at N = 128
 #   GD beats i.i.d. sampling of its own limit law by a factor 820. The slope steepens with T:
 #   −0.99, −1.21, −1.37 at T/4, T/2, T (the risk still falls by up to 6 % over the last 10 %).
-# - Full mode (N = 10 … 215, 8 seeds, d = 5, m0 = 20 000, T = 1000; 4 min 44 s wall here): gaps
-#   9.6e-4, 2.6e-4, 9.3e-5, 3.8e-5, 1.5e-5 (docs/sweeps.md's values at these N), slope −1.34
-#   [−1.41, −1.26]; at T/4, T/2, T the slope is −1.20, −1.28, −1.34. docs/sweeps.md's run to
-#   N = 1000 gives −1.26 [−1.30, −1.22]: its extra points N = 464, 1000 are the least converged,
+# - Full mode (N = 10 … 215, 8 seeds, d = 5, m0 = 20 000, T = 1000; 100 s wall here): gaps
+#   1.0e-3, 2.3e-4, 9.2e-5, 3.7e-5, 1.5e-5 (docs/sweeps.md's values at these N), slope −1.34
+#   [−1.42, −1.26]; at T/4, T/2, T the slope is −1.22, −1.28, −1.34. docs/sweeps.md's run to
+#   N = 1000 gives −1.26 [−1.30, −1.21]: its extra points N = 464, 1000 are the least converged,
 #   so they flatten the fit.
-# - At t = 0 the slope is −0.19 [−0.34, 0.01] (small mode) and −0.03 (full mode): no
-#   N-dependence yet.
+# - At t = 0 the slope is −0.19 [−0.34, 0.01] (small mode) and −0.09 [−0.14, −0.03] (full
+#   mode): no N-dependence yet.
 
 # %%
 assert abs(iid_fit["slope"] + 1) < 0.06 and iid_fit["half_width"] < 0.1, iid_fit
