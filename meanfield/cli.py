@@ -58,11 +58,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. a smaller dt or more steps")
     s.add_argument("--no-progress", action="store_true", help="do not draw the progress bar")
-    pl = sub.add_parser("plot", help="redraw the figures of a run directory")
-    pl.add_argument("run_dir", type=_path, help="the run directory whose figures are redrawn")
+    pl = sub.add_parser("plot", help="redraw the figures of a run directory, or draw a sweep's "
+                                      "(metric against each numeric grid key, fitted slopes)")
+    pl.add_argument("run_dir", type=_path, help="the run or sweep directory whose figures are drawn")
     pl.add_argument("--coords", help="comma-separated coordinates for histograms, e.g. '|w|,a,w0'")
-    sh = sub.add_parser("show", help="print a run's config and its last metrics")
-    sh.add_argument("run_dir", type=_path, help="the run directory to describe")
+    sh = sub.add_parser("show", help="print a run's config, last metrics and progress, or a "
+                                      "sweep's table and fitted slopes")
+    sh.add_argument("run_dir", type=_path, help="the run or sweep directory to describe")
     sub.add_parser("list", help="list the experiments")
     cf = sub.add_parser("config", help="print an experiment's config keys, types and defaults")
     cf.add_argument("experiment", help="an experiment name (see `meanfield list`)")
@@ -117,17 +119,24 @@ def _cmd_resume(args):
 
 
 def _cmd_plot(args):
-    from . import runner
+    from . import runner, sweep_report
 
-    coords = [c.strip() for c in args.coords.split(",")] if args.coords else None
-    for p in runner.plot(args.run_dir, coords):
+    if sweep_report.is_sweep_dir(args.run_dir):
+        paths = sweep_report.plot_sweep(args.run_dir)
+    else:
+        coords = [c.strip() for c in args.coords.split(",")] if args.coords else None
+        paths = runner.plot(args.run_dir, coords)
+    for p in paths:
         print(p)
 
 
 def _cmd_show(args):
-    from . import runner
+    from . import runner, sweep_report
 
-    print(runner.describe(args.run_dir))
+    if sweep_report.is_sweep_dir(args.run_dir):
+        print(sweep_report.describe_sweep(args.run_dir))
+    else:
+        print(runner.describe(args.run_dir))
 
 
 def _cmd_list(args):

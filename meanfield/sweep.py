@@ -442,7 +442,8 @@ def _run_sweep(experiment, grid, out, jobs, *, sets, config_file, executor, repl
     from tqdm.auto import tqdm
 
     record = {"experiment": experiment, "grid": grid, "sets": list(sets),
-              "config_file": str(config_file) if config_file else None, "replicas_for": replicas_for}
+              "config_file": str(config_file) if config_file else None, "replicas_for": replicas_for,
+              "metric": metric}
     io.remove_stale_temporaries(out)
     io.write_json(out / RECORD, {**record, "meanfield_version": _version()})
     previous = _read_summary(out / SUMMARY)

@@ -1,5 +1,6 @@
 """Sweeps: grid expansion, summary.csv, restarts, failures, replicas, and Dask with a killed worker."""
 import functools
+import json
 import sys
 
 import numpy as np
@@ -202,3 +203,42 @@ def test_dask_sweep_survives_a_killed_worker(tmp_path):
     runner.run(exp, exp.Config.build(None, TINY + ["N=20", "seed=1"]), tmp_path / "ref", progress=False)
     assert (out / "seed=1" / io.METRICS).read_bytes() == (tmp_path / "ref" / io.METRICS).read_bytes()
     assert float(rows[1]["final_risk"]) == _metrics(tmp_path / "ref")["risk"][-1]
+
+
+def test_plot_and_show_a_sweep_fit_the_n_dependence(tmp_path, capsys):
+    """`meanfield plot SW` and `meanfield show SW` on a small sweep over N and seeds: the
+    fitted slope in fit.json is the least-squares slope of log(seed mean) on log N computed
+    here from summary.csv with scipy, its interval holds it, and a figure is drawn; a sweep
+    still missing points is plotted from its finished ones."""
+    from scipy.stats import linregress
+
+    out = tmp_path / "sw"
+    argv = ["sweep", "teacher-student", "--grid", "N=8,16,32", "--grid", "seed=0:3",
+            *[f"--set={s}" for s in TINY], "--set=m0=100", "--workers", "0", "--out", str(out),
+            "--no-progress"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(["plot", str(out)]) == 0
+    assert "risk_vs_N.png" in capsys.readouterr().out
+    assert (out / "figures" / "risk_vs_N.png").stat().st_size > 10_000
+    assert main(["show", str(out)]) == 0
+    shown = capsys.readouterr().out
+    fit = json.loads((out / "fit.json").read_text())
+    [entry] = fit["fits"]
+    assert entry["key"] == "N" and entry["x"] == [8, 16, 32] and entry["n"] == [3, 3, 3]
+    rows = sweep.read_summary(out / sweep.SUMMARY)
+    means = [np.mean([float(r["final_risk"]) for r in rows if r["N"] == n]) for n in ("8", "16", "32")]
+    ref = linregress(np.log([8, 16, 32]), np.log(means))
+    f = entry["final_risk"]
+    assert f["slope"] == pytest.approx(ref.slope, rel=1e-12) and f["ci95"][0] < f["slope"] < f["ci95"][1]
+    assert f["slope"] < -0.3                                         # a wide teacher: R falls with N
+    assert f"final_risk vs N: slope {f['slope']:.3f}" in shown
+    # a point still running (or failed) is left out of the figure and the fit
+    rows[0]["status"] = "pending"
+    io.write_metrics(out / sweep.SUMMARY, rows)
+    assert main(["plot", str(out)]) == 0
+    assert json.loads((out / "fit.json").read_text())["fits"][0]["n"] == [2, 3, 3]
+    # not a sweep, not a run
+    (out / "sweep.json").write_text("[1, 2]")
+    assert main(["show", str(out)]) == 2
+    assert "is not a meanfield sweep record" in capsys.readouterr().err
