@@ -354,10 +354,10 @@ fig.savefig(OUT / "threshold.png", dpi=110)
 #   (worst seed 1.4·10⁻⁴): m* = 8, m*/m0 = 1.6. At T = 1200 every seed with m ≥ m0 succeeds
 #   (m*/m0 = 1) while m = 3, 4 stay at 10⁻¹ and 4·10⁻².
 #
-# Full mode (66 s on a quiet machine, 2 min 20 s under load):
-# - `cb-relu2d`: m = 20, 8 seeds at 5.86–5.97·10⁻⁵ with 0.97–0.99 of the mass within 10° of a
-#   ray; m = 3: 4 of 8 seeds stall (three at 1.1·10⁻³, one at 7.5·10⁻³); balance error 4.5 %
-#   over the run, 1.5·10⁻³ from t = 8.
+# Full mode (31 s, 2026-12-04; 66 s to 2 min 20 s earlier under load):
+# - `cb-relu2d`: m = 20, 8 seeds at 5.87–6.10·10⁻⁵ with 0.94–0.99 of the mass within 10° of a
+#   ray; m = 3: 3 of 8 seeds stall (two at 1.1·10⁻³, one at 7.5·10⁻³); balance error 2.7 %
+#   over the run, 1.2·10⁻³ from t = 8.
 # - `cb-threshold` (d = 20, m0 = 5, 16 seeds): success at m = 3, 4, 5, 6, 7, 8, …, 20 is
 #   0, 0, 75, 81, 94, 100, …, 100 % at T = 600 (m*/m0 = 1.4); at T = 1200, 94 % at m = m0 (one
 #   seed at 5·10⁻³) and 100 % from m = 6 (m*/m0 = 1); at T = 2400, 100 % for every m ≥ m0.

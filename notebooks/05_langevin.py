@@ -404,11 +404,10 @@ print(f"notebook wall time so far: {time.perf_counter() - STARTED:.1f} s")
 #   stops, ends close behind, at 0.052.
 #
 # Full mode (600 cells, cfl 0.4; `mfld-torus` with the paper's 10 seeds and 1000 iterations)
-# ran once in 67 s wall (35 s CPU, on a loaded machine). The PDE numbers agree to 2–3 digits:
-# rates 4.14, 3.58, 4.42 and 5.97, ‖P_T − P*‖₁ = 5e-8, sandwich ratios ≤ 0.85. The torus rates
-# are 0.010, 0.036 and 0.160 per iteration. Annealing ends at 0.0196 against 0.118 for
-# noiseless GD, lower in 10 of 10 seeds, with 0–4 stranded particles against 5–11. These are
-# the numbers in docs/sweeps.md.
+# ran in 19 s wall (2026-12-04). The PDE numbers agree to 2–3 digits: rates 4.14, 3.58, 4.42
+# and 5.97, ‖P_T − P*‖₁ = 5e-8, sandwich ratios ≤ 0.85. The torus rates are 0.0089, 0.044 and
+# 0.141 per iteration. Annealing ends at 0.0126 against 0.149 for noiseless GD, lower in 10 of
+# 10 seeds, with 0–3 stranded particles against 4–11. These are the numbers in docs/sweeps.md.
 #
 # Everything is seeded, so the asserts below test deterministic numbers, with wide margins.
 
