@@ -237,9 +237,9 @@ fig.savefig(OUT / "limits.png")
 #   widths the width slope is noisy: −0.53 and 0.57 with the atoms drawn before the seeds
 #   became derived streams).
 #
-# Full mode (3 min 23 s): L = 16, M = 128, T = 40: loss 10.65 → 0.016, PL ratio in
-# [0.067, 3.01]; limits against L_ref = 128, M_ref = 512: −x depth/width slopes −1.20 / −0.45
-# (corrected 1.14 / 0.47), smooth map −1.09 / −0.45 (corrected 1.03 / 0.48), as in
+# Full mode (72 s, 2026-12-04): L = 16, M = 128, T = 40: loss 10.65 → 0.016, PL ratio in
+# [0.067, 3.01]; limits against L_ref = 128, M_ref = 512: −x depth/width slopes −1.18 / −0.38
+# (corrected 1.12 / 0.40), smooth map −1.08 / −0.36 (corrected 1.02 / 0.37), as in
 # docs/resnets.md.
 
 # %%
