@@ -177,6 +177,8 @@ def plot_sweep(sweep_dir) -> list[Path]:
                     ax.plot([], [], marker, color=c, label=f"{name} ({f.get('error', 'no fit')})")
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())
+        ticks = sorted({x for by_x in groups.values() for x in by_x})
+        ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
         finals = [_number(r.get(s)) for r in rows if r.get("status") == "ok" for s in STATS]
         if all(v is not None and v > 0 for v in finals):
             ax.set_yscale("log")

@@ -26,6 +26,9 @@ GALLERY=(
   "linear-obstruction||obstruction.png"
 )
 
+# the README's sweep: the N-dependence of teacher-student with a wide (1000-unit) teacher
+SWEEP_ARGS="--grid N=25,50,100,200,400 --grid seed=0:4 --set m0=1000"
+
 want=("$@")
 for row in "${GALLERY[@]}"; do
   IFS='|' read -r name args figs <<<"$row"
@@ -39,3 +42,12 @@ for row in "${GALLERY[@]}"; do
     cp "$out/figures/$f" "docs/gallery/$name-$f"
   done
 done
+if [ ${#want[@]} -eq 0 ] || [[ " ${want[*]} " =~ " sweep " ]]; then
+  out="$RUNS/sweep-n"
+  rm -rf "$out"
+  echo "gallery: meanfield sweep teacher-student $SWEEP_ARGS --out $out" >&2
+  # shellcheck disable=SC2086
+  "$MF" sweep teacher-student $SWEEP_ARGS --out "$out" --no-progress
+  "$MF" plot "$out" >/dev/null
+  cp "$out/figures/risk_vs_N.png" docs/gallery/sweep-risk_vs_N.png
+fi
