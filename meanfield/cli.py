@@ -4,6 +4,7 @@
     meanfield resume DIR [--set key=value ...]
     meanfield plot DIR
     meanfield show DIR
+    meanfield animate DIR [--what VIEW] [--out FILE.gif|.mp4] [--fps F] [--frames K] [--dpi D]
     meanfield list
     meanfield config EXPERIMENT
     meanfield sweep EXPERIMENT --grid KEY=V1,V2 --grid seed=0:8 [--set ...] [--scheduler ADDR] --out DIR
@@ -65,6 +66,17 @@ def _parser() -> argparse.ArgumentParser:
     sh = sub.add_parser("show", help="print a run's config, last metrics and progress, or a "
                                       "sweep's table and fitted slopes")
     sh.add_argument("run_dir", type=_path, help="the run or sweep directory to describe")
+    an = sub.add_parser("animate", help="a movie of a run's flow from its snapshots (GIF, or MP4 "
+                                         "with an ffmpeg writer)")
+    an.add_argument("run_dir", type=_path, help="the run directory to animate")
+    an.add_argument("--what", help="the view (default: the experiment's first): "
+                    "teacher-student/n-scaling cloud|plane; cb-relu2d plane|cloud; mmn-*/chaos-rate "
+                    "radial; mfld-torus torus; pde2d-* density; resnet-* depth|params")
+    an.add_argument("--out", type=_path, help="the movie file, .gif or .mp4 (default DIR/figures/VIEW.gif)")
+    an.add_argument("--fps", type=float, default=10, help="frames per second (default 10)")
+    an.add_argument("--frames", type=int, help="show this many snapshots, spread evenly (default all)")
+    an.add_argument("--dpi", type=float, default=80, help="resolution in dots per inch (default 80)")
+    an.add_argument("--no-progress", action="store_true", help="do not draw the progress bar")
     sub.add_parser("list", help="list the experiments")
     cf = sub.add_parser("config", help="print an experiment's config keys, types and defaults")
     cf.add_argument("experiment", help="an experiment name (see `meanfield list`)")
@@ -137,6 +149,13 @@ def _cmd_show(args):
         print(sweep_report.describe_sweep(args.run_dir))
     else:
         print(runner.describe(args.run_dir))
+
+
+def _cmd_animate(args):
+    from .movies import write_movie
+
+    print(write_movie(args.run_dir, args.out, what=args.what, fps=args.fps, frames=args.frames,
+                      dpi=args.dpi, progress=not args.no_progress))
 
 
 def _cmd_list(args):
@@ -217,7 +236,8 @@ def main(argv=None) -> int:
     try:
         args = _parser().parse_args(argv)
         code = {"run": _cmd_run, "resume": _cmd_resume, "plot": _cmd_plot, "show": _cmd_show,
-                "list": _cmd_list, "config": _cmd_config, "sweep": _cmd_sweep}[args.command](args)
+                "animate": _cmd_animate, "list": _cmd_list, "config": _cmd_config,
+                "sweep": _cmd_sweep}[args.command](args)
     except ConfigError as e:
         print(f"meanfield: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
