@@ -16,12 +16,15 @@ Baselines (``"baseline": true`` in the JSON; benchmark-only code, what a user wo
     keops-autograd  a KeOps LazyTensor formula of the risk, gradient by autograd
 
 For each (N, d, backend): seconds (median/min/max over repeats after one warm-up call, which
-also absorbs compilation), pair terms per second (N²/median), peak RSS during the timed calls,
-the speed-up of ``torch`` over it measured in the same run, and the gradient's relative error
-against the numpy reference (N ≤ --check-numpy-max-n) or else against ``torch``.  A backend is
-recorded as skipped (never crashes the run) when it would need more memory than half the
-machine's, or when its time predicted from a smaller N in this run (∝ N²) exceeds
---max-seconds.
+also absorbs compilation), pair terms per second (N²/median), peak RSS during the timed calls
+(on CUDA also the peak of ``torch.cuda.max_memory_allocated``), the speed-up of ``torch`` over
+it measured in the same run, and the gradient's relative error against the numpy reference
+(N ≤ --check-numpy-max-n) or else against ``torch``.  A backend is recorded as skipped (never
+crashes the run) when it would need more memory than half the machine's (the GPU's on CUDA),
+when its time predicted from a smaller N in this run (∝ N²) exceeds --max-seconds, or when
+--budget-s seconds have passed (what remains is recorded as skipped).  ``auto`` in the JSON
+says, per (N, d), which backend ``backend="auto"`` picks there and which library backend was
+fastest.  ``--device cuda`` runs everything on the GPU (the numpy reference on CPU copies).
 """
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ from meanfield.interact import NumpyBackend, TiledTorchBackend, evaluate
 from meanfield.models import TeacherStudent, Unit
 
 from .common import fit_exponents, machine, print_table, summarise, time_calls, write_json
+from .gpu import device_info
 
 LIBRARY = ("torch", "torch-eager", "keops", "numpy")
 BASELINES = ("dense-autograd", "keops-autograd")
@@ -96,14 +100,17 @@ def keops_autograd(task, theta, m):
 # ---------------------------------------------------------------------------------------
 
 
-def make_problem(N, d, device, seed=0, m0=4):
+def make_problem(N, d, device, seed=0, m0=4, dtype=torch.float32):
+    """The ReLU teacher–student task (m0 teacher units, seeded) and θ [1, N, 1 + d], uniform
+    m [1, N] on ``device`` in ``dtype``; the draws are made on the CPU, so they do not depend
+    on the device."""
     g = torch.Generator().manual_seed(seed)
     unit = Unit(d, "relu", output_weight=True)
     task = TeacherStudent.random(unit, m0, generator=g)
     a = 1 + 0.5 * torch.randn(N, 1, generator=g)
     w = torch.randn(N, d, generator=g) / math.sqrt(d)
-    theta = torch.cat([a, w], -1)[None].to(device=device, dtype=torch.float32)   # (1, N, D)
-    m = torch.full((1, N), 1.0 / N, dtype=torch.float32, device=device)
+    theta = torch.cat([a, w], -1)[None].to(device=device, dtype=dtype)           # (1, N, D)
+    m = torch.full((1, N), 1.0 / N, dtype=dtype, device=device)
     evaluate(task, theta[:, :2], backend="torch")          # fills the cached R_# (float64)
     return task, theta, m
 
@@ -157,14 +164,38 @@ def rel_err(a, ref):
     return float((a - ref).abs().max() / ref.abs().max().clamp_min(1e-300))
 
 
+def _budget_reason(name, N, prev, deadline, repeat):
+    """Why ``name`` at N does not fit in the time left before ``deadline`` (None if it does)."""
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        return "time budget (--budget-s) used up"
+    if name in prev:
+        n0, t0 = prev[name]
+        est = t0 * (N / n0) ** 2 * (1 + min(repeat, 3))
+        if est > left:
+            return f"time budget: predicted {est:.0f} s for its calls, {left:.0f} s left"
+    return None
+
+
+def _dtype_name(dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
 def run(ns, ds, backends, *, repeat=5, device="cpu", max_seconds=30.0, check_numpy_max_n=2000,
-        seed=0, log=print):
+        seed=0, log=print, dtype=torch.float32, deadline=None, progress=None):
+    """Rows of measurements for every (d, N, backend) (see the module docstring).
+
+    ``deadline`` (a ``time.monotonic()`` value) records what no longer fits as skipped;
+    ``progress(rows)`` is called after each N (e.g. to write partial results)."""
     device = torch.device(device)
+    cuda = device.type == "cuda"
     rows = []
     for d in ds:
         prev: dict = {}
         for N in sorted(ns):
-            task, theta, m = make_problem(N, d, device, seed)
+            task, theta, m = make_problem(N, d, device, seed, dtype=dtype)
             ref, ref_name = None, None
             if N <= check_numpy_max_n:
                 ref_name = "numpy"
@@ -172,18 +203,27 @@ def run(ns, ds, backends, *, repeat=5, device="cpu", max_seconds=30.0, check_num
             results = {}
             for name in backends:
                 row = {"N": N, "d": d, "backend": name, "baseline": name in BASELINES,
-                       "device": device.type, "pairs": N * N}
-                reason = skip_reason(name, N, d, device, prev, max_seconds)
+                       "device": device.type, "dtype": _dtype_name(dtype), "pairs": N * N}
+                reason = (skip_reason(name, N, d, device, prev, max_seconds)
+                          or _budget_reason(name, N, prev, deadline, repeat))
                 if reason is None:
                     try:
                         fn = make_fn(name, task, theta, m)
+                        if cuda:
+                            torch.cuda.synchronize(device)
+                            torch.cuda.reset_peak_memory_stats(device)
                         t0 = time.perf_counter()
                         fn()                                   # warm-up (compilation, caches)
                         first = time.perf_counter() - t0
                         reps = repeat if first < 2.0 else min(repeat, 3)
                         times, out, rss = time_calls(fn, reps, warmup=0)
-                    except (ImportError, RuntimeError) as e:
-                        reason = f"unavailable: {str(e).splitlines()[0][:120]}"
+                    except Exception as e:      # never crash the run; say why in the row
+                        first_line = (str(e).strip().splitlines() or [""])[0][:160]
+                        kind = ("unavailable" if isinstance(e, (ImportError, RuntimeError))
+                                else f"failed: {type(e).__name__}")   # OutOfMemoryError is a RuntimeError
+                        reason = f"{kind}: {first_line}"
+                        if cuda:
+                            torch.cuda.empty_cache()
                 if reason is not None:
                     row["skipped"] = reason
                     rows.append(row)
@@ -193,6 +233,8 @@ def run(ns, ds, backends, *, repeat=5, device="cpu", max_seconds=30.0, check_num
                 row["first_call_s"] = first
                 row["pairs_per_s"] = N * N / row["median_s"]
                 row["peak_rss_mb"] = rss
+                if cuda:                                       # inputs + temporaries, torch's allocator
+                    row["peak_cuda_mb"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
                 results[name] = out
                 prev[name] = (N, row["median_s"])
                 rows.append(row)
@@ -211,14 +253,46 @@ def run(ns, ds, backends, *, repeat=5, device="cpu", max_seconds=30.0, check_num
                     r["risk_rel_err"] = rel_err(R.reshape(1), ref[0].reshape(1))
                 if t_torch is not None:
                     r["torch_speedup"] = r["median_s"] / t_torch
+            del task, theta, m, results, ref
+            if cuda:
+                torch.cuda.empty_cache()
+            if progress is not None:
+                progress(rows)
     return rows
+
+
+def auto_report(rows, device="cpu") -> list[dict]:
+    """Per measured (N, d, dtype): the backend ``backend="auto"`` picks for N × N pairs on
+    ``device`` and the fastest measured library backend that auto can return (``torch`` or
+    ``keops``); ``agrees`` is None when fewer than two of them were measured."""
+    groups: dict = {}
+    for r in rows:
+        if r["backend"] in ("torch", "keops"):
+            groups.setdefault((r["N"], r["d"], r.get("dtype", "float32")), []).append(r)
+    out = []
+    for (N, d, dt), rs in sorted(groups.items()):
+        pick = interact.get_backend("auto", N=N, M=N, d=d, device=device).name
+        timed = {r["backend"]: r["median_s"] for r in rs if not r.get("skipped")}
+        fastest = min(timed, key=timed.get) if timed else None
+        out.append({"N": N, "d": d, "dtype": dt, "auto_picks": pick, "fastest": fastest,
+                    "measured": timed, "agrees": (pick == fastest) if len(timed) > 1 else None,
+                    "skipped": {r["backend"]: r["skipped"] for r in rs if r.get("skipped")}})
+    return out
 
 
 COLUMNS = [("N", "N", "d"), ("d", "d", "d"), ("backend", "backend", "s"),
            ("median s", "median_s", ".4g"), ("min s", "min_s", ".4g"), ("max s", "max_s", ".4g"),
            ("pairs/s", "pairs_per_s", ".3g"), ("peak RSS MB", "peak_rss_mb", ".0f"),
-           ("torch ×", "torch_speedup", ".1f"), ("grad err", "grad_rel_err", ".1e"),
+           ("peak CUDA MB", "peak_cuda_mb", ".0f"), ("torch ×", "torch_speedup", ".1f"),
+           ("grad err", "grad_rel_err", ".1e"),
            ("vs", "check_against", "s")]
+
+
+def columns_for(rows):
+    """COLUMNS, less "peak CUDA MB" when no row ran on CUDA."""
+    if any("peak_cuda_mb" in r for r in rows):
+        return COLUMNS
+    return [c for c in COLUMNS if c[1] != "peak_cuda_mb"]
 
 
 def main(argv=None):
@@ -228,7 +302,10 @@ def main(argv=None):
     p.add_argument("--backend", nargs="+", default=list(DEFAULT_BACKENDS),
                    choices=list(LIBRARY + BASELINES))
     p.add_argument("--repeat", type=int, default=5)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (the numpy reference runs on CPU copies)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--budget-s", type=float, default=None,
+                   help="stop starting measurements after this many seconds (the rest is recorded as skipped)")
     p.add_argument("--max-seconds", type=float, default=30.0,
                    help="skip a backend whose predicted time per call exceeds this")
     p.add_argument("--check-numpy-max-n", type=int, default=2000)
@@ -241,15 +318,26 @@ def main(argv=None):
     if a.threads:
         torch.set_num_threads(a.threads)
     info = machine()
+    info.update(device_info(a.device))
     log = (lambda *_: None) if a.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
+    deadline = None if a.budget_s is None else time.monotonic() + a.budget_s
+    dtype = getattr(torch, a.dtype)
+
+    def partial(rows):
+        if a.json:
+            write_json(a.json, {"benchmark": "interact", "machine": info, "results": rows,
+                                "complete": False})
+
     rows = run(a.n, a.d, a.backend, repeat=a.repeat, device=a.device, max_seconds=a.max_seconds,
-               check_numpy_max_n=a.check_numpy_max_n, log=log)
+               check_numpy_max_n=a.check_numpy_max_n, log=log, dtype=dtype, deadline=deadline,
+               progress=partial)
     fits = fit_exponents(rows, ["backend", "d"], min_x=a.fit_min_n)
     info["loadavg_at_end"] = os.getloadavg()
-    print_table(rows, COLUMNS)
+    print_table(rows, columns_for(rows))
     for f in fits:
         print(f"  time ∝ N^{f['exponent']:.2f}  ({f['backend']}, d={f['d']}, N={f['N_range'][0]}…{f['N_range'][1]})")
-    payload = {"benchmark": "interact", "machine": info, "results": rows, "fits": fits}
+    payload = {"benchmark": "interact", "machine": info, "results": rows, "fits": fits,
+               "auto": auto_report(rows, a.device), "complete": True}
     if a.json:
         write_json(a.json, payload)
     return payload

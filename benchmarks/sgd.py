@@ -11,15 +11,22 @@ weight, float32, uniform weights, step size 2ε with ε = --eps):
 
 All three draw x_k ~ N(0, I_d) from the same generator in the same order, so their
 trajectories agree to float rounding; the benchmark checks that (``max_rel_diff`` against
-``step`` after --check-steps steps).  Reported per (N, d, replicas B, implementation):
-µs per step (median/min/max over repeats), particle updates per second (B·N per step), peak
-RSS, and the speed-up of ``fast`` over it measured in the same run.
+``step`` on the same device after --check-steps steps).  Reported per (N, d, replicas B,
+implementation): µs per step (median/min/max over repeats), particle updates per second (B·N
+per step), peak RSS, and the speed-up of ``fast`` over it measured in the same run.
+
+``--device cuda``: ``naive`` and ``step`` run on the GPU (samples from a CUDA generator, so
+their trajectory differs from the CPU's; they are checked against each other), ``fast`` —
+CPU-only — stays on the CPU: the GPU against the CPU fused loop, side by side.  Each timed
+call ends with ``torch.cuda.synchronize``.  ``--budget-s`` records what no longer fits as
+skipped.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import time
 
 import torch
 
@@ -27,6 +34,7 @@ from meanfield.dynamics import online_sgd
 from meanfield.models import TeacherStudent, Unit
 
 from .common import machine, print_table, summarise, time_calls, write_json
+from .gpu import device_info
 
 IMPLS = ("naive", "step", "fast")
 
@@ -35,7 +43,7 @@ def naive_loop(W, tw_w, tw_m, steps, eps, g):
     """A hand-written torch loop: W [B, N, d] particles, teacher (w* [m0, d], m* [m0])."""
     B, N, d = W.shape
     for _ in range(steps):
-        x = torch.randn(B, 1, d, generator=g, dtype=W.dtype)            # (B, 1, d)
+        x = torch.randn(B, 1, d, generator=g, dtype=W.dtype, device=W.device)   # (B, 1, d)
         y = torch.relu(x @ tw_w.T) @ tw_m                               # (B, 1)
         z = x @ W.transpose(1, 2)                                       # (B, 1, N)
         f = torch.relu(z).mean(-1)                                      # (B, 1)
@@ -46,6 +54,8 @@ def naive_loop(W, tw_w, tw_m, steps, eps, g):
 
 
 def make_problem(N, d, B, seed=0, m0=4, eps=1e-3):
+    """The task (ReLU units without output weight, m0 teacher units), the online-SGD
+    dynamics and θ₀ [B, N, d] float32 on the CPU (drawn there whatever the device)."""
     g = torch.Generator().manual_seed(seed)
     unit = Unit(d, "relu", output_weight=False)
     task = TeacherStudent.random(unit, m0, generator=g)
@@ -53,54 +63,90 @@ def make_problem(N, d, B, seed=0, m0=4, eps=1e-3):
     return task, online_sgd(task, eps=eps), theta0
 
 
+def impl_device(impl, device) -> torch.device:
+    """Where ``impl`` runs when the benchmark is asked for ``device``: ``fast`` (the CPU fused
+    loop) always on the CPU, the others on ``device``."""
+    return torch.device("cpu") if impl == "fast" else torch.device(device)
+
+
 def make_fn(impl, task, dyn, theta0, steps, seed):
+    """A zero-argument callable running ``steps`` steps of ``impl`` from θ₀ (on θ₀'s device:
+    samples from a generator on that device, seeded with ``seed``); returns θ."""
+    dev = theta0.device
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
     if impl == "naive":
-        tt, tw = task.teacher(torch.float32)
+        tt, tw = task.teacher(torch.float32, dev)
 
         def fn():
-            return naive_loop(theta0, tt, tw, steps, dyn.dt, torch.Generator().manual_seed(seed))
+            out = naive_loop(theta0, tt, tw, steps, dyn.dt, torch.Generator(device=dev).manual_seed(seed))
+            sync()
+            return out
         return fn
     fast = impl == "fast"
 
     def fn():
-        return dyn.run(dyn.init(theta0, seed=seed), steps, fast=fast).theta
+        out = dyn.run(dyn.init(theta0, seed=seed), steps, fast=fast).theta
+        sync()
+        return out
     return fn
 
 
-def run(ns, ds, replicas, impls, *, steps=None, repeat=5, check_steps=200, seed=0, log=print):
+def run(ns, ds, replicas, impls, *, steps=None, repeat=5, check_steps=200, seed=0, log=print,
+        device="cpu", deadline=None, progress=None):
+    """Rows per (d, N, B, impl) (module docstring).  ``deadline`` (``time.monotonic()``)
+    records the rows that no longer fit as skipped; ``progress(rows)`` after each group."""
     steps = steps or {"naive": 2000, "step": 500, "fast": 20000}
     rows = []
     for d in ds:
         for N in ns:
             for B in replicas:
                 task, dyn, theta0 = make_problem(N, d, B, seed)
-                ref = make_fn("step", task, dyn, theta0, check_steps, seed)()
+                refs: dict = {}                     # the step path's θ per device
                 t_fast = None
                 group = []
                 for impl in impls:
                     K = steps[impl]
-                    fn = make_fn(impl, task, dyn, theta0, K, seed)
-                    times, _, rss = time_calls(fn, repeat, warmup=1)
+                    dev = impl_device(impl, device)
                     row = {"N": N, "d": d, "replicas": B, "impl": impl, "steps": K,
-                           "baseline": impl == "naive", **summarise(times), "peak_rss_mb": rss}
+                           "baseline": impl == "naive", "device": dev.type}
+                    if deadline is not None and time.monotonic() > deadline:
+                        row["skipped"] = "time budget (--budget-s) used up"
+                        group.append(row)
+                        log(f"  N={N} d={d} B={B} {impl}: skipped ({row['skipped']})")
+                        continue
+                    th0 = theta0.to(dev)
+                    if dev.type not in refs:
+                        refs[dev.type] = make_fn("step", task, dyn, th0, check_steps, seed)()
+                    ref = refs[dev.type]
+                    fn = make_fn(impl, task, dyn, th0, K, seed)
+                    if dev.type == "cuda":
+                        torch.cuda.reset_peak_memory_stats(dev)
+                    times, _, rss = time_calls(fn, repeat, warmup=1)
+                    row.update({**summarise(times), "peak_rss_mb": rss})
+                    if dev.type == "cuda":
+                        row["peak_cuda_mb"] = torch.cuda.max_memory_allocated(dev) / 2 ** 20
                     row["us_per_step"] = 1e6 * row["median_s"] / K
                     row["us_per_step_min"] = 1e6 * row["min_s"] / K
                     row["us_per_step_max"] = 1e6 * row["max_s"] / K
                     row["updates_per_s"] = B * N * K / row["median_s"]
-                    out = make_fn(impl, task, dyn, theta0, check_steps, seed)()
+                    out = make_fn(impl, task, dyn, th0, check_steps, seed)()
                     row["max_rel_diff"] = float((out - ref).abs().max() / ref.abs().max())
+                    row["check_against"] = f"step ({dev.type})"
                     group.append(row)
                     if impl == "fast":
                         t_fast = row["us_per_step"]
-                    log(f"  N={N} d={d} B={B} {impl}: {row['us_per_step']:.3g} µs/step")
+                    log(f"  N={N} d={d} B={B} {impl} ({dev.type}): {row['us_per_step']:.3g} µs/step")
                 for row in group:
-                    if t_fast:
+                    if t_fast and not row.get("skipped"):
                         row["fast_speedup"] = row["us_per_step"] / t_fast
                 rows += group
+                if progress is not None:
+                    progress(rows)
     return rows
 
 
 COLUMNS = [("N", "N", "d"), ("d", "d", "d"), ("B", "replicas", "d"), ("impl", "impl", "s"),
+           ("device", "device", "s"),
            ("µs/step med", "us_per_step", ".3g"), ("min", "us_per_step_min", ".3g"),
            ("max", "us_per_step_max", ".3g"), ("updates/s", "updates_per_s", ".3g"),
            ("peak RSS MB", "peak_rss_mb", ".0f"), ("fast ×", "fast_speedup", ".1f"),
@@ -118,19 +164,31 @@ def main(argv=None):
     p.add_argument("--check-steps", type=int, default=200)
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--device", default="cpu",
+                   help="cpu or cuda (naive and step run there; fast always on the CPU)")
+    p.add_argument("--budget-s", type=float, default=None,
+                   help="stop starting measurements after this many seconds (the rest is recorded as skipped)")
     p.add_argument("--json", default=None)
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     info = machine()
+    info.update(device_info(a.device))
     log = (lambda *_: None) if a.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     steps = dict(zip(IMPLS, a.steps)) if a.steps else None
+    deadline = None if a.budget_s is None else time.monotonic() + a.budget_s
+
+    def partial(rows):
+        if a.json:
+            write_json(a.json, {"benchmark": "sgd", "machine": info, "results": rows, "complete": False})
+
     rows = run(a.n, a.d, a.replicas, a.impl, steps=steps, repeat=a.repeat,
-               check_steps=a.check_steps, log=log)
+               check_steps=a.check_steps, log=log, device=a.device, deadline=deadline,
+               progress=partial)
     info["loadavg_at_end"] = os.getloadavg()
     print_table(rows, COLUMNS)
-    payload = {"benchmark": "sgd", "machine": info, "results": rows}
+    payload = {"benchmark": "sgd", "machine": info, "results": rows, "complete": True}
     if a.json:
         write_json(a.json, payload)
     return payload
