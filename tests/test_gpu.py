@@ -183,16 +183,6 @@ def test_autograd_baselines_on_device_match_the_numpy_reference(name, dtype, rel
 # 2. trajectories: the same run on the CPU and on the device (float64, 100 steps)
 # ---------------------------------------------------------------------------------------
 
-class CpuNoise(ParticleDynamics):
-    """ParticleDynamics drawing ζ on the state's generator's device and moving it to θ's
-    (what ``dynamics.sharded`` does), so a CUDA run can follow a CPU run's noise.  The
-    library's own ``_noise`` draws on θ's device with the state's generator: a CPU
-    generator with CUDA θ is refused by torch (see the xfail test below)."""
-
-    def _noise(self, state, theta):
-        return torch.randn(theta.shape, generator=state.generator, dtype=theta.dtype).to(theta.device)
-
-
 def _ts_run(dyn, theta0, seed):
     state = dyn.init(theta0, generator=gen(seed))
     for _ in range(STEPS):
@@ -225,8 +215,8 @@ def test_langevin_on_device_follows_the_cpu_run_with_the_same_noise(name, rel_er
     task = TeacherStudent.random(Unit(D, "erf", output_weight=True), 4, generator=gen(0))
     theta0 = _theta0(task)
     kw = dict(dt=0.05, drift="population", beta=200.0, lam=0.1)
-    cpu, _ = _ts_run(CpuNoise(task, backend="torch", **kw), theta0, 7)
-    gpu, _ = _ts_run(CpuNoise(task, backend=be, **kw), theta0.to(dev()), 7)
+    cpu, _ = _ts_run(ParticleDynamics(task, backend="torch", **kw), theta0, 7)
+    gpu, _ = _ts_run(ParticleDynamics(task, backend=be, **kw), theta0.to(dev()), 7)
     assert gpu.theta.device.type == dev().type
     assert torch.equal(gpu.generator.get_state(), cpu.generator.get_state())   # same draws
     assert rel_err(gpu.theta, cpu.theta) < TRAJ_TOL
@@ -248,13 +238,10 @@ def test_noisy_dynamics_on_device_with_a_device_generator_reproduce():
         assert (runs[0].theta - theta0).abs().max() > 1e-3
 
 
-@pytest.mark.xfail(raises=RuntimeError, strict=False,
-                   reason="ParticleDynamics._noise and TeacherStudent.sample draw with the state's "
-                          "generator on θ's device: a CPU generator (the experiments' kind) is "
-                          "refused for CUDA θ, unlike dynamics.sharded, which draws on the "
-                          "generator's device and moves the draws")
 @pytest.mark.parametrize("kind", ["langevin", "online-sgd"])
 def test_library_dynamics_accept_a_cpu_generator_for_device_particles(kind):
+    """Random numbers are drawn on the generator's device and moved to θ's (particles._noise,
+    TeacherStudent.sample): the experiments' CPU generators drive CUDA particles."""
     if dev().type == "cpu":
         pytest.skip("meaningful on a CUDA device only")
     task = TeacherStudent.random(Unit(D, "relu", output_weight=True), 4, generator=gen(0))

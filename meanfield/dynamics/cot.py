@@ -58,7 +58,7 @@ class ResNetState(ParticleState):
     @classmethod
     def from_state_dict(cls, d: dict) -> "ResNetState":
         """The state saved by :meth:`state_dict` (layer included), generator restored."""
-        g = torch.Generator(device=d["theta"].device)
+        g = torch.Generator(device=d.get("generator_device", "cpu"))
         g.set_state(d["generator"])
         return cls(d["theta"], d["weights"], int(d["step"]), float(d["t"]), g, d["layer"])
 
@@ -183,8 +183,8 @@ class ConditionalOTFlow:
         if self.drift == "population":
             return X, Y
         Bn = state.theta.shape[0]
-        idx = torch.rand(Bn, self.n, generator=state.generator, device=state.theta.device,
-                         dtype=torch.float64).argsort(-1)[:, :self.batch_size]       # (B, b)
+        idx = torch.rand(Bn, self.n, generator=state.generator, device=state.generator.device,
+                         dtype=torch.float64).argsort(-1)[:, :self.batch_size].to(state.theta.device)
         Xb = X.expand(Bn, -1, -1) if X.shape[0] == 1 else X
         Yb = Y.expand(Bn, *Y.shape[1:]) if Y.shape[0] == 1 else Y
         Xs = torch.gather(Xb, 1, idx.unsqueeze(-1).expand(-1, -1, X.shape[-1]))
@@ -230,7 +230,7 @@ class ConditionalOTFlow:
             if not beta > 0:
                 raise ConfigError(f"beta must be > 0, got {beta} at t={state.t}")
             noise = torch.randn(theta.shape, generator=state.generator, dtype=theta.dtype,
-                                device=theta.device)
+                                device=state.generator.device).to(theta.device)
             theta = theta + math.sqrt(4.0 * s / beta) * self._masked(noise)
         if not torch.isfinite(theta).all():
             gnorm = float(pot.grad.norm(dim=-1).max())

@@ -64,13 +64,15 @@ class ParticleState:
         """A checkpointable dict: theta (a copy), weights, step, t and the generator's state
         (a uint8 tensor); :meth:`from_state_dict` restores it bit for bit."""
         return {"theta": self.theta.clone(), "weights": self.weights, "step": self.step,
-                "t": self.t, "generator": self.generator.get_state()}
+                "t": self.t, "generator": self.generator.get_state(),
+                "generator_device": str(self.generator.device)}
 
     @classmethod
     def from_state_dict(cls, d: dict) -> "ParticleState":
-        """The state saved by :meth:`state_dict`, with a new generator on θ's device set to
-        the saved generator state (so the random stream continues where it stopped)."""
-        g = torch.Generator(device=d["theta"].device)
+        """The state saved by :meth:`state_dict`, with a new generator on the saved
+        generator's device (CPU by default) set to its saved state (so the random stream
+        continues where it stopped)."""
+        g = torch.Generator(device=d.get("generator_device", "cpu"))
         g.set_state(d["generator"])
         return cls(d["theta"], d["weights"], int(d["step"]), float(d["t"]), g)
 
@@ -181,9 +183,11 @@ class ParticleDynamics:
 
     # --- hooks overridden by a sharded dynamics (dynamics.sharded, issue 9) -------------------
     def _noise(self, state: ParticleState, theta: torch.Tensor) -> torch.Tensor:
-        """ζ ~ N(0, I) of θ's shape [B, N, D] from the state's generator."""
+        """ζ ~ N(0, I) of θ's shape [B, N, D] from the state's generator, drawn on the
+        generator's device and moved to θ's (a CPU generator drives a CUDA run with the CPU
+        run's noise)."""
         return torch.randn(theta.shape, generator=state.generator, dtype=theta.dtype,
-                           device=theta.device)
+                           device=state.generator.device).to(theta.device)
 
     def _all_finite(self, theta: torch.Tensor) -> bool:
         """Whether every particle position is finite."""

@@ -208,8 +208,15 @@ def _self_interaction(kernel: GaussianKernel, unit: Unit, theta: torch.Tensor,
     return float(total)
 
 
+def _on_generator(generator) -> torch.device:
+    """Where ``generator`` draws: random numbers are drawn there and then moved, so that a CPU
+    generator drives a CUDA run with the CPU run's numbers (and its state checkpoints alike)."""
+    return generator.device if generator is not None else torch.device("cpu")
+
+
 def _gauss(shape, generator, dtype, device):
-    return torch.randn(*shape, generator=generator, dtype=dtype, device=device)
+    z = torch.randn(*shape, generator=generator, dtype=dtype, device=_on_generator(generator))
+    return z if device is None else z.to(device)
 
 
 class TeacherStudent(Task):
@@ -285,7 +292,7 @@ class TeacherStudent(Task):
         tt, tw = self.teacher(theta.dtype, theta.device)
         W, GW = pair_sum(kern, unit, theta, theta, weights)
         T, GT = pair_sum(kern, unit, theta, tt[None], tw[None])
-        W, GW, T, GT = (t.to(theta.dtype) for t in (W, GW, T, GT))
+        W, GW, T, GT = (t.to(device=theta.device, dtype=theta.dtype) for t in (W, GW, T, GT))
         V, GV = -T, -GT
         if self.offset != 0.0:
             mu, gmean = self._mean_and_grad(theta)
@@ -385,7 +392,8 @@ class IsotropicGaussians(Task):
         d = self.unit.d
         pairs = (d + 1) // 2
         u = torch.rand((K, batch, n, 1 + 2 * pairs), generator=generator, dtype=torch.float64,
-                       device=device)
+                       device=_on_generator(generator))
+        u = u if device is None else u.to(device)
         y = torch.where(u[..., 0] < 0.5, 1.0, -1.0)
         rad = torch.sqrt(-2.0 * torch.log1p(-u[..., 1::2]))                 # 1 − u ∈ (0, 1]
         ang = (2.0 * math.pi) * u[..., 2::2]
@@ -440,7 +448,9 @@ class FiniteDataset(Task):
 
     def sample(self, n, *, generator, batch=1, dtype=torch.float32, device=None):
         n = check_positive_int("n", n)
-        idx = torch.randint(0, self.X.shape[0], (batch, n), generator=generator, device=device)
+        idx = torch.randint(0, self.X.shape[0], (batch, n), generator=generator,
+                            device=_on_generator(generator))
+        idx = idx if device is None else idx.to(device)
         X, Y = self.X.to(dtype=dtype, device=device), self.Y.to(dtype=dtype, device=device)
         return X[idx], Y[idx]
 
