@@ -55,7 +55,7 @@ from .plan import Phase, Plan, snapshot_arrays
 NAME = "chaos-rate"
 
 SMALL = {"N": 500, "N_min": 20, "n_values": 4, "replicas": 4, "dt": 2.5e-5, "steps": 20_000,
-         "log_every": 2_000, "save_every": 20_000, "checkpoint_every": 20_000, "n_mc": 5_000,
+         "log_every": 2_000, "save_every": 400, "checkpoint_every": 20_000, "n_mc": 5_000,
          "pde_cells": 400}
 
 
@@ -74,7 +74,7 @@ class Config(PiecewiseMMNConfig):
     dt: float = 1e-5
     steps: int = 50_000
     log_every: int = 5_000
-    save_every: int = 50_000
+    save_every: int = 1_000       # snapshots of the largest N (51: its movie); other N at T
     checkpoint_every: int = 50_000
     n_mc: int = 20_000
     pde_cells: int = 1000
@@ -166,12 +166,18 @@ def plan(cfg: Config) -> Plan:
                         "risk_pde": float(risks[0, kp]), "w1": w1}
 
             out.append(Phase(key=keys[N], build=lambda N=N: build(cfg, N)[1:], measure=measure,
-                             chunked=True, snapshot_steps=(), generators={"eval": eval_gen}))
+                             chunked=True, snapshot_steps=None if N == cfg.grid()[-1] else (),
+                             generators={"eval": eval_gen}))
         return out
 
     def results(ctx):
         done = {N: {"series": ctx.done[k]["rows"], "theta": ctx.done[k]["snaps"][-1][2]}
                 for N, k in keys.items()}
+        z = ctx.shared["pde"]
+        grid = RadialGrid(float(z["r_max"]), int(z["cells"]))
+        io.write_npz(ctx.out / "pde.npz", {"t": z["t"], "r": grid.centers, "r_max": z["r_max"],
+                                            "density": z["density"], "risk": z["risk"],
+                                            "law_index": np.zeros(cfg.replicas, dtype=np.int64)})
         return _write_results(cfg, ctx, done)
 
     return Plan(phases=phases, prelude=prelude, results=results,

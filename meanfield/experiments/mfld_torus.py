@@ -62,7 +62,8 @@ from .plan import Plan, snapshot_arrays
 NAME = "mfld-torus"
 PERIOD = 2 * math.pi
 
-SMALL = {"replicas": 4, "steps": 300, "noise_off": 240, "log_every": 2, "checkpoint_every": 150}
+SMALL = {"replicas": 4, "steps": 300, "noise_off": 240, "log_every": 2, "save_every": 6,
+         "checkpoint_every": 150}
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ class Config(RunConfig):
     steps: int = 1000
     noise_off: int = 800
     log_every: int = 1
-    save_every: int = 1000
+    save_every: int = 20          # 51 snapshots of every run: the movie of the five side by side
     checkpoint_every: int = 500
     dtype: str = "float64"
 
@@ -196,7 +197,7 @@ def plan(cfg: Config) -> Plan:
             dyn = _NoiseSwitch(ParticleDynamics(task, dt=cfg.dt, beta=spec, backend=cfg.backend),
                                clean, cfg.noise_off)
             ph = size_phase(keys[j], {"N": j}, lambda j=j, dyn=dyn: (dyn, init(j)), label=f"N={j}",
-                            extra=energy(j), snapshot_steps=())
+                            extra=energy(j), snapshot_steps=None)
             ph.nonfinite_ok = ("pl_ratio", "entropy")
             out.append(ph)
         return out

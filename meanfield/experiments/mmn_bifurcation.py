@@ -41,7 +41,7 @@ from .mmn_isotropic import MMNConfig, plan_mmn, plot  # noqa: F401  (plot: the s
 NAME = "mmn-bifurcation"
 
 SMALL = {"N": 200, "d": 40, "dt": 1e-5, "steps": 100_000, "log_every": 10_000,
-         "save_every": 25_000, "checkpoint_every": 50_000, "n_mc": 5_000, "pde_cells": 400}
+         "save_every": 2_000, "checkpoint_every": 50_000, "n_mc": 5_000, "pde_cells": 400}
 
 
 def _floats(name, text):
@@ -68,7 +68,7 @@ class Config(MMNConfig):
     dt: float = 1e-6
     steps: int = 4_000_000
     log_every: int = 40_000
-    save_every: int = 1_000_000
+    save_every: int = 80_000      # 51 snapshots, kept in float16 (2 × 800 × 320 each: 52 MB)
     checkpoint_every: int = 500_000
     n_mc: int = 20_000
     kappa_small: float = 0.1
@@ -79,6 +79,7 @@ class Config(MMNConfig):
     pde_cells: int = 1200
 
     _presets = {"scale": {"small": SMALL}}
+    snapshot_dtype = "float16"    # 51 snapshots of 2 × 800 × 320 numbers: 52 MB, not 104
 
     def validate(self):
         """MMNConfig's checks, then (``ConfigError``): replicas = 2; kappa_small, kappa_large

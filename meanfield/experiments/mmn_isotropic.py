@@ -29,6 +29,7 @@ and histograms.png (|w| at 4 times with the PDE density).
 from __future__ import annotations
 
 import math
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +51,7 @@ from .plan import Plan, default_results
 NAME = "mmn-isotropic"
 PDE_FILE = "pde.npz"
 
-SMALL = {"N": 300, "dt": 1e-4, "steps": 80_000, "log_every": 4_000, "save_every": 20_000,
+SMALL = {"N": 300, "dt": 1e-4, "steps": 80_000, "log_every": 4_000, "save_every": 1_600,
          "checkpoint_every": 20_000, "n_mc": 10_000, "pde_cells": 600, "pde_rmax": 8.0}
 
 
@@ -73,6 +74,8 @@ class MMNConfig(RunConfig):
     _schedule_fields = ("xi", "beta")
     _choices = {"scale": ("full", "small"), "pde_d": ("finite", "inf")}
     shardable = True
+    # precision of the particle snapshots in particles.npz (the checkpoint keeps float32/64)
+    snapshot_dtype: typing.ClassVar[str] = "float32"
     # the PDE reference is recorded at the run's k·dt: only cadences that keep those times
     resume_mutable = ("checkpoint_every", "backend", "shards", "shard_timeout")
 
@@ -141,7 +144,7 @@ class Config(PiecewiseMMNConfig):
     dt: float = 1e-6
     steps: int = 20_000_000
     log_every: int = 200_000
-    save_every: int = 2_000_000
+    save_every: int = 400_000     # 51 snapshots (6.5 MB of θ): the movie of |w| against the PDE
     checkpoint_every: int = 2_000_000
 
     _presets = {"scale": {"small": SMALL}}
@@ -243,8 +246,12 @@ def plan_mmn(cfg: MMNConfig) -> Plan:
                     "w1": float(np.mean(w1s)), "mean_r": float(r.mean()), "mean_r_pde": mean_r_pde,
                     **cols}
 
-        return [simulation_phase(cfg, lambda: build(cfg)[1:], n_mc=cfg.n_mc, risk_inf=None,
-                                 extra=pde_columns, chunked=True)]
+        phase = simulation_phase(cfg, lambda: build(cfg)[1:], n_mc=cfg.n_mc, risk_inf=None,
+                                 extra=pde_columns, chunked=True)
+        if cfg.snapshot_dtype != "float32":
+            dt = getattr(torch, cfg.snapshot_dtype)
+            phase.snapshot = lambda s: s.theta.detach().cpu().to(dt)
+        return [phase]
 
     unit = Unit(cfg.d, cfg.activation(), output_weight=False)
     task = IsotropicGaussians(unit, cfg.delta)

@@ -47,7 +47,8 @@ how far R_N(T) is from inf R_N.  ``scale=small`` (CI): d = 4, m0 = 2000, N from 
 128 (4 values), 4 seeds, 300 steps.  Outputs: metrics.csv (per N and logged step: seed-mean
 and per-seed risk), results.csv (per N: final gaps per seed, mean, sd, references,
 convergence), fit.json (slopes, intervals, R_∞ fit, references' constants), particles.npz
-(t = [0, T]; theta [2, R, N_max, D]: the largest N at 0 and T; theta_N<N> at T for every N;
+(t, step [K]; theta [K, R, N_max, D]: the largest N every ``save_every`` steps, its movie;
+theta_N<N> at T for every N;
 teacher arrays), figures/n_scaling.png.  Resumable: finished N values are kept in the
 checkpoint, the current one continues from its last checkpoint (bit for bit: GD has no
 randomness after the initial draw).
@@ -77,7 +78,7 @@ from .plan import Plan, snapshot_arrays
 NAME = "n-scaling"
 
 SMALL = {"N": 128, "N_min": 8, "n_values": 4, "replicas": 4, "d": 4, "m0": 2000, "steps": 300,
-         "log_every": 25, "checkpoint_every": 150, "n_boot": 500}
+         "log_every": 25, "save_every": 6, "checkpoint_every": 150, "n_boot": 500}
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ class Config(RunConfig):
     init_std: float = 1.0
     init_a_std: float = 1.0
     log_every: int = 25
-    save_every: int = 1000
+    save_every: int = 20          # snapshots of the largest N (51: its movie); other N at 0, T
     checkpoint_every: int = 250
     n_boot: int = 2000
 
@@ -182,7 +183,8 @@ def plan(cfg: Config) -> Plan:
             return pot.risk, {"risk64": pot.risk.numpy().copy()}
 
         return [size_phase(keys[N], {"N": N}, lambda N=N: (dyn, initial_state(cfg, dyn, N)),
-                           label=f"N={N}", final=final) for N in grid]
+                           label=f"N={N}", final=final,
+                           snapshot_steps=None if N == grid[-1] else (0,)) for N in grid]
 
     def results(ctx):
         done = legacy_entries(ctx, keys)

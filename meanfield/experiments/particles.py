@@ -102,8 +102,8 @@ def size_phase(key: str, columns: dict, build, *, label: str, extra=None, final=
     under population dynamics: rows by :func:`size_row` from the step's own potential
     (``extra(state, potential or None) -> dict`` adds columns); the final row's risk from
     ``final(state) -> (risk [B], {entries kept in the phase's result})`` (e.g. a float64
-    re-evaluation), else from the dynamics' potential; snapshots at ``snapshot_steps`` and
-    at the end."""
+    re-evaluation), else from the dynamics' potential; snapshots at ``snapshot_steps`` (None:
+    every ``save_every`` steps) and at the end."""
     kept: dict = {}
 
     def measure(dyn, st, pot):
@@ -120,7 +120,8 @@ def size_phase(key: str, columns: dict, build, *, label: str, extra=None, final=
         return size_row(label, st, risk, extra(st, None) if extra else None, per_replica)
 
     return Phase(key=key, build=build, measure=measure, measure_last=measure_last,
-                 columns=columns, snapshot_steps=tuple(snapshot_steps),
+                 columns=columns,
+                 snapshot_steps=None if snapshot_steps is None else tuple(snapshot_steps),
                  finish=lambda dyn, st, record: dict(kept))
 
 

@@ -20,7 +20,7 @@ Particles: for every N of a geometric grid from ``N_min`` to ``N`` (``n_values``
 Euler steps of size ``dt`` on the MMN time axis; Langevin when β < ∞), ρ_N(0) i.i.d. from
 ρ_0.  Recorded per (N, seed): the exact risk R(ρ_N(t)) every ``log_every`` steps against the
 grid's R(ρ_t), and W2 between the particles and the grid density (POT ``ot.emd2``, cells
-split into ``w2_sub``² weighted points; ``w2_replicas`` seeds) every ``save_every`` steps.
+split into ``w2_sub``² weighted points; ``w2_replicas`` seeds) every ``w2_every`` steps.
 Fitted log-log slopes in N (scipy ``linregress`` on the seed means, 95 % percentile
 ``scipy.stats.bootstrap`` intervals with seeds resampled within each N) for W2 at T, W2 at
 t = 0 (i.i.d. samples of ρ_0: the sampling reference), |R_N(T) − R(T)| and
@@ -64,14 +64,15 @@ NAME = "pde2d-teacher"
 PDE_FILE = "pde.npz"
 
 SMALL = {"N": 200, "N_min": 20, "n_values": 3, "replicas": 8, "dt": 0.05, "steps": 100,
-         "log_every": 10, "save_every": 100, "checkpoint_every": 100, "cells": 32,
+         "log_every": 10, "save_every": 2, "w2_every": 100, "checkpoint_every": 100, "cells": 32,
          "w2_replicas": 2, "w2_sub": 1, "n_boot": 500}
 
 
 @dataclass(frozen=True)
 class Config(RunConfig):
-    """See the module docstring.  ``save_every`` sets the snapshot (W2, picture) interval;
-    a checkpoint is written after every N (``checkpoint_every`` is not used)."""
+    """See the module docstring.  ``save_every`` sets the snapshot interval (51 snapshots by
+    default: the movie), ``w2_every`` the W2 interval (a multiple of ``log_every``; the still
+    figure shows the snapshots at those times)."""
 
     scale: str = "full"
     N: int = 2000
@@ -82,7 +83,8 @@ class Config(RunConfig):
     dt: float = 0.02
     steps: int = 1000
     log_every: int = 50
-    save_every: int = 500
+    save_every: int = 20
+    w2_every: int = 500
     checkpoint_every: int = 1000
     activation: str = "erf"
     teacher_angles: str = "0,90"
@@ -149,10 +151,12 @@ class Config(RunConfig):
 # ------------------------------------------------------------------------------------------
 def validate_n_grid(cfg) -> None:
     """Check the N-grid keys shared with pde2d-torus (``ConfigError``): those of
-    ``config.check_n_grid``, and save_every a multiple of log_every (snapshots are records)."""
+    ``config.check_n_grid``; w2_every ≥ 1 and a multiple of log_every (W2 is measured on
+    metrics rows)."""
     check_n_grid(cfg)
-    if cfg.save_every % cfg.log_every:
-        raise ConfigError(f"save_every must be a multiple of log_every, got {cfg.save_every} and {cfg.log_every}")
+    cfg.check_bounds(at_least_one=("w2_every",))
+    if cfg.w2_every % cfg.log_every:
+        raise ConfigError(f"w2_every must be a multiple of log_every, got {cfg.w2_every} and {cfg.log_every}")
 
 
 def record_steps(cfg) -> tuple[list[int], list[int]]:
@@ -160,6 +164,19 @@ def record_steps(cfg) -> tuple[list[int], list[int]]:
     rows = sorted(set(range(0, cfg.steps, cfg.log_every)) | {cfg.steps})
     snaps = sorted(set(range(0, cfg.steps, cfg.save_every)) | {cfg.steps})
     return rows, snaps
+
+
+def w2_steps(cfg) -> list[int]:
+    """The steps where W2 to the grid density is measured: multiples of w2_every and the last."""
+    return sorted(set(range(0, cfg.steps, cfg.w2_every)) | {cfg.steps})
+
+
+def still_snapshots(st, steps, cfg) -> list[int]:
+    """Indices of the snapshots (times ``st``, steps ``steps`` [S]) shown in the still
+    figure: those at the W2 steps (multiples of w2_every and the last), at most 6."""
+    keep = set(w2_steps(cfg))
+    idx = [j for j, k in enumerate(steps) if int(k) in keep] or list(range(len(st)))
+    return [idx[j] for j in np.unique(np.linspace(0, len(idx) - 1, min(6, len(idx))).round().astype(int))]
 
 
 def plot_fits(ax, N, series, fit, *, guide=-0.5, guide_label="N^(−1/2)", floor=None):
@@ -245,8 +262,8 @@ def grid_plan(cfg, *, task, solve_pde, theta0, measure, snapshot, write_results,
 
     ``solve_pde(cfg, task, times) -> dict`` (the PDE record, with "density" [T, nx, ny] at the
     recorded ``times``); ``theta0(generator, N) -> [B, N, 2]`` float64 initial particles;
-    ``measure(state, N, i, k, pde, snapshot) -> row`` at record index i (step k; W2 when
-    ``snapshot``); ``snapshot(state) -> array`` what a snapshot keeps; ``after(N, generator,
+    ``measure(state, N, i, k, pde, w2) -> row`` at record index i (step k; W2 when ``w2``,
+    at the :func:`w2_steps`); ``snapshot(state) -> array`` what a snapshot keeps; ``after(N, generator,
     pde) -> dict`` adds entries to N's record (with the phase's generator after the run).
     Per N the particles follow ``ParticleDynamics`` (population drift, dt, xi, beta from
     ``cfg``, plus ``dynamics_kw``), advanced in chunks between records, from a generator
@@ -258,7 +275,7 @@ def grid_plan(cfg, *, task, solve_pde, theta0, measure, snapshot, write_results,
     index = {k: i for i, k in enumerate(steps)}
     keys = {N: f"N={N}" for N in cfg.grid()}
     dtype = getattr(torch, cfg.dtype)
-    snap_set = set(snaps_at)
+    w2_set = set(w2_steps(cfg))
 
     def phases(shared):
         pde = shared["pde"]
@@ -273,7 +290,7 @@ def grid_plan(cfg, *, task, solve_pde, theta0, measure, snapshot, write_results,
             out.append(Phase(
                 key=keys[N], build=build, chunked=True, snapshot=snapshot,
                 measure=lambda dyn, st, pot, N=N: measure(st, N, index[st.step], st.step, pde,
-                                                         st.step in snap_set),
+                                                         st.step in w2_set),
                 finish=(lambda dyn, st, rec, N=N: after(N, st.generator, pde)) if after else None))
         return out
 
@@ -294,12 +311,12 @@ def plan(cfg: Config) -> Plan:
     task = build_task(cfg)
     grid = Grid2D.box(cfg.box_lo, cfg.box_hi, cfg.cells)
 
-    def measure(state, N, i, k, pde, snapshot):
+    def measure(state, N, i, k, pde, w2):
         R = exact_risk(task, state.theta, backend=cfg.backend)[0].double().numpy()
         if not np.isfinite(R).all():
             raise DivergenceError(f"N={N}, step {k}: non-finite risk; the step size is likely too large")
         row = {"step": k, "t": float(pde["t"][i]), "risk": R, "risk_pde": float(pde["risk"][i])}
-        if snapshot:
+        if w2:
             th = state.theta.detach().double().cpu().numpy()
             row["w2"] = np.array([w2_grid(grid, pde["density"][i], th[b], sub=cfg.w2_sub)
                                   for b in range(cfg.w2_replicas)])
@@ -390,10 +407,13 @@ def plot(run_dir, coords=None) -> list[Path]:
     m = io.read_metrics(run_dir / io.METRICS)
     with np.load(run_dir / PDE_FILE) as z:
         pt, x, y, dens, prisk = z["t"], z["x"], z["y"], z["density"], z["risk"]
+    cfg = Config.from_mapping(io.load_run_config(run_dir)["config"])
     with np.load(run_dir / io.PARTICLES) as z:
-        st, Ns = z["t"], z["N_grid"]
+        st, Ns, ks = z["t"], z["N_grid"], z["step"]
         th = z[f"theta_N{Ns[-1]}"][:, 0]                                   # (S, N, 2)
         teacher = z["teacher_theta"]
+    keep = still_snapshots(st, ks, cfg)
+    st, th = st[keep], th[keep]
     idx = [int(np.argmin(np.abs(pt - t))) for t in st]
     fig, axes = plt.subplots(1, len(st), figsize=(2.6 * len(st), 2.8), dpi=120, squeeze=False)
     density_panels(fig, axes[0], (x, y), dens[idx], st, th, extra=teacher)

@@ -29,7 +29,7 @@ Particles: for every N of a geometric grid from ``N_min`` to ``N`` (``n_values``
 drift), free energy F_N = ½R(ρ_N) + τ Ĥ_N with R exact and Ĥ_N the Kozachenko–Leonenko
 1-NN estimate of ∫ρ log ρ with periodic distances (``meanfield.diagnostics.knn_entropy``,
 the notebook's estimator, with the sign of ∫ρ log ρ), every ``log_every`` steps; W2 to the grid density with the periodic
-ground cost at the snapshots (``save_every``).  Reference: the same F_N estimate for N i.i.d.
+ground cost every ``w2_every`` steps.  Reference: the same F_N estimate for N i.i.d.
 draws of the grid density at T (what sampling the limit would give, estimator bias included;
 the self-interaction term alone adds ≈ k(0)/(2N) = 7.6/N to ½R there).  Reported against N (log-log slopes, 95 %
 bootstrap intervals over seeds): the free-energy gap |F_N − F| averaged over the last quarter
@@ -66,7 +66,8 @@ from ..interact import evaluate
 from ..models import TorusMMD
 from ..pde import Grid2D, GridDD, knn_neg_entropy, w2_grid
 from .config import RunConfig, geometric_grid
-from .pde2d_teacher import density_panels, grid_plan, plot_fits, validate_n_grid, write_arrays
+from .pde2d_teacher import (density_panels, grid_plan, plot_fits, record_steps, still_snapshots,
+                            validate_n_grid, write_arrays)
 from .plan import Plan
 
 NAME = "pde2d-torus"
@@ -74,14 +75,16 @@ PDE_FILE = "pde.npz"
 PERIOD = 2 * math.pi
 
 SMALL = {"N": 200, "N_min": 20, "n_values": 3, "replicas": 4, "dt": 0.05, "steps": 200,
-         "log_every": 8, "save_every": 200, "checkpoint_every": 200, "cells": 24, "pde_cfl": 4.0,
+         "log_every": 8, "save_every": 4, "w2_every": 200, "checkpoint_every": 200, "cells": 24,
+         "pde_cfl": 4.0,
          "pde_dt_max": 0.1, "t_long": 30.0, "w2_replicas": 2, "n_boot": 300, "fit_t0": 1.0}
 
 
 @dataclass(frozen=True)
 class Config(RunConfig):
-    """See the module docstring.  ``save_every`` sets the snapshot (W2, picture) interval; a
-    checkpoint is written after every N (``checkpoint_every`` is not used); ``d`` is 2."""
+    """See the module docstring.  ``save_every`` sets the snapshot interval (51 snapshots by
+    default: the movie), ``w2_every`` the W2 interval (a multiple of ``log_every``; the still
+    figure shows the snapshots at those times); ``d`` is 2."""
 
     scale: str = "full"
     N: int = 2000
@@ -92,7 +95,8 @@ class Config(RunConfig):
     dt: float = 0.02
     steps: int = 2000
     log_every: int = 50
-    save_every: int = 1000
+    save_every: int = 40
+    w2_every: int = 1000
     checkpoint_every: int = 2000
     tau: float = 0.1
     xi: float = 0.5
@@ -185,7 +189,7 @@ def plan(cfg: Config) -> Plan:
     task = build_task(cfg)
     grid = Grid2D.torus(cfg.cells, PERIOD)
 
-    def measure(state, N, i, k, pde, snapshot):
+    def measure(state, N, i, k, pde, w2):
         th = state.theta.detach().double().cpu()
         R = evaluate(task, th, backend=cfg.backend).risk.numpy()            # (B,)
         H = knn_neg_entropy(th, period=PERIOD)                               # (B,)
@@ -193,7 +197,7 @@ def plan(cfg: Config) -> Plan:
         if not np.isfinite(F).all():
             raise DivergenceError(f"N={N}, step {k}: non-finite free energy; the step size is likely too large")
         row = {"step": k, "t": float(pde["t"][i]), "risk": R, "neg_entropy": H, "free_energy": F}
-        if snapshot:
+        if w2:
             wrapped = grid.wrap(th.numpy())
             row["w2"] = np.array([w2_grid(grid, pde["density"][i], wrapped[b], sub=cfg.w2_sub)
                                   for b in range(cfg.w2_replicas)])
@@ -272,9 +276,16 @@ def _particle_rate(F, t, win, r0, *, n_boot, seed):
     return {"rate": rate, "ci95": [float(ci.low), float(ci.high)]}
 
 
-def _write_results(cfg, ctx, done, pde, task, snaps_at):
+def _write_results(cfg, ctx, done, pde_all, task, snaps_at):
     out = ctx.out
     Ns = cfg.grid()
+    # the analysis uses the PDE at the metrics rows' times; pde.npz keeps every recorded time
+    # (the snapshots' too, for the movie)
+    rows_at, _ = record_steps(cfg)
+    row_t = np.array([float(f"{k * cfg.dt:.15g}") for k in rows_at])
+    sel = np.isin(np.asarray(pde_all["t"]), row_t)
+    pde = {k: (np.asarray(v)[sel] if k in ("t", "density", "risk", "free_energy", "mass",
+                                           "neg_entropy", "residual") else v) for k, v in pde_all.items()}
     t = np.asarray(pde["t"])
     Fg = np.asarray(pde["free_energy"])
     win, plat = _window(cfg, pde), _plateau(cfg, t)
@@ -330,7 +341,7 @@ def _write_results(cfg, ctx, done, pde, task, snaps_at):
                    "gibbs_residual_long": float(pde["residual_tail"][-1]),
                    "w2_quantisation_bound": Grid2D.torus(cfg.cells, PERIOD).quantisation(cfg.w2_sub)}}
     io.write_json(out / "fit.json", fit)
-    write_arrays(ctx, cfg, done, pde, task, snaps_at, ["x0", "x1"])
+    write_arrays(ctx, cfg, done, pde_all, task, snaps_at, ["x0", "x1"])
     return summary
 
 
@@ -348,10 +359,13 @@ def plot(run_dir, coords=None) -> list[Path]:
     with np.load(run_dir / PDE_FILE) as z:
         pt, x, y, dens, Fg = z["t"], z["x"], z["y"], z["density"], z["free_energy"]
         tt, Ft, F_inf = z["t_tail"], z["free_energy_tail"], float(z["F_inf"])
+    cfg = Config.from_mapping(io.load_run_config(run_dir)["config"])
     with np.load(run_dir / io.PARTICLES) as z:
-        st, Ns = z["t"], z["N_grid"]
+        st, Ns, ks = z["t"], z["N_grid"], z["step"]
         th = z[f"theta_N{Ns[-1]}"][:, 0]
         targets = z["targets"]
+    keep = still_snapshots(st, ks, cfg)
+    st, th = st[keep], th[keep]
     idx = [int(np.argmin(np.abs(pt - t))) for t in st]
     fig, axes = plt.subplots(1, len(st), figsize=(2.8 * len(st), 3.0), dpi=120, squeeze=False)
     density_panels(fig, axes[0], (x, y), dens[idx], st, th, extra=targets, period=PERIOD)

@@ -138,7 +138,8 @@ def plan(cfg: Config) -> Plan:
                                  "test_acc_seeds": [r["rows"][-1][f"test_acc_r{i}"] for i in range(R)],
                                  "train_loss": r["rows"][-1]["risk"], "test_loss": r["rows"][-1]["test_loss"]}
                for (L, M), r in res.items()}
-        arrays = snapshots_arrays(last["snaps"], last["layer"], model.param_names, model.arrays())
+        arrays = snapshots_arrays(last["snaps"], last["layer"], model.param_names,
+                                  {**model.arrays(), "data_X": Xte.numpy(), "data_Y": yte.numpy()})
         return write_outputs(ctx, arrays, {"experiment": NAME, "sizes": sz, "n_train": len(Xtr),
                                            "n_test": len(Xte), "final": acc})
 

@@ -13,7 +13,8 @@ compared with the reference (L_ref, M_ref):
 
 metrics.csv: one row per recorded step of every job, with columns task (index into
 ``tasks``), L, M, step, t, risk (mean over seeds) and risk_r<seed>.  results.json: the
-distances and fitted slopes.  particles.npz: snapshots of the first task's reference.
+distances and fitted slopes.  particles.npz: snapshots of the first task's reference, and its
+training data (data_X, data_Y) for the movie of the data transported through depth.
 
 Distances, per seed, to the reference trained from the same seed: the output distance
 sqrt(mean_k |f_{L,M}(x_k) − f_ref(x_k)|²) on n_test fresh test points after training, and
@@ -191,7 +192,9 @@ def plan(cfg: Config) -> Plan:
             out[task] = _analyse({(L, M): ctx.result(key(task, L, M)) for L, M in jobs}, sz, Lr, Mr)
         ref_snaps = ctx.result(key(cfg.task_list[0], Lr, Mr))["snaps"]
         ref_layer = (torch.arange(Lr, dtype=torch.float64) / Lr).repeat_interleave(Mr)
-        arrays = snapshots_arrays(ref_snaps, ref_layer, model.param_names, model.arrays())
+        X, Y, _, _ = make_task(cfg.task_list[0], cfg.d, sz["n_train"], sz["n_test"], cfg.task_seed)
+        arrays = snapshots_arrays(ref_snaps, ref_layer, model.param_names,
+                                  {**model.arrays(), "data_X": X.numpy(), "data_Y": Y.numpy()})
         return write_outputs(ctx, arrays, {"experiment": NAME, "sizes": sz, "tasks": out,
                                            "published": {"depth_slope": -1.0, "width_slope": -0.5}})
 

@@ -177,7 +177,12 @@ def plan(cfg: Config) -> Plan:
     def results(ctx):
         res = {job: ctx.result(key(*job)) for job in jobs}
         first = res[jobs[0]]
-        arrays = snapshots_arrays(first["snaps"], first["layer"], model.param_names, model.arrays())
+        ti, nu, delta = jobs[0]
+        X, Ys = separated_pairs(sz["n_pairs"], cfg.d, delta, generator=torch.Generator().manual_seed(cfg.task_seed),
+                                split=cfg.split)
+        arrays = snapshots_arrays(first["snaps"], first["layer"], model.param_names,
+                                  {**model.arrays(), "data_X": X.numpy(),
+                                   "data_Y": Ys[cfg.target_list[ti]].numpy()})
         return write_outputs(ctx, arrays, _analyse(cfg, sz, res))
 
     return Plan(phases=phases, results=results, threads=cfg.threads,

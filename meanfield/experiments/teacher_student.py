@@ -44,7 +44,7 @@ class Config(RunConfig):
     steps: int = 1000
     dt: float = 0.2
     log_every: int = 10
-    save_every: int = 100
+    save_every: int = 20          # 51 snapshots: a movie (meanfield animate) of ~2 MB of θ
     checkpoint_every: int = 250
     # task
     m0: int = 4
