@@ -73,7 +73,7 @@ fig.savefig(OUT / "pde_densities.png")
 
 # %%
 exp = get_experiment("mmn-isotropic")
-sets = ["scale=small"] + (["N=200", "steps=40000", "save_every=10000", "checkpoint_every=10000"]
+sets = ["scale=small"] + (["N=200", "steps=40000", "save_every=800", "checkpoint_every=10000"]
                           if SMALL else [])
 cfg = exp.Config.build(None, sets)
 run_dir = OUT / "run"
@@ -101,3 +101,22 @@ i4 = int(np.argmin(np.abs(m["t"] - 4.0)))
 assert abs(m["risk_pde"][i4] - sol.risk[4]) < 0.01, (m["risk_pde"][i4], sol.risk[4])
 assert sol.risk[-1] < 0.5 * sol.risk[0]
 assert (run_dir / "figures" / "histograms.png").exists()
+
+# %% [markdown]
+# ## The flow as a movie
+# The histogram of |w_i| slides along the PDE's density of |w|. `meanfield animate DIR` writes a run's movie (a GIF; `--what` picks the view);
+# `meanfield.plotting.animate(DIR)` returns it as a matplotlib animation, shown inline under
+# Jupyter (`anim.to_jshtml()`).
+
+# %%
+import sys  # noqa: E402
+
+from meanfield import plotting  # noqa: E402
+
+anim = plotting.animate(run_dir, frames=12 if SMALL else None, dpi=60)
+anim.save(OUT / "movie.gif", writer="pillow", fps=8)
+if "ipykernel" in sys.modules:                        # under Jupyter: show it inline
+    from IPython.display import HTML, display
+
+    display(HTML(anim.to_jshtml()))
+assert (OUT / "movie.gif").stat().st_size > 5000

@@ -385,3 +385,22 @@ last = runs[Ts[-1]]
 assert all(f["m_star"] is not None and f["m_star"] <= tfit["m_star"] for _, _, f in runs.values())
 assert (last[1]["success_frac"][ms >= m0] >= succ[m0]).all() and (last[1]["success_frac"][ms < m0] == 0).all()
 assert (OUT / "threshold.png").stat().st_size > 5000
+
+# %% [markdown]
+# ## The flow as a movie
+# The particles |a_i| w_i converge onto the teacher's rays, their recent paths fading. `meanfield animate DIR` writes a run's movie (a GIF; `--what` picks the view);
+# `meanfield.plotting.animate(DIR)` returns it as a matplotlib animation, shown inline under
+# Jupyter (`anim.to_jshtml()`).
+
+# %%
+import sys  # noqa: E402
+
+from meanfield import plotting  # noqa: E402
+
+anim = plotting.animate(relu_dir, what="plane", frames=12 if SMALL else None, dpi=60)
+anim.save(OUT / "movie.gif", writer="pillow", fps=8)
+if "ipykernel" in sys.modules:                        # under Jupyter: show it inline
+    from IPython.display import HTML, display
+
+    display(HTML(anim.to_jshtml()))
+assert (OUT / "movie.gif").stat().st_size > 5000

@@ -253,3 +253,22 @@ for task, f in fits.items():
     assert -2.0 < f["depth"] < -0.8 and 0.8 < f["depth_corr"] < 1.4, (task, f)
     assert -0.8 < f["width"] < -0.3 and 0.3 < f["width_corr"] < 0.8, (task, f)
 assert (run_dir / "figures" / "limits.png").exists()
+
+# %% [markdown]
+# ## The flow as a movie
+# The data points transported through the trained reference ResNet, the layer coordinate s as time. `meanfield animate DIR` writes a run's movie (a GIF; `--what` picks the view);
+# `meanfield.plotting.animate(DIR)` returns it as a matplotlib animation, shown inline under
+# Jupyter (`anim.to_jshtml()`).
+
+# %%
+import sys  # noqa: E402
+
+from meanfield import plotting  # noqa: E402
+
+anim = plotting.animate(run_dir, frames=12 if SMALL else None, dpi=60)
+anim.save(OUT / "movie.gif", writer="pillow", fps=8)
+if "ipykernel" in sys.modules:                        # under Jupyter: show it inline
+    from IPython.display import HTML, display
+
+    display(HTML(anim.to_jshtml()))
+assert (OUT / "movie.gif").stat().st_size > 5000

@@ -17,14 +17,14 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
 # figures each notebook must produce (under $MEANFIELD_NOTEBOOK_OUT/<notebook name>/)
 FIGURES = {
-    "01_quickstart": ["risk.png", "particles.png"],
-    "02_mmn_pde": ["pde_densities.png", "run/figures/risk.png", "run/figures/histograms.png"],
+    "01_quickstart": ["risk.png", "particles.png", "movie.gif"],
+    "02_mmn_pde": ["pde_densities.png", "run/figures/risk.png", "run/figures/histograms.png", "movie.gif"],
     "03_n_dependence": ["n_dependence.png", "run/figures/n_scaling.png"],
-    "04_chizat_bach": ["relu2d_trajectories.png", "relu2d_risk.png", "threshold.png"],
+    "04_chizat_bach": ["relu2d_trajectories.png", "relu2d_risk.png", "threshold.png", "movie.gif"],
     "05_langevin": ["pde_gibbs.png", "pde_free_energy.png", "torus_free_energy.png",
                     "torus_annealing.png", "run/figures/free_energy.png", "run/figures/annealing.png",
                     "run/figures/particles.png"],
-    "06_resnet_cot": ["training.png", "limits.png", "run/figures/limits.png"],
+    "06_resnet_cot": ["training.png", "limits.png", "run/figures/limits.png", "movie.gif"],
     "07_rkhs_resnet": ["rkhs_kernel.png", "rkhs_training.png", "obstruction_matrix.png",
                        "obstruction_resnet.png", "rkhs/figures/training.png",
                        "linear-obstruction-d3/figures/obstruction.png"],
