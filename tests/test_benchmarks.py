@@ -158,3 +158,15 @@ def test_no_compiler_falls_back_with_one_warning(monkeypatch, gen, rel_err):
     assert len(rec) == 1
     S0, G0 = NumpyBackend().kernel_sum(kern, unit, x.double(), x.double(), c.double())
     assert rel_err(G, G0) < 1e-5
+
+
+def test_movies_benchmark_tiny(tmp_path):
+    from benchmarks import movies as bm
+
+    out = tmp_path / "m.json"
+    payload = bm.main(["--n", "50", "--frames", "6", "--repeat", "1", "--dpi", "30", "--views", "cloud",
+                       "--json", str(out), "--quiet"])
+    [row] = json.loads(out.read_text())["results"]
+    assert row["view"] == "cloud" and row["frames"] == 6 and row["N"] == 50
+    assert row["median_s"] > 0 and row["s_per_frame"] == pytest.approx(row["median_s"] / 6)
+    assert payload["results"][0]["meets_goal"] == (row["median_s"] < 30)
