@@ -398,9 +398,14 @@ def execute(exp, cfg, plan, out, ck=None, *, progress: bool = True, comm=None) -
                 "phase": key, "step": steps_in_phase, "steps": cfg.steps if steps is None else steps,
                 "finished": finished}
         if writer:
+            kept = done
+            if finished and "steps" not in cfg.resume_mutable:
+                # a finished run that cannot be extended needs no snapshots to resume: they
+                # are in particles.npz (keeps the run directory at one copy of them)
+                kept = {k: {**e, "snaps": []} for k, e in done.items()}
             io.save_checkpoint(out / io.CHECKPOINT, {
                 "format": CHECKPOINT_FORMAT, "experiment": exp.NAME, "config": cfg.to_dict(),
-                "shared": shared, "done": done, "current": cur, "progress": prog,
+                "shared": shared, "done": kept, "current": cur, "progress": prog,
                 "finished": finished, "summary": summary})
             rows = [r for e in done.values() for r in e["rows"]] + (cur["rows"] if cur else [])
             if not finished:

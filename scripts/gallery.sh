@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Regenerate the README gallery: run each reproduction in the mode shown in the README and copy
-# its figures to docs/gallery/<experiment>-<figure>.png.  `make gallery` calls this.
+# Regenerate the README gallery: run each reproduction in the mode shown in the README, copy
+# its figures to docs/gallery/<experiment>-<figure>.png and write its movie to
+# docs/gallery/<experiment>.gif (`meanfield animate`).  `make gallery` calls this.
 # Usage: scripts/gallery.sh [EXPERIMENT ...]   (default: all of them; long: tens of minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +42,10 @@ for row in "${GALLERY[@]}"; do
   for f in $figs; do
     cp "$out/figures/$f" "docs/gallery/$name-$f"
   done
+  # the movie of the flow (README gallery: at most 50 frames, small enough for the page)
+  if [ "$name" != "cb-threshold" ] && [ "$name" != "linear-obstruction" ]; then
+    "$MF" animate "$out" --out "docs/gallery/$name.gif" --frames 50 --dpi 60 --no-progress >/dev/null
+  fi
 done
 if [ ${#want[@]} -eq 0 ] || [[ " ${want[*]} " =~ " sweep " ]]; then
   out="$RUNS/sweep-n"

@@ -167,11 +167,14 @@ def plan(cfg: Config) -> Plan:
 
             out.append(Phase(key=keys[N], build=lambda N=N: build(cfg, N)[1:], measure=measure,
                              chunked=True, snapshot_steps=None if N == cfg.grid()[-1] else (),
-                             generators={"eval": eval_gen}))
+                             snapshots=N == cfg.grid()[-1], generators={"eval": eval_gen},
+                             # the movie shows one system: replica 0 (5000 × 20 × 51 floats, 20 MB)
+                             snapshot=lambda s: s.theta[:1].detach().cpu().clone(),
+                             finish=lambda dyn, st, rec: {"theta": st.theta.detach().cpu().clone()}))
         return out
 
     def results(ctx):
-        done = {N: {"series": ctx.done[k]["rows"], "theta": ctx.done[k]["snaps"][-1][2]}
+        done = {N: {"series": ctx.done[k]["rows"], "theta": ctx.done[k]["result"]["theta"]}
                 for N, k in keys.items()}
         z = ctx.shared["pde"]
         grid = RadialGrid(float(z["r_max"]), int(z["cells"]))
