@@ -78,7 +78,7 @@ def test_teacher_particles_approach_the_grid_pde(teacher):
     for f in ("density.png", "rates.png"):
         assert (out / io.FIGURES / f).stat().st_size > 10_000
     with np.load(out / io.PARTICLES) as z:
-        assert z["theta_N200"].shape == (51, 8, 200, 2) and z["t"][0] == 0.0 and z["t"][-1] == 5.0
+        assert z["theta"].shape == (51, 8, 200, 2) and z["t"][0] == 0.0 and z["t"][-1] == 5.0
     with np.load(out / "pde.npz") as z:
         assert z["density"].shape[1:] == (32, 32) and z["density"].min() >= 0
 

@@ -33,12 +33,13 @@ Defaults (full mode): N from 20 to 2000 (5 values), 8 seeds, dt = 0.02, T = 20 (
 21 000 and the run several times longer).  Euler's time-step bias in the particles' risk
 at T, measured at N = 2000: 1.5·10⁻⁵ between dt = 0.05 and 0.02 (2.5·10⁻⁵ between 0.1 and
 0.05).  ``scale=small``: N from 20 to 200 (3 values), 8 seeds, T = 5, 32² cells.  Outputs: metrics.csv (per N and recorded t: seed-mean risk and s.e., risk_pde, the
-seed-mean |gap|, w2 at snapshots), summary.csv (per N), fit.json (slopes, intervals, the
+seed-mean |gap|, w2 every w2_every steps), summary.csv (per N), fit.json (slopes, intervals, the
 PDE's time stepping, mass error and outflow, grid error, W2 quantisation bound), pde.npz
-(t, cell centres, density [T, nx, ny], risk, mass, mass_out), particles.npz (snapshots per
-N: ``theta_N<N>`` [S, B, N, 2] at t [S]), figures density.png (grid density with the
-particles of the largest N overlaid at the snapshot times) and rates.png.  Resumable:
-finished N values are kept in the checkpoint and skipped; the PDE is solved once.
+(t, cell centres, density [T, nx, ny], risk, mass, mass_out), particles.npz (51 snapshots per
+N by default, the runner's layout: ``theta`` [S, B, N_max, 2] at t [S] for the largest N,
+``phase<j>_theta`` for the others), figures density.png (grid density with the particles of
+the largest N overlaid at the W2 times) and rates.png; ``meanfield animate`` makes the movie.
+Resumable: finished N values are kept in the checkpoint and skipped; the PDE is solved once.
 """
 from __future__ import annotations
 
@@ -383,14 +384,14 @@ def _write_results(cfg, ctx, done, pde, task, steps, snaps_at):
 
 def write_arrays(ctx, cfg, done, pde, task, snaps_at, param_names):
     """pde.npz (every array of the PDE record) and particles.npz (the runner's snapshot
-    layout, snapshot times t [S], param_names, N_grid, the task's arrays, and ``theta_N<N>``
-    [S, B, N, 2] per N)."""
+    layout — t [S], step [S], theta [S, B, N_max, 2] for the largest N, phase<j>_theta for the
+    others —, param_names, N_grid and the task's arrays)."""
     out = ctx.out
     io.write_npz(out / PDE_FILE, {k: np.asarray(v) for k, v in pde.items()})
     Ns = cfg.grid()
     arrays = snapshot_arrays(ctx.done, primary=f"N={Ns[-1]}")      # t [S]: the snapshot times
     arrays.update({"param_names": np.array(param_names), "N_grid": np.array(Ns), **task.arrays()})
-    arrays.update({f"theta_N{N}": np.stack([done[N]["snapshots"][k] for k in snaps_at]) for N in Ns})
+    # every N's snapshots are in the runner's layout (theta: the largest N; phase<j>_theta)
     io.write_npz(out / io.PARTICLES, arrays)
 
 
@@ -410,7 +411,7 @@ def plot(run_dir, coords=None) -> list[Path]:
     cfg = Config.from_mapping(io.load_run_config(run_dir)["config"])
     with np.load(run_dir / io.PARTICLES) as z:
         st, Ns, ks = z["t"], z["N_grid"], z["step"]
-        th = z[f"theta_N{Ns[-1]}"][:, 0]                                   # (S, N, 2)
+        th = z["theta"][:, 0]                                   # (S, N, 2): the largest N, seed 0
         teacher = z["teacher_theta"]
     keep = still_snapshots(st, ks, cfg)
     st, th = st[keep], th[keep]

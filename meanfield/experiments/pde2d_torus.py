@@ -362,7 +362,7 @@ def plot(run_dir, coords=None) -> list[Path]:
     cfg = Config.from_mapping(io.load_run_config(run_dir)["config"])
     with np.load(run_dir / io.PARTICLES) as z:
         st, Ns, ks = z["t"], z["N_grid"], z["step"]
-        th = z[f"theta_N{Ns[-1]}"][:, 0]
+        th = z["theta"][:, 0]
         targets = z["targets"]
     keep = still_snapshots(st, ks, cfg)
     st, th = st[keep], th[keep]
