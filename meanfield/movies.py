@@ -247,9 +247,7 @@ def _radial(run: Run, idx, plt):
         bars = ax.stairs(counts, bins, fill=True, color=f"C{L}", alpha=0.45, label="particles")
         kp = int(np.argmin(np.abs(pt - snaps["t"][idx[0]])))
         curve = ax.stairs(dens[L, kp], faces, color="k", lw=1.3, label="PDE")
-        top = max(float(np.max(dens[L])), max(np.histogram(v, bins=bins, density=True)[0].max() for v in radii[b]))
         ax.set_xlim(0, rmax)
-        ax.set_ylim(0, 1.1 * min(top, 4 * float(np.percentile(dens[L][dens[L] > 0], 99)) + 1e-12) or 1)
         ax.set_xlabel("|w|")
         ax.set_ylabel("density")
         ax.legend(frameon=False, fontsize=7)
@@ -257,6 +255,7 @@ def _radial(run: Run, idx, plt):
         artists.append((ax, b, L, bars, curve))
     title = fig.suptitle("", fontsize=9)
     fig.tight_layout()
+    bulk_bins, bulk_r = bins[:-1] > 0.1 * rmax, r > 0.1 * rmax
 
     def update(i):
         k = idx[i]
@@ -265,6 +264,10 @@ def _radial(run: Run, idx, plt):
             counts, _ = np.histogram(radii[b][i], bins=bins, density=True)
             bars.set_data(counts, bins)
             curve.set_data(dens[L, kp], faces)
+            # the vertical scale of this frame's bulk: a spike of units at |w| ≈ 0 (a collapse
+            # onto w = 0) runs off the top rather than flattening the rest
+            top = max(float(counts[bulk_bins].max(initial=0)), float(dens[L, kp][bulk_r].max(initial=0)))
+            ax.set_ylim(0, 1.25 * top if top > 0 else 1.0)
         title.set_text(f"{run.experiment} ({snaps['phase']}): |w| at t = {snaps['t'][k]:.4g} "
                        f"(PDE at t = {pt[kp]:.4g})")
         return ()
