@@ -74,8 +74,8 @@ class MMNConfig(RunConfig):
     _schedule_fields = ("xi", "beta")
     _choices = {"scale": ("full", "small"), "pde_d": ("finite", "inf")}
     shardable = True
-    # precision of the particle snapshots in particles.npz (the checkpoint keeps float32/64)
-    snapshot_dtype: typing.ClassVar[str] = "float32"
+    # particles kept per replica in each snapshot of particles.npz (None: all of them)
+    snapshot_particles: typing.ClassVar[int | None] = None
     # the PDE reference is recorded at the run's k·dt: only cadences that keep those times
     resume_mutable = ("checkpoint_every", "backend", "shards", "shard_timeout")
 
@@ -248,9 +248,9 @@ def plan_mmn(cfg: MMNConfig) -> Plan:
 
         phase = simulation_phase(cfg, lambda: build(cfg)[1:], n_mc=cfg.n_mc, risk_inf=None,
                                  extra=pde_columns, chunked=True)
-        if cfg.snapshot_dtype != "float32":
-            dt = getattr(torch, cfg.snapshot_dtype)
-            phase.snapshot = lambda s: s.theta.detach().cpu().to(dt)
+        if cfg.snapshot_particles is not None:
+            n = cfg.snapshot_particles
+            phase.snapshot = lambda s: s.theta[:, :n].detach().cpu().clone()
         return [phase]
 
     unit = Unit(cfg.d, cfg.activation(), output_weight=False)
@@ -289,6 +289,7 @@ def plot(run_dir, coords=None) -> list[Path]:
     if theta.ndim == 3:
         theta = theta[:, None]                                               # (K, B, N, D)
     B = theta.shape[1]
+    n_run = io.load_run_config(run_dir)["config"]["N"]
     labels = [f" (κ = {kappa[i]:g})" if len(kappa) > 1 else "" for i in index]
     plt = _plt()
 
@@ -297,7 +298,7 @@ def plot(run_dir, coords=None) -> list[Path]:
         key = f"risk_r{b}" if B > 1 else "risk"
         c = f"C{int(index[b])}"
         ax.plot(m["t"], m[key], "o", ms=3, color=c, alpha=0.8,
-                label=f"SGD, N = {theta.shape[2]}{labels[b]}" if b == list(index).index(index[b]) else None)
+                label=f"SGD, N = {n_run}{labels[b]}" if b == list(index).index(index[b]) else None)
     if B == 1 and "risk_se" in m:
         ax.errorbar(m["t"], m["risk"], yerr=2 * m["risk_se"], fmt="none", color="C0", alpha=0.5)
     for law in range(prisk.shape[0]):
