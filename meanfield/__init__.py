@@ -3,6 +3,10 @@
 Rooms: ``models`` (WHAT is minimised), ``interact`` (HOW pairwise sums are computed),
 ``dynamics`` (HOW particles move); ``diagnostics`` beside them; ``experiments``, ``io``,
 ``plotting`` and ``cli`` on top.  Conventions: DESIGN.md §1 (risk without ½, MMN time).
+
+``to_module`` / ``from_module`` here are the two-layer torch bridge
+(``meanfield.models.twolayer_torch``); the ResNet bridge of the same names is
+``meanfield.models.resnet_torch``.
 """
 __version__ = "0.1.0"
 
@@ -13,9 +17,11 @@ from .models import (ConfiningPotential, FiniteDataset, IsotropicGaussians,  # n
 from .interact import evaluate, get_backend  # noqa: E402
 from .dynamics import (ParticleDynamics, gradient_flow, langevin, minibatch_sgd,  # noqa: E402
                        online_sgd)
+# the two-layer torch bridge (ResNets: meanfield.models.resnet_torch.to_module/from_module)
+from .models.twolayer_torch import TwoLayerModule, from_module, to_module  # noqa: E402
 from . import diagnostics  # noqa: E402
 
 __all__ = ["ConfigError", "DivergenceError", "ParticleMeasure", "ConfiningPotential",
            "FiniteDataset", "IsotropicGaussians", "TeacherStudent", "Unit", "evaluate",
            "get_backend", "ParticleDynamics", "gradient_flow", "langevin", "minibatch_sgd",
-           "online_sgd", "diagnostics", "__version__"]
+           "online_sgd", "TwoLayerModule", "to_module", "from_module", "diagnostics", "__version__"]

@@ -4,6 +4,8 @@ Shapes: θ [B, N, D] or [N, D]; weights [N] / [B, N] / None (uniform).
 """
 from __future__ import annotations
 
+from typing import NamedTuple, Optional
+
 import numpy as np
 import torch
 
@@ -12,15 +14,35 @@ from .interact import evaluate
 from .models.tasks import Task, as_batched, as_weights
 
 
+class RiskEstimate(NamedTuple):
+    """What :func:`risk` returns: a named pair (value, se) — ``value`` R(ρ_N) per replica [B],
+    ``se`` its standard error [B], or None when the value is exact.  Unpacks as
+    ``value, se = risk(...)``; ``risk(...)[0]`` is the value."""
+
+    value: torch.Tensor
+    se: Optional[torch.Tensor]
+
+
 def risk(task: Task, theta, weights=None, *, backend="auto", n_mc: int | None = None,
-         generator: torch.Generator | None = None):
-    """R(ρ_N) per replica [B] and its standard error [B] (None when exact).
+         generator: torch.Generator | None = None) -> RiskEstimate:
+    """The pair (value, se): R(ρ_N) per replica [B] and its standard error [B] (None when
+    exact), as a :class:`RiskEstimate` (``.value``, ``.se``; ``[0]`` is the value).
 
     Exact for closed-form tasks and finite datasets; otherwise a Monte Carlo estimate
-    (1/n) Σ_k (y_k − f(x_k))² over ``n_mc`` fresh samples, with standard error sd/√n.
+    (1/n) Σ_k ℓ(y_k, f(x_k)) (squared loss: (y_k − f(x_k))²) over ``n_mc`` fresh samples,
+    with standard error sd/√n.
     """
     pot = evaluate(task, theta, weights, backend=backend, n_mc=n_mc, generator=generator)
-    return pot.risk, pot.risk_se
+    return RiskEstimate(pot.risk, pot.risk_se)
+
+
+def margin(task, theta, weights=None) -> torch.Tensor:
+    """The normalised margin min_k y_k f(x_k; ρ_N) / ∫|θ|^L dρ_N per replica [B] of a
+    finite dataset with labels ±1 and an L-homogeneous unit (L = 2: ReLU with output weight,
+    Chizat–Bach 2020); see :meth:`meanfield.FiniteDataset.margin`."""
+    if not hasattr(task, "margin"):
+        raise ConfigError(f"the margin is defined on a finite dataset, not on task {task.name!r}")
+    return task.margin(theta, weights)
 
 
 def velocity_sq_norm(velocity: torch.Tensor, weights=None) -> torch.Tensor:

@@ -59,7 +59,8 @@ for _ in range(STEPS):
     state, info = flow.step(state)
     ts.append(state.t - DT)
     risks.append(float(info.potential.risk[0]))          # R at θ_k, exact
-final = float(diagnostics.risk(task, state.theta)[0][0])
+value, se = diagnostics.risk(task, state.theta)     # R per replica [B] and its s.e. (None: exact)
+final = float(value[0])
 print(f"t = {state.t:g}: R = {risks[0]:.4f} -> {final:.2e}")
 
 # %%
@@ -75,7 +76,7 @@ fig.savefig(OUT / "risk.png")
 # Plot (|w_i|, a_i) at the end, and the teacher's units as stars.
 
 # %%
-th = state.theta[0]
+th = state.theta                                    # [N, D]: the state keeps rho0's layout
 r, a = th[:, 1:].norm(dim=-1), th[:, 0]
 cos = (th[:, 1:] / r[:, None]) @ task.teacher_theta[:, 1:].T.to(th.dtype)        # [N, m0]
 fig, ax = plt.subplots(figsize=(5, 3.5))

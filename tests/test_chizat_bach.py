@@ -43,7 +43,7 @@ def test_one_step_is_chizats_m_scaled_update(gen):
     dyn = gradient_flow(task, dt=eta / 2, lam=2 * lam_cb, backend="torch")
     ours, _ = dyn.step(dyn.init(theta, seed=0))
     # float64 throughout: agreement to rounding (measured 1e-16)
-    torch.testing.assert_close(ours.theta[0], theirs, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(ours.theta, theirs, rtol=1e-12, atol=1e-14)
 
 
 def test_relu2d_small_mode_has_a_failing_case_and_converging_particles(relu2d_run):

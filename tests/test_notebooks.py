@@ -28,6 +28,7 @@ FIGURES = {
     "07_rkhs_resnet": ["rkhs_kernel.png", "rkhs_training.png", "obstruction_matrix.png",
                        "obstruction_resnet.png", "rkhs/figures/training.png",
                        "linear-obstruction-d3/figures/obstruction.png"],
+    "08_your_network": ["units.png", "training.png", "n_sweep.png"],
 }
 BUDGET_S = 240          # per notebook, in small mode
 PARALLEL = 2
@@ -35,7 +36,7 @@ PARALLEL = 2
 
 def test_every_notebook_has_a_figure_list():
     assert {p.stem for p in NOTEBOOKS} <= set(FIGURES), "add the new notebook to FIGURES"
-    assert len(NOTEBOOKS) >= 7
+    assert len(NOTEBOOKS) >= 8
 
 
 def _run(path, out):

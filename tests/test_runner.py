@@ -41,6 +41,7 @@ TINY = {
                     "checkpoint_every=5"],
     "resnet-digits": ["scale=small", "steps=10", "log_every=5", "save_every=5", "checkpoint_every=5"],
     "linear-obstruction": ["scale=small", "log_every=20", "save_every=100", "checkpoint_every=100"],
+    "dataset": ["scale=small", "steps=20", "log_every=5", "save_every=10", "checkpoint_every=10"],
 }
 
 

@@ -259,6 +259,8 @@ def unsupported(dyn, state) -> str | None:
         return "only online SGD (drift='sgd', batch_size=1)"
     if getattr(task, "unit", None) is None:
         return "the task has no unit"
+    if getattr(task, "loss", "squared") != "squared":
+        return f"the compiled loop is written for the squared loss, the task uses the {task.loss} loss"
     th = state.theta
     if th.device.type != "cpu" or th.dtype not in (torch.float32, torch.float64):
         return "CPU float32/float64 particles only"

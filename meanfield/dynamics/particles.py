@@ -16,6 +16,10 @@ where g_i estimates ∇_θΨ(θ_i; ρ_N) and ζ_i ~ N(0, I):
 β = ∞ switches the noise off (no entropy); finite β is noisy SGD / mean-field Langevin,
 whose fixed points are the Gibbs measures ρ ∝ exp(−β Ψ_λ(·; ρ)).  B replicas (independent
 systems, each with its own samples and noise) advance together in θ [B, N, D].
+
+Shapes: a state keeps the caller's layout — started from θ [N, D] (or a ParticleMeasure with
+positions [N, D]) its ``theta`` stays [N, D]; from [B, N, D] it stays [B, N, D].  Potentials
+(``StepInfo.potential``, :meth:`ParticleDynamics.potential`) are always batched ([B, N] …).
 """
 from __future__ import annotations
 
@@ -57,7 +61,8 @@ class ParticleState:
             raise ConfigError("per-replica weights cannot form one ParticleMeasure; "
                               "use state.theta and state.weights directly")
         w = None if self.weights is None else self.weights[0]
-        return ParticleMeasure(self.theta if self.theta.shape[0] > 1 else self.theta[0],
+        th = self.theta
+        return ParticleMeasure(th if th.dim() == 2 or th.shape[0] > 1 else th[0],
                                weights=w, param_names=param_names)
 
     def state_dict(self) -> dict:
@@ -99,6 +104,9 @@ class ParticleDynamics:
     beta : inverse temperature β(t) (number, ``inf`` or schedule spec).
     lam : L2 strength λ in Ψ_λ = Ψ + (λ/2)|θ|².
     backend : interaction backend for population drift ("auto", "numpy", "torch", "keops").
+
+    ``deterministic`` is True when nothing random happens (population drift, β = ∞ at all
+    times): :meth:`init` then needs no generator or seed.
     """
 
     def __init__(self, task: Task, *, dt: float, drift: str = "population", batch_size: int = 1,
@@ -110,9 +118,8 @@ class ParticleDynamics:
         if drift not in DRIFTS:
             raise ConfigError(f"unknown drift {drift!r}; choose one of {list(DRIFTS)}")
         if drift == "population" and not task.has_population:
-            act = f" with activation {task.unit.activation.name!r}" if task.unit else ""
-            raise ConfigError(f"task {task.name!r}{act} has no exact population gradient; "
-                              "use drift='sgd'")
+            raise ConfigError(f"task {task.name!r} has no exact population gradient: "
+                              f"{task.population_reason()}; use drift='sgd'")
         self.drift = drift
         self.batch_size = check_positive_int("batch_size", batch_size)
         self.xi = as_schedule(xi, "xi")
@@ -122,22 +129,34 @@ class ParticleDynamics:
         get_backend(backend) if backend != "auto" else None  # validate the name now
 
     # ------------------------------------------------------------------------------
+    @property
+    def deterministic(self) -> bool:
+        """Whether a step draws no random number: population drift and β(t) = ∞ for all t
+        (a constant-∞ schedule)."""
+        return (self.drift == "population" and self.beta.is_constant
+                and self.beta.params[0] == math.inf)
+
     def init(self, theta, *, generator: torch.Generator | None = None, seed: int | None = None,
              weights=None) -> ParticleState:
-        """Initial state from θ [N, D] / [B, N, D] or a ParticleMeasure.
+        """Initial state from θ [N, D] / [B, N, D] or a ParticleMeasure; the state's ``theta``
+        keeps that layout ([N, D] stays [N, D]).
 
-        Pass a ``generator`` (used from now on) or a ``seed`` (a new CPU generator)."""
+        Pass a ``generator`` (used from now on) or a ``seed`` (a new generator on θ's
+        device).  A :attr:`deterministic` dynamics (noiseless population GD) needs neither:
+        it gets a generator seeded with 0 that it never draws from."""
         if isinstance(theta, ParticleMeasure):
             weights = theta.weights if weights is None else weights
-            theta = theta.batched
+            theta = theta.positions
+        flat = isinstance(theta, torch.Tensor) and theta.dim() == 2
         theta = as_batched(theta)
         self.task.check_theta(theta)
         if not torch.isfinite(theta).all():
             raise ConfigError("initial particle positions contain non-finite values")
         if generator is None:
-            if seed is None:
-                raise ConfigError("pass a generator or a seed: randomness lives in the state")
-            generator = torch.Generator(device=theta.device).manual_seed(int(seed))
+            if seed is None and not self.deterministic:
+                raise ConfigError("pass a generator or a seed: this dynamics draws random numbers "
+                                  "(SGD samples or Langevin noise) and randomness lives in the state")
+            generator = torch.Generator(device=theta.device).manual_seed(int(seed or 0))
         w = None
         if weights is not None:
             w = as_weights(weights, theta)                   # (1 or B, N)
@@ -145,24 +164,32 @@ class ParticleDynamics:
                 raise ConfigError("weights must be finite and non-negative")
             if (w.sum(-1) - 1).abs().max() > 1e-6:
                 raise ConfigError(f"weights must sum to 1 (per replica), got {w.sum(-1).tolist()}")
-        return ParticleState(theta.clone(), w, 0, 0.0, generator)
+        return ParticleState((theta[0] if flat else theta).clone(), w, 0, 0.0, generator)
 
     def potential(self, state: ParticleState) -> Potential:
-        """The drift estimate at the current positions (exact, or from a fresh batch)."""
+        """The drift estimate at the current positions (exact, or from a fresh batch);
+        batched ([B, N], [B, N, D], [B]) whatever the state's layout."""
+        theta = as_batched(state.theta)
         if self.drift == "population":
-            return evaluate(self.task, state.theta, state.weights, backend=self.backend)
+            return evaluate(self.task, theta, state.weights, backend=self.backend)
         x, y = self.task.sample(self.batch_size, generator=state.generator,
-                                batch=state.theta.shape[0], dtype=state.theta.dtype,
-                                device=state.theta.device)
-        return self.task.sample_potential(state.theta, state.weights, x, y)
+                                batch=theta.shape[0], dtype=theta.dtype,
+                                device=theta.device)
+        return self.task.sample_potential(theta, state.weights, x, y)
 
     def velocity(self, state: ParticleState, potential: Potential | None = None) -> torch.Tensor:
-        """Deterministic velocity v_i = −2 ξ(t) (∇Ψ(θ_i) + λθ_i), [B, N, D]."""
+        """Deterministic velocity v_i = −2 ξ(t) (∇Ψ(θ_i) + λθ_i), in the state's layout
+        ([B, N, D], or [N, D] for a state started from [N, D])."""
         pot = potential if potential is not None else self.potential(state)
-        return -2.0 * self.xi(state.t) * (pot.grad + self.lam * state.theta)
+        v = -2.0 * self.xi(state.t) * (pot.grad + self.lam * as_batched(state.theta))
+        return v[0] if state.theta.dim() == 2 else v
 
     def step(self, state: ParticleState, *, dt: float | None = None) -> tuple[ParticleState, StepInfo]:
-        """One Euler–Maruyama step; returns the new state and what the step saw at θ_k."""
+        """One Euler–Maruyama step; returns the new state (in the layout of ``state``) and
+        what the step saw at θ_k."""
+        if state.theta.dim() == 2:                          # the caller's [N, D] layout
+            new, info = self.step(replace(state, theta=state.theta.unsqueeze(0)), dt=dt)
+            return replace(new, theta=new.theta[0]), info
         dt = self.dt if dt is None else check_finite_float("dt", dt, positive=True)
         pot = self.potential(state)
         s = dt * self.xi(state.t)
@@ -203,6 +230,9 @@ class ParticleDynamics:
         ``fast=False`` forces the step loop; ``fast=True`` raises if the fast path is unavailable.
         """
         steps = check_positive_int("steps", steps, allow_zero=True)
+        if state.theta.dim() == 2:                          # the caller's [N, D] layout
+            new = self.run(replace(state, theta=state.theta.unsqueeze(0)), steps, fast=fast)
+            return replace(new, theta=new.theta[0])
         # --- fast online-SGD hook (meanfield.dynamics.fast_sgd) -------------------------
         if fast is not False and steps > 0 and self.drift == "sgd":
             from . import fast_sgd
@@ -218,21 +248,78 @@ class ParticleDynamics:
         return state
 
 
+_LAM_DOC = """
+    lam : float ≥ 0 — L2 strength λ: the particles minimise Ψ_λ = Ψ + (λ/2)|θ|², i.e. the
+        free energy ½R + (λ/2)∫|θ|² dρ (− β⁻¹H(ρ) with noise); default 0."""
+_COMMON_DOC = """
+    xi : number or schedule spec — step-size schedule ξ(t), s_k = dt·ξ(t_k); default 1.
+    backend : "auto" | "numpy" | "torch" | "keops" — how exact pair sums are computed.
+    (:class:`ParticleDynamics` lists every keyword.)
+
+    Returns a :class:`ParticleDynamics`: ``state = dyn.init(θ, generator=g)`` with θ [N, D],
+    [B, N, D] or a ParticleMeasure (the state keeps θ's layout), then
+    ``state, info = dyn.step(state)`` or ``state = dyn.run(state, steps)``.
+"""
+
+
 def gradient_flow(task, *, dt, **kw) -> ParticleDynamics:
-    """Wasserstein gradient descent on the population risk (β = ∞)."""
+    """Wasserstein gradient descent on the population risk (β = ∞, no noise):
+
+        θ_i ← θ_i − 2 dt ξ(t_k) (∇Ψ(θ_i; ρ_N) + λ θ_i),    t_{k+1} = t_k + dt,
+
+    with the exact ∇Ψ (closed-form teacher–student, or a finite dataset's full batch: there
+    one step is one full-batch SGD step with learning rate N·dt on the module of
+    ``mf.to_module``).  Nothing is random: ``init`` needs no generator.
+
+    dt : time step on the MMN time axis (t_k = k·dt).
+    Keywords (optional):"""
     return ParticleDynamics(task, dt=dt, drift="population", **kw)
 
 
 def langevin(task, *, dt, beta, lam=0.0, **kw) -> ParticleDynamics:
-    """Mean-field Langevin dynamics: population drift plus noise sqrt(4 s/β) (β may be annealed)."""
+    """Mean-field Langevin dynamics (noisy gradient descent on the exact potential):
+
+        θ_i ← θ_i − 2 s_k (∇Ψ(θ_i; ρ_N) + λ θ_i) + sqrt(4 s_k / β(t_k)) ζ_i,   ζ_i ~ N(0, I),
+
+    s_k = dt ξ(t_k): the particle discretisation of ∂_t ρ = 2ξ∇·(ρ∇Ψ_λ) + 2ξβ⁻¹Δρ, the
+    Wasserstein gradient flow of the free energy F_β(ρ) = ½R(ρ) + (λ/2)∫|θ|² dρ − β⁻¹H(ρ)
+    (H the differential entropy), whose fixed points are the Gibbs measures
+    ρ ∝ exp(−β Ψ_λ(·; ρ)).  Chizat (2022) writes τ = 1/β.  The experiments log F_β and H
+    along a run (``free_energy`` and ``entropy`` columns of metrics.csv).
+
+    dt : time step on the MMN time axis (t_k = k·dt).
+    beta : inverse temperature β > 0 — a number (``math.inf``: no noise) or a schedule spec
+        for annealing, e.g. ``"log:b0,t0"`` (β(t) = b0 log(e + t/t0)).
+    lam : float ≥ 0 — L2 strength λ in Ψ_λ = Ψ + (λ/2)|θ|² (confines the Gibbs measure when
+        the risk alone does not); default 0.
+
+    Other keywords (optional):"""
     return ParticleDynamics(task, dt=dt, drift="population", beta=beta, lam=lam, **kw)
 
 
 def online_sgd(task, *, eps, **kw) -> ParticleDynamics:
-    """MMN's online SGD: one fresh sample per step, step k at time t = kε."""
+    """MMN's online SGD: one fresh sample (x_k, y_k) per step, step k at time t = kε,
+
+        θ_i ← θ_i − 2 s_k (½∂_fℓ(y_k, f(x_k)) ∇_θφ(x_k; θ_i) + λ θ_i) [+ sqrt(4 s_k/β) ζ_i]
+
+    (s_k = ε ξ(t_k); ½∂_fℓ = f − y for the squared loss).  ``beta`` (a number or a schedule)
+    adds Langevin noise (noisy SGD).  On CPU, ``dyn.run`` does many steps per call in
+    compiled code (squared loss).
+
+    Keywords (optional):"""
     return ParticleDynamics(task, dt=eps, drift="sgd", batch_size=1, **kw)
 
 
 def minibatch_sgd(task, *, eps, batch_size, **kw) -> ParticleDynamics:
-    """SGD with ``batch_size`` fresh samples per step (same time axis as online SGD)."""
+    """SGD with ``batch_size`` fresh samples per step (with replacement from a finite
+    dataset), on the same time axis as online SGD (step k at t = kε): the update of
+    :func:`online_sgd` with the batch mean of ½∂_fℓ ∇_θφ.  ``beta`` adds Langevin noise.
+
+    Keywords (optional):"""
     return ParticleDynamics(task, dt=eps, drift="sgd", batch_size=batch_size, **kw)
+
+
+for _f in (gradient_flow, online_sgd, minibatch_sgd):
+    _f.__doc__ += _LAM_DOC + _COMMON_DOC
+langevin.__doc__ += _COMMON_DOC
+del _f

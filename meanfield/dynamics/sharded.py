@@ -47,7 +47,7 @@ import torch
 
 from ..errors import ConfigError, ShardError
 from ..interact import get_backend
-from ..models.tasks import FiniteDataset, Potential
+from ..models.tasks import FiniteDataset, Potential, loss_terms
 from .particles import ParticleDynamics, ParticleState
 
 ALIGN = 8   # shard boundaries on multiples of the native pair loop's largest row block
@@ -189,6 +189,8 @@ class ShardedDynamics(ParticleDynamics):
         fixes the layout (N, row ranges, masses) of this dynamics."""
         if isinstance(state, ShardedState):
             return state
+        if state.theta.dim() == 2:                                    # a state started from [N, D]
+            state = replace(state, theta=state.theta.unsqueeze(0))
         N = state.theta.shape[-2]
         self.N = N
         self.ranges = shard_ranges(N, self.comm.size)
@@ -299,18 +301,18 @@ class ShardedDynamics(ParticleDynamics):
 
     def _sampled(self, state: ShardedState, x, y) -> Potential:
         """``Task.sample_potential`` with f(x_k) = Σ_i m_i φ(x_k; θ_i) summed over ranks:
-        Ψ̂_i = (1/n) Σ_k (f(x_k) − y_k) φ(x_k; θ_i), ∇Ψ̂ likewise, R̂ = (1/n) Σ_k (y_k − f(x_k))²."""
+        Ψ̂_i = (1/n) Σ_k r_k φ(x_k; θ_i), ∇Ψ̂ likewise, R̂ = (1/n) Σ_k ℓ(y_k, f(x_k)), with
+        r_k = ½∂_fℓ (f(x_k) − y_k for the squared loss; ``models.tasks.loss_terms``)."""
         unit, theta, m = self.task.unit, state.theta, state.weights
         n = x.shape[-2]
         phi = unit(x, theta)                                        # (B, n, n_r)
         f = (phi @ m.unsqueeze(-1)).squeeze(-1)                     # (B, n), this rank's part
         f = self.comm.all_reduce_sum(f, "network outputs f(x_k)")   # (B, n)
-        r = f - y                                                   # (B, n)
+        r, ell = loss_terms(self.task.loss, f, y)                   # (B, n): ½∂_fℓ, ℓ
         psi = (r.unsqueeze(-2) @ phi).squeeze(-2) / n               # (B, n_r)
         grad = unit.weighted_grad(x, theta, r / n)                  # (B, n_r, D)
-        sq = r * r
-        risk = sq.mean(-1)
-        se = sq.std(-1) / math.sqrt(n) if n > 1 else torch.full_like(risk, float("nan"))
+        risk = ell.mean(-1)
+        se = ell.std(-1) / math.sqrt(n) if n > 1 else torch.full_like(risk, float("nan"))
         return Potential(psi=psi, grad=grad, risk=risk, risk_se=se)
 
     # ---- hooks of ParticleDynamics.step ------------------------------------------------------

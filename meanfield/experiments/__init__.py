@@ -22,7 +22,7 @@ EXPERIMENTS = {"teacher-student": "teacher_student", "mmn-isotropic": "mmn_isotr
                "linear-obstruction": "linear_obstruction", "resnet-digits": "resnet_digits",
                "n-scaling": "n_scaling", "cb-relu2d": "cb_relu2d", "cb-threshold": "cb_threshold",
                "mfld-torus": "mfld_torus", "pde2d-teacher": "pde2d_teacher",
-               "pde2d-torus": "pde2d_torus"}
+               "pde2d-torus": "pde2d_torus", "dataset": "dataset"}
 
 
 def get_experiment(name: str):

@@ -3,7 +3,9 @@ and the phase of one recorded simulation (run by ``meanfield.runner``).
 
 :func:`measure_row` measures θ_k: the risk (exact when the task has a closed form, else a
 Monte Carlo estimate with its standard error), the squared velocity norm ‖v‖²_{L²(ρ_N)} of
-the population flow and the empirical PL ratio ‖v‖² / (R − R_∞) (DESIGN.md §1); with a
+the population flow and the empirical PL ratio ‖v‖² / (R − R_∞) (DESIGN.md §1), and for
+noisy runs (β < ∞) with an exact risk the entropy estimate and the free energy
+F_β = ½R + (λ/2)∫|θ|² dρ − β⁻¹H (the Langevin dynamics' Lyapunov functional); with a
 sharded dynamics (``dynamics.sharded``) it measures this rank's particles and gathers the
 whole system, so rows have the unsharded format.  :func:`simulation_phase` is the phase
 of a run that advances one ``ParticleDynamics`` for ``cfg.steps`` steps.
@@ -15,15 +17,16 @@ import math
 import torch
 
 from ..seeds import derive_generator
-from ..diagnostics import velocity_sq_norm
+from ..diagnostics import knn_entropy, velocity_sq_norm
 from ..dynamics.sharded import ShardedDynamics
-from ..errors import DivergenceError
+from ..errors import ConfigError, DivergenceError
 from ..interact import evaluate
 from .plan import Phase
 
 
 def measure_row(dyn, state, pot, eval_gen, n_mc: int, risk_inf: float | None) -> dict:
-    """{"risk", ["risk_se"], ["velocity_sq", "pl_ratio"], ["risk_r<b>" per replica]} at θ_k.
+    """{"risk", ["risk_se"], ["velocity_sq", "pl_ratio"], ["risk_r<b>" per replica],
+    ["entropy", "free_energy" of a noisy run, :func:`free_energy_row`]} at θ_k.
 
     ``pot`` is the step's own potential at θ_k (population drift) or None (measured afresh;
     Monte Carlo on ``n_mc`` samples from ``eval_gen`` when the task has no closed form).
@@ -51,10 +54,39 @@ def measure_row(dyn, state, pot, eval_gen, n_mc: int, risk_inf: float | None) ->
             row["pl_ratio"] = float((v2 / (risk - risk_inf)).mean())
     if len(risk) > 1:
         row.update({f"risk_r{r}": float(x) for r, x in enumerate(risk)})
+    row.update(free_energy_row(dyn, state, risk))
     if not all(math.isfinite(v) for k, v in row.items() if isinstance(v, float) and k != "pl_ratio"):
         raise DivergenceError(f"step {state.step}: non-finite risk or velocity "
                               f"(risk={row['risk']:.3g}); the step size is likely too large")
     return row
+
+
+ENTROPY_MAX_N = 20_000     # particles per replica up to which noisy rows carry Ĥ and F_β
+
+
+def free_energy_row(dyn, state, risk) -> dict:
+    """{"entropy", "free_energy"} of a noisy run with an exact risk, else {}: when β(t_k) < ∞
+    and the task has a population risk, the Kozachenko–Leonenko estimate Ĥ of the particles'
+    differential entropy (``diagnostics.knn_entropy``, k = 1, over all D coordinates) and the
+    free energy the Langevin dynamics decreases (DESIGN.md §1),
+
+        F_β = ½R + (λ/2) Σ_i m_i |θ_i|² − β(t_k)⁻¹ Ĥ,
+
+    seed means over replicas.  Needs 2 ≤ N ≤ ``ENTROPY_MAX_N`` distinct particles (else {}:
+    the k-d tree's nearest neighbours cost up to O(N²) in high dimension, on every row)."""
+    beta = dyn.beta(state.t)
+    if (beta == math.inf or not dyn.task.has_population
+            or not 2 <= state.theta.shape[-2] <= ENTROPY_MAX_N):
+        return {}
+    th = state.theta if state.theta.dim() == 3 else state.theta.unsqueeze(0)
+    try:
+        H = torch.as_tensor(knn_entropy(th.detach().double().cpu()), dtype=torch.float64)
+    except ConfigError:                                 # coincident particles: Ĥ = −∞
+        return {}
+    m = state.masses.double().to(th.device)
+    sq = ((th.double() ** 2).sum(-1) * m).sum(-1).cpu()                 # (B,)
+    F = 0.5 * risk.double().cpu() + 0.5 * dyn.lam * sq - H / beta
+    return {"entropy": float(H.mean()), "free_energy": float(F.mean())}
 
 
 def whole(dyn, state):

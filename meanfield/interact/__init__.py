@@ -82,8 +82,8 @@ def evaluate(task: Task, theta: torch.Tensor, weights=None, *, backend="auto",
         return task.population_potential(theta, m, pair_sum)
     if n_mc is None or generator is None:
         raise ConfigError(
-            f"task {task.name!r} has no exact population potential; pass n_mc and a generator "
-            "for a Monte Carlo estimate")
+            f"task {task.name!r} has no exact population potential ({task.population_reason()}); "
+            "pass n_mc and a generator for a Monte Carlo estimate")
     x, y = task.sample(n_mc, generator=generator, batch=theta.shape[0], dtype=theta.dtype,
                        device=theta.device)
     return task.sample_potential(theta, m, x, y)

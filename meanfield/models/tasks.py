@@ -7,7 +7,18 @@ A task says WHAT is minimised: the risk
     Ψ(θ; ρ) = V(θ) + ∫ U(θ, θ') ρ(dθ') = E[(f(x; ρ) − y) φ(x; θ)].
 
 Every task can *sample* (x, y) and estimate Ψ, ∇_θΨ and R from a batch
-(:meth:`Task.sample_potential`, any activation).  Tasks with ``closed_form = True``
+(:meth:`Task.sample_potential`, any activation).
+
+**Losses.**  The squared loss above is the default of every task.  A finite dataset can use
+the logistic loss instead (labels y ∈ {−1, +1}, Chizat–Bach 2020):
+
+    R(ρ) = E[ℓ(y, f(x; ρ))],   ℓ(y, f) = log(1 + e^{−y f}),
+    Ψ(θ; ρ) = ½ δR/δρ(θ) = E[½ ∂_fℓ(y, f(x; ρ)) φ(x; θ)],   ½ ∂_fℓ = −(y/2) σ(−y f)
+
+(σ the logistic sigmoid): Ψ is again ½ the first variation of R, so the dynamics, the time
+axis and the free energy ½R + (λ/2)∫|θ|² dρ − β⁻¹H(ρ) keep their meaning (DESIGN.md §1).
+For the squared loss ½∂_fℓ = f − y, the residual of the formulas above.  There is no V/U
+decomposition for the logistic loss (R is not quadratic in ρ).  Tasks with ``closed_form = True``
 (teacher–student with Gaussian inputs and a ReLU/erf unit without bias) also expose the
 pair kernel U and the teacher as a weighted point set, so that
 ``meanfield.interact.evaluate`` computes Ψ, ∇Ψ and R exactly as pairwise sums.
@@ -25,7 +36,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, check_finite_float, check_positive_int
-from .kernels import GaussianKernel, gaussian_kernel, has_gaussian_kernel
+from .kernels import CLOSED_FORM_ACTIVATIONS, GaussianKernel, gaussian_kernel, has_gaussian_kernel
 from .units import Unit
 
 
@@ -73,12 +84,35 @@ def as_weights(weights, theta: torch.Tensor) -> torch.Tensor:
     return w
 
 
+LOSSES = ("squared", "logistic")
+
+
+def loss_terms(loss: str, f: torch.Tensor, y: torch.Tensor):
+    """(r, ℓ) for network outputs f and labels y (same shape): the half loss derivative
+    r = ½ ∂_fℓ(y, f) and the loss ℓ(y, f) itself, both without ½ in ℓ (DESIGN.md §1).
+
+    squared:  r = f − y,              ℓ = (y − f)²;
+    logistic: r = −(y/2) σ(−y f),     ℓ = log(1 + e^{−y f}) = logaddexp(0, −y f),
+    both numerically stable for any f (``torch.sigmoid`` and ``torch.logaddexp``)."""
+    if loss == "squared":
+        r = f - y
+        return r, r * r
+    if loss == "logistic":
+        m = -y * f
+        return -0.5 * y * torch.sigmoid(m), torch.logaddexp(torch.zeros_like(m), m)
+    raise ConfigError(f"unknown loss {loss!r}; choose one of {list(LOSSES)}")
+
+
 class Task:
-    """Base class: a unit and a data law.  Subclasses implement :meth:`sample`."""
+    """Base class: a unit and a data law.  Subclasses implement :meth:`sample`.
+
+    ``loss`` is "squared" (every task) or "logistic" (:class:`FiniteDataset` with labels ±1);
+    see the module docstring."""
 
     unit: Unit
     closed_form: bool = False
     name: str = "task"
+    loss: str = "squared"
 
     def sample(self, n: int, *, generator: torch.Generator, batch: int = 1,
                dtype=torch.float32, device=None):
@@ -104,6 +138,14 @@ class Task:
         """Whether :meth:`population_potential` is exact (closed form or full data)."""
         return False
 
+    def population_reason(self) -> Optional[str]:
+        """Why this task has no exact population potential (one sentence), or None when it
+        has one (:attr:`has_population`).  Used in the errors of the dynamics and of
+        ``interact.evaluate``."""
+        if self.has_population:
+            return None
+        return f"task {self.name!r} is sample-based (its data law has no closed-form potentials)"
+
     def population_potential(self, theta: torch.Tensor, weights: torch.Tensor,
                              pair_sum) -> Potential:
         """Exact Ψ, ∇Ψ, R at θ [B, N, D] with weights [B or 1, N].
@@ -111,7 +153,8 @@ class Task:
         ``pair_sum(kernel, unit, x, y, c, grad=True) -> (S, G)`` is the interaction
         backend's kernel sum (supplied by ``meanfield.interact.evaluate``; models never
         import a backend)."""
-        raise ConfigError(f"task {self.name!r} has no exact population potential")
+        raise ConfigError(f"task {self.name!r} has no exact population potential: "
+                          f"{self.population_reason()}")
 
     @property
     def risk_sharp(self) -> Optional[float]:
@@ -120,31 +163,40 @@ class Task:
 
     def sample_potential(self, theta: torch.Tensor, weights, x: torch.Tensor,
                          y: torch.Tensor) -> Potential:
-        """Unbiased batch estimates from (x [B, n, d], y [B, n]):
+        """Unbiased batch estimates from (x [B, n, d], y [B, n]), with r_k = ½∂_fℓ(y_k, f(x_k))
+        (:func:`loss_terms`; r_k = f(x_k) − y_k for the squared loss):
 
-            Ψ̂(θ_i) = (1/n) Σ_k (f(x_k) − y_k) φ(x_k; θ_i),  ∇Ψ̂ likewise with ∇_θφ,
-            R̂ = (1/n) Σ_k (y_k − f(x_k))²  with standard error sd/√n.
+            Ψ̂(θ_i) = (1/n) Σ_k r_k φ(x_k; θ_i),  ∇Ψ̂ likewise with ∇_θφ,
+            R̂ = (1/n) Σ_k ℓ(y_k, f(x_k))  (squared: (y_k − f(x_k))²) with standard error sd/√n.
         """
         theta = as_batched(theta)
         m = as_weights(weights, theta)
         n = x.shape[-2]
         phi = self.unit(x, theta)                                   # (B, n, N)
         f = (phi @ m.unsqueeze(-1)).squeeze(-1)                     # (B, n)
-        r = f - y                                                   # (B, n)
+        r, ell = loss_terms(self.loss, f, y)                        # (B, n), (B, n)
         psi = (r.unsqueeze(-2) @ phi).squeeze(-2) / n               # (B, N)
         grad = self.unit.weighted_grad(x, theta, r / n)             # (B, N, D)
-        sq = r * r
-        risk = sq.mean(-1)
-        se = sq.std(-1) / math.sqrt(n) if n > 1 else torch.full_like(risk, float("nan"))
+        risk = ell.mean(-1)
+        se = ell.std(-1) / math.sqrt(n) if n > 1 else torch.full_like(risk, float("nan"))
         return Potential(psi=psi, grad=grad, risk=risk, risk_se=se)
 
+    def _squared_only(self, what: str) -> None:
+        if self.loss != "squared":
+            raise ConfigError(f"{what} is the squared loss's decomposition R = R_# + 2∫V dρ + ∬U dρdρ; "
+                              f"this task uses the {self.loss} loss, which has none")
+
     def sample_V(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor):
-        """V̂(θ_i) = −(1/n) Σ_k y_k φ(x_k; θ_i) and its standard error, each [B, N]."""
+        """V̂(θ_i) = −(1/n) Σ_k y_k φ(x_k; θ_i) and its standard error, each [B, N]
+        (squared loss only)."""
+        self._squared_only("V")
         prod = -y.unsqueeze(-1) * self.unit(x, as_batched(theta))      # (B, n, N)
         return prod.mean(-2), prod.std(-2) / math.sqrt(x.shape[-2])
 
     def sample_U(self, theta: torch.Tensor, theta2: torch.Tensor, x: torch.Tensor):
-        """Û(θ_i, θ'_j) = (1/n) Σ_k φ(x_k; θ_i) φ(x_k; θ'_j), [B, N, M] (x [B, n, d])."""
+        """Û(θ_i, θ'_j) = (1/n) Σ_k φ(x_k; θ_i) φ(x_k; θ'_j), [B, N, M] (x [B, n, d];
+        squared loss only)."""
+        self._squared_only("U")
         p1 = self.unit(x, as_batched(theta))                         # (B, n, N)
         p2 = self.unit(x, as_batched(theta2))                        # (B, n, M)
         return p1.transpose(-1, -2) @ p2 / x.shape[-2]
@@ -281,6 +333,25 @@ class TeacherStudent(Task):
         """The closed-form Gaussian kernel κ of the unit (``ConfigError`` when there is none)."""
         return gaussian_kernel(self.unit)
 
+    def population_reason(self):
+        """None for units with exact potentials, else which combination is missing.  Exact
+        (closed-form) teacher–student potentials exist for x ~ N(0, I_d) and units
+        a·σ(⟨w, x⟩) or σ(⟨w, x⟩) **without bias** with σ ∈ {relu, erf} (the arc-cosine and
+        arcsine kernels).  A bias b makes ⟨w, x⟩ + b a Gaussian with non-zero mean, whose
+        ReLU/erf moments are bivariate-normal integrals that are not implemented; every other
+        σ has no closed form here.  Those units train by sampling (drift='sgd')."""
+        if self.closed_form:
+            return None
+        unit = self.unit
+        name = unit.activation.name
+        if unit.bias and name in CLOSED_FORM_ACTIVATIONS:
+            what = f"{name} units with a bias (bias=True) have none"
+        else:
+            what = f"activation {name!r} has none"
+        return (f"exact teacher-student potentials exist only for units without bias and "
+                f"activation in {list(CLOSED_FORM_ACTIVATIONS)}, with or without output weight; "
+                f"{what} — train them by sampling (drift='sgd')")
+
     @property
     def has_population(self) -> bool:
         return self.closed_form
@@ -411,24 +482,41 @@ class IsotropicGaussians(Task):
 
 
 class FiniteDataset(Task):
-    """The empirical risk of a fixed dataset (X [n, d], Y [n]): R = (1/n) Σ_k (Y_k − f(X_k))².
+    """The empirical risk of a fixed dataset (X [n, d], Y [n]):
 
-    ``sample`` draws a minibatch with replacement; ``full()`` returns the whole dataset,
-    so that ``sample_potential(θ, m, *task.full())`` is the exact empirical Ψ, ∇Ψ, R.
+        squared  (default):  R = (1/n) Σ_k (Y_k − f(X_k))²,
+        logistic (Y ∈ {−1, +1}):  R = (1/n) Σ_k log(1 + e^{−Y_k f(X_k)})
+
+    (no ½; Ψ = ½ δR/δρ, see the module docstring).  ``sample`` draws a minibatch with
+    replacement; ``full()`` returns the whole dataset, so that ``sample_potential(θ, m,
+    *task.full())`` is the exact empirical Ψ, ∇Ψ, R (``has_population``: population drift is
+    full-batch gradient descent).  :meth:`outputs`, :meth:`risk`, :meth:`accuracy` and
+    :meth:`margin` evaluate a measure on the data without gradients.
+
+    ``ConfigError`` for X not [n, d] with the unit's d, Y not [n], n < 1, non-finite entries,
+    an unknown loss, or logistic labels outside {−1, +1}.
     """
 
     name = "dataset"
 
-    def __init__(self, unit: Unit, X, Y):
+    def __init__(self, unit: Unit, X, Y, *, loss: str = "squared"):
         self.unit = unit
+        if loss not in LOSSES:
+            raise ConfigError(f"unknown loss {loss!r}; choose one of {list(LOSSES)}")
+        self.loss = loss
         X = torch.as_tensor(np.asarray(X), dtype=torch.float64)
         Y = torch.as_tensor(np.asarray(Y), dtype=torch.float64)
         if X.dim() != 2 or X.shape[1] != unit.d:
             raise ConfigError(f"X must have shape [n, {unit.d}], got {list(X.shape)}")
         if Y.shape != (X.shape[0],):
             raise ConfigError(f"Y must have shape [{X.shape[0]}], got {list(Y.shape)}")
+        if X.shape[0] < 1:
+            raise ConfigError("the dataset has no points")
         if not (torch.isfinite(X).all() and torch.isfinite(Y).all()):
             raise ConfigError("the dataset has non-finite entries")
+        if loss == "logistic" and not ((Y == 1) | (Y == -1)).all():
+            bad = sorted({float(v) for v in Y[(Y != 1) & (Y != -1)][:5]})
+            raise ConfigError(f"the logistic loss needs labels y in {{-1, +1}}, got e.g. {bad}")
         self.X, self.Y = X, Y
 
     @property
@@ -454,14 +542,61 @@ class FiniteDataset(Task):
         X, Y = self.X.to(dtype=dtype, device=device), self.Y.to(dtype=dtype, device=device)
         return X[idx], Y[idx]
 
+    # ---- evaluation without gradients ---------------------------------------------------
+    def outputs(self, theta, weights=None) -> torch.Tensor:
+        """f(X_k; ρ_N) = Σ_i m_i φ(X_k; θ_i) on every data point, [B, n] (θ [N, D] or
+        [B, N, D], in θ's dtype)."""
+        theta = as_batched(theta)
+        self.unit.check_theta(theta)
+        m = as_weights(weights, theta)
+        x, _ = self.full(theta.dtype, theta.device)
+        with torch.no_grad():
+            return self.unit.network(x, theta, m)
+
+    def risk(self, theta, weights=None) -> torch.Tensor:
+        """R(ρ_N) per replica [B] (the task's loss, no ½), without gradients."""
+        f = self.outputs(theta, weights)
+        return loss_terms(self.loss, f, self.Y.to(f)[None])[1].mean(-1)
+
+    def accuracy(self, theta, weights=None) -> torch.Tensor:
+        """The fraction of points with sign f(X_k) = Y_k, per replica [B] (f = 0 counts as
+        wrong); meaningful for labels ±1."""
+        f = self.outputs(theta, weights)
+        return (torch.sign(f) == self.Y.to(f)[None]).to(torch.float64).mean(-1)
+
+    def margin(self, theta, weights=None) -> torch.Tensor:
+        """The normalised margin min_k Y_k f(X_k; ρ_N) / ∫|θ|^L dρ_N per replica [B], for
+        labels ±1 and units positively L-homogeneous in θ (``Unit.homogeneity``: L = 2 for
+        a·relu(⟨w, x⟩ + b) and a·⟨w, x⟩ + a·b, with or without bias; L = 1 without output
+        weight).  Scaling every θ_i by r > 0 scales f by r^L, so the ratio depends on the
+        directions only; for L = 2 it is Chizat–Bach's (2020) normalised margin, whose
+        maximisers the logistic-loss gradient flow of wide networks approaches.  Positive iff
+        every point is classified correctly.  ``ConfigError`` for other units or labels."""
+        L = self.unit.homogeneity
+        if L is None:
+            raise ConfigError(
+                f"the normalised margin needs a positively homogeneous unit (relu or linear "
+                f"activation), got activation {self.unit.activation.name!r}")
+        if not ((self.Y == 1) | (self.Y == -1)).all():
+            raise ConfigError("the margin needs labels y in {-1, +1}")
+        theta = as_batched(theta)
+        f = self.outputs(theta, weights)
+        m = as_weights(weights, theta).to(f)
+        th = theta.to(f)
+        norm = (th * th).sum(-1) if L == 2 else th.norm(dim=-1)           # (B, N): |θ_i|^L
+        return (self.Y.to(f)[None] * f).min(-1).values / (norm * m).sum(-1)
+
     @property
     def risk_sharp(self):
+        """The risk of the zero network f ≡ 0: R_# = (1/n) Σ_k Y_k² (squared), log 2 (logistic)."""
+        if self.loss == "logistic":
+            return math.log(2.0)
         return float((self.Y ** 2).mean())
 
     def to_dict(self):
-        """{"name", "unit", "n": the number of data points} (JSON-serialisable); X and Y are in
-        :meth:`arrays`."""
-        return {**super().to_dict(), "n": int(self.X.shape[0])}
+        """{"name", "unit", "n": the number of data points, "loss"} (JSON-serialisable); X and
+        Y are in :meth:`arrays`."""
+        return {**super().to_dict(), "n": int(self.X.shape[0]), "loss": self.loss}
 
     def arrays(self):
         return {"data_X": self.X.numpy(), "data_Y": self.Y.numpy()}

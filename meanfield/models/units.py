@@ -58,6 +58,15 @@ class Unit:
         names = (["a"] if self.output_weight else []) + [f"w{k}" for k in range(self.d)]
         return names + (["b"] if self.bias else [])
 
+    @property
+    def homogeneity(self) -> int | None:
+        """The degree L with φ(x; rθ) = r^L φ(x; θ) for every r > 0, or None: a positively
+        1-homogeneous σ (relu, linear) gives L = 2 with an output weight (a σ(⟨w, x⟩ + b))
+        and L = 1 without, bias or not (b scales with w); any other σ: None."""
+        if self.activation.name not in ("relu", "linear"):
+            return None
+        return 2 if self.output_weight else 1
+
     def split(self, theta: torch.Tensor):
         """(a, w, b) views of θ [..., D]: a [...] (or None), w [..., d], b [...] (or None)."""
         self.check_theta(theta)
