@@ -6,7 +6,7 @@ notebook) read the snapshots the runner saved (``io.read_snapshots``: one layout
 experiment) and the run's other files; nothing is simulated.  The views, per experiment (the
 first is the default):
 
-* ``cloud``   (teacher-student, n-scaling) — the particles (|w_i|, a_i) of the first replica,
+* ``cloud``   (teacher-student, n-scaling, dataset) — the particles (|w_i|, a_i) of the first replica,
   the teacher's units as stars, and the risk curve R(t) growing beside them;
 * ``plane``   (teacher-student, n-scaling, cb-relu2d) — |a_i| w_i in the plane of the first two
   coordinates of w, with trails fading over the last frames, the teacher's directions as rays;
@@ -37,6 +37,7 @@ from .errors import ConfigError
 VIEWS = {
     "teacher-student": ("cloud", "plane"),
     "n-scaling": ("cloud", "plane"),
+    "dataset": ("cloud",),
     "cb-relu2d": ("plane", "cloud"),
     "mmn-isotropic": ("radial",),
     "mmn-bifurcation": ("radial",),

@@ -17,6 +17,8 @@ from meanfield.movies import VIEWS, frame_indices
 RUNS = {
     "teacher-student": ["N=60", "d=4", "steps=40", "backend=torch", "save_every=4"],
     "n-scaling": ["scale=small", "m0=100", "N=30", "n_values=3", "steps=30", "save_every=3", "n_boot=100"],
+    "dataset": ["scale=small", "data=sklearn:breast_cancer", "loss=logistic", "N=40", "steps=60",
+                "save_every=6"],
     "cb-relu2d": ["scale=small", "steps=100", "n_snap=8"],
     "mmn-isotropic": ["scale=small", "N=50", "steps=4000", "log_every=1000", "save_every=500",
                       "checkpoint_every=4000", "n_mc=300", "pde_cells=80"],
