@@ -112,6 +112,7 @@ def resume(run_dir, sets=(), *, progress: bool = True) -> RunResult:
     with io.DirectoryLock(run_dir) as lock:
         exp, cfg, ck = check_resume(run_dir, sets)
         plan = exp.plan(cfg)
+        check_record(run_dir, plan)
         lock.claim()
         rec = io.load_run_config(run_dir)
         if rec["config"] != cfg.to_dict():
@@ -151,6 +152,20 @@ def check_resume(run_dir, sets=()):
         raise ConfigError(f"{fig_dir} is a file, not a directory: move it away to continue the run")
     check_memory(cfg)
     return exp, cfg, ck
+
+
+def check_record(run_dir, plan) -> None:
+    """ConfigError when what the experiment records about its inputs (config.json's entries
+    beside "config": the task, the data's checksum, the model …) differs from what the plan
+    built now says: the inputs changed since the run started (a data file edited, say)."""
+    import json
+
+    rec = io.load_run_config(run_dir)
+    now = json.loads(json.dumps(io._finite_json(plan.record), default=io._json_default))
+    for key, value in now.items():
+        if key in rec and rec[key] != value:
+            raise ConfigError(f"{run_dir}: its {key!r} changed since the run started (config.json "
+                              f"records another one; an input file edited?); start a new run")
 
 
 def load_run(run_dir):

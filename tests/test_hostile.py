@@ -463,3 +463,19 @@ def test_fuzzed_resume_sets_are_applied_consistently_or_change_nothing(finished,
         theta = z["theta"]
     assert theta.shape[-2] == rec["N"] and theta.dtype == np.dtype(rec["dtype"])
     assert io.read_metrics(d / io.METRICS)["step"][-1] == rec["steps"]
+
+
+def test_resume_refuses_a_run_whose_data_file_changed(tmp_path, capsys):
+    """A dataset run records its data's checksum; editing the file and resuming would train the
+    rest of the run on other data: refused, nothing written."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3))
+    data = tmp_path / "d.npz"
+    np.savez(data, X=X, y=np.sign(X[:, 0] + 0.1))
+    out = tmp_path / "D"
+    assert main(["run", "dataset", "--set", f"data={data}", "--set", "loss=logistic", "--set", "N=20",
+                 "--set", "steps=10", "--set", "save_every=5", "--no-progress", "--out", str(out)]) == 0
+    np.savez(data, X=X + 1.0, y=np.sign(X[:, 0] + 0.1))
+    before = files(out)
+    refused(capsys, "changed since the run started", "resume", str(out), "--set", "steps=20",
+            before=before, where=out)
