@@ -233,3 +233,84 @@ def loglog_rate(x, samples, *, n_boot: int = 2000, seed: int = 0) -> dict:
     lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
     return {"slope": float(fit.slope), "intercept": float(fit.intercept), "ci95": [lo, hi],
             "half_width": (hi - lo) / 2}
+
+
+def rate_of(x, samples, *, statistic: str = "mean", n_boot: int = 2000, seed: int = 0) -> dict:
+    """Rate in x of a statistic of samples: the least-squares slope of log S(sample_k) against
+    log x_k, with S the sample mean (``statistic="mean"``: a bias, whose single samples may
+    have either sign) or the sample standard deviation (``"sd"``: a fluctuation), and a 95 %
+    percentile bootstrap interval, each x's sample resampled independently (numpy, ``n_boot``
+    resamples; a resample whose statistic is ≤ 0 at some x has no logarithm and is left out —
+    ``valid`` says which fraction was kept).
+
+    x [K] positive; ``samples``: K arrays (≥ 2 values each).  Returns {"slope", "intercept",
+    "ci95", "half_width", "valid", "statistic"}; ConfigError when a statistic of the data
+    itself is ≤ 0 or non-finite."""
+    if statistic not in ("mean", "sd"):
+        raise ConfigError(f"statistic must be 'mean' or 'sd', got {statistic!r}")
+    logx = np.log(np.asarray(x, dtype=np.float64))
+    samples = [np.asarray(s, dtype=np.float64).ravel() for s in samples]
+    if len(samples) != len(logx) or len(logx) < 3 or any(s.size < 2 for s in samples):
+        raise ConfigError("rate_of needs at least 3 x values with >= 2 samples each")
+
+    def stat(v, axis=-1):
+        return v.mean(axis) if statistic == "mean" else v.std(axis, ddof=1)
+
+    values = np.array([stat(s) for s in samples])
+    if not (np.isfinite(values).all() and (values > 0).all()):
+        raise ConfigError(f"rate_of: the {statistic} must be finite and > 0 at every x, got {values}")
+    xc = logx - logx.mean()
+    slope = float((np.log(values) - np.log(values).mean()) @ xc / (xc @ xc))
+    intercept = float(np.log(values).mean() - slope * logx.mean())
+    rng = np.random.default_rng(seed)
+    boot = np.stack([stat(s[rng.integers(0, s.size, (n_boot, s.size))]) for s in samples], -1)
+    ok = (boot > 0).all(-1)
+    ly = np.log(np.where(boot > 0, boot, 1.0))[ok]
+    slopes = (ly - ly.mean(-1, keepdims=True)) @ xc / (xc @ xc)
+    lo, hi = (np.percentile(slopes, [2.5, 97.5]) if len(slopes) else (np.nan, np.nan))
+    return {"slope": slope, "intercept": intercept, "ci95": [float(lo), float(hi)],
+            "half_width": float(hi - lo) / 2, "valid": float(ok.mean()), "statistic": statistic}
+
+
+def ratio_of_means(a, b, *, n_boot: int = 2000, seed: int = 0) -> dict:
+    """mean(a) / mean(b) and its 95 % percentile bootstrap interval (a and b resampled
+    independently): e.g. the W1 of trained particles over the W1 of i.i.d. draws.
+    Returns {"ratio", "ci95"}."""
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    if a.size < 1 or b.size < 1 or not b.mean() > 0:
+        raise ConfigError("ratio_of_means needs samples with a positive denominator mean")
+    rng = np.random.default_rng(seed)
+    ra = a[rng.integers(0, a.size, (n_boot, a.size))].mean(-1)
+    rb = b[rng.integers(0, b.size, (n_boot, b.size))].mean(-1)
+    r = ra / np.where(rb > 0, rb, np.nan)
+    lo, hi = np.nanpercentile(r, [2.5, 97.5])
+    return {"ratio": float(a.mean() / b.mean()), "ci95": [float(lo), float(hi)]}
+
+
+def ratio_rate(x, a_samples, b_samples, *, n_boot: int = 2000, seed: int = 0) -> dict:
+    """How a ratio of means moves with x: r_k = mean(a_k) / mean(b_k) at each x_k, the
+    least-squares slope of log r_k against log x_k and its 95 % percentile bootstrap interval
+    (a_k and b_k resampled independently at every x).  E.g. W1(trained particles, PDE) over
+    W1(N i.i.d. draws, PDE) against N: a slope 0 says the particles stay a fixed multiple of
+    i.i.d. sampling, as propagation of chaos predicts.
+
+    x [K] positive; a_samples, b_samples: K arrays each (≥ 1 positive values).  Returns
+    {"ratio": [K], "ci95": [K, 2] per x, "slope", "slope_ci95"}."""
+    logx = np.log(np.asarray(x, dtype=np.float64))
+    a = [np.asarray(v, np.float64).ravel() for v in a_samples]
+    b = [np.asarray(v, np.float64).ravel() for v in b_samples]
+    if not (len(a) == len(b) == len(logx) >= 3):
+        raise ConfigError("ratio_rate needs one a- and one b-sample per x and at least 3 x values")
+    if any(v.size < 1 or (v <= 0).any() or not np.isfinite(v).all() for v in a + b):
+        raise ConfigError("ratio_rate: every sample needs finite positive values")
+    rng = np.random.default_rng(seed)
+    boot = np.stack([ak[rng.integers(0, ak.size, (n_boot, ak.size))].mean(-1)
+                     / bk[rng.integers(0, bk.size, (n_boot, bk.size))].mean(-1)
+                     for ak, bk in zip(a, b)], -1)                               # (n_boot, K)
+    ratio = np.array([ak.mean() / bk.mean() for ak, bk in zip(a, b)])
+    xc = logx - logx.mean()
+    ly = np.log(boot)
+    slopes = (ly - ly.mean(-1, keepdims=True)) @ xc / (xc @ xc)
+    slope = float((np.log(ratio) - np.log(ratio).mean()) @ xc / (xc @ xc))
+    return {"ratio": ratio.tolist(), "ci95": np.percentile(boot, [2.5, 97.5], axis=0).T.tolist(),
+            "slope": slope, "slope_ci95": np.percentile(slopes, [2.5, 97.5]).tolist()}
