@@ -48,7 +48,7 @@ OUT.mkdir(parents=True, exist_ok=True)
 # %%
 act = get_activation("piecewise", t1=0.5, t2=1.5, s1=-2.5, s2=7.5)
 pot = IsotropicRadialPotentials(act, delta=0.8, d=40)
-grid = RadialGrid(r_max=8.0, cells=400 if SMALL else 2000)
+grid = RadialGrid(r_max=8.0, cells=1200 if SMALL else 2400)   # 400 cells: R off by 0.01
 dd = RadialDD(pot, grid, d=40)
 P0 = grid.cell_averages(chi_law(40, 0.8 / math.sqrt(40)))        # r = |w|, w ~ N(0, 0.8²/d I)
 times = np.linspace(0, 8, 9)
@@ -73,8 +73,8 @@ fig.savefig(OUT / "pde_densities.png")
 
 # %%
 exp = get_experiment("mmn-isotropic")
-sets = ["scale=small"] + (["N=200", "steps=40000", "save_every=800", "checkpoint_every=10000"]
-                          if SMALL else [])
+sets = ["scale=small"] + (["N=200", "steps=160000", "save_every=3200", "checkpoint_every=40000",
+                           "pde_refine=false"] if SMALL else [])
 cfg = exp.Config.build(None, sets)
 run_dir = OUT / "run"
 if run_dir.exists():

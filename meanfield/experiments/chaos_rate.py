@@ -50,7 +50,7 @@ from ..errors import ConfigError, DivergenceError
 from ..models import IsotropicGaussians, Unit
 from ..pde import RadialGrid
 from .config import check_n_grid, geometric_grid
-from .mmn_isotropic import PiecewiseMMNConfig, _w1_to_density, build, record_steps, solve_pde
+from .mmn_isotropic import PiecewiseMMNConfig, _w1_to_density, build, iid_radii, record_steps, solve_pde
 from .plan import Phase, Plan, snapshot_arrays
 
 NAME = "chaos-rate"
@@ -116,14 +116,6 @@ def pde_network(activation, d, r_centers, h, density, q, nodes: int = 256):
         s = activation(torch.from_numpy(z)).numpy()
         out[i0:i0 + 64] = (s @ wc) @ pm
     return out
-
-
-def iid_radii(u, r_faces, density, h):
-    """Exact draws from the piecewise-constant radial law (cell values ``density`` [M] on
-    cells of width h with faces ``r_faces`` [M+1]) by its inverse CDF, which is piecewise
-    linear: u [n] uniform on (0, 1) → r [n]."""
-    cdf = np.concatenate([[0.0], np.cumsum(density) * h])
-    return np.interp(u, cdf / cdf[-1], r_faces)
 
 
 def _risk_cv(task, theta, x, y, f_pde_fn, risk_pde):

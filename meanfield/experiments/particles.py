@@ -96,12 +96,13 @@ def whole(dyn, state):
 
 
 def simulation_phase(cfg, build, *, n_mc: int, risk_inf: float | None, extra=None,
-                     chunked: bool = False, key: str = "main") -> Phase:
+                     chunked: bool = False, key: str = "main", generators: dict | None = None) -> Phase:
     """The phase of one particle simulation: ``build() -> (dynamics, state)``; rows by
     :func:`measure_row` (Monte Carlo samples from a generator derived from (cfg.seed,
     "eval"), checkpointed with the phase) plus ``extra(whole state) -> dict``; snapshots
     every ``cfg.save_every`` steps; ``chunked``: advance with ``dynamics.run`` between
-    recording points (the compiled online-SGD path)."""
+    recording points (the compiled online-SGD path); ``generators``: more named generators
+    that ``extra`` draws from, checkpointed with the phase."""
     eval_gen = derive_generator(cfg.seed, "eval")
 
     def measure(dyn, state, pot):
@@ -111,7 +112,7 @@ def simulation_phase(cfg, build, *, n_mc: int, risk_inf: float | None, extra=Non
         return row
 
     return Phase(key=key, build=build, measure=measure, chunked=chunked,
-                 generators={"eval": eval_gen})
+                 generators={"eval": eval_gen, **(generators or {})})
 
 
 def size_row(label, state, risk, extra=None, per_replica: bool = True) -> dict:
