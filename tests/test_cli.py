@@ -41,12 +41,18 @@ def test_run_writes_the_run_directory_contract(tmp_path, capsys):
         teacher, tw = z["teacher_theta"], z["teacher_weights"]
         theta = z["theta"]
     assert teacher.shape == (4, 5) and tw.shape == (4,)
-    # the saved arrays are enough to recompute the recorded risks
+    # the saved arrays are enough to recompute the recorded risks: by the float64 numpy
+    # reference (the run used the torch backend) and, independently of every closed form, by
+    # Monte Carlo of E(y − f(x))² with f(x) = mean_i a_i relu(⟨w_i, x⟩), y = Σ_k m*_k relu(⟨w*_k, x⟩)
     task = TeacherStudent(Unit(4, "relu"), teacher, tw)
+    x = np.random.default_rng(0).standard_normal((200_000, 4))
+    y = np.maximum(x @ teacher[:, 1:].T, 0) @ (tw * teacher[:, 0])
     for k, step in enumerate((0, 10, 20, 30)):
         r = evaluate(task, torch.tensor(theta[k], dtype=torch.float64), backend="numpy").risk
         recorded = m["risk"][list(m["step"]).index(step)]
         assert abs(float(r) - recorded) < 1e-5 * max(1.0, recorded)
+        sq = (y - np.maximum(x @ theta[k][:, 1:].T, 0) @ theta[k][:, 0] / theta.shape[1]) ** 2
+        assert abs(sq.mean() - recorded) < 4 * sq.std() / np.sqrt(len(sq)), (step, sq.mean(), recorded)
     assert m["risk"][-1] < 0.5 * m["risk"][0]
     assert (out / "figures" / "risk.png").stat().st_size > 1000
     assert "final risk" in stdout

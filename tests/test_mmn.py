@@ -88,6 +88,21 @@ def test_small_mode_writes_pde_file_and_figures(small_run):
     assert np.abs(dens.sum(-1) * h - 1).max() < 1e-12            # mass conserved
     assert dens.min() >= 0                                      # positivity
     np.testing.assert_allclose(np.interp(m["t"], t, risk[0]), m["risk_pde"], rtol=1e-12)
+    # R_PDE from the reduced potentials v(r), u(r, r') against a Monte Carlo of E(y − f_PDE(x))²
+    # on MMN's data, f_PDE(x) = ∫ P_t(r) E_c σ(r|x|c) dr by quadrature (chaos_rate.pde_network)
+    from scipy.interpolate import CubicSpline
+
+    from meanfield.experiments.chaos_rate import pde_network
+
+    rng = np.random.default_rng(2)
+    n = 100_000
+    yv = rng.choice([-1.0, 1.0], n)
+    q = np.linalg.norm(rng.standard_normal((n, cfg.d)), axis=-1) * (1 + yv * cfg.delta)
+    qs = np.linspace(0, q.max() * 1.01, 300)
+    for k in (0, len(t) // 2, len(t) - 1):
+        f = CubicSpline(qs, pde_network(cfg.activation(), cfg.d, r, h, dens[0, k], qs))(q)
+        sq = (yv - f) ** 2
+        assert abs(sq.mean() - risk[0, k]) < 4 * sq.std() / np.sqrt(n), (t[k], sq.mean(), risk[0, k])
     with np.load(out / io.PARTICLES) as z:
         assert z["theta"].shape == (51, cfg.N, cfg.d)               # every save_every = 6400 steps
     for f in ("risk.png", "histograms.png"):

@@ -19,33 +19,48 @@ def small_run(tmp_path_factory):
 
 
 def test_small_mode_resolves_the_slope_and_beats_iid(small_run):
+    """MMN Prop. 1: inf R_N − inf R ≤ K/N.  The gap sits below K/N at every N and decays at
+    least as fast as 1/N: the slope's interval lies below −1 (measured: −1.37 [−1.43, −1.28],
+    at T = 75 / 150 / 300: −0.99 / −1.20 / −1.37 — the slope is still steepening with T)."""
     fit = json.loads((small_run / "fit.json").read_text())
     assert fit["N"] == [8, 20, 51, 128]
     g = fit["gap"]
-    # measured (scale=small): slope −1.37, 95 % bootstrap interval [−1.43, −1.28]; the
-    # acceptance asks for a half-width ≤ 0.1, and any decay faster than N^(−1/2)
     assert g["half_width"] <= 0.1
-    assert g["ci95"][0] <= g["slope"] <= g["ci95"][1]
-    assert g["slope"] < -0.5
-    # gradient descent is far below i.i.d. sampling (measured: 0.12 % of it at N = 128)
-    assert fit["gd_beats_iid"] and fit["gap_over_iid_at_Nmax"] < 0.05
-    assert fit["mmn_K"] > fit["K_iid_limit"] > 0            # K = sup U(θ,θ) ≥ ∫U(θ,θ) − ∬U
+    assert g["ci95"][0] <= g["slope"] <= g["ci95"][1] < -1.0, g
     res = io.read_metrics(small_run / "results.csv")
+    assert (res["gap_mean"] < fit["mmn_K"] / res["N"]).all()
+    np.testing.assert_allclose(res["mmn_K_over_N"] * res["N"], fit["mmn_K"], rtol=1e-12)
+    # gradient descent is far below i.i.d. sampling of the limit (measured: 0.12 % at N = 128),
+    # whose excess risk K_iid/N is checked by Monte Carlo in test_iid_constant_...
+    assert fit["gd_beats_iid"] and fit["gap_over_iid_at_Nmax"] < 0.05
+    assert (res["gap_mean"] < 0.05 * res["iid_limit"]).all()
+    assert fit["mmn_K"] > fit["K_iid_limit"] > 0            # K = sup U(θ,θ) ≥ ∫U(θ,θ) − ∬U
+    # the i.i.d. column is K_iid/N for the one constant K_iid
     np.testing.assert_allclose(res["iid_limit"] * res["N"], fit["K_iid_limit"], rtol=1e-12)
+    slopes = [fit["slope_vs_T"][k] for k in sorted(fit["slope_vs_T"], key=float)]
+    assert np.all(np.diff(slopes) < 0), slopes
     assert (figs := small_run / "figures" / "n_scaling.png").stat().st_size > 10_000, figs
 
 
-def test_recorded_gaps_are_the_exact_risks_of_the_saved_particles(small_run):
+def test_recorded_gaps_are_the_risks_of_the_saved_particles(small_run):
+    """The recorded gaps (R_∞ = 0: the teacher is representable) against a Monte Carlo of
+    E(y − f(x))² written out here, independent of the arc-cosine closed form the run used:
+    f(x) = mean_i a_i relu(⟨w_i, x⟩), y = mean_k relu(⟨w*_k, x⟩), x ~ N(0, I_d)."""
     cfg = ns.Config.build(None, ["scale=small"])
     task = ns.teacher_task(cfg)
     res = io.read_metrics(small_run / "results.csv")
+    tt = task.teacher_theta.numpy()
+    x = np.random.default_rng(1).standard_normal((100_000, cfg.d))
+    y = np.maximum(x @ tt[:, 1:].T, 0).mean(-1)
     with np.load(small_run / io.PARTICLES) as z:
+        np.testing.assert_array_equal(z["teacher_theta"], tt)
         for k, N in enumerate(res["N"].astype(int)):
-            th = torch.tensor(z[f"theta_N{N}"], dtype=torch.float64)
+            th = z[f"theta_N{N}"]
             assert th.shape == (4, N, 5)
-            r = evaluate(task, th, backend="torch").risk.numpy()
-            np.testing.assert_allclose([res[f"gap_r{b}"][k] for b in range(4)], r, rtol=1e-9)
-        np.testing.assert_array_equal(z["teacher_theta"], task.teacher_theta.numpy())
+            for b in range(4):
+                sq = (y - np.maximum(x @ th[b, :, 1:].T, 0) @ th[b, :, 0] / N) ** 2
+                gap = res[f"gap_r{b}"][k]
+                assert abs(sq.mean() - gap) < 4 * sq.std() / np.sqrt(len(sq)) + 1e-9, (N, b, sq.mean(), gap)
 
 
 def test_iid_constant_is_the_excess_risk_of_iid_draws(gen):
