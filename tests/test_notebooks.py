@@ -30,6 +30,30 @@ FIGURES = {
                        "linear-obstruction-d3/figures/obstruction.png"],
     "08_your_network": ["units.png", "training.png", "n_sweep.png"],
 }
+# the key numbers each notebook prints, parsed from its stdout: (regex with one number group,
+# low, high) — what the notebook claims, in ranges its small mode resolves (measured values in
+# the comments); a notebook whose subject were replaced by a constant would print other numbers
+NUM = r"([-+]?\d+(?:\.\d*)?(?:e[-+]?\d+)?)"
+KEY_NUMBERS = {
+    "01_quickstart": [(rf"final risk {NUM}", 1e-4, 5e-3)],                                # 1.2e-3
+    "02_mmn_pde": [(rf"t =  8\.0   R = {NUM}", 0.275, 0.295),                             # 0.2853
+                   (rf"t =  0\.0   R = {NUM}", 1.70, 1.71),                               # 1.7045
+                   (rf"/ \(0\.05 R_PDE \+ 25/N\) = {NUM}", 0.0, 1.0),                   # 0.223
+                   (rf"max W1\(\|w\|, PDE\) / E_PDE r = {NUM}", 0.0, 0.05)],           # 0.014
+    "03_n_dependence": [(rf"i\.i\.d\. slope {NUM}", -1.05, -0.95),                       # −1.003
+                        (rf"N =    32: mean R = \S+ ± \S+,  N·R/K\* = {NUM}", 0.9, 1.1),  # 1.000
+                        (rf"GD slope {NUM}", -1.5, -1.0),                                 # −1.370
+                        (rf"gap / i\.i\.d\. excess at N_max = {NUM}", 0.0, 0.01)],       # 1.2e-3
+    "06_resnet_cot": [(rf"max \|module\(X\) − model\(X\)\| = {NUM}", 0.0, 1e-12),
+                      (rf"max \|v \+ L·M ∇_θ loss\| / max \|v\| = {NUM}", 0.0, 1e-12),
+                      (rf"max \|θ_flow − θ_SGD\| = {NUM}", 0.0, 1e-10),
+                      (rf"discretisation gap \S+ -> \S+ \(ratio {NUM}\)", 3.0, 5.0),   # 3.80
+                      (rf"against 1/L − 1/L_ref {NUM}", 0.8, 1.5),                        # 1.18
+                      (rf"against 1/L − 1/L_ref \S+, against 1/M \+ 1/M_ref {NUM}", 0.2, 0.6)],  # 0.38
+    "08_your_network": [(rf"\|f\(x; ρ_N\) − net\(x\)\| = {NUM}", 0.0, 1e-12),
+                        (rf"lr = N·dt: max \|Δθ\| = {NUM}", 0.0, 1e-12),
+                        (rf"^\s+100\s+{NUM}", 0.0, 0.05)],                                # 0.0177
+}
 BUDGET_S = 240          # per notebook, in small mode
 PARALLEL = 2
 
@@ -68,3 +92,16 @@ def test_notebook_runs_in_small_mode(path, notebook_runs):
     for fig in FIGURES[path.stem]:
         f = out / path.stem / fig
         assert f.exists() and f.stat().st_size > 5_000, f
+
+
+@pytest.mark.parametrize("stem", sorted(KEY_NUMBERS))
+def test_notebook_prints_its_key_numbers(stem, notebook_runs):
+    """The numbers each notebook prints lie where its claims put them (KEY_NUMBERS)."""
+    import re
+
+    res, _ = notebook_runs[stem]
+    assert not isinstance(res, subprocess.TimeoutExpired) and res.returncode == 0
+    for pattern, lo, hi in KEY_NUMBERS[stem]:
+        found = re.search(pattern, res.stdout, re.MULTILINE)
+        assert found, f"{stem}: no line matches {pattern!r}"
+        assert lo <= float(found.group(1)) <= hi, (stem, pattern, found.group(0))
