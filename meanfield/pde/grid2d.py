@@ -654,12 +654,90 @@ class GridDD:
         """‖G(P) − P‖_{L¹} = Σ_c |G_c − P_c| hx hy: zero at a self-consistent Gibbs law."""
         return float(np.abs(self.gibbs_map(P, beta) - P).sum() * self.grid.area)
 
-    def gibbs_fixed_point(self, beta, P0=None, *, damping: float = 0.3, tol: float = 1e-10,
-                          max_iter: int = 5000):
-        """The self-consistent Gibbs law P = G(P) by damped iteration
-        P ← (1 − damping) P + damping G(P) from P0 (default: the uniform law).  Returns
-        (P [nx, ny], residual, iterations); DivergenceError when ``tol`` is not reached."""
+    def gibbs_fixed_point(self, beta, P0=None, *, tol: float = 1e-10, max_iter: int = 60,
+                          method: str = "newton-krylov", damping: float = 0.3,
+                          continuation: int = 8):
+        """The self-consistent Gibbs law P = G(P), G(P) ∝ exp(−β Ψ_λ(θ_c; P)), on the grid.
+
+        ``method="newton-krylov"`` (default) solves for the potential at the cell centres,
+        Φ [nx, ny], the fixed point of T(Φ) = Ψ_λ(·; p(Φ)) with p(Φ) = e^{−βΦ}/Z (mass 1,
+        positive by construction), by ``scipy.optimize.newton_krylov`` on
+        F(Φ) = T(Φ) − Φ from Φ₀ = Ψ_λ(·; P0).  Since Ψ_λ is affine in P, DF = −(I + β U C)
+        with U the pair kernel on the cells and C = diag(p) − p pᵀ·hxhy the covariance of p:
+        U C has non-negative eigenvalues (U ⪰ 0 for a squared-norm risk), so DF is never
+        singular, whereas the damped map P ← (1 − a)P + aG(P) diverges once a·(1 + βλ_max(UC))
+        > 2 (at the torus experiment's β = 10 on 64² cells, a = 0.3 left a residual 1.54
+        after 3000 iterations).  The tolerance is set on Φ, f_tol = tol/(2β), since
+        ‖G(p(Φ)) − p(Φ)‖₁ ≤ 2β‖F(Φ)‖_∞ to first order; the L¹ residual is checked after.
+        If Newton fails from Φ₀, continuation in β: solve at β/2 first (recursively, at most
+        ``continuation`` halvings) and start from that potential.  ``method="damped"`` is the
+        plain iteration P ← (1 − damping) P + damping G(P) (``max_iter`` steps).
+
+        Measured (``tests/test_pde2d_gibbs.py``): β = 10 on the 64² torus of pde2d-torus,
+        from the uniform law, 20 Newton steps (213 Gibbs-map evaluations, 1.1 s), L¹ residual
+        1.2e-11; the grid flow's density at t = 100 is 1.9e-7 away in L¹.
+
+        Returns (P [nx, ny], residual ‖G(P) − P‖₁, iterations: Newton steps summed over the
+        continuation, or damped steps).  DivergenceError when ``tol`` is not reached."""
+        if beta == math.inf or not beta > 0:
+            raise ConfigError(f"the Gibbs fixed point needs 0 < beta < inf, got {beta}")
+        tol = check_finite_float("tol", tol, positive=True)
+        max_iter = check_positive_int("max_iter", max_iter)
         P = self.grid.uniform() if P0 is None else np.asarray(P0, dtype=np.float64)
+        if P.shape != self.grid.cells or not np.isfinite(P).all() or (P < 0).any():
+            raise ConfigError(f"P0 must be a finite, non-negative array of shape {self.grid.cells}")
+        if method == "damped":
+            return self._gibbs_damped(beta, P, damping, tol, max_iter)
+        if method != "newton-krylov":
+            raise ConfigError(f"method must be 'newton-krylov' or 'damped', got {method!r}")
+        from scipy.optimize import NoConvergence, newton_krylov
+
+        full = np.ones(self.grid.cells, bool)
+        count = [0]
+
+        def p_of(phi, b):                                                   # (nx, ny), mass 1
+            e = -b * phi
+            G = np.exp(e - e.max())
+            return G / (G.sum() * self.grid.area)
+
+        def newton(b, phi0):
+            def F(phi):
+                return self.potential(p_of(phi, b), full)[0] - phi
+
+            def step(x, f):
+                count[0] += 1
+
+            try:
+                with np.errstate(over="ignore", invalid="ignore"):
+                    phi = newton_krylov(F, phi0, f_tol=tol / (2 * b), maxiter=max_iter,
+                                        callback=step)
+            except (NoConvergence, ValueError, FloatingPointError, np.linalg.LinAlgError):
+                return None
+            return phi if np.isfinite(phi).all() else None
+
+        def solve(b, depth):
+            phi = newton(b, phi0)
+            if phi is None and depth > 0:
+                coarse = solve(b / 2, depth - 1)
+                phi = None if coarse is None else newton(b, coarse)
+            return phi
+
+        phi0 = self.potential(P, full)[0]
+        phi = solve(beta, int(continuation))
+        if phi is not None:
+            P = p_of(phi, beta)
+            res = self.gibbs_residual(P, beta)
+            if res < tol:
+                return P, res, count[0]
+            detail = f"L1 residual {res:.3g} > tol {tol:g} at the Newton solution"
+        else:
+            detail = "no convergence"
+        raise DivergenceError(f"Gibbs fixed point at beta={beta:g}: Newton-Krylov found {detail} "
+                              f"after {count[0]} Newton steps (max_iter={max_iter} per stage, "
+                              f"{continuation} halvings of beta); raise max_iter or continuation")
+
+    def _gibbs_damped(self, beta, P, damping, tol, max_iter):
+        """P ← (1 − damping) P + damping G(P) until ‖G(P) − P‖₁ < tol: (G, residual, steps)."""
         res = math.inf
         for it in range(1, max_iter + 1):
             G = self.gibbs_map(P, beta)
@@ -667,5 +745,5 @@ class GridDD:
             if res < tol:
                 return G, res, it
             P = (1 - damping) * P + damping * G
-        raise DivergenceError(f"Gibbs fixed point: residual {res:.3g} after {max_iter} iterations "
-                              "(lower damping)")
+        raise DivergenceError(f"Gibbs fixed point (damped): residual {res:.3g} after {max_iter} "
+                              "iterations; lower damping or use method='newton-krylov'")
