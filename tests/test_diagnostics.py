@@ -221,3 +221,42 @@ def test_loglog_rate_recovers_a_power_law_and_brackets_it():
         loglog_rate(Ns, [np.array([1.0, -1.0])] * 5)
     with pytest.raises(ConfigError, match="at least 3"):
         loglog_rate(Ns[:2], few[:2])
+
+
+def test_rate_of_separates_a_bias_from_a_fluctuation():
+    """Seeds R_N = 2/N + 0.1 N^−½ ξ (a 1/N bias and an N^−½ spread, as a risk gap over seeds):
+    the mean's slope is −1 and the s.d.'s −½, each inside its interval (whereas the mean of
+    |R_N|, a single gap statistic, mixes the two)."""
+    from meanfield.diagnostics import rate_of
+
+    rng = np.random.default_rng(0)
+    Ns = np.array([20, 60, 200, 600, 2000])
+    samples = [2 / n + 0.1 * n ** -0.5 * rng.standard_normal(400) for n in Ns]
+    bias = rate_of(Ns, samples, statistic="mean", n_boot=1000)
+    sd = rate_of(Ns, samples, statistic="sd", n_boot=1000)
+    for fit, want in ((bias, -1.0), (sd, -0.5)):
+        lo, hi = fit["ci95"]
+        assert lo <= want <= hi and hi - lo < 0.4, (want, fit)
+    with pytest.raises(ConfigError, match="statistic"):
+        rate_of(Ns, samples, statistic="median")
+    with pytest.raises(ConfigError, match="> 0"):                  # a bias that changes sign
+        rate_of(Ns, [s - 2 / Ns[2] for s in samples], statistic="mean")
+
+
+def test_ratio_rate_sees_a_ratio_that_grows_with_n():
+    """W1-like samples a = c·N^−½ and b = N^−½: ratio c at every N, slope 0 inside its
+    interval; with a = N^−0.3 the ratio grows (slope 0.2, interval excluding 0)."""
+    from meanfield.diagnostics import ratio_of_means, ratio_rate
+
+    rng = np.random.default_rng(1)
+    Ns = np.array([50, 150, 500, 1500])
+    b = [n ** -0.5 * (1 + 0.1 * rng.standard_normal(16)) for n in Ns]
+    flat = ratio_rate(Ns, [0.8 * n ** -0.5 * (1 + 0.1 * rng.standard_normal(8)) for n in Ns], b,
+                      n_boot=1000)
+    np.testing.assert_allclose(flat["ratio"], 0.8, rtol=0.1)
+    assert flat["slope_ci95"][0] <= 0.0 <= flat["slope_ci95"][1]
+    assert all(lo <= r <= hi for r, (lo, hi) in zip(flat["ratio"], flat["ci95"]))
+    grow = ratio_rate(Ns, [n ** -0.3 * (1 + 0.1 * rng.standard_normal(8)) for n in Ns], b, n_boot=1000)
+    assert grow["slope_ci95"][0] > 0.1 and abs(grow["slope"] - 0.2) < 0.05
+    r = ratio_of_means(np.full(5, 2.0), np.full(7, 4.0))
+    assert r["ratio"] == 0.5 and r["ci95"] == [0.5, 0.5]
