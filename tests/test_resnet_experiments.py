@@ -2,6 +2,7 @@
 (with ``layer`` in particles.npz), what each experiment measures, bit-for-bit resume after
 a crash, and one-line errors."""
 import json
+import math
 
 import numpy as np
 import pytest
@@ -115,6 +116,27 @@ def test_resnet_rkhs_small_mode(tmp_path, capsys, monkeypatch):
     # Gaussian kernel: λ_min ~ δ², so a 10× smaller δ gives ≥ 30× smaller λ_min (exact kernel)
     ex = res["neg"]["inf"]["lam_min_0_exact_kernel"]
     assert ex[0] < ex[1] / 30
+    # the three exponents of λ_min in δ (fit.json = results.json["exponents"])
+    fit = json.loads((ref / "fit.json").read_text())
+    assert fit == json.loads((ref / "results.json").read_text())["exponents"]
+    for nu, p, pre in (("0.5", 1.0, 0.867), ("inf", 2.0, 1.947)):
+        e = fit["nus"][nu]
+        # exact kernel on [1e-4, 1e-3]: within 0.01 of min(2ν, 2), local slopes converged
+        assert abs(e["asymptotic"]["slope"] - p) < 0.01 and e["asymptotic"]["converged"], e["asymptotic"]
+        # exact kernel at the run's δ = 0.05, 0.5 (deterministic: task_seed 0), pre-asymptotic
+        assert abs(e["pre_asymptotic"]["slope"] - pre) < 0.01 and e["pre_asymptotic"]["window"] == [0.05, 0.5]
+        assert e["summary"]["trained_features"] == res["neg"][nu]["lam_min_0_slope"]["slope"]
+    # M = 32 trained features, Gaussian: 1.96 here [bootstrap 1.94, 1.97]; seeds 1–3 give 1.97–1.98.
+    # (ν = ½ with 32 Cauchy frequencies ranges 0.74–1.76 over seeds: the small mode resolves no slope there.)
+    tf = fit["nus"]["inf"]["trained_features"]
+    assert 1.85 < tf["slope"] < 2.05 and 1.8 < tf["boot_low"] <= tf["slope"] <= tf["boot_high"] < 2.1, tf
+    # the trained-feature exponent is that of the features actually trained: the recorded λ_min(K_0)
+    from meanfield.experiments import resnet_rkhs
+    cfg = resnet_rkhs.Config.build(None, ["scale=small", "targets=neg"])
+    for nu in (0.5, math.inf):
+        for k, delta in enumerate(cfg.sizes()["deltas"]):
+            ours = resnet_rkhs.feature_lam_min(cfg, cfg.sizes(), nu, delta, 4)
+            np.testing.assert_allclose(ours, np.array(res["neg"][f"{nu:g}"]["lam_min_0"])[:, k], rtol=1e-9)
     # only u is trained: w and b of the snapshots never move
     with np.load(ref / io.PARTICLES) as z:
         th = z["theta"]

@@ -27,14 +27,39 @@ lam_min_0, pl_bound, means over seeds):
                   mass, P the adjoints: ‖v‖² = Σ_l h_l tr(P_{l+1}ᵀ K_l P_{l+1}) / n²).
 
 Expected: for the Matérn-ν kernel λ_min(K_X) decays like δ^{min(2ν, 2)} as δ → 0 (the
-pair's 2 × 2 block has smallest eigenvalue ½(1 − k_ν(δ√lift))); the PL *bound* follows it,
-while the PL ratio itself (a Rayleigh quotient along the residual) need not when the
-target is Lipschitz (``neg``) — the distinction of Robin–Scaman–Lelarge (NeurIPS 2022)
-recalled in DESIGN.md.  results.json holds, per target and ν, λ_min(K_X) at
-initialisation (random features, and ``lam_min_0_exact_kernel`` for the M = ∞ kernel
-½k_ν: finite M turns the ν = ½ curve to δ² once δ is of order 1/M, where hardly any of the
-M Cauchy frequencies exceeds 1/δ), the minimum over training of pl_ratio and of pl_bound, the final risk, and
-fitted slopes in log δ (bootstrap over seeds).
+pair's 2 × 2 block has smallest eigenvalue ½(1 − k_ν(δ√lift)), an upper bound on λ_min),
+except ν = 1, where 1 − k_1 has a logarithm at leading order and λ_min ~ δ² log(1/δ).  The
+PL *bound* follows λ_min, while the PL ratio itself (a Rayleigh quotient along the residual)
+need not when the target is Lipschitz (``neg``) — the distinction of Robin–Scaman–Lelarge
+(NeurIPS 2022) recalled in DESIGN.md.
+
+Exponents of λ_min in δ (fit.json, and ``results.json["exponents"]``), three per ν, labelled:
+
+* ``asymptotic`` — the exact kernel ½k_ν (``exact_lam_min``) on a grid of ``GRID_PER_DECADE``
+  = 8 points per decade from δ = ``ASYMPTOTIC_FLOOR`` = 1e-4 up to the largest δ of the run;
+  the exponent is the least-squares slope of log λ_min against log δ over the smallest decade
+  [1e-4, 1e-3], and it counts as converged when the local slopes (successive grid points)
+  inside that decade spread by less than ``SLOPE_TOL`` = 0.01.  For ν = 1 the fitted quantity
+  is λ_min / log(2/z) (z = √2·δ√lift/ℓ, the Bessel argument at a pair's distance), so the
+  exponent compares with 2; the uncorrected slope is kept as ``asymptotic_uncorrected``;
+* ``pre_asymptotic`` — the exact kernel at the run's δ values (0.02 to 0.4 in full mode);
+* ``trained_features`` — λ_min at initialisation of the M random features actually trained
+  (the recorded ``lam_min_0``), at the run's δ values, with a bootstrap interval over seeds;
+  beside it ``features_asymptotic``, the same features on the grid's smallest decade.
+
+Measured (full mode: M = 256, n = 16; 52 s wall), asymptotic / pre-asymptotic / trained
+features: ν = ½: 1.000 / 0.85 / 1.39;  ν = 1 (log-corrected): 1.993 / 1.44 / 1.92 (uncorrected
+1.868, local slopes spread 0.035: not converged — the logarithm);  ν = 3/2: 1.999 / 1.71 /
+1.86;  ν = ∞: 2.000 / 1.93 / 1.94.  Local slopes in [1e-4, 1e-3] spread by at most 0.004.
+The M features are smooth, so on the grid's smallest decade they give δ² for every ν
+(2.00); for ν = ½ the crossover sits near δ ~ 1/max_j |ω_j|, where hardly any of the M
+Cauchy frequencies exceeds 1/δ — that is what steepens the trained-feature slope to 1.39.
+float64 suffices: at δ = 1e-4 the eigensolver's λ_min agrees with 40-digit arithmetic to a
+relative 6·10⁻⁸ (``exact_lam_min``).
+
+results.json holds, per target and ν, λ_min(K_X) at initialisation (random features, and
+``lam_min_0_exact_kernel`` for the M = ∞ kernel ½k_ν), the minimum over training of pl_ratio
+and of pl_bound, the final risk, and fitted slopes in log δ (bootstrap over seeds).
 """
 from __future__ import annotations
 
@@ -58,9 +83,13 @@ from .resnet_common import (RESUME_MUTABLE, fit_slope, job_phase, parse_floats, 
                             snapshots_arrays, write_outputs)
 
 NAME = "resnet-rkhs"
+FIT = "fit.json"
+ASYMPTOTIC_FLOOR = 1e-4          # smallest δ of the exponent grid
+GRID_PER_DECADE = 8
+SLOPE_TOL = 0.01                 # the asymptotic window counts as converged when its local slopes spread by less
 
 SCALES = {
-    "full": {"M": 256, "L": 4, "n_pairs": 8, "deltas": "0.02,0.05,0.1,0.2,0.4", "nus": "0.5,1.5,inf"},
+    "full": {"M": 256, "L": 4, "n_pairs": 8, "deltas": "0.02,0.05,0.1,0.2,0.4", "nus": "0.5,1,1.5,inf"},
     "small": {"M": 32, "L": 2, "n_pairs": 3, "deltas": "0.05,0.5", "nus": "0.5,inf"},
 }
 
@@ -69,7 +98,7 @@ SCALES = {
 class Config(RunConfig):
     """Keys of resnet-rkhs (``N`` unused: particles are L·M).  Size keys left at 0 / "" take
     the ``scale`` preset (full: M = 256, L = 4, n_pairs = 8, deltas 0.02,0.05,0.1,0.2,0.4,
-    nus 0.5,1.5,inf; small: 32, 2, 3, "0.05,0.5", "0.5,inf")."""
+    nus 0.5,1,1.5,inf; small: 32, 2, 3, "0.05,0.5", "0.5,inf")."""
 
     d: int = 2
     steps: int = 400
@@ -98,7 +127,8 @@ class Config(RunConfig):
     def validate(self):
         """RunConfig's checks, then (``ConfigError``): targets among "neg", "split"; lift ≥ 1;
         M, L, n_pairs, task_seed, threads ≥ 0; split, lengthscale finite and > 0; deltas
-        numbers > 0 and nus half-integers > 0 or inf (after the preset, :meth:`sizes`)."""
+        numbers > 0, at least two, the largest ≥ 10·``ASYMPTOTIC_FLOOR``, and nus half-integers
+        > 0 or inf (after the preset, :meth:`sizes`)."""
         super().validate()
         if not self.target_list or any(t not in ("neg", "split") for t in self.target_list):
             raise ConfigError(f"targets must list 'neg' and/or 'split', got {self.targets!r}")
@@ -107,8 +137,11 @@ class Config(RunConfig):
                           positive=("split", "lengthscale"))
         s = self.sizes()
         for nu in s["nus"]:
-            if not (nu == math.inf or abs(2 * nu - round(2 * nu)) < 1e-12):
-                raise ConfigError(f"nus must be half-integers (0.5, 1, 1.5, …) or inf, got {nu!r}")
+            if not (nu == math.inf or (nu > 0 and abs(2 * nu - round(2 * nu)) < 1e-12)):
+                raise ConfigError(f"nus must be half-integers > 0 (0.5, 1, 1.5, …) or inf, got {nu!r}")
+        if len(set(s["deltas"])) < 2 or max(s["deltas"]) < 10 * ASYMPTOTIC_FLOOR:
+            raise ConfigError(f"deltas must hold at least two values, the largest >= {10 * ASYMPTOTIC_FLOOR:g} "
+                              f"(the exponent grid starts at {ASYMPTOTIC_FLOOR:g}), got {self.deltas!r}")
 
     @property
     def target_list(self) -> list[str]:
@@ -138,19 +171,101 @@ def separated_pairs(n_pairs: int, d: int, delta: float, *, generator: torch.Gene
     return X, {"neg": -X, "split": -X + off}
 
 
-def exact_lam_min(cfg, sz, nu, delta):
-    """λ_min of the infinite-width kernel matrix ½ k_ν(|A x_k − A x_k'|) at the embedded data
-    (closed-form Matérn for ν ∈ {0.5, 1.5, 2.5, inf}; NaN otherwise)."""
-    from ..models.resnet import matern_kernel
-
-    if nu not in (0.5, 1.5, 2.5, math.inf):
-        return float("nan")
+def _embedded(cfg, sz, delta):
+    """The data of separation δ embedded in the hidden space, H = A X [2·n_pairs, lift·d]."""
     X, _ = separated_pairs(sz["n_pairs"], cfg.d, delta, generator=torch.Generator().manual_seed(cfg.task_seed),
                            split=cfg.split)
     A, _ = lift_matrices(cfg.d, cfg.lift)
-    H = X @ A.T
-    K = 0.5 * matern_kernel(torch.cdist(H, H), nu, cfg.lengthscale)
-    return float(torch.linalg.eigvalsh(K)[0])
+    return X @ A.T
+
+
+def exact_lam_min(cfg, sz, nu, delta):
+    """λ_min of the infinite-width kernel matrix ½ k_ν(|A x_k − A x_k'|) at the embedded data
+    (``matern_kernel``: every half-integer ν and inf), in float64: distances as norms of
+    differences (never the ‖a‖² + ‖b‖² − 2⟨a, b⟩ of ``torch.cdist``'s matrix-product mode,
+    which cancels at small δ), then LAPACK's symmetric eigensolver.  At δ = 1e-4 this agrees
+    with a 40-digit ``mpmath`` evaluation of the same matrix to a relative 6·10⁻⁸ (ν = ∞,
+    λ_min ≈ 1.2·10⁻⁹; 3·10⁻¹³ for ν = ½; tests/test_resnet_rkhs.py)."""
+    from ..models.resnet import matern_kernel
+
+    H = _embedded(cfg, sz, delta)
+    dist = (H[:, None] - H[None]).norm(dim=-1)                                 # (n, n)
+    return float(torch.linalg.eigvalsh(0.5 * matern_kernel(dist, nu, cfg.lengthscale))[0])
+
+
+def feature_lam_min(cfg, sz, nu, delta, D) -> np.ndarray:
+    """λ_min((1/M) Ψ Ψᵀ) [replicas] at the embedded data for the M random features that
+    ``_build`` draws (the trained ones, at initialisation), as the squared smallest singular
+    value of Ψ/√M (no Gram product: its rounding would square the condition number)."""
+    H = _embedded(cfg, sz, delta)
+    feats = random_fourier_units(sz["M"], D, nu=nu, generator=torch.Generator().manual_seed(cfg.seed),
+                                 lengthscale=cfg.lengthscale, replicas=cfg.replicas)    # (R, M, P)
+    psi = torch.cos(H @ feats[..., D:2 * D].transpose(1, 2) + feats[:, None, :, 2 * D])  # (R, n, M)
+    if psi.shape[1] > psi.shape[2]:
+        return np.zeros(cfg.replicas)                                          # n > M: K is singular
+    return (torch.linalg.svdvals(psi / math.sqrt(sz["M"]))[:, -1] ** 2).numpy()
+
+
+def delta_grid(deltas) -> np.ndarray:
+    """The δ grid of the exponent analysis: ``GRID_PER_DECADE`` points per decade from
+    ``ASYMPTOTIC_FLOOR`` up to (at least) the largest δ of the run."""
+    k = math.ceil(GRID_PER_DECADE * math.log10(max(deltas) / ASYMPTOTIC_FLOOR) - 1e-9)
+    return ASYMPTOTIC_FLOOR * 10.0 ** (np.arange(k + 1) / GRID_PER_DECADE)
+
+
+def log_factor(cfg, delta):
+    """log(2/z), z = √2 · δ√lift / ℓ: the Matérn-1 argument at a pair's hidden distance δ√lift;
+    ½(1 − k_1(δ√lift)) = (z²/4)(log(2/z) − γ + ½) + … is the ν = 1 pair block's λ_min."""
+    z = math.sqrt(2) * np.asarray(delta) * math.sqrt(cfg.lift) / cfg.lengthscale
+    return np.log(2 / z)
+
+
+def local_slopes(grid, lam):
+    """Local log-log slopes of lam(δ) between successive grid points, and where they sit
+    (the geometric midpoints)."""
+    grid, lam = np.asarray(grid, float), np.asarray(lam, float)
+    return np.diff(np.log(lam)) / np.diff(np.log(grid)), np.sqrt(grid[1:] * grid[:-1])
+
+
+def window_fit(grid, lam, lo, hi) -> dict:
+    """Slope of log lam against log δ over the grid points in [lo, hi] (least squares), and
+    the spread (max − min) of the local slopes inside it; ``converged`` when that spread is
+    below ``SLOPE_TOL``."""
+    grid, lam = np.asarray(grid, float), np.asarray(lam, float)
+    sel = (grid >= lo * (1 - 1e-9)) & (grid <= hi * (1 + 1e-9))
+    loc, mid = local_slopes(grid[sel], lam[sel])
+    slope = float(np.polyfit(np.log(grid[sel]), np.log(lam[sel]), 1)[0])
+    spread = float(loc.max() - loc.min()) if len(loc) else float("nan")
+    return {"window": [float(grid[sel][0]), float(grid[sel][-1])], "points": int(sel.sum()), "slope": slope,
+            "local_slope_min": float(loc.min()), "local_slope_max": float(loc.max()),
+            "local_slope_spread": spread, "converged": bool(spread < SLOPE_TOL)}
+
+
+def kernel_exponents(cfg, sz, nu, D=None) -> dict:
+    """The exponent of λ_min(K_X) in δ for the exact kernel ½k_ν, asymptotic and
+    pre-asymptotic, plus the same analysis for the M trained random features when ``D`` (the
+    hidden dimension) is given.  See the module docstring for the rule."""
+    grid = delta_grid(sz["deltas"])
+    lam = np.array([exact_lam_min(cfg, sz, nu, d) for d in grid])
+    run = np.array(sz["deltas"], float)
+    run_lam = np.array([exact_lam_min(cfg, sz, nu, d) for d in run])
+    corr = log_factor(cfg, grid) if nu == 1 else np.ones_like(grid)           # ν = 1: δ² log(1/δ)
+    lo, hi = grid[0], grid[0] * 10
+    loc, mid = local_slopes(grid, lam / corr)
+    out = {"predicted": min(2 * nu, 2.0), "log_corrected": nu == 1, "grid": grid.tolist(),
+           "lam_min_exact": lam.tolist(), "local_slope_at": mid.tolist(), "local_slope_exact": loc.tolist(),
+           "asymptotic": window_fit(grid, lam / corr, lo, hi),
+           "pre_asymptotic": window_fit(run, run_lam, run.min(), run.max())}
+    if nu == 1:
+        out["asymptotic_uncorrected"] = window_fit(grid, lam, lo, hi)
+        out["local_slope_exact_uncorrected"] = local_slopes(grid, lam)[0].tolist()
+    if D is not None:
+        feat = np.stack([feature_lam_min(cfg, sz, nu, d, D) for d in grid], 1)  # (R, G)
+        out["lam_min_features"] = feat.tolist()
+        if (feat > 0).all():
+            out["local_slope_features"] = local_slopes(grid, feat.mean(0))[0].tolist()
+            out["features_asymptotic"] = window_fit(grid, feat.mean(0), lo, hi)
+    return out
 
 
 def plan(cfg: Config) -> Plan:
@@ -183,7 +298,9 @@ def plan(cfg: Config) -> Plan:
         arrays = snapshots_arrays(first["snaps"], first["layer"], model.param_names,
                                   {**model.arrays(), "data_X": X.numpy(),
                                    "data_Y": Ys[cfg.target_list[ti]].numpy()})
-        return write_outputs(ctx, arrays, _analyse(cfg, sz, res))
+        analysis = _analyse(cfg, sz, res)
+        io.write_json(ctx.out / FIT, analysis["exponents"])
+        return write_outputs(ctx, arrays, analysis)
 
     return Plan(phases=phases, results=results, threads=cfg.threads,
                 record={"model": model.to_dict(), "sizes": sz})
@@ -213,6 +330,7 @@ def _measure(flow, state):
 
 def _analyse(cfg, sz, res) -> dict:
     R = cfg.replicas
+    D = cfg.d * cfg.lift
     out = {"experiment": NAME, "sizes": sz, "targets": {}}
     for ti, target in enumerate(cfg.target_list):
         per_nu = {}
@@ -232,25 +350,57 @@ def _analyse(cfg, sz, res) -> dict:
                 "deltas": deltas, "lam_min_0": lam0.tolist(), "lam_min_0_exact_kernel": exact, "pl_ratio_min": plmin.tolist(),
                 "pl_bound_min": pbmin.tolist(), "final_risk": final.tolist(),
                 "lam_min_0_slope": fit_slope(deltas, lam0),
-                "lam_min_0_exact_kernel_slope": (fit_slope(deltas, np.array([exact]))["slope"]
-                                                 if np.all(np.isfinite(exact)) else float("nan")), "pl_ratio_min_slope": fit_slope(deltas, plmin),
+                "lam_min_0_exact_kernel_slope": fit_slope(deltas, np.array([exact]))["slope"],
+                "pl_ratio_min_slope": fit_slope(deltas, plmin),
                 "pl_bound_min_slope": fit_slope(deltas, pbmin),
                 "predicted_lam_slope": min(2 * nu, 2.0)}
         out["targets"][target] = per_nu
+    out["exponents"] = exponents(cfg, sz, out["targets"][cfg.target_list[0]], D)
+    return out
+
+
+def exponents(cfg, sz, per_nu, D) -> dict:
+    """fit.json: per ν the three labelled exponents of λ_min(K_X) in δ (module docstring):
+    ``asymptotic`` (exact kernel, the smallest decade of the grid, log-corrected for ν = 1),
+    ``pre_asymptotic`` (exact kernel, the run's δ values), ``trained_features`` (the M features
+    trained, at initialisation, the run's δ values; bootstrap over seeds), and the curves
+    behind them (``kernel_exponents``)."""
+    out = {"rule": (f"asymptotic: least-squares slope of log λ_min against log δ on the smallest decade "
+                    f"[{ASYMPTOTIC_FLOOR:g}, {10 * ASYMPTOTIC_FLOOR:g}] of a grid with {GRID_PER_DECADE} points "
+                    f"per decade, converged when its local slopes spread by < {SLOPE_TOL:g}; nu = 1: of "
+                    f"λ_min / log(2/z) (λ_min ~ δ² log(1/δ)); pre_asymptotic and trained_features: "
+                    f"the run's deltas"),
+           "floor": ASYMPTOTIC_FLOOR, "grid_per_decade": GRID_PER_DECADE, "slope_tol": SLOPE_TOL, "nus": {}}
+    for nu in sz["nus"]:
+        r = per_nu[f"{nu:g}"]
+        k = kernel_exponents(cfg, sz, nu, D)
+        tr = r["lam_min_0_slope"]
+        k["trained_features"] = {"window": [min(sz["deltas"]), max(sz["deltas"])], "M": sz["M"],
+                                 "slope": tr["slope"], "boot_low": tr["boot_low"], "boot_high": tr["boot_high"],
+                                 "t_low": tr["t_low"], "t_high": tr["t_high"]}
+        k["summary"] = {"predicted": k["predicted"], "asymptotic": k["asymptotic"]["slope"],
+                        "pre_asymptotic": k["pre_asymptotic"]["slope"], "trained_features": tr["slope"],
+                        "asymptotic_error": abs(k["asymptotic"]["slope"] - k["predicted"]),
+                        "asymptotic_converged": k["asymptotic"]["converged"]}
+        out["nus"][f"{nu:g}"] = k
     return out
 
 
 def plot(run_dir, coords=None) -> list[Path]:
-    """figures/separation.png (λ_min(K_X0), min PL ratio and min PL bound against δ per ν)
-    and figures/training.png (risk, ‖v‖², PL ratio and λ_min along training)."""
+    """figures/separation.png (the local slope d log λ_min / d log δ against δ, then per target
+    λ_min(K_X0), min PL ratio and min PL bound against δ per ν) and figures/training.png
+    (risk, ‖v‖², PL ratio and λ_min along training)."""
+    from matplotlib.ticker import NullLocator
+
     run_dir = Path(run_dir)
     res = read_results(run_dir)
     m = io.read_metrics(run_dir / io.METRICS)
     p = plt()
     targets = list(res["targets"])
-    fig, axes = p.subplots(1, len(targets), figsize=(5 * len(targets), 3.8), dpi=110, squeeze=False)
+    fig, axes = p.subplots(1, len(targets) + 1, figsize=(5 * (len(targets) + 1), 3.8), dpi=110, squeeze=False)
+    _plot_local_slopes(axes[0, 0], res)
     for i, target in enumerate(targets):
-        ax = axes[0, i]
+        ax = axes[0, i + 1]
         for k, (nu, r) in enumerate(res["targets"][target].items()):
             x = np.array(r["deltas"])
             ax.loglog(x, r["lam_min_0_exact_kernel"], "x", color=f"C{k}", ms=6)
@@ -258,6 +408,8 @@ def plot(run_dir, coords=None) -> list[Path]:
                 y = np.array(r[name]).mean(0)
                 lab = f"ν={nu}: {name}" + (f" (slope {r[name + '_slope']['slope']:.2f})" if name != "pl_bound_min" else "")
                 ax.loglog(x, y, style, color=f"C{k}", label=lab, ms=4)
+        ax.set_xticks(x, [f"{v:g}" for v in x])
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xlabel("separation δ   (x: λ_min of the exact kernel)")
         ax.set_title(f"target {target}")
         ax.legend(frameon=False, fontsize=6)
@@ -283,3 +435,34 @@ def plot(run_dir, coords=None) -> list[Path]:
     paths.append(run_dir / io.FIGURES / "training.png")
     save_figure(fig, paths[1])
     return paths
+
+
+def _plot_local_slopes(ax, res):
+    """The local slope of λ_min(δ) against δ: exact kernel (solid; ν = 1 log-corrected, its raw
+    slope dashed), the trained M features at initialisation (dotted), the prediction
+    min(2ν, 2) (thin), the asymptotic window (grey) and the run's δ range (hatched)."""
+    ex = res.get("exponents")
+    if not ex:
+        return
+    for k, (nu, e) in enumerate(ex["nus"].items()):
+        x = np.array(e["local_slope_at"])
+        s = e["summary"]
+        ax.semilogx(x, e["local_slope_exact"], "-", color=f"C{k}",
+                    label=f"ν={nu}{' (÷log)' if e['log_corrected'] else ''}: asympt. {s['asymptotic']:.3f}, "
+                          f"pre {s['pre_asymptotic']:.2f}, M feats {s['trained_features']:.2f}")
+        if e["log_corrected"]:
+            ax.semilogx(x, e["local_slope_exact_uncorrected"], "--", color=f"C{k}", lw=0.9,
+                        label=f"ν={nu}: raw (no log correction)")
+        if "local_slope_features" in e:
+            ax.semilogx(x, e["local_slope_features"], ":", color=f"C{k}", lw=0.8)
+        ax.axhline(e["predicted"], color=f"C{k}", lw=0.6, alpha=0.6)
+    lo, hi = ex["nus"][next(iter(ex["nus"]))]["asymptotic"]["window"]
+    ax.axvspan(lo, hi, color="0.85", zorder=0, label="asymptotic window")
+    lo, hi = ex["nus"][next(iter(ex["nus"]))]["pre_asymptotic"]["window"]
+    ax.axvspan(lo, hi, fill=False, hatch="//", ec="0.6", lw=0, zorder=0, label="run's δ (pre-asymptotic)")
+    ax.set_xlabel("separation δ   (solid: exact kernel, dotted: M features)")
+    ax.set_ylabel("local slope d log λ_min / d log δ")
+    ax.set_ylim(-0.1, 2.6)
+    ax.set_title("λ_min(K_X) ~ δ^p: local exponent")
+    ax.legend(frameon=False, fontsize=6)
+    ax.grid(alpha=0.3, which="both")
