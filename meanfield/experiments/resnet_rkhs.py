@@ -47,7 +47,7 @@ Exponents of λ_min in δ (fit.json, and ``results.json["exponents"]``), three p
   (the recorded ``lam_min_0``), at the run's δ values, with a bootstrap interval over seeds;
   beside it ``features_asymptotic``, the same features on the grid's smallest decade.
 
-Measured (full mode: M = 256, n = 16; 52 s wall), asymptotic / pre-asymptotic / trained
+Measured (full mode: M = 256, n = 16; 44 s wall), asymptotic / pre-asymptotic / trained
 features: ν = ½: 1.000 / 0.85 / 1.39;  ν = 1 (log-corrected): 1.993 / 1.44 / 1.92 (uncorrected
 1.868, local slopes spread 0.035: not converged — the logarithm);  ν = 3/2: 1.999 / 1.71 /
 1.86;  ν = ∞: 2.000 / 1.93 / 1.94.  Local slopes in [1e-4, 1e-3] spread by at most 0.004.
