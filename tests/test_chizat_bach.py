@@ -125,28 +125,121 @@ def test_threshold_is_the_smallest_m_from_which_all_succeed():
     assert cb_threshold.threshold([2, 3], [0.0, 0.5], 0.9) is None
 
 
-def test_threshold_small_mode_drops_by_orders_of_magnitude_at_m0(threshold_run):
+def test_threshold_table_moves_with_the_tolerance_the_fraction_and_the_horizon():
+    """Four seeds per m: m = 2 fails, m = 3 has one seed at 5e-3 (a success at tolerance 1e-2
+    only) at T = 1 and 3e-3 at T = 2, m = 4 has one seed at 2e-3 at T = 1 that converges by
+    T = 2.  Thresholds by hand: T = 1: m* = None at (1e-3, 0.9) [m = 4 has 3/4], 3 at (1e-2,
+    0.9), 3 at (1e-3, 0.75); T = 2: 4, 3, 3."""
+    ms = [2, 3, 4]
+    good = 1e-6
+    ex1 = np.array([[0.1] * 4, [5e-3, good, good, good], [2e-3, good, good, good]])
+    ex2 = np.array([[0.1] * 4, [3e-3, good, good, good], [good] * 4])
+    rows = cb_threshold.threshold_table(ms, {1.0: ex1, 2.0: ex2}, [(1e-3, 0.9), (1e-2, 0.9), (1e-3, 0.75)])
+    got = {(r["T"], r["success_tol"], r["success_frac"]): r["m_star"] for r in rows}
+    assert got == {(1.0, 1e-3, 0.9): None, (1.0, 1e-2, 0.9): 3, (1.0, 1e-3, 0.75): 3,
+                   (2.0, 1e-3, 0.9): 4, (2.0, 1e-2, 0.9): 3, (2.0, 1e-3, 0.75): 3}
+    assert [r["primary"] for r in rows] == [1, 0, 0, 1, 0, 0]
+    # stuck: failing at the longer horizon and unchanged to 1e-3 relative; m = 3's seed 0
+    # moved (5e-3 -> 3e-3), m = 2's seeds did not
+    stuck = cb_threshold.stuck_systems(ms, ex1, ex2, 1e-3, 1e-3)
+    assert [(s["m"], s["seed"]) for s in stuck] == [(2, 0), (2, 1), (2, 2), (2, 3)]
+    ex2[0, 1] = 0.1 * (1 + 2e-3)
+    assert [(s["m"], s["seed"]) for s in cb_threshold.stuck_systems(ms, ex1, ex2, 1e-3, 1e-3)] == \
+        [(2, 0), (2, 2), (2, 3)]
+
+
+def _results_by_T(res):
+    """{T: R(T)/R_# [M, S]} from results.csv's per-seed columns."""
+    seeds = sorted((k for k in res if k.startswith("excess_s")), key=lambda k: int(k[8:]))
+    return {T: np.stack([res[k][res["T"] == T] for k in seeds], 1) for T in np.unique(res["T"])}
+
+
+def test_threshold_small_mode_resolves_the_threshold_against_the_horizon(threshold_run):
     fit = json.loads((threshold_run / "fit.json").read_text())
     res = io.read_metrics(threshold_run / "results.csv")
-    # measured (scale=small, d = 10, m0 = 3): median R(T)/R_# 4.1e-2 at m = 2 (no seed can
-    # succeed: 2 units cannot represent 3), 7 of 8 seeds succeed at m = m0 = 3 (one stuck at
-    # 0.24), every seed for m ≥ 4 (max 4.8e-5): m* = 4
-    assert fit["m_star"] in (3, 4) and fit["m_star_over_m0"] == fit["m_star"] / 3
-    frac = dict(zip(res["m"].astype(int), res["success_frac"]))
-    assert frac[2] == 0 and frac[3] >= 0.75 and all(frac[m] == 1 for m in frac if m >= 4)
-    below = res["excess_median"][res["m"] < 3]
-    above = res["excess_max"][res["m"] >= 4]
-    assert below.min() > 100 * above.max()
-    # the recorded excess losses are the exact risks of the saved particles
-    cfg = cb_threshold.Config.build(None, ["scale=small"])
-    task = cb_threshold.teacher_task(cfg)
-    from meanfield.interact import evaluate
+    ex = _results_by_T(res)
+    ms = [2, 3, 4, 5, 6]
+    assert fit["horizons"] == [150, 300, 600, 1200] and sorted(ex) == fit["horizons"]
+    assert res["m"][res["T"] == 150].tolist() == ms
+    # measured (scale=small, d = 10, m0 = 3, 8 seeds): seeds at m = m0 below 1e-3 in 2, 4, 7,
+    # 7 of 8 at T = 150, 300, 600, 1200; m = 6 has a slow seed at 1.2e-3 at T = 300; so m* is
+    # undefined at T = 150 and 300 and 4 (4/3 m0) from T = 600 on
+    assert fit["success_frac_at_m0_by_T"] == {"150": 0.25, "300": 0.5, "600": 0.875, "1200": 0.875}
+    assert fit["m_star_by_T"] == {"150": None, "300": None, "600": 4, "1200": 4}
+    assert fit["m_star"] == 4 and fit["m_star_over_m0"] == 4 / 3
+    # the criterion changes it: tolerance 1e-2 gives 4 already at T = 300, fraction 0.75
+    # gives 3 = m0 from T = 600 (7/8 at m0)
+    thr = {(r["T"], r["success_tol"], r["success_frac"]): r["m_star"] for r in fit["thresholds"]}
+    assert thr[300, 1e-2, 0.9] == 4 and thr[300, 1e-3, 0.75] == 4
+    assert thr[600, 1e-3, 0.75] == 3 and thr[1200, 1e-3, 0.75] == 3 and thr[1200, 1e-3, 1.0] == 4
+    # the same thresholds, recomputed here from every seed's excess loss in results.csv
+    for (T, tol, frac), m_star in thr.items():
+        ok = [(ex[T][j] < tol).mean() >= frac for j in range(len(ms))]
+        first = next((ms[j] for j in range(len(ms)) if all(ok[j:])), None)
+        assert first == m_star, (T, tol, frac)
+    # m = 2 < m0 cannot represent the teacher: every seed at 4.1e-2 or 0.24 at every T;
+    # above m0 every seed ends below 1e-5 at T = 1200 (worst 6.3e-6), 4 orders lower
+    assert all(ex[T][0].min() > 4e-2 for T in ex)
+    assert ex[1200][2:].max() < 2e-5
+    # stuck: m = 3's seed 3 stays at R/R_# = 0.2408 (unchanged to 1e-5 from T = 600 to 1200:
+    # a unit has died, leaving the 2-unit configuration of m = 2's seeds 0 and 3, 0.2408); the
+    # m = 2 systems are stuck at their best 2-unit approximations
+    stuck = fit["stuck"]
+    assert (stuck["T_from"], stuck["T_to"]) == (600, 1200)
+    assert stuck["count_by_m"] == {"2": 8, "3": 1, "4": 0, "5": 0, "6": 0}
+    (s3,) = [s for s in stuck["systems"] if s["m"] == 3]
+    assert s3["seed"] == 3 and abs(s3["excess_to"] - 0.2408) < 1e-3 and s3["rel_change"] < 1e-4
+    assert abs(s3["excess_to"] - ex[1200][0, 3]) < 1e-5
+    for name in ("threshold.png", "risk.png"):
+        assert (threshold_run / "figures" / name).stat().st_size > 10_000
 
+
+def test_recorded_excess_losses_are_monte_carlo_risks_of_the_saved_particles(threshold_run):
+    """results.csv's R(T)/R_# against an independent estimate: the saved particles at each
+    horizon's snapshot and the teacher evaluated on 2·10⁵ Gaussian inputs with a plain
+    numpy forward pass (no kernel, no interaction backend), and R_# = E[y²] the same way."""
+    fit = json.loads((threshold_run / "fit.json").read_text())
+    ex = _results_by_T(io.read_metrics(threshold_run / "results.csv"))
     with np.load(threshold_run / io.PARTICLES) as z:
-        th, w = torch.tensor(z["theta"][-1]), torch.tensor(z["weights"])
-    r = evaluate(task, th.double(), w.double(), backend="torch").risk.numpy() / task.risk_sharp
-    np.testing.assert_allclose(r.reshape(6, 8)[0], [res[f"excess_s{s}"][0] for s in range(8)], rtol=1e-9)
-    assert (threshold_run / "figures" / "threshold.png").stat().st_size > 10_000
+        t, theta, w = z["t"], z["theta"].astype(np.float64), z["weights"]
+        tt, tw = z["teacher_theta"], z["teacher_weights"]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200_000, fit["d"]))
+    y = np.maximum(x @ tt[:, 1:].T, 0) @ (tw * tt[:, 0])                      # (n,)
+    assert abs((y ** 2).mean() - fit["risk_sharp"]) < 4 * (y ** 2).std() / np.sqrt(len(y))
+    S, j0 = fit["replicas"], fit["m_values"].index(fit["m0"])
+    assert sorted(t.tolist()) == [0.0] + fit["horizons"]
+    checked = 0
+    for T in (150, 1200):
+        th = theta[int(np.flatnonzero(t == T)[0])]                               # (M·S, m_max, D)
+        for s in range(S):
+            b = j0 * S + s
+            f = np.maximum(x @ th[b, :, 1:].T, 0) @ (w[b] * th[b, :, 0])
+            sq = (f - y) ** 2
+            mc, se = sq.mean() / fit["risk_sharp"], sq.std() / np.sqrt(len(sq)) / fit["risk_sharp"]
+            if ex[T][j0, s] > 1e-4:                                              # MC-resolvable
+                assert abs(mc - ex[T][j0, s]) < 4 * se + 1e-3 * ex[T][j0, s], (T, s, mc, ex[T][j0, s])
+                checked += 1
+    assert checked >= 7           # 7 of 8 seeds at T = 150 (3e-4 … 0.24), the stuck seed at 1200
+
+
+def test_resume_to_a_longer_horizon_equals_the_uninterrupted_run(tmp_path):
+    """A run continued with more steps and a horizon added (both resume-mutable) has the
+    excess losses of one uninterrupted run at every horizon, the earlier ones included."""
+    base = ["scale=small", "m_values=2,3", "replicas=2", "log_every=10", "checkpoint_every=40"]
+    one = tmp_path / "one"
+    assert main(["run", "cb-threshold", *sum((["--set", s] for s in base + ["steps=80", "horizons=5,10,20"]), []),
+                 "--out", str(one), "--no-progress"]) == 0
+    two = tmp_path / "two"
+    assert main(["run", "cb-threshold", *sum((["--set", s] for s in base + ["steps=40", "horizons=5,10"]), []),
+                 "--out", str(two), "--no-progress"]) == 0
+    assert json.loads((two / "fit.json").read_text())["horizons"] == [5, 10, 20]
+    assert main(["resume", str(two), "--set", "steps=80", "--set", "horizons=5,10,20", "--no-progress"]) == 0
+    a, b = io.read_metrics(one / "results.csv"), io.read_metrics(two / "results.csv")
+    assert b["T"].tolist() == [5, 5, 10, 10, 20, 20, 40, 40]
+    for k in a:
+        np.testing.assert_array_equal(b[k], a[k], err_msg=k)
+    assert (one / "thresholds.csv").read_text() == (two / "thresholds.csv").read_text()
 
 
 @pytest.mark.parametrize("exp, sets, needle", [
@@ -156,6 +249,9 @@ def test_threshold_small_mode_drops_by_orders_of_magnitude_at_m0(threshold_run):
     ("cb-threshold", ["m_values=4,x"], "m_values must be comma-separated integers"),
     ("cb-threshold", ["m_values=0,3"], "m_values must be integers >= 1"),
     ("cb-threshold", ["success_frac=1.5"], "success_frac must be in (0, 1]"),
+    ("cb-threshold", ["horizons=130"], "horizons must be > 0 and multiples of log_every·dt = 50"),
+    ("cb-threshold", ["horizons=-50"], "horizons must be > 0"),
+    ("cb-threshold", ["sensitivity_fracs=0.5,0"], "sensitivity_fracs must be in (0, 1]"),
 ])
 def test_bad_config_is_one_line_and_status_2(tmp_path, capsys, exp, sets, needle):
     argv = ["run", exp, "--out", str(tmp_path / "r")]

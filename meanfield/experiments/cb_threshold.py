@@ -1,4 +1,5 @@
-"""cb-threshold: final excess loss against the number of particles m (Chizat–Bach 2018), with m*/m0.
+"""cb-threshold: excess loss against the number of particles m at several horizons T
+(Chizat–Bach 2018), with the threshold m*(T)/m0 and its sensitivity to the success criterion.
 
 Chizat and Bach (NeurIPS 2018, arXiv:1805.09545) show that particle gradient descent on a
 two-layer ReLU network finds the global minimiser once m is a small multiple of the
@@ -11,7 +12,7 @@ Here: teacher f*(x) = (1/m0) Σ_k s_k relu(⟨w*_k, x⟩), |w*_k| = 1 uniform on
 signs s_k alternating +, −, … (with all signs + even m = m0 succeeded from every seed in
 d = 20: no threshold to see), student f(x) = (1/m) Σ_i a_i relu(⟨w_i, x⟩), θ_i = (a_i, w_i)
 drawn uniformly on the sphere of radius ``init_radius`` in R^{1+d}, population GD (closed
-form) with λ = 0, so that inf R = 0 and the excess loss is R(T) itself.
+form) with λ = 0.
 
 Convention mapping (Chizat–Bach → ours, DESIGN.md §1).  They minimise F_CB = ½ E(y − f)² + G
 and move particle i by −η·m·∇_{θ_i}F_CB (the m-scaled gradient); since ∇_{θ_i} ½R(ρ_m) =
@@ -21,26 +22,54 @@ and |x|, x/|x| are independent, so R_Gauss = E|x|²·R_sphere = d·R_sphere — 
 minimisers, the landscape scaled by d (equivalently time rescaled by d); we use the exact
 Gaussian population risk instead of 500-sample minibatches.
 
+**Excess loss.**  R_# = E[y²] = E[f*(x)²], x ~ N(0, I_d), the risk of the zero network (no
+label noise; closed form, ``TeacherStudent.risk_sharp``).  The excess loss of a system at
+time T is R(T)/R_#, its risk relative to R_#.  With λ = 0 and m ≥ m0 the teacher is
+representable, so inf R = 0 and R(T)/R_# is the whole optimisation error; for m < m0,
+inf R > 0 and R(T)/R_# also holds the approximation error.
+
+**Success criterion and threshold.**  A system (m, seed) *succeeds at T* when
+R(T)/R_# < ``success_tol``; m*(T) is the smallest m of the grid from which every m' ≥ m of
+the grid has a fraction of successful seeds ≥ ``success_frac`` (None if even the largest m
+does not).  The criterion is arbitrary, so m*(T) is also reported at every tolerance of
+``sensitivity_tols`` (fraction fixed) and every fraction of ``sensitivity_fracs``
+(tolerance fixed).  A failing system is *stuck* when its excess loss at the two longest
+horizons T_a < T_b satisfies R(T_b)/R_# ≥ success_tol and
+|R(T_b) − R(T_a)| ≤ ``stuck_rtol``·R(T_a) (it has stopped moving, not merely slowed).
+
+**Horizons.**  One run records every system's float64 risk on every metrics row, so the
+horizons are read off one trajectory: ``horizons`` lists times T (multiples of
+log_every·dt) and the final T = steps·dt is always one; horizons beyond steps·dt are not
+reached yet.  ``meanfield resume DIR --set steps=K [--set horizons=...]`` continues every
+system from its final state (bit for bit the uninterrupted run) and recomputes the tables.
+
 All m share one batched tensor: every (m, seed) system holds m_max particles of which the
 first m carry weight 1/m and the rest weight 0 and sit at θ = 0, where ∇Ψ(0; ρ) = 0 for
 these units (a = 0, w = 0), so they never move and never change f (left free they would be
 test particles, which grow exponentially along descent directions of a stuck system's Ψ); the
 whole experiment is one population-GD run on θ [M·S, m_max, D].
 
-Reported (results.csv, fit.json): per m, the seeds' excess losses R(T)/R_# (relative to the
-risk of the zero network), their median, mean, the success fraction (R(T)/R_# <
-``success_tol``), and the threshold m* = the smallest m from which every larger m in the grid
-succeeds in at least ``success_frac`` of the seeds; fit.json reports m*/m0.
+Written (besides metrics.csv, whose rows carry the seed-mean risk per m, ``risk_m<m>``):
+results.csv (one row per horizon T and m: median, mean, max of the seeds' R(T)/R_#, the
+success fraction, and every seed's ``excess_s<s>``), thresholds.csv (one row per horizon and
+criterion: T, success_tol, success_frac, primary, m_star, m_star_over_m0), fit.json (the
+criterion in words, R_#, m*(T)/m0 per horizon, the sensitivity table, the stuck systems),
+particles.npz (snapshots at t = 0, at each horizon and at the end; ``excess`` [H, M, S] at the
+horizons ``horizons`` [H]; the whole trajectory ``excess_traj`` [rows, M, S] at ``excess_t``).
 
-Defaults: d = 50, m0 = 10, m ∈ {5, 8, 10, 12, 15, 20, 25, 30, 40, 60, 80}, 16 seeds, dt = 0.5,
-6000 steps (T = 3000), init_radius 1, success_tol 10⁻³, success_frac 0.9.  ``scale=small``
-(CI): d = 10, m0 = 3, m ∈ {2, 3, 4, 6, 9, 12}, 8 seeds, 1200 steps.
-Figures: figures/threshold.png (excess loss of every seed against m, median and mean, m0 and
-m* marked; success fraction) and figures/risk.png (seed-mean risk against t per m).
+Defaults: d = 50, m0 = 10, m ∈ {5, 8} ∪ {10, 11, …, 20} (every integer from m0 to 2·m0),
+16 seeds, dt = 0.5, 24 000 steps, horizons T = 3000, 6000, 12 000, init_radius 1,
+success_tol 10⁻³, success_frac 0.9 (sensitivity: tolerances 10⁻² and 10⁻⁴, fractions 0.75
+and 1), stuck_rtol 10⁻³.  ``scale=small`` (CI): d = 10, m0 = 3, m ∈ {2, 3, …, 6}, 8 seeds,
+dt = 0.5, 2400 steps, horizons T = 150, 300, 600, 1200.
+Figures: figures/threshold.png (success fraction against m for each T with m*(T) marked;
+every seed's excess loss against m at each T; m*(T)/m0 against T for every criterion) and
+figures/risk.png (seed-mean R(t)/R_# per m; every seed at m = m0, the stuck ones marked).
 """
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,58 +84,82 @@ from ..interact import evaluate
 from ..models import TeacherStudent, Unit
 from .config import RunConfig
 from .n_scaling import warmup  # noqa: F401 (sweep warm-up)
-from .particles import legacy_entries, size_phase
+from .particles import size_phase
 from .plan import Plan, snapshot_arrays
 
 NAME = "cb-threshold"
 
-SMALL = {"d": 10, "m0": 3, "m_values": "2,3,4,6,9,12", "replicas": 8, "steps": 1200,
-         "log_every": 50, "checkpoint_every": 600}
+SMALL = {"d": 10, "m0": 3, "m_values": "2,3,4,5,6", "replicas": 8, "steps": 2400,
+         "horizons": "150,300,600", "log_every": 50, "checkpoint_every": 1200}
+
+
+def _floats(text: str, key: str) -> list[float]:
+    """The comma-separated numbers of config key ``key`` (ConfigError naming it otherwise)."""
+    try:
+        vals = [float(v) for v in text.replace(";", ",").split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{key} must be comma-separated numbers, got {text!r}") from None
+    if not all(math.isfinite(v) for v in vals):
+        raise ConfigError(f"{key} must be finite numbers, got {text!r}")
+    return vals
 
 
 @dataclass(frozen=True)
 class Config(RunConfig):
     """Keys of cb-threshold (see the module docstring; ``N`` is unused): m0 teacher units,
     m_values the comma-separated widths m, replicas seeds per m, teacher_seed, teacher_sign
-    ("alternate" or "plus"), init_radius, lam, success_tol on R(T)/R_#, success_frac;
-    ``scale=small`` swaps in ``SMALL``."""
+    ("alternate" or "plus"), init_radius, lam, horizons (times T, besides steps·dt, at which
+    the excess losses are tabulated), success_tol on R(T)/R_#, success_frac,
+    sensitivity_tols and sensitivity_fracs (the other criteria m* is reported at),
+    stuck_rtol; ``scale=small`` swaps in ``SMALL``."""
 
     scale: str = "full"
     d: int = 50
     m0: int = 10
-    m_values: str = "5,8,10,12,15,20,25,30,40,60,80"
+    m_values: str = "5,8,10,11,12,13,14,15,16,17,18,19,20"
     replicas: int = 16
     teacher_seed: int = 0
     teacher_sign: str = "alternate"
     init_radius: float = 1.0
     dt: float = 0.5
-    steps: int = 6000
+    steps: int = 24000
     lam: float = 0.0
+    horizons: str = "3000,6000"
     success_tol: float = 1e-3
     success_frac: float = 0.9
+    sensitivity_tols: str = "1e-2,1e-4"
+    sensitivity_fracs: str = "0.75,1"
+    stuck_rtol: float = 1e-3
     log_every: int = 100
     save_every: int = 6000
-    checkpoint_every: int = 2000
+    checkpoint_every: int = 4000
 
     _choices = {"scale": ("full", "small"), "teacher_sign": ("plus", "alternate")}
     _presets = {"scale": {"small": SMALL}}
-    # more steps continue every system from its final state (a threshold at a longer horizon)
-    resume_mutable = ("steps", "checkpoint_every", "backend")
+    # more steps continue every system from its final state; every metrics row holds every
+    # system's risk, so horizons may be added on resume (multiples of log_every·dt)
+    resume_mutable = ("steps", "horizons", "checkpoint_every", "backend")
 
     def validate(self):
         """RunConfig's checks, then (``ConfigError``): m_values parses to ≥ 2 distinct
-        integers ≥ 1; m0 ≥ 1; teacher_seed ≥ 0; init_radius, success_tol finite and > 0;
-        lam finite ≥ 0; success_frac in (0, 1]."""
+        integers ≥ 1; m0 ≥ 1; teacher_seed ≥ 0; init_radius, success_tol, stuck_rtol finite
+        and > 0; lam finite ≥ 0; success_frac in (0, 1]; horizons > 0 and multiples of
+        log_every·dt; sensitivity_tols > 0; sensitivity_fracs in (0, 1]."""
         super().validate()
         ms = self.ms()
         if len(ms) < 2:
             raise ConfigError(f"m_values needs at least two particle counts, got {self.m_values!r}")
         self.check_bounds(at_least_one=("m0",),
                           nonnegative_ints=("teacher_seed",),
-                          positive=("init_radius", "success_tol"),
+                          positive=("init_radius", "success_tol", "stuck_rtol"),
                           nonnegative=("lam",))
         if not 0 < self.success_frac <= 1:
             raise ConfigError(f"success_frac must be in (0, 1], got {self.success_frac}")
+        self.horizon_steps()
+        if any(v <= 0 for v in _floats(self.sensitivity_tols, "sensitivity_tols")):
+            raise ConfigError(f"sensitivity_tols must be > 0, got {self.sensitivity_tols!r}")
+        if any(not 0 < v <= 1 for v in _floats(self.sensitivity_fracs, "sensitivity_fracs")):
+            raise ConfigError(f"sensitivity_fracs must be in (0, 1], got {self.sensitivity_fracs!r}")
 
     def ms(self) -> list[int]:
         """The particle counts m, sorted; ConfigError on anything but positive integers."""
@@ -117,6 +170,29 @@ class Config(RunConfig):
         if not ms or ms[0] < 1:
             raise ConfigError(f"m_values must be integers >= 1, got {self.m_values!r}")
         return ms
+
+    def horizon_steps(self) -> list[int]:
+        """The steps k of the horizons T = k·dt reached by this run, sorted: every T of
+        ``horizons`` up to steps·dt, and steps itself.  ConfigError when a horizon is not
+        > 0 or not a multiple of log_every·dt (no metrics row would hold it)."""
+        ks = {self.steps}
+        for T in _floats(self.horizons, "horizons"):
+            k = round(T / self.dt)
+            if T <= 0 or abs(k * self.dt - T) > 1e-9 * T or k % self.log_every:
+                raise ConfigError(f"horizons must be > 0 and multiples of log_every·dt = "
+                                  f"{self.log_every * self.dt:g}, got {T:g}")
+            if k <= self.steps:
+                ks.add(k)
+        return sorted(ks)
+
+    def criteria(self) -> list[tuple[float, float]]:
+        """(success_tol, success_frac) pairs m* is reported at: the primary one first, then
+        each of ``sensitivity_tols`` at success_frac, each of ``sensitivity_fracs`` at
+        success_tol (duplicates dropped)."""
+        out = [(self.success_tol, self.success_frac)]
+        out += [(t, self.success_frac) for t in _floats(self.sensitivity_tols, "sensitivity_tols")]
+        out += [(self.success_tol, f) for f in _floats(self.sensitivity_fracs, "sensitivity_fracs")]
+        return list(dict.fromkeys(out))
 
 
 def teacher_task(cfg: Config) -> TeacherStudent:
@@ -154,36 +230,32 @@ def padded_system(cfg: Config, dyn):
 
 def plan(cfg: Config) -> Plan:
     """One phase: every (m, seed) system padded to m_max particles in one tensor
-    (:func:`padded_system`), population GD; rows carry the per-m seed-mean risks; the final
-    risks re-evaluated in float64; one thread (small pair sums)."""
+    (:func:`padded_system`), population GD; every row carries every system's risk
+    re-evaluated in float64 (``risk64`` [M·S], kept out of metrics.csv) and the per-m seed
+    means; snapshots at 0, at the horizons and at the end; one thread (small pair sums)."""
     task = teacher_task(cfg)
     ms, S = cfg.ms(), cfg.replicas
     key = f"m<={ms[-1]}"
 
-    def per_m(risk):
-        r = risk.double().reshape(len(ms), S)
-        return {f"risk_m{m}": float(r[j].mean()) for j, m in enumerate(ms)}
+    def extra(state, pot):
+        r = evaluate(task, state.theta.double(), state.weights.double(), backend=cfg.backend).risk
+        rm = r.reshape(len(ms), S)
+        row = {"risk": float(r.mean())}
+        row.update({f"risk_m{m}": float(rm[j].mean()) for j, m in enumerate(ms)})
+        row["risk64"] = r.numpy().copy()
+        return row
 
     def phases(shared):
         dyn = gradient_flow(task, dt=cfg.dt, lam=cfg.lam, backend=cfg.backend)
-
-        def final(state):
-            pot = evaluate(task, state.theta.double(), state.weights.double(), backend=cfg.backend)
-            return pot.risk, {"risk64": pot.risk.numpy().copy()}
-
         return [size_phase(key, {"N": ms[-1]}, lambda: (dyn, padded_system(cfg, dyn)),
-                           label=f"N={ms[-1]}", final=final, per_replica=False,
-                           extra=lambda st, pot: per_m(pot.risk) if pot is not None else {})]
+                           label=f"N={ms[-1]}", extra=extra, per_replica=False,
+                           snapshot_steps=(0, *cfg.horizon_steps()))]
 
     def results(ctx):
-        entry = legacy_entries(ctx, {ms[-1]: key})[ms[-1]]
-        rows = entry["rows"]
-        last = per_m(torch.as_tensor(entry["risk64"]))
-        rows[-1].update(last)
-        rows[-1]["risk"] = float(np.mean(entry["risk64"]))
-        io.write_metrics(ctx.out / io.METRICS, rows)
-        _write_results(cfg, ctx, task, entry)
-        return rows
+        entry = ctx.done[key]
+        io.write_metrics(ctx.out / io.METRICS,
+                         [{k: v for k, v in r.items() if k != "risk64"} for r in entry["rows"]])
+        return _write_results(cfg, ctx, task, entry)
 
     return Plan(phases=phases, results=results, primary=key, threads=1,
                 record={"task": task.to_dict(), "m": ms})
@@ -200,92 +272,220 @@ def threshold(ms, success, frac) -> int | None:
     return m_star
 
 
+def threshold_table(ms, excess: dict, criteria) -> list[dict]:
+    """One row per horizon T (the keys of ``excess``: {T: R(T)/R_# [M, S]}) and criterion
+    (tol, frac): {"T", "success_tol", "success_frac", "primary" (1 for the first criterion),
+    "m_star", "m_star_over_m0" filled by the caller}; m_star is None when no m succeeds."""
+    rows = []
+    for T, ex in excess.items():
+        for c, (tol, frac) in enumerate(criteria):
+            success = (np.asarray(ex) < tol).mean(-1)
+            rows.append({"T": float(T), "success_tol": tol, "success_frac": frac,
+                         "primary": int(c == 0), "m_star": threshold(list(ms), list(success), frac)})
+    return rows
+
+
+def stuck_systems(ms, ex_a, ex_b, tol, rtol) -> list[dict]:
+    """The systems (m, seed) that fail at the longer horizon (R(T_b)/R_# ≥ ``tol``) and did not
+    move between the two horizons (|ex_b − ex_a| ≤ ``rtol``·ex_a), from R(T)/R_# [M, S] at
+    T_a (``ex_a``) and T_b (``ex_b``): [{"m", "seed", "excess_from", "excess_to", "rel_change"}]."""
+    out = []
+    ex_a, ex_b = np.asarray(ex_a, float), np.asarray(ex_b, float)
+    for j, m in enumerate(ms):
+        for s in range(ex_a.shape[1]):
+            a, b = ex_a[j, s], ex_b[j, s]
+            change = abs(b - a) / a
+            if b >= tol and change <= rtol:
+                out.append({"m": int(m), "seed": s, "excess_from": float(a), "excess_to": float(b),
+                            "rel_change": float(change)})
+    return out
+
+
+def criterion_text(cfg: Config) -> str:
+    """The primary success criterion in words (fit.json)."""
+    return (f"a seed succeeds at T when R(T)/R_# < {cfg.success_tol:g}, with R_# = E[y^2] the risk of "
+            f"the zero network (x ~ N(0, I_d), no label noise); m*(T) is the smallest m of the grid "
+            f"from which every larger m of the grid succeeds in at least {cfg.success_frac:g} of the "
+            f"{cfg.replicas} seeds")
+
+
 def _write_results(cfg, ctx, task, entry):
     out = ctx.out
-    ms, S = cfg.ms(), cfg.replicas
-    rel = np.asarray(entry["risk64"], float).reshape(len(ms), S) / task.risk_sharp
+    ms, S, m0 = cfg.ms(), cfg.replicas, cfg.m0
+    rows = entry["rows"]
+    by_step = {int(r["step"]): np.asarray(r["risk64"], float).reshape(len(ms), S) / task.risk_sharp
+               for r in rows}
+    ks = cfg.horizon_steps()
+    missing = [k for k in ks if k not in by_step]
+    if missing:                                    # pragma: no cover (validation prevents it)
+        raise RuntimeError(f"cb-threshold: no metrics row at the horizon steps {missing}")
+    excess = {k * cfg.dt: by_step[k] for k in ks}                  # {T: [M, S]}
     results = []
-    for j, m in enumerate(ms):
-        r = rel[j]
-        row = {"m": m, "m_over_m0": m / cfg.m0, "excess_median": float(np.median(r)),
-               "excess_mean": float(r.mean()), "excess_max": float(r.max()),
-               "success_frac": float((r < cfg.success_tol).mean())}
-        row.update({f"excess_s{s}": float(x) for s, x in enumerate(r)})
-        results.append(row)
+    for T, rel in excess.items():
+        for j, m in enumerate(ms):
+            r = rel[j]
+            row = {"T": T, "m": m, "m_over_m0": m / m0, "excess_median": float(np.median(r)),
+                   "excess_mean": float(r.mean()), "excess_max": float(r.max()),
+                   "success_frac": float((r < cfg.success_tol).mean())}
+            row.update({f"excess_s{s}": float(x) for s, x in enumerate(r)})
+            results.append(row)
     io.write_metrics(out / "results.csv", results)
-    m_star = threshold(ms, [r["success_frac"] for r in results], cfg.success_frac)
-    below = [r for r in results if r["m"] < cfg.m0 or r["m"] == cfg.m0]
-    above = [r for r in results if m_star is not None and r["m"] >= m_star]
-    fit = {"m0": cfg.m0, "d": cfg.d, "T": cfg.steps * cfg.dt, "risk_sharp": task.risk_sharp,
+    table = threshold_table(ms, excess, cfg.criteria())
+    for row in table:
+        row["m_star_over_m0"] = None if row["m_star"] is None else row["m_star"] / m0
+    io.write_metrics(out / "thresholds.csv",
+                     [{k: (math.nan if v is None else v) for k, v in r.items()} for r in table])
+    Ts = list(excess)
+    T_final, final = Ts[-1], excess[Ts[-1]]
+    primary = {r["T"]: r for r in table if r["primary"]}
+    m_star = primary[T_final]["m_star"]
+    stuck = None
+    if len(Ts) >= 2:
+        systems = stuck_systems(ms, excess[Ts[-2]], final, cfg.success_tol, cfg.stuck_rtol)
+        stuck = {"T_from": Ts[-2], "T_to": T_final, "rtol": cfg.stuck_rtol,
+                 "criterion": f"R(T_to)/R_# >= {cfg.success_tol:g} and |R(T_to) - R(T_from)| <= "
+                              f"{cfg.stuck_rtol:g} R(T_from)",
+                 "count_by_m": {str(m): sum(s["m"] == m for s in systems) for m in ms},
+                 "systems": systems}
+    below = [j for j, m in enumerate(ms) if m <= m0]
+    above = [j for j, m in enumerate(ms) if m_star is not None and m >= m_star]
+    fit = {"m0": m0, "d": cfg.d, "replicas": S, "m_values": ms, "dt": cfg.dt, "T": T_final,
+           "horizons": Ts, "risk_sharp": task.risk_sharp,
+           "excess_loss": "R(T)/R_#, R_# = E[y^2] = risk of the zero network (closed form)",
+           "criterion": criterion_text(cfg),
            "success_tol": cfg.success_tol, "success_frac": cfg.success_frac,
-           "m_star": m_star, "m_star_over_m0": None if m_star is None else m_star / cfg.m0,
-           "median_excess_at_m0_or_below": max(r["excess_median"] for r in below) if below else None,
-           "max_excess_from_m_star": max(r["excess_max"] for r in above) if above else None}
+           "m_star": m_star, "m_star_over_m0": None if m_star is None else m_star / m0,
+           "m_star_by_T": {f"{T:g}": primary[T]["m_star"] for T in Ts},
+           "m_star_over_m0_by_T": {f"{T:g}": primary[T]["m_star_over_m0"] for T in Ts},
+           "thresholds": table,
+           "success_frac_at_m0_by_T": ({f"{T:g}": float((excess[T][ms.index(m0)] < cfg.success_tol).mean())
+                                        for T in Ts} if m0 in ms else None),
+           "median_excess_at_m0_or_below": float(np.median(final[below], -1).max()) if below else None,
+           "max_excess_from_m_star": float(final[above].max()) if above else None,
+           "stuck": stuck}
     io.write_json(out / "fit.json", fit)
-    arrays = snapshot_arrays(ctx.done)            # t = [0, T], theta [2, M·S, m_max, D]
+    arrays = snapshot_arrays(ctx.done)            # t = [0, horizons…], theta [K, M·S, m_max, D]
+    steps_rows = sorted(by_step)
     arrays.update({"weights": entry["state"]["weights"].numpy(), "m_values": np.array(ms),
-                   "param_names": np.array(task.param_names)})
+                   "param_names": np.array(task.param_names),
+                   "horizons": np.array(Ts, float), "excess": np.stack([excess[T] for T in Ts]),
+                   "excess_t": np.array(steps_rows, float) * cfg.dt,
+                   "excess_traj": np.stack([by_step[k] for k in steps_rows])})
     arrays.update(task.arrays())
     io.write_npz(out / io.PARTICLES, arrays)
     return results
 
 
 def plot(run_dir, coords=None) -> list[Path]:
-    """figures/threshold.png: (left) R(T)/R_# of every seed against m (log-log), the median and
-    the mean, m0 and m* marked; (right) the success fraction against m/m0.
-    figures/risk.png: the seed-mean risk against t for every m."""
+    """figures/threshold.png: (left) the success fraction against m for each horizon T, m*(T)
+    marked; (middle) R(T)/R_# of every seed against m at each T, with the medians; (right)
+    m*(T)/m0 against T for every criterion.  figures/risk.png: (left) the seed-mean
+    R(t)/R_# for every m; (right) every seed at m = m0, the stuck ones in red."""
     from ..plotting import _plt, save_figure
 
     run_dir = Path(run_dir)
     res = io.read_metrics(run_dir / "results.csv")
+    thr = io.read_metrics(run_dir / "thresholds.csv")
     fit = json.loads((run_dir / "fit.json").read_text())
     met = io.read_metrics(run_dir / io.METRICS)
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=120)
+    Ts = [float(T) for T in fit["horizons"]]
+    m0, tol, frac = fit["m0"], fit["success_tol"], fit["success_frac"]
+    cols = {T: plt.cm.plasma(0.1 + 0.7 * i / max(1, len(Ts) - 1)) for i, T in enumerate(Ts)}
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), dpi=120)
     ax = axes[0]
-    m = res["m"]
-    floor = 1e-16
-    for k in sorted(k for k in res if k.startswith("excess_s")):
-        ax.scatter(m * np.exp(np.random.default_rng(len(k)).uniform(-0.04, 0.04, len(m))),
-                   np.maximum(res[k], floor), s=7, color="0.4", alpha=0.5, lw=0)
-    ax.plot(m, np.maximum(res["excess_median"], floor), "o-", color="C0", label="median over seeds")
-    ax.plot(m, np.maximum(res["excess_mean"], floor), "s--", color="C3", ms=4, label="mean over seeds")
-    ax.axvline(fit["m0"], color="k", lw=0.8, ls=":", label=f"m0 = {fit['m0']}")
-    if fit["m_star"] is not None:
-        ax.axvline(fit["m_star"], color="C2", lw=1.2, label=f"m* = {fit['m_star']} (m*/m0 = {fit['m_star_over_m0']:.2g})")
-    ax.axhline(fit["success_tol"], color="C2", lw=0.6, ls="--")
-    ax.set_xscale("log")
+    for i, T in enumerate(Ts):
+        sel = res["T"] == T
+        m = res["m"][sel]
+        ms_T = fit["m_star_by_T"][f"{T:g}"]
+        lab = f"T = {T:g}: " + (f"m* = {ms_T}, m*/m0 = {ms_T / m0:.3g}" if ms_T is not None else "no m*")
+        ax.plot(m + 0.06 * (i - (len(Ts) - 1) / 2), res["success_frac"][sel], "o-", color=cols[T],
+                ms=4, lw=1.2, label=lab)
+        if ms_T is not None:
+            ax.plot([ms_T], [1.04 + 0.025 * i], "v", color=cols[T], ms=7)
+    ax.axhline(frac, color="0.5", lw=0.7, ls="--", label=f"success fraction {frac:g}")
+    ax.axvline(m0, color="k", lw=0.8, ls=":", label=f"m0 = {m0}")
+    ms_all = np.unique(res["m"])
+    ax.set_xticks(ms_all, [str(int(v)) for v in ms_all], fontsize=7)
+    ax.set_ylim(-0.03, 1.03 + 0.025 * len(Ts) + 0.03)
+    ax.set_xlabel("number of particles m  (▼: m*(T))")
+    ax.set_ylabel(f"fraction of {fit['replicas']} seeds with R(T)/R_# < {tol:g}")
+    ax.set_title(f"d = {fit['d']}, teacher m0 = {m0}; R_# = E[y²] = {fit['risk_sharp']:.3g}", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False, fontsize=7, loc="center right")
+    ax = axes[1]
+    floor = 1e-14
+    seeds = sorted((k for k in res if k.startswith("excess_s")), key=lambda k: int(k[8:]))
+    for i, T in enumerate(Ts):
+        sel = res["T"] == T
+        m = res["m"][sel] + 0.12 * (i - (len(Ts) - 1) / 2)
+        for k in seeds:
+            ax.scatter(m, np.maximum(res[k][sel], floor), s=6, color=cols[T], alpha=0.45, lw=0)
+        ax.plot(m, np.maximum(res["excess_median"][sel], floor), "-", color=cols[T], lw=1.2,
+                label=f"T = {T:g}: median")
+    ax.axhline(tol, color="C2", lw=0.8, ls="--", label=f"tolerance {tol:g}")
+    ax.axvline(m0, color="k", lw=0.8, ls=":")
     ax.set_yscale("log")
-    ax.set_xticks(m, [str(int(v)) for v in m], fontsize=7)
-    ax.minorticks_off()
-    ax.set_xlabel("number of particles m")
+    ax.set_xticks(ms_all, [str(int(v)) for v in ms_all], fontsize=7)
+    ax.set_xlabel("number of particles m  (dots: seeds)")
     ax.set_ylabel("excess loss R(T) / R_#")
-    ax.set_title(f"d = {fit['d']}, teacher m0 = {fit['m0']}, T = {fit['T']:.3g}", fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(frameon=False, fontsize=7)
-    ax2 = axes[1]
-    ax2.plot(res["m_over_m0"], res["success_frac"], "o-", color="C2")
-    ax2.axhline(fit["success_frac"], color="0.5", lw=0.6, ls="--")
-    ax2.set_xscale("log")
-    ax2.set_xticks(res["m_over_m0"], [f"{v:g}" for v in res["m_over_m0"]], fontsize=7)
-    ax2.minorticks_off()
-    ax2.set_xlabel("m / m0")
-    ax2.set_ylabel(f"fraction of seeds with R(T)/R_# < {fit['success_tol']:g}")
-    ax2.grid(alpha=0.3, which="both")
+    ax = axes[2]
+    crits = []
+    for tol_c, frac_c, prim in zip(thr["success_tol"], thr["success_frac"], thr["primary"]):
+        if (tol_c, frac_c, prim) not in crits:
+            crits.append((tol_c, frac_c, prim))
+    for c, (tol_c, frac_c, prim) in enumerate(crits):
+        sel = (thr["success_tol"] == tol_c) & (thr["success_frac"] == frac_c)
+        ax.plot(thr["T"][sel] * np.exp(0.025 * (c - (len(crits) - 1) / 2)), thr["m_star_over_m0"][sel],
+                "o-" if prim else "s--", lw=2 if prim else 1, ms=5 if prim else 4,
+                color="k" if prim else f"C{c}",
+                label=f"tol {tol_c:g}, fraction {frac_c:g}" + (" (primary)" if prim else ""))
+    ax.axhline(1, color="0.5", lw=0.7, ls=":")
+    ax.set_xscale("log")
+    ax.set_xticks(Ts, [f"{T:g}" for T in Ts])
+    ax.minorticks_off()
+    ax.set_xlabel("horizon T (MMN time, t = k·dt)")
+    ax.set_ylabel("m*(T) / m0")
+    ax.set_title("m*(T)/m0 per success criterion (points shifted in T to be seen)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False, fontsize=7)
     fig.tight_layout()
     paths = [save_figure(fig, run_dir / io.FIGURES / "threshold.png")]
-    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
-    cols = sorted((k for k in met if k.startswith("risk_m")), key=lambda k: int(k[6:]))
-    for j, k in enumerate(cols):
-        sel = met["t"] > 0
-        ax.plot(met["t"][sel], met[k][sel], color=plt.cm.viridis(j / max(1, len(cols) - 1)), lw=1.1,
-                label=f"m = {k[6:]}")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("t (MMN time, t = k·dt)")
-    ax.set_ylabel("seed-mean risk")
-    ax.grid(alpha=0.3, which="both")
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), dpi=120)
+    ax = axes[0]
+    risk_cols = sorted((k for k in met if k.startswith("risk_m")), key=lambda k: int(k[6:]))
+    sel = met["t"] > 0
+    for j, k in enumerate(risk_cols):
+        ax.plot(met["t"][sel], met[k][sel] / fit["risk_sharp"],
+                color=plt.cm.viridis(j / max(1, len(risk_cols) - 1)), lw=1.1, label=f"m = {k[6:]}")
+    ax.set_ylabel("seed-mean R(t) / R_#")
     ax.legend(frameon=False, fontsize=6, ncol=2)
+    ax = axes[1]
+    with np.load(run_dir / io.PARTICLES) as z:
+        t_traj, traj, m_vals = z["excess_t"], z["excess_traj"], list(z["m_values"])
+    if m0 in m_vals:
+        j0 = m_vals.index(m0)
+        stuck = {s["seed"] for s in (fit["stuck"] or {}).get("systems", []) if s["m"] == m0}
+        keep = t_traj > 0
+        for s in range(traj.shape[2]):
+            ax.plot(t_traj[keep], np.maximum(traj[keep, j0, s], floor), lw=1.4 if s in stuck else 0.8,
+                    color="C3" if s in stuck else "0.4", alpha=0.9 if s in stuck else 0.6)
+        ax.plot([], [], color="C3", label=f"stuck ({len(stuck)}): unchanged to {fit['stuck']['rtol']:g}"
+                if fit["stuck"] else "stuck")
+        ax.plot([], [], color="0.4", label="other seeds")
+        ax.axhline(tol, color="C2", lw=0.8, ls="--")
+        ax.set_ylabel(f"R(t) / R_# of every seed at m = m0 = {m0}")
+        ax.legend(frameon=False, fontsize=7)
+    for ax in axes:
+        for T in Ts:
+            ax.axvline(T, color=cols[T], lw=0.8, ls=":")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("t (MMN time, t = k·dt)")
+        ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     paths.append(save_figure(fig, run_dir / io.FIGURES / "risk.png"))
     return paths
