@@ -222,83 +222,98 @@ fig.savefig(OUT / "relu2d_risk.png", dpi=110)
 # and alternating signs (with all signs + even m = m0 succeeds from every seed: no threshold);
 # x ~ N(0, I_d), so the population risk and its gradient are closed form (arc-cosine kernel).
 # Chizat uses inputs on the sphere; the network is 1-homogeneous in x, so
-# R_Gauss = d·R_sphere: the same minimisers, time rescaled by d. No ridge (λ = 0), so inf R = 0
-# and the excess loss is R(T)/R_#, with R_# = E[y²] the risk of the zero network. A seed
-# succeeds when R(T)/R_# < 10⁻³; m* is the smallest m from which every larger m in the grid
-# succeeds in ≥ 90 % of the seeds. All (m, seed) systems run as one batched population-GD
-# tensor (unused slots are zero-weight particles parked at θ = 0, a fixed point).
+# R_Gauss = d·R_sphere: the same minimisers, time rescaled by d. No ridge (λ = 0).
+#
+# **Excess loss.** R(T)/R_#, with R_# = E[y²] = E[f*(x)²] the risk of the zero network. For
+# m ≥ m0 the teacher is representable, inf R = 0, and this is the whole optimisation error; for
+# m < m0 it also holds the approximation error.
+#
+# **Criterion.** A seed succeeds at horizon T when R(T)/R_# < 10⁻³; m*(T) is the smallest m of
+# the grid from which every larger m of the grid succeeds in ≥ 90 % of the seeds. Both numbers
+# are arbitrary, so the experiment also reports m*(T) at tolerances 10⁻² and 10⁻⁴ and at
+# fractions 0.75 and 1. A failing seed is *stuck* when its excess loss changed by less than
+# 10⁻³ (relative) between the two longest horizons. All (m, seed) systems run as one batched
+# population-GD tensor (unused slots are zero-weight particles parked at θ = 0, a fixed point);
+# every metrics row holds every system's risk, so the horizons are read off one trajectory.
 #
 # We take the dimension and teacher width of Chizat's `success_2NNalt.jl`, d = 20 and m0 = 5,
-# and read the success fraction at several horizons T: the run is continued from its
-# checkpoint (`meanfield resume DIR --set steps=...`, `runner.resume` here, bit for bit the
-# uninterrupted run). Small mode: m ∈ {3, 4, 5, 6, 8, 10}, 8 seeds, dt = 1 (η = 2; the risk
-# still decreases at every step, and at t = 100 it is within 2 % of dt = 0.5's), T = 600 and
-# 1200. Full mode: m ∈ {3, …, 20}, 16 seeds, dt = 0.5, T = 600, 1200, 2400. The experiment's
-# own full mode (d = 50, m0 = 10, 16 seeds, T = 3000; `meanfield run cb-threshold`) is in
-# docs/sweeps.md: m*/m0 = 1.5.
+# and every integer m from 3 to 2·m0. The run is then continued from its checkpoint to a
+# longer horizon (`meanfield resume DIR --set steps=... --set horizons=...`, `runner.resume`
+# here, bit for bit the uninterrupted run): the earlier horizons keep their numbers and the
+# new one is added. Small mode: 8 seeds, dt = 1 (η = 2; the risk still decreases at every
+# step, and at t = 100 it is within 2 % of dt = 0.5's), T = 200, 400, 600, then 1200.
+# Full mode: 16 seeds, dt = 0.5, T = 300, 600, 1200, then 2400. The experiment's own full mode
+# (d = 50, m0 = 10, `meanfield run cb-threshold`) is in docs/sweeps.md.
 
 # %%
 exp = get_experiment("cb-threshold")
+grid = ["d=20", "m0=5", "m_values=3,4,5,6,7,8,9,10"]
 if SMALL:
-    sets = ["scale=small", "d=20", "m0=5", "m_values=3,4,5,6,8,10", "dt=1.0", "log_every=20"]
-    horizons = [600, 1200]                                    # steps: T = 600, 1200
+    sets = ["scale=small", *grid, "dt=1.0", "log_every=20"]
+    first, longer = ("steps=600", "horizons=200,400"), ("steps=1200", "horizons=200,400,600")
 else:
-    sets = ["d=20", "m0=5", "m_values=3,4,5,6,7,8,10,15,20", "replicas=16", "dt=0.5", "log_every=50"]
-    horizons = [1200, 2400, 4800]                             # T = 600, 1200, 2400
-sets.append(f"checkpoint_every={horizons[-1]}")
+    sets = [*grid, "replicas=16", "dt=0.5", "log_every=50"]
+    first, longer = ("steps=2400", "horizons=300,600"), ("steps=4800", "horizons=300,600,1200")
+tcfg = exp.Config.build(None, sets + list(first) + ["checkpoint_every=4800"])
 thr_dir = fresh(OUT / "threshold")
-runs = {}                                                     # T -> (config, results.csv, fit.json)
-for j, steps in enumerate(horizons):
-    tcfg = exp.Config.build(None, sets + [f"steps={steps}"])
-    if j == 0:
-        runner.run(exp, tcfg, thr_dir, progress=False)
-    else:       # continue the finished run to a later horizon (bit for bit the uninterrupted run)
-        runner.resume(thr_dir, [f"steps={steps}"], progress=False)
-    runs[steps * tcfg.dt] = (tcfg, io.read_metrics(thr_dir / "results.csv"),
-                             json.loads((thr_dir / "fit.json").read_text()))
+runner.run(exp, tcfg, thr_dir, progress=False)
+before = io.read_metrics(thr_dir / "results.csv")
+# continue every system to a later horizon (bit for bit the uninterrupted run)
+runner.resume(thr_dir, list(longer), progress=False)
+tres = io.read_metrics(thr_dir / "results.csv")
+tfit = json.loads((thr_dir / "fit.json").read_text())
 tmet = io.read_metrics(thr_dir / io.METRICS)                  # the whole run, 0 <= t <= T_max
-Ts = list(runs)
-tcfg, tres, tfit = runs[Ts[0]]                                # the threshold at the first horizon
-ms, m0, R_sharp = tres["m"].astype(int), tfit["m0"], tfit["risk_sharp"]
-print(f"d = {tfit['d']}, m0 = {m0}, {tcfg.replicas} seeds, dt = {tcfg.dt:g}, R_# = {R_sharp:.4f}")
-for T, (_, r, f) in runs.items():
-    print(f"T = {T:g}: m* = {f['m_star']} (m*/m0 = {f['m_star_over_m0']})")
-    for j, m in enumerate(ms):
-        print(f"   m = {m:3d} (m/m0 = {m / m0:4.2g}): median R(T)/R_# = {r['excess_median'][j]:.1e}, "
-              f"max {r['excess_max'][j]:.1e}, success {r['success_frac'][j]:.0%}")
+Ts = [float(T) for T in tfit["horizons"]]
+ms = tres["m"][tres["T"] == Ts[0]].astype(int)
+m0, R_sharp, n_seeds = tfit["m0"], tfit["risk_sharp"], tfit["replicas"]
+seeds = [f"excess_s{s}" for s in range(n_seeds)]
+ex = {T: np.stack([tres[k][tres["T"] == T] for k in seeds], 1) for T in Ts}          # [M, S]
+same = all(np.array_equal(before[k], tres[k][: len(before[k])]) for k in before)
+print(f"d = {tfit['d']}, m0 = {m0}, {n_seeds} seeds, dt = {tcfg.dt:g}, R_# = E[y²] = {R_sharp:.4f}")
+print(f"horizons {Ts}; after the resume the earlier horizons are unchanged: {same}")
+print(tfit["criterion"])
+for T in Ts:
+    print(f"T = {T:g}: m* = {tfit['m_star_by_T'][f'{T:g}']}; success " +
+          ", ".join(f"m={m}: {(ex[T][j] < tfit['success_tol']).mean():.0%}" for j, m in enumerate(ms)))
+print("m*(T)/m0 by criterion (tolerance, fraction):")
+for r in tfit["thresholds"]:
+    print(f"   T = {r['T']:5g}  tol {r['success_tol']:g}, fraction {r['success_frac']:g}: "
+          f"m*/m0 = {r['m_star_over_m0'] if r['m_star'] is None else round(r['m_star_over_m0'], 3)}")
+fin = ex[Ts[-1]]
+print(f"T = {Ts[-1]:g}: median R/R_# " + ", ".join(f"{np.median(fin[j]):.1e} at m = {m}" for j, m in enumerate(ms)
+                                                if m < m0) + f"; worst seed with m >= m0 {fin[ms >= m0].max():.1e}")
+stuck = tfit["stuck"]
+print(f"stuck between T = {stuck['T_from']:g} and {stuck['T_to']:g} (m >= m0): " +
+      (", ".join(f"m = {s['m']} seed {s['seed']} at {s['excess_to']:.3e}" for s in stuck["systems"]
+                 if s["m"] >= m0) or "none"))
 
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(14, 3.9))
-cols = {T: plt.cm.plasma(0.15 + 0.6 * i / max(1, len(Ts) - 1)) for i, T in enumerate(Ts)}
+cols = {T: plt.cm.plasma(0.1 + 0.7 * i / max(1, len(Ts) - 1)) for i, T in enumerate(Ts)}
 floor = 1e-14
-jit = np.exp(np.linspace(-0.05, 0.05, tcfg.replicas))
 ax = axes[0]
-for T in (Ts[0], Ts[-1]):
-    r = runs[T][1]
-    ex = np.stack([r[f"excess_s{s}"] for s in range(tcfg.replicas)], 1)         # [M, S]
-    for j, m in enumerate(ms):
-        ax.scatter(m * jit, np.maximum(ex[j], floor), s=9, color=cols[T], alpha=0.5, lw=0)
-    ax.plot(ms, np.maximum(r["excess_median"], floor), "o-", color=cols[T], label=f"T = {T:g}: median")
+for i, T in enumerate((Ts[0], Ts[-1])):
+    x = ms + 0.12 * (2 * i - 1)
+    for s in range(n_seeds):
+        ax.scatter(x, np.maximum(ex[T][:, s], floor), s=9, color=cols[T], alpha=0.5, lw=0)
+    ax.plot(x, np.maximum(np.median(ex[T], 1), floor), "o-", color=cols[T], label=f"T = {T:g}: median")
 ax.axhline(tfit["success_tol"], color="C2", lw=0.8, ls="--", label=f"success: < {tfit['success_tol']:g}")
 ax.axvline(m0, color="k", lw=0.8, ls=":", label=f"m0 = {m0}")
-ax.set_xscale("log")
 ax.set_yscale("log")
 ax.set_xticks(ms, [str(m) for m in ms])
-ax.minorticks_off()
 ax.set_xlabel("number of units m")
 ax.set_ylabel("excess loss R(T) / R_#  (dots: seeds)")
-ax.set_title(f"d = {tfit['d']}, m0 = {m0}, {tcfg.replicas} seeds", fontsize=10)
+ax.set_title(f"d = {tfit['d']}, m0 = {m0}, {n_seeds} seeds", fontsize=10)
 ax.legend(frameon=False, fontsize=7)
 ax.grid(alpha=0.3, which="both")
 ax = axes[1]
-for T, (_, r, f) in runs.items():
-    lab = f"T = {T:g}" + (f": m*/m0 = {f['m_star_over_m0']:g}" if f["m_star"] is not None else "")
-    ax.plot(ms / m0, r["success_frac"], "o-", color=cols[T], label=lab)
+for i, T in enumerate(Ts):
+    ms_T = tfit["m_star_by_T"][f"{T:g}"]
+    lab = f"T = {T:g}: " + (f"m*/m0 = {ms_T / m0:g}" if ms_T is not None else "no m*")
+    ax.plot(ms / m0 + 0.01 * i, (ex[T] < tfit["success_tol"]).mean(1), "o-", color=cols[T], label=lab)
 ax.axhline(tfit["success_frac"], color="0.5", lw=0.7, ls="--")
 ax.axvline(1, color="k", lw=0.8, ls=":")
-ax.set_xscale("log")
 ax.set_xticks(ms / m0, [f"{v:.2g}" for v in ms / m0])
-ax.minorticks_off()
 ax.set_ylim(-0.03, 1.03)
 ax.set_xlabel("m / m0")
 ax.set_ylabel(f"fraction of seeds with R(T)/R_# < {tfit['success_tol']:g}")
@@ -313,7 +328,6 @@ for T in Ts:
     ax.axvline(T, color=cols[T], lw=0.8, ls=":")
 ax.set_xscale("log")
 ax.set_yscale("log")
-ax.set_ylim(1e-8, None)              # logged in float32 (the default dtype): below ~1e-8 is round-off
 ax.set_xlabel("t")
 ax.set_ylabel("seed-mean R(t) / R_#")
 ax.legend(frameon=False, fontsize=7, ncol=2)
@@ -323,19 +337,19 @@ fig.savefig(OUT / "threshold.png", dpi=110)
 
 # %% [markdown]
 # Below m0 the teacher cannot be represented and the excess loss stays at 10⁻²–10⁻¹ at every
-# horizon. At m = m0 it can, but at the first horizon only some seeds have found it, and a
-# little above m0 every seed has: that is the threshold, m*/m0 slightly above 1 at a fixed
-# iteration budget, as in Chizat–Bach's experiments. The later horizons show what most failing
-# seeds at m ≥ m0 were: long plateaus near saddles, which they leave given time (the
-# seed-mean curves of the right panel drop late). In the full run (16 seeds) all of them do:
-# at T = 600 success is 75 % at m = m0 and 81 % at 1.2 m0, at T = 1200 94 % at m0 (one seed
-# still at 5·10⁻³), and at T = 2400 every seed with m ≥ m0 is below 10⁻¹¹ at m0. Below m0
-# nothing moves (4·10⁻² at m = 4 from T = 1200 on): the threshold a fixed budget shows is
-# partly a waiting time. Truly stuck systems at m ≈ m0 exist but are rare and depend on the
-# draw: with an earlier seeding of the starts, one of the 16 seeds at m = m0 stayed at
-# R/R_# = 4·10⁻² from T = 600 to T = 2400. Far above m0 the excess loss rises slowly with m: those
-# systems are closer to the mean-field flow, whose own convergence is slower — unfinished
-# convergence at T, not failure.
+# horizon. At m = m0 it can, but at the early horizons only some seeds have found it, and a
+# little above m0 more have: at a fixed iteration budget the threshold lies slightly above m0,
+# as in Chizat–Bach's experiments. The later horizons show what most failing seeds at m ≥ m0
+# were: long plateaus near saddles, which they leave given time (the seed-mean curves of the
+# right panel drop late), so m*(T) falls with T. In the full run (16 seeds) all of them do:
+# m*/m0 is undefined at T = 300 (88 % at m = 2·m0), 1.4 at T = 600, and 1 from T = 1200 on;
+# at T = 2400 every seed with m ≥ m0 succeeds. The threshold a fixed budget shows is partly a
+# waiting time, and it depends on the criterion (the table above: at T = 600 a fraction of
+# 0.75 already gives m*/m0 = 1). Truly stuck systems at m ≈ m0 exist but depend on the draw:
+# none here, but in the experiment's own full mode (d = 50, m0 = 10) 3 of 16 seeds at m = m0
+# stay at R/R_# = 6.1·10⁻³ from T = 6000 to 12 000. Far above m0 the excess loss rises slowly
+# with m: those systems are closer to the mean-field flow, whose own convergence is slower —
+# unfinished convergence at T, not failure.
 
 # %% [markdown]
 # ## What we check
@@ -349,18 +363,21 @@ fig.savefig(OUT / "threshold.png", dpi=110)
 # - the balance a² − |w|² follows its flow law (a² − |w|²)(0)e^{−4λt} to 2.7 % of its size
 #   over the whole run and to 1.1·10⁻³ from t = 9 on (the first large steps carry the O(dt²)
 #   error), while it decays to 0.20 of its initial value.
-# - `cb-threshold` (d = 20, m0 = 5, 8 seeds): at T = 600 no seed succeeds for m = 3, 4 (median
-#   excess 1.0·10⁻¹ and 6.8·10⁻²), 88 % at m = m0 = 5, 75 % at m = 6, 100 % for m = 8, 10
-#   (worst seed 1.4·10⁻⁴): m* = 8, m*/m0 = 1.6. At T = 1200 every seed with m ≥ m0 succeeds
-#   (m*/m0 = 1) while m = 3, 4 stay at 10⁻¹ and 4·10⁻².
+# - `cb-threshold` (d = 20, m0 = 5, m = 3 … 10, 8 seeds, horizons T = 200, 400, 600 and, after
+#   the resume, 1200): m*/m0 = none, none, 1.4, 1 (success at m = m0 0, 25, 88, 100 %; m = 6 at
+#   75 % at T = 600). m = 3, 4 never succeed (median 1.0·10⁻¹ and 4.0·10⁻² at T = 1200, against
+#   1.6·10⁻⁵ for the worst seed with m ≥ m0); no system with m ≥ m0 is stuck; the resumed run
+#   keeps the first run's numbers at T = 200 … 600.
 #
-# Full mode (31 s, 2026-12-04; 66 s to 2 min 20 s earlier under load):
+# Full mode (49 s, 2026-12-04 at load ≈ 3; 31 s to 2 min 20 s earlier):
 # - `cb-relu2d`: m = 20, 8 seeds at 5.87–6.10·10⁻⁵ with 0.94–0.99 of the mass within 10° of a
 #   ray; m = 3: 3 of 8 seeds stall (two at 1.1·10⁻³, one at 7.5·10⁻³); balance error 2.7 %
 #   over the run, 1.2·10⁻³ from t = 8.
-# - `cb-threshold` (d = 20, m0 = 5, 16 seeds): success at m = 3, 4, 5, 6, 7, 8, …, 20 is
-#   0, 0, 75, 81, 94, 100, …, 100 % at T = 600 (m*/m0 = 1.4); at T = 1200, 94 % at m = m0 (one
-#   seed at 5·10⁻³) and 100 % from m = 6 (m*/m0 = 1); at T = 2400, 100 % for every m ≥ m0.
+# - `cb-threshold` (d = 20, m0 = 5, m = 3 … 10, 16 seeds): success at m = 3, 4, 5, …, 10 is
+#   0, 0, 6, 25, 44, 81, 75, 88 % at T = 300 (no m*); 0, 0, 75, 81, 94, 100, 100, 100 % at T = 600
+#   (m*/m0 = 1.4; 1 at fraction 0.75); 94 % at m = m0 and 100 % above at T = 1200 (m*/m0 = 1);
+#   100 % for every m ≥ m0 at T = 2400 (worst seed 4.8·10⁻⁶, against medians 1.0·10⁻¹ and
+#   4.0·10⁻² at m = 3, 4). No stuck system with m ≥ m0.
 
 # %%
 # part 1: risk decreases, m = 20 converges and aligns, m = 3 has a stalled seed
@@ -373,17 +390,19 @@ assert (align[cfg.N][-1] > 0.6).all() and (align[cfg.N][-1] > align[cfg.N][0] + 
 assert bal_err[0] < 0.3 and bal_err[k0] < 0.01, bal_err
 for name in ("relu2d_trajectories.png", "relu2d_risk.png"):
     assert (OUT / name).stat().st_size > 5000, name
-# part 2: below m0 always fails, well above m0 always succeeds, orders of magnitude apart;
-# at the first horizon the threshold lies a little above m0 and it does not rise later
-succ = dict(zip(ms, tres["success_frac"]))
-assert all(succ[m] == 0 for m in ms if m < m0), succ
-assert all(succ[m] == 1 for m in ms if m >= 2 * m0), succ
-assert succ[m0] < 0.9 and tfit["m_star"] is not None and m0 < tfit["m_star"] <= 2 * m0, (succ, tfit)
-med = tres["excess_median"]
-assert med[ms < m0].min() > 100 * med[ms >= tfit["m_star"]].max(), med
-last = runs[Ts[-1]]
-assert all(f["m_star"] is not None and f["m_star"] <= tfit["m_star"] for _, _, f in runs.values())
-assert (last[1]["success_frac"][ms >= m0] >= succ[m0]).all() and (last[1]["success_frac"][ms < m0] == 0).all()
+# part 2: below m0 no seed succeeds at any horizon, m*(T) is undefined at the first horizon,
+# above m0 at a later one, never rises with T and reaches m0 at the longest (m*/m0 = none,
+# none, 1.4, 1 at T = 200, 400, 600, 1200 in small mode; none, 1.4, 1, 1 at 300 … 2400 in full);
+# the resume kept the earlier horizons' numbers; no system with m >= m0 is stuck
+succ = {T: dict(zip(ms, (ex[T] < tfit["success_tol"]).mean(1))) for T in Ts}
+assert all(succ[T][m] == 0 for T in Ts for m in ms if m < m0), succ
+m_star = [tfit["m_star_by_T"][f"{T:g}"] for T in Ts]
+defined = [m for m in m_star if m is not None]
+assert m_star[0] is None and defined and all(a >= b for a, b in zip(defined, defined[1:])), m_star
+assert m_star[-1] == m0 and any(m is not None and m > m0 for m in m_star), m_star
+assert same
+assert np.median(fin[ms < m0], 1).min() > 100 * fin[ms >= m0].max(), fin
+assert not [s for s in stuck["systems"] if s["m"] >= m0], stuck
 assert (OUT / "threshold.png").stat().st_size > 5000
 
 # %% [markdown]

@@ -65,6 +65,15 @@ dt = 0.5, 2400 steps, horizons T = 150, 300, 600, 1200.
 Figures: figures/threshold.png (success fraction against m for each T with m*(T) marked;
 every seed's excess loss against m at each T; m*(T)/m0 against T for every criterion) and
 figures/risk.png (seed-mean R(t)/R_# per m; every seed at m = m0, the stuck ones marked).
+
+Measured (``meanfield run cb-threshold``, 2026-12-04: 4 min 48 s wall, 3 min 41 s CPU, on
+2 cores shared at load ≈ 3.5): R_# = 0.0477; m*(T)/m0 = 1.4, 1.1, 1.1 at T = 3000, 6000,
+12 000 (tolerance 10⁻², or fraction 0.75: 1.1, 1.0, 1.0; tolerance 10⁻⁴: 1.5, 1.1, 1.1;
+every seed: 1.5, 1.4, 1.2).  At m = m0, 6, 13, 13 of 16 seeds succeed; the 3 others are stuck
+at R/R_# = 6.1128·10⁻³ from T = 6000 to 12 000 (relative change ≤ 2·10⁻⁸); no system with
+m > m0 is stuck (m = 11's one failing seed still moves, 7.0 → 6.0·10⁻³).  m = 5 and 8 stay at
+7.0·10⁻² and 2.3·10⁻² (median).  ``scale=small`` (5 s): m*(T)/m0 = none, none, 4/3, 4/3 at
+T = 150, 300, 600, 1200, 1 from T = 600 at fraction 0.75; one seed at m = m0 stuck at 0.24.
 """
 from __future__ import annotations
 
