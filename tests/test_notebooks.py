@@ -44,6 +44,16 @@ KEY_NUMBERS = {
                         (rf"N =    32: mean R = \S+ ± \S+,  N·R/K\* = {NUM}", 0.9, 1.1),  # 1.000
                         (rf"GD slope {NUM}", -1.5, -1.0),                                 # −1.370
                         (rf"gap / i\.i\.d\. excess at N_max = {NUM}", 0.0, 0.01)],       # 1.2e-3
+    "04_chizat_bach": [(rf"T = 600: m\* = {NUM}", 7, 7), (rf"T = 1200: m\* = {NUM}", 5, 5),  # m0 = 5
+                       (rf"^m = 20: final risks \[{NUM}", 1e-5, 1e-4),                  # 5.5e-5
+                       (rf"from t = 9: max \|balance − flow value\| / max \|balance\(t\)\| = {NUM}",
+                        0.0, 5e-3)],                                                    # 1.1e-3
+    "07_rkhs_resnet": [(rf"ν = 0\.5: exponent {NUM} on δ ∈ \[1e-4, 1e-3\]", 0.99, 1.01),
+                       (rf"ν = 1: exponent {NUM} on δ ∈ \[1e-4, 1e-3\]", 1.99, 2.01),
+                       (rf"ν = 1\.5: exponent {NUM} on δ ∈ \[1e-4, 1e-3\]", 1.99, 2.01),
+                       (rf"ν = inf: exponent {NUM} on δ ∈ \[1e-4, 1e-3\]", 1.99, 2.01),
+                       (rf"linear, lifted D = 6   loss \S+ -> {NUM}", 0.0, 1e-4),           # 8.5e-8
+                       (rf"linear, D = 3          loss \S+ -> {NUM}", 0.5, 2.0)],          # 0.95: stuck
     "06_resnet_cot": [(rf"max \|module\(X\) − model\(X\)\| = {NUM}", 0.0, 1e-12),
                       (rf"max \|v \+ L·M ∇_θ loss\| / max \|v\| = {NUM}", 0.0, 1e-12),
                       (rf"max \|θ_flow − θ_SGD\| = {NUM}", 0.0, 1e-10),
