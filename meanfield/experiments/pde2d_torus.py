@@ -20,9 +20,11 @@ after 80 % of the iterations): this experiment is about the fixed-τ regime, whe
 The limit: ∂_t ρ = 2ξ∇·(ρ∇Ψ(θ; ρ)) + 2ξβ⁻¹Δρ on a ``cells``² periodic grid
 (``meanfield.pde.GridDD``, implicit Scharfetter–Gummel fluxes, dimension-split backward
 Euler; its velocity comes from the same ``interact.evaluate`` call as the particles'), run
-to T and then on (``t_long``) towards its stationary state, the self-consistent Gibbs law
-ρ_∞ ∝ exp(−βΨ(·; ρ_∞)): the residual ‖G(ρ) − ρ‖₁ of the Gibbs map G is reported at T and
-at t_long, and F_∞ = F_β(ρ_{t_long}).
+to T and then on (``t_long``, same time step) towards its stationary state, the
+self-consistent Gibbs law ρ_∞ ∝ exp(−βΨ(·; ρ_∞)): the residual ‖G(ρ) − ρ‖₁ of the Gibbs map
+G is recorded over [0, t_long], and F_∞ = F_β(P*) with P* the grid's Gibbs fixed point
+(``GridDD.gibbs_fixed_point``, Newton–Krylov from ρ_{t_long}; the implicit flux vanishes on
+P*, so it is the flow's exact limit on the grid, and F − F_∞ is resolved down to round-off).
 
 Particles: for every N of a geometric grid from ``N_min`` to ``N`` (``n_values`` values),
 ``replicas`` seeds (one tensor), mean-field Langevin (``ParticleDynamics`` with population
@@ -33,23 +35,50 @@ ground cost every ``w2_every`` steps.  Reference: the same F_N estimate for N i.
 draws of the grid density at T (what sampling the limit would give, estimator bias included;
 the self-interaction term alone adds ≈ k(0)/(2N) = 7.6/N to ½R there).  Reported against N (log-log slopes, 95 %
 bootstrap intervals over seeds): the free-energy gap |F_N − F| averaged over the last quarter
-of [0, T] per seed, and W2 at T.  Decay rates: log(F(t) − F_∞) fitted over the window
-t ≥ ``fit_t0`` where the grid's gap exceeds ``fit_floor``, for the grid and, per N, for the
-seed-mean particle curve against its own plateau (the mean over the last quarter), with a
-bootstrap interval over seeds.
+of [0, T] per seed, and W2 at T.
+
+The long-time exponential rate (fit.json ``rate_rule`` states it in words).  Fits of
+c + Ae^{−rt} to the grid's F depend on their window here (0.50 on [1, 40], 0.43 on [2, 40],
+0.36 on [5, 40], 0.32 on [10, 40], measured): the local log-slope s(t) = −d/dt log(F − F_∞)
+falls from 0.65 at t = 2 and 0.34 at t = 10 to 0.28 by t = 60.
+So: s(t) is the −slope of ``linregress(t, log(F − F_∞))`` over the records in
+[t − w/2, t + w/2] (w = ``slope_width``, every gap there ≥ ``fit_floor``)
+(:func:`local_log_slope`); the grid's rate window ends at the last t with a defined s and
+extends back (t ≥ ``fit_t0``) while max s / min s − 1 < ``settle_tol``
+(:func:`settled_window`); the rate is the log-linear slope over that window, reported only
+when the local slopes there span ≥ w (``settled``; else None).  Independent check: the Gibbs
+residual, linear in ρ − ρ_∞, decays at half that rate over the same window (F − F_∞ is
+quadratic).  Backward Euler's bias on the rate is ≈ r²dt/4 (``time_step_bias``).
+Particles at N: their limit c_N is the plateau (last quarter of [0, T]) mean of F̄_N − (F − F_∞)
+and their Monte-Carlo floor σ_N the plateau mean of the seed mean's standard error; they
+resolve the records from ``fit_t0`` on where the grid's gap is ≥ ``snr``·σ_N
+(:func:`resolved_records`).  ``long_time_rate_particles`` fits F̄_N − c_N on the resolved
+part of the rate window (resolved only if it spans ≥ w), ``matched_window_rates`` on the
+whole resolved window beside the grid's rate on the same records, both by the same
+least-squares exponential fit (:func:`exp_rate`) with 95 % bootstrap intervals over seeds.
+
+Measured (full mode): grid long-time rate 0.286 on t ∈ [13, 69.5] (local slopes 0.282–0.308;
+0.282 at the window's end; time-step bias ≈ 0.001), Gibbs residual rate 0.143 (ratio 2.01);
+F_∞ = −0.14074100 (fixed point: 2 Newton steps from ρ_100, L¹ 1.9e-7 from it).  The
+particles' 3σ_N floors (0.037, 0.019, 0.010, 0.0059, 0.0038 at N = 20 … 2000) are reached by
+t = 3.5, 5, 6.5, 8, 9.5, before the rate window: no particle long-time rate is resolved at
+any N.  On [2, t_N] particles vs grid: 0.34 [0.20, 0.52] vs 0.48, 0.41 [0.26, 0.71] vs 0.46,
+0.41 [0.34, 0.49] vs 0.45, 0.43 [0.40, 0.48] vs 0.44, 0.41 [0.39, 0.43] vs 0.43.
 
 Defaults: τ = 0.1, N from 20 to 2000 (5 values), 8 seeds, dt = 0.02 (a quarter of the
-notebook's step), T = 40 (2000 steps), 64² cells (h = 0.098; at 128² the free energy moved
-by < 6e-5 at every recorded t and 4e-7 at T = 40, measured), t_long = 100.  ``scale=small``:
-N from 20 to 200 (3 values), 4 seeds, dt = 0.05, T = 10, 24² cells, t_long = 30.  Outputs: metrics.csv
-(per N and t: seed means of F_N, R, Ĥ, and F of the grid), summary.csv (per N), fit.json,
-pde.npz (density snapshots, F, R, residuals), particles.npz, figures density.png (grid
-density with the particles of the largest N and the targets at the snapshots) and
-free_energy.png.  Resumable per N like pde2d-teacher.
+notebook's step), T = 40 (2000 steps), records every 0.5, 64² cells (h = 0.098; at 128² the
+free energy moved by < 6e-5 at every recorded t and 4e-7 at T = 40, measured), t_long = 100,
+w = 4, settle_tol = 0.1, fit_t0 = 2, fit_floor = 1e-10, snr = 3.  ``scale=small``: N from 20
+to 200 (3 values), 4 seeds, dt = 0.05, T = 10, 24² cells, t_long = 30, w = 2, fit_t0 = 1.
+Outputs: metrics.csv (per N and t: seed means of F_N, R, Ĥ, and F of the grid), summary.csv
+(per N), fit.json, pde.npz (density snapshots, F, R, residuals over [0, t_long], the fixed
+point ``gibbs``), particles.npz, figures density.png (grid density with the particles of the
+largest N and the targets at the snapshots) and free_energy.png (F − F_∞ and the local
+log-slope against t, rate window shaded; the free-energy gap and W2 against N).  Resumable
+per N like pde2d-teacher.
 """
 from __future__ import annotations
 
-import inspect
 import json
 import math
 from dataclasses import dataclass
@@ -57,13 +86,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.stats import bootstrap, linregress
+from scipy.stats import linregress
 
 from .. import io
 from ..diagnostics import loglog_rate
 from ..errors import ConfigError, DivergenceError
 from ..interact import evaluate
 from ..models import TorusMMD
+from ..seeds import derive_generator
 from ..pde import Grid2D, GridDD, knn_neg_entropy, w2_grid
 from .config import RunConfig, geometric_grid
 from .pde2d_teacher import (density_panels, grid_plan, plot_fits, record_steps, still_snapshots,
@@ -77,7 +107,8 @@ PERIOD = 2 * math.pi
 SMALL = {"N": 200, "N_min": 20, "n_values": 3, "replicas": 4, "dt": 0.05, "steps": 200,
          "log_every": 8, "save_every": 4, "w2_every": 200, "checkpoint_every": 200, "cells": 24,
          "pde_cfl": 4.0,
-         "pde_dt_max": 0.1, "t_long": 30.0, "w2_replicas": 2, "n_boot": 300, "fit_t0": 1.0}
+         "pde_dt_max": 0.1, "t_long": 30.0, "w2_replicas": 2, "n_boot": 300, "fit_t0": 1.0,
+         "slope_width": 2.0}
 
 
 @dataclass(frozen=True)
@@ -94,7 +125,7 @@ class Config(RunConfig):
     replicas: int = 8
     dt: float = 0.02
     steps: int = 2000
-    log_every: int = 50
+    log_every: int = 25
     save_every: int = 40
     w2_every: int = 1000
     checkpoint_every: int = 2000
@@ -108,7 +139,10 @@ class Config(RunConfig):
     pde_dt_max: float = 0.05
     t_long: float = 100.0
     fit_t0: float = 2.0
-    fit_floor: float = 1e-3
+    fit_floor: float = 1e-10
+    slope_width: float = 4.0
+    settle_tol: float = 0.1
+    snr: float = 3.0
     w2_replicas: int = 4
     w2_sub: int = 1
     n_boot: int = 2000
@@ -120,15 +154,16 @@ class Config(RunConfig):
 
     def validate(self):
         """RunConfig's checks, then (``ConfigError``): d = 2; the N grid
-        (``pde2d_teacher.validate_n_grid``); tau, xi, pde_cfl, pde_dt_max, fit_floor finite
-        and > 0; n_targets, modes ≥ 1; cells ≥ 8; t_long ≥ T = steps·dt; 0 ≤ fit_t0 < 0.75·T;
-        2 ≤ w2_replicas ≤ replicas; w2_sub ≥ 1."""
+        (``pde2d_teacher.validate_n_grid``); tau, xi, pde_cfl, pde_dt_max, fit_floor, snr
+        finite and > 0; n_targets, modes ≥ 1; cells ≥ 8; t_long ≥ T = steps·dt;
+        0 ≤ fit_t0 < 0.75·T; slope_width ≥ 2·log_every·dt (three records per local slope);
+        0 < settle_tol < 1; 2 ≤ w2_replicas ≤ replicas; w2_sub ≥ 1."""
         super().validate()
         if self.d != 2:
             raise ConfigError(f"d must be 2 (the torus is two-dimensional), got {self.d}")
         validate_n_grid(self)
         self.check_bounds(at_least_one=("n_targets", "modes", "w2_sub"),
-                          positive=("tau", "xi", "pde_cfl", "pde_dt_max", "fit_floor"))
+                          positive=("tau", "xi", "pde_cfl", "pde_dt_max", "fit_floor", "snr"))
         if self.cells < 8:
             raise ConfigError(f"cells must be >= 8, got {self.cells}")
         T = self.steps * self.dt
@@ -136,6 +171,12 @@ class Config(RunConfig):
             raise ConfigError(f"t_long must be >= T = steps·dt = {T:g}, got {self.t_long}")
         if not 0 <= self.fit_t0 < 0.75 * T:
             raise ConfigError(f"fit_t0 must be in [0, 0.75·T = {0.75 * T:g}), got {self.fit_t0}")
+        step = self.log_every * self.dt
+        if not (math.isfinite(self.slope_width) and self.slope_width >= 2 * step * (1 - 1e-9)):
+            raise ConfigError(f"slope_width must be >= 2·log_every·dt = {2 * step:g} (three records "
+                              f"per local slope), got {self.slope_width}")
+        if not 0 < self.settle_tol < 1:
+            raise ConfigError(f"settle_tol must be in (0, 1), got {self.settle_tol}")
         if not 2 <= self.w2_replicas <= self.replicas:
             raise ConfigError(f"w2_replicas must be in [2, replicas={self.replicas}], got {self.w2_replicas}")
 
@@ -165,19 +206,21 @@ def _solve_pde(cfg, task, times):
     T = float(times[-1])
     n_long = max(2, int(math.ceil((cfg.t_long - T) / max(cfg.log_every * cfg.dt, 1e-12))) + 1)
     long_t = np.linspace(0.0, cfg.t_long - T, n_long)
-    dd_long = GridDD(task, grid, xi=cfg.xi, beta=cfg.beta, cfl=cfg.pde_cfl, backend=cfg.backend,
-                     dtype=torch.float64, dt_max=4 * cfg.pde_dt_max)
     res_long = []
-    tail = dd_long.solve(sol.density[-1], long_t,
-                         callback=lambda k, t, P: res_long.append(dd.gibbs_residual(P, cfg.beta)))
-    F_inf = float(tail.free_energy[-1])
+    tail = dd.solve(sol.density[-1], long_t,
+                    callback=lambda k, t, P: res_long.append(dd.gibbs_residual(P, cfg.beta)))
+    # F_∞ = F_β of the self-consistent Gibbs law (the flow's exact stationary state on the
+    # grid), by Newton–Krylov from the density at t_long
+    P_fp, fp_res, fp_its = dd.gibbs_fixed_point(cfg.beta, tail.density[-1], tol=1e-11)
+    F_inf = dd.free_energy(P_fp, cfg.beta)
     return {"t": times, "x": grid.axes()[0], "y": grid.axes()[1], "density": sol.density,
             "risk": sol.risk, "free_energy": sol.free_energy, "mass": sol.mass,
             "neg_entropy": np.array([dd.neg_entropy(P) for P in sol.density]),
             "residual": np.array([dd.gibbs_residual(P, cfg.beta) for P in sol.density]),
             "t_tail": T + long_t, "free_energy_tail": tail.free_energy,
-            "residual_tail": np.array(res_long), "mass_tail": tail.mass, "gibbs": tail.density[-1],
-            "F_inf": F_inf, "steps": sol.steps + tail.steps, "dt_min": min(sol.dt_min, tail.dt_min),
+            "residual_tail": np.array(res_long), "mass_tail": tail.mass, "density_long": tail.density[-1],
+            "gibbs": P_fp, "F_inf": F_inf, "fp_residual": fp_res, "fp_iterations": fp_its,
+            "fp_l1_to_t_long": float(np.abs(P_fp - tail.density[-1]).sum() * grid.area), "steps": sol.steps + tail.steps, "dt_min": min(sol.dt_min, tail.dt_min),
             "dt_max": max(sol.dt_max, tail.dt_max), "cfl": sol.cfl, "scheme": sol.scheme,
             "h": np.array(grid.h), "cells": cfg.cells}
 
@@ -222,58 +265,183 @@ def plan(cfg: Config) -> Plan:
 
 
 # ------------------------------------------------------------------------------------------
-def _window(cfg, pde):
-    """Record indices of the grid's log-linear fit: t ≥ fit_t0 and F(t) − F_∞ ≥ fit_floor."""
-    gap = pde["free_energy"] - pde["F_inf"]
-    idx = np.flatnonzero((pde["t"] >= cfg.fit_t0) & (gap >= cfg.fit_floor))
-    if len(idx) < 3:
-        raise ConfigError(f"fewer than 3 recorded times with t >= fit_t0={cfg.fit_t0} and a grid "
-                          f"free-energy gap >= fit_floor={cfg.fit_floor:g}; lower fit_t0 or fit_floor, "
-                          "or record more often (log_every)")
-    return idx
+# the long-time exponential rate
+# ------------------------------------------------------------------------------------------
+def rate_rule(cfg) -> str:
+    """The window rule of the long-time rate, in words (written to fit.json)."""
+    w = cfg.slope_width
+    return (f"local log-slope s(t) = -d/dt log(F - F_inf): -slope of log(F - F_inf) against t over "
+            f"the records in [t - {w:g}/2, t + {w:g}/2] (all of them with F - F_inf >= floor); "
+            f"the grid's rate window ends at the last t where s is defined (floor fit_floor = "
+            f"{cfg.fit_floor:g}) and extends back, from t >= fit_t0 = {cfg.fit_t0:g}, while "
+            f"max s / min s - 1 < settle_tol = {cfg.settle_tol:g}; settled when the local slopes "
+            f"span >= slope_width; the rate is -slope of log(F - F_inf) over the window.  "
+            f"Particles at N: the same log-linear fit of their seed-mean F_N minus its own "
+            f"plateau (mean over the last quarter of [0, T]) over the records where the grid's "
+            f"gap is >= snr = {cfg.snr:g} x sigma_N (sigma_N: the seed-mean's standard error on "
+            f"the plateau, the Monte-Carlo floor): the long-time rate on that part of the rate "
+            f"window (resolved only if it spans >= slope_width), and the rate on the whole "
+            f"resolved window [fit_t0, resolved_until] beside the grid's on the same window; "
+            f"95 % percentile bootstrap intervals over seeds")
 
 
-def _plateau(cfg, t):
-    """Record indices of the last quarter of [0, T]."""
-    return np.flatnonzero(t >= 0.75 * cfg.steps * cfg.dt)
+def local_log_slope(t, gap, width: float, floor: float) -> np.ndarray:
+    """Local log-slope s(t_c) = −d/dt log gap at every record time t_c: −slope of
+    ``linregress(t, log gap)`` over the records with |t − t_c| ≤ width/2.  Defined (NaN
+    otherwise) only where that interval lies inside [t_0, t_{K−1}], holds ≥ 3 records, and
+    every gap in it is ≥ ``floor``.  t [K] increasing, gap [K] → s [K]."""
+    t, gap = np.asarray(t, dtype=np.float64), np.asarray(gap, dtype=np.float64)
+    s = np.full(len(t), np.nan)
+    if len(t) < 3:
+        return s
+    eps = 1e-9 * max(1.0, abs(float(t[-1])))
+    for k, c in enumerate(t):
+        if c - width / 2 < t[0] - eps or c + width / 2 > t[-1] + eps:
+            continue
+        sel = np.abs(t - c) <= width / 2 + eps
+        if sel.sum() >= 3 and (gap[sel] >= floor).all():
+            s[k] = -linregress(t[sel], np.log(gap[sel])).slope
+    return s
 
 
-def _decay_rate(t, gap):
-    """−slope of log(gap) against t (linregress); NaN when a gap is not positive."""
-    if (gap <= 0).any():
-        return float("nan")
-    return float(-linregress(t, np.log(gap)).slope)
+def settled_window(t, s, *, t0: float, width: float, tol: float):
+    """The long-time window of the local slopes s [K] at t [K], as record indices (ka, kb), or
+    None when no local slope is defined at t ≥ t0 + width/2.  kb is the last record with a
+    defined s; ka ≤ kb the earliest record such that s is defined and positive on all of
+    [ka, kb], t_ka − width/2 ≥ t0, and max s / min s − 1 < tol there.  The data entering these
+    local fits span [t_ka − width/2, t_kb + width/2]."""
+    t, s = np.asarray(t, dtype=np.float64), np.asarray(s, dtype=np.float64)
+    eps = 1e-9 * max(1.0, abs(float(t[-1]))) if len(t) else 0.0
+    ok = np.isfinite(s) & (t - width / 2 >= t0 - eps)
+    idx = np.flatnonzero(ok)
+    if not len(idx) or not s[idx[-1]] > 0:
+        return None
+    kb = ka = int(idx[-1])
+    lo = hi = s[kb]
+    for k in range(kb - 1, -1, -1):
+        if not ok[k] or not s[k] > 0:
+            break
+        lo2, hi2 = min(lo, s[k]), max(hi, s[k])
+        if hi2 / lo2 - 1 >= tol:
+            break
+        lo, hi, ka = lo2, hi2, k
+    return ka, kb
 
 
-def _exp_fit(t, F, r0):
-    """Least-squares fit of F(t) ≈ c + A e^{−r t} (``scipy.optimize.curve_fit``): the rate r
-    (NaN when the fit fails).  Used where the limit c is unknown (the particles' plateau
-    carries their N-dependent bias), and on the grid over the same window for comparison."""
-    from scipy.optimize import curve_fit
+def grid_rate(cfg, t, gap, residual) -> dict:
+    """The grid's long-time rate from its free-energy gap F(t) − F_∞ [K] and Gibbs residual
+    ‖G(ρ_t) − ρ_t‖₁ [K] at t [K] (over [0, t_long]), by :func:`rate_rule`: a dict with
+    ``settled``, ``long_time_rate_pde`` (None unless settled), ``rate_window`` [t_a, t_b],
+    the local slopes' range in it and at its end, and the residual's rate over the same
+    window (F − F_∞ is quadratic in ρ − ρ_∞, so it decays twice as fast as the residual)."""
+    w = cfg.slope_width
+    s = local_log_slope(t, gap, w, cfg.fit_floor)
+    win = settled_window(t, s, t0=cfg.fit_t0, width=w, tol=cfg.settle_tol)
+    out = {"settled": False, "long_time_rate_pde": None, "rate_window": None,
+           "local_slope_range": None, "local_slope_end": None, "gibbs_residual_rate": None,
+           "local_slope": s}
+    if win is None:
+        return out
+    ka, kb = win
+    eps = 1e-9 * max(1.0, abs(float(t[-1])))
+    ta, tb = float(t[ka] - w / 2), float(t[kb] + w / 2)
+    sel = (t >= ta - eps) & (t <= tb + eps)
+    out.update({"rate_window": [ta, tb], "local_slope_range": [float(s[ka:kb + 1].min()),
+                                                               float(s[ka:kb + 1].max())],
+                "local_slope_end": float(s[kb])})
+    out["settled"] = bool(t[kb] - t[ka] >= w - eps)
+    if out["settled"]:
+        out["long_time_rate_pde"] = float(-linregress(t[sel], np.log(gap[sel])).slope)
+        r = np.asarray(residual)[sel]
+        if (r > 0).all():
+            out["gibbs_residual_rate"] = float(-linregress(t[sel], np.log(r)).slope)
+    return out
 
-    t0 = t[0]
-    try:
-        p, _ = curve_fit(lambda u, c, A, r: c + A * np.exp(-r * (u - t0)), t, F,
-                         p0=(F[-1], F[0] - F[-1], r0), maxfev=20_000)
-    except (RuntimeError, ValueError):
-        return float("nan")
-    return float(p[2]) if np.isfinite(p).all() and p[2] > 0 else float("nan")
+
+RATE_GRID = np.linspace(-0.5, 3.0, 3501)     # candidate rates of :func:`exp_rate` (step 0.001)
 
 
-def _particle_rate(F, t, win, r0, *, n_boot, seed):
-    """Decay rate of the seed-mean F_N(t) (F [B, T]) by :func:`_exp_fit` on ``win``, with a
-    95 % percentile bootstrap interval (seeds resampled, whole curves kept together)."""
+def exp_rate(t, gap) -> np.ndarray:
+    """Least-squares exponential rate of gap [..., k] at t [k]: the r of RATE_GRID (−0.5 … 3,
+    step 0.001) minimising min_A Σ_j (gap_j − A e^{−r(t_j − t_0)})², i.e. maximising
+    (gap·e_r)² / (e_r·e_r) over r with A = gap·e_r / e_r·e_r > 0.  On the linear scale (no
+    logarithm of noisy near-floor values, so no resample is lost) → rates [...]."""
+    t = np.asarray(t, dtype=np.float64)
+    E = np.exp(-RATE_GRID[:, None] * (t - t[0])[None, :])                   # (R, k)
+    proj = np.asarray(gap, dtype=np.float64) @ E.T                         # (..., R)
+    score = np.where(proj > 0, proj * proj / (E * E).sum(1), -np.inf)
+    return RATE_GRID[np.argmax(score, axis=-1)]
 
-    def stat(seeds):
-        return _exp_fit(t[win], F[np.asarray(seeds, dtype=int)].mean(0)[win], r0)
 
-    rate = stat(np.arange(len(F)))
-    rng = np.random.default_rng(seed)
-    kw = {"rng": rng} if "rng" in inspect.signature(bootstrap).parameters else {"random_state": rng}
-    res = bootstrap((np.arange(len(F)),), stat, n_resamples=n_boot, method="percentile",
-                    vectorized=False, **kw)
-    ci = res.confidence_interval
-    return {"rate": rate, "ci95": [float(ci.low), float(ci.high)]}
+def _boot_rate(t, F, sel, offset, n_boot, gen):
+    """:func:`exp_rate` of F̄ − c over the records ``sel`` [K] (bool), F̄ the seed mean of
+    F [B, K] and c = ``offset``(curves [n, K]) → [n] the limit of each curve (see
+    :func:`particle_rates`), with a 95 % percentile interval over ``n_boot`` resamples of
+    the seeds (index draws from the torch generator ``gen``).  Returns {"rate", "ci95"}."""
+    B = F.shape[0]
+    idx = torch.randint(B, (n_boot, B), generator=gen).numpy()                   # (n_boot, B)
+    curves = np.concatenate([F.mean(0)[None], F[idx].mean(1)])                  # (1 + n_boot, K)
+    gap = curves[:, sel] - offset(curves)[:, None]                             # (1 + n_boot, k)
+    r = np.concatenate([exp_rate(t[sel], gap[i:i + 500]) for i in range(0, len(gap), 500)])
+    ci = np.percentile(r[1:], [2.5, 97.5])
+    return {"rate": round(float(r[0]), 3), "ci95": [round(float(v), 4) for v in ci]}
+
+
+def resolved_records(cfg, t, gap_pde, sigma: float) -> np.ndarray:
+    """The records [K] (bool) the particles resolve, given their Monte-Carlo floor σ: from
+    fit_t0 on, before the plateau (the last quarter of [0, T]), as long as the grid's gap
+    gap_pde [K] at the row times t [K] stays ≥ snr·σ (a prefix: the grid's F decreases)."""
+    T = cfg.steps * cfg.dt
+    eps = 1e-9 * max(1.0, T)
+    cand = (t >= cfg.fit_t0 - eps) & (t < 0.75 * T - eps)
+    good = cand & (gap_pde >= cfg.snr * sigma)
+    first_bad = np.flatnonzero(cand & ~good)
+    if len(first_bad):
+        good &= t < t[first_bad[0]]
+    return good
+
+
+def particle_rates(cfg, t, F, gap_pde, window, N) -> dict:
+    """Rates of the particles' free energy at N: F [B, K] per seed at the metrics rows t [K],
+    gap_pde [K] the grid's F − F_∞ there, ``window`` the grid's rate window (or None).
+
+    The particles' limit is c_N = mean over the plateau (the last quarter of [0, T]) of
+    F̄_N − gap_pde — their plateau less what the grid still decays there (their own F_∞ plus
+    their N-dependent bias) — and their gap is F̄_N(t) − c_N, F̄_N the seed mean.  The
+    Monte-Carlo floor σ_N is the mean over the plateau of the seed mean's standard error;
+    the particles resolve the records of :func:`resolved_records` (the grid's gap ≥ snr·σ_N),
+    up to ``resolved_until``.  Rates by :func:`exp_rate` with 95 % bootstrap intervals over
+    seeds (c_N re-estimated in every resample).  Returns {"floor", "resolved_until",
+    "matched": {window, rate, ci95, rate_pde}, "long_time": {resolved, window, rate, ci95,
+    rate_pde}}: ``matched`` over the whole resolved window, beside the grid's rate on the
+    same records by the same estimator; ``long_time`` on the part of the resolved window
+    inside the grid's rate window, resolved only if it spans ≥ slope_width."""
+    T = cfg.steps * cfg.dt
+    eps = 1e-9 * max(1.0, T)
+    plat = t >= 0.75 * T - eps
+    B = F.shape[0]
+    sigma = float((F[:, plat].std(0, ddof=1) / math.sqrt(B)).mean())
+    good = resolved_records(cfg, t, gap_pde, sigma)
+    gen = derive_generator(cfg.seed, "rate-bootstrap", N)
+
+    def offset(curves):                                         # c_N per curve [n]
+        return (curves[:, plat] - gap_pde[plat]).mean(1)
+
+    out = {"floor": sigma, "resolved_until": float(t[good][-1]) if good.any() else None}
+    matched = {"window": None, "rate": None, "ci95": None, "rate_pde": None}
+    if good.sum() >= 3:
+        matched.update(_boot_rate(t, F, good, offset, cfg.n_boot, gen))
+        matched["window"] = [float(t[good][0]), float(t[good][-1])]
+        matched["rate_pde"] = round(float(exp_rate(t[good], gap_pde[good])), 3)
+    long = {"resolved": False, "window": None, "rate": None, "ci95": None, "rate_pde": None}
+    if window is not None:
+        sel = good & (t >= window[0] - eps) & (t <= window[1] + eps)
+        if sel.sum() >= 3 and t[sel][-1] - t[sel][0] >= cfg.slope_width - eps:
+            long.update(_boot_rate(t, F, sel, offset, cfg.n_boot, gen))
+            long.update({"resolved": True, "window": [float(t[sel][0]), float(t[sel][-1])],
+                         "rate_pde": round(float(exp_rate(t[sel], gap_pde[sel])), 3)})
+    out.update({"matched": matched, "long_time": long})
+    return out
 
 
 def _write_results(cfg, ctx, done, pde_all, task, snaps_at):
@@ -288,10 +456,10 @@ def _write_results(cfg, ctx, done, pde_all, task, snaps_at):
                                            "neg_entropy", "residual") else v) for k, v in pde_all.items()}
     t = np.asarray(pde["t"])
     Fg = np.asarray(pde["free_energy"])
-    win, plat = _window(cfg, pde), _plateau(cfg, t)
-    rate_pde = _decay_rate(t[win], Fg[win] - pde["F_inf"])
-    pwin = np.flatnonzero(t >= cfg.fit_t0)                 # the particles' window: [fit_t0, T]
-    rate_pde_window = _exp_fit(t[pwin], Fg[pwin], rate_pde)
+    F_inf = float(pde["F_inf"])
+    plat = _plateau(cfg, t)
+    tg, gap_g, res_g = grid_curve(pde)
+    g = grid_rate(cfg, tg, gap_g, res_g)
     kw = {"n_boot": cfg.n_boot, "seed": cfg.seed}
     metrics, summary, gaps, gaps_iid, w2_T, rates = [], [], [], [], [], {}
     for N in Ns:
@@ -313,42 +481,83 @@ def _write_results(cfg, ctx, done, pde_all, task, snaps_at):
         gaps.append(gap)
         gaps_iid.append(np.abs(done[N]["F_iid"]))
         w2_T.append(w2)
-        rates[N] = _particle_rate(F, t, pwin, rate_pde_window, n_boot=max(100, cfg.n_boot // 10),
-                                  seed=cfg.seed + N)
+        rates[N] = particle_rates(cfg, t, F, Fg - F_inf, g["rate_window"], N)
         sd = lambda v: float(v.std(ddof=1) / math.sqrt(len(v)))  # noqa: E731
+        mr, lr = rates[N]["matched"], rates[N]["long_time"]
+        nan = float("nan")
         summary.append({"N": N, "free_energy_gap": float(gap.mean()), "free_energy_gap_se": sd(gap),
                         "free_energy_bias": float((F[:, plat] - Fg[plat]).mean()),
                         "free_energy_gap_iid": float(gaps_iid[-1].mean()),
                         "free_energy_gap_iid_se": sd(gaps_iid[-1]),
                         "w2_T": float(w2.mean()), "w2_T_se": sd(w2),
-                        "decay_rate": rates[N]["rate"], "decay_rate_lo": rates[N]["ci95"][0],
-                        "decay_rate_hi": rates[N]["ci95"][1]})
+                        "mc_floor": rates[N]["floor"],
+                        "resolved_until": _num(rates[N]["resolved_until"]),
+                        "rate_matched": _num(mr["rate"]),
+                        "rate_matched_lo": _num(mr["ci95"] and mr["ci95"][0]),
+                        "rate_matched_hi": _num(mr["ci95"] and mr["ci95"][1]),
+                        "rate_matched_pde": _num(mr["rate_pde"]),
+                        "long_time_rate": _num(lr["rate"]) if lr["resolved"] else nan})
     io.write_metrics(out / io.METRICS, metrics)
     io.write_metrics(out / "summary.csv", summary)
+    pde_fit = {"cells": cfg.cells, "h": list(map(float, pde["h"])), "steps": int(pde["steps"]),
+               "dt_min": float(pde["dt_min"]), "dt_max": float(pde["dt_max"]),
+               "cfl": float(pde["cfl"]), "scheme": str(pde["scheme"]),
+               "mass_error": float(max(np.abs(pde["mass"] - 1).max(), np.abs(pde["mass_tail"] - 1).max())),
+               "F_T": float(Fg[-1]), "F_inf": F_inf, "F_t_long": float(pde["free_energy_tail"][-1]),
+               "t_long": cfg.t_long,
+               "gibbs_residual_T": float(pde["residual"][-1]),
+               "gibbs_residual_long": float(pde["residual_tail"][-1]),
+               "gibbs_fixed_point": {"residual": float(pde["fp_residual"]),
+                                     "iterations": int(pde["fp_iterations"]),
+                                     "l1_to_t_long": float(pde["fp_l1_to_t_long"])},
+               "w2_quantisation_bound": Grid2D.torus(cfg.cells, PERIOD).quantisation(cfg.w2_sub)}
+    r = g["long_time_rate_pde"]
     fit = {"N": Ns, "T": cfg.steps * cfg.dt, "tau": cfg.tau, "beta": cfg.beta,
            "free_energy_gap": loglog_rate(Ns, gaps, **kw), "w2_T": loglog_rate(Ns, w2_T, **kw),
            "free_energy_gap_iid": loglog_rate(Ns, gaps_iid, **kw),
-           "decay_rate_pde": rate_pde, "fit_window_pde": [float(t[win][0]), float(t[win][-1])],
-           "decay_rate_pde_window": rate_pde_window,
-           "decay_rate_particles": {str(N): rates[N] for N in Ns},
-           "fit_window": [float(t[pwin][0]), float(t[pwin][-1])],
-           "pde": {"cells": cfg.cells, "h": list(map(float, pde["h"])), "steps": int(pde["steps"]),
-                   "dt_min": float(pde["dt_min"]), "dt_max": float(pde["dt_max"]),
-                   "cfl": float(pde["cfl"]), "scheme": str(pde["scheme"]),
-                   "mass_error": float(max(np.abs(pde["mass"] - 1).max(), np.abs(pde["mass_tail"] - 1).max())),
-                   "F_T": float(Fg[-1]), "F_inf": float(pde["F_inf"]), "t_long": cfg.t_long,
-                   "gibbs_residual_T": float(pde["residual"][-1]),
-                   "gibbs_residual_long": float(pde["residual_tail"][-1]),
-                   "w2_quantisation_bound": Grid2D.torus(cfg.cells, PERIOD).quantisation(cfg.w2_sub)}}
+           "long_time_rate_pde": r, "settled": g["settled"], "rate_window": g["rate_window"],
+           "rate_rule": rate_rule(cfg),
+           "local_slope_range": g["local_slope_range"], "local_slope_end": g["local_slope_end"],
+           "gibbs_residual_rate": g["gibbs_residual_rate"],
+           # backward Euler damps the slowest mode of ρ (rate r/2) by 1/(1 + r dt/2) per step:
+           # the measured F rate is 2 log(1 + r dt/2)/dt ≈ r − r² dt/4
+           "time_step_bias": None if r is None else r * r * float(pde["dt_max"]) / 4,
+           "long_time_rate_particles": {str(N): {**rates[N]["long_time"], "floor": rates[N]["floor"]}
+                                        for N in Ns},
+           "matched_window_rates": {str(N): {**rates[N]["matched"],
+                                             "resolved_until": rates[N]["resolved_until"]}
+                                    for N in Ns},
+           "pde": pde_fit}
     io.write_json(out / "fit.json", fit)
     write_arrays(ctx, cfg, done, pde_all, task, snaps_at, ["x0", "x1"])
     return summary
 
 
+def _num(v) -> float:
+    """A float for summary.csv: NaN for None."""
+    return float("nan") if v is None else float(v)
+
+
+def _plateau(cfg, t):
+    """Record indices of the last quarter of [0, T]."""
+    return np.flatnonzero(t >= 0.75 * cfg.steps * cfg.dt - 1e-9 * max(1.0, cfg.steps * cfg.dt))
+
+
+def grid_curve(pde):
+    """The grid's record over [0, t_long] from a PDE record (main records, then the tail):
+    (t [K], F − F_∞ [K], Gibbs residual [K])."""
+    t = np.concatenate([np.asarray(pde["t"]), np.asarray(pde["t_tail"])[1:]])
+    F = np.concatenate([np.asarray(pde["free_energy"]), np.asarray(pde["free_energy_tail"])[1:]])
+    res = np.concatenate([np.asarray(pde["residual"]), np.asarray(pde["residual_tail"])[1:]])
+    return t, F - float(pde["F_inf"]), res
+
+
 def plot(run_dir, coords=None) -> list[Path]:
     """figures/density.png (grid density at the snapshots with the first seed's particles of
     the largest N and the targets) and figures/free_energy.png (F − F_∞ against t for the grid
-    and the particles, the free-energy gap and W2 against N), from the run directory alone."""
+    and the particles — theirs against their own limit c_N, with each N's Monte-Carlo floor —,
+    the local log-slope against t with the rate window, the free-energy gap and W2 against N),
+    from the run directory alone."""
     from ..plotting import _plt, save_figure
 
     run_dir = Path(run_dir)
@@ -374,27 +583,54 @@ def plot(run_dir, coords=None) -> list[Path]:
     fig.tight_layout()
     paths = [save_figure(fig, run_dir / io.FIGURES / "density.png")]
 
-    fig, ax = plt.subplots(1, 3, figsize=(13, 3.6), dpi=120)
-    tall = np.concatenate([pt, tt[1:]])
-    Fall = np.concatenate([Fg, Ft[1:]])
-    # F_∞ is F at t_long: the gap is resolved only well above F's last change
-    ok = Fall - F_inf > 100 * max(abs(Ft[-2] - Ft[-1]), 1e-15)
-    ax[0].plot(tall[ok], (Fall - F_inf)[ok], "k-", lw=1.5,
-               label=f"grid PDE, rate {fit['decay_rate_pde']:.3f} (window fit "
-                     f"{fit['decay_rate_pde_window']:.3f})")
+    fig, axs = plt.subplots(2, 2, figsize=(11.5, 7.6), dpi=120)
+    ax = axs.ravel()
+    pde = {"t": pt, "free_energy": Fg, "t_tail": tt, "free_energy_tail": Ft, "F_inf": F_inf,
+           "residual": np.zeros_like(pt), "residual_tail": np.zeros_like(tt)}
+    tall, gall, _ = grid_curve(pde)
+    ok = gall >= cfg.fit_floor
+    r, win = fit["long_time_rate_pde"], fit["rate_window"]
+    label = (f"grid PDE: long-time rate {r:.3f} on [{win[0]:g}, {win[1]:g}]" if fit["settled"]
+             else "grid PDE: local slope not settled")
+    ax[0].plot(tall[ok], gall[ok], "k-", lw=1.5, label=label)
+    s_grid = local_log_slope(tall, gall, cfg.slope_width, cfg.fit_floor)
+    ax[1].plot(tall, s_grid, "k-", lw=1.5, label="grid PDE")
+    T = cfg.steps * cfg.dt
     for j, N in enumerate(Ns):
         sel = m["N"] == N
-        tN, FN = m["t"][sel], m["free_energy"][sel]
-        gap = FN - F_inf
-        r = fit["decay_rate_particles"][str(int(N))]
-        ax[0].plot(tN[gap > 0], gap[gap > 0], "o", ms=2.5, color=f"C{j}",
-                   label=f"N = {N}, rate {r['rate']:.3f}")
-    ax[0].axvspan(*fit["fit_window"], color="0.9", zorder=0)
+        tN, FN, se = m["t"][sel], m["free_energy"][sel], m["free_energy_se"][sel]
+        plat = tN >= 0.75 * T - 1e-9 * max(1.0, T)
+        gap_pde = m["free_energy_pde"][sel] - F_inf
+        gap = FN - (FN[plat] - gap_pde[plat]).mean()          # particle_rates' c_N
+        sigma = float(se[plat].mean())
+        floor = cfg.snr * sigma
+        mr = fit["matched_window_rates"][str(int(N))]
+        lab = f"N = {N}"
+        if mr["rate"] is not None:
+            lab += f": {mr['rate']:.2f} vs grid {mr['rate_pde']:.2f} on [{mr['window'][0]:g}, {mr['window'][1]:g}]"
+        ax[0].plot(tN[gap > 0], gap[gap > 0], "o", ms=2.5, color=f"C{j}", label=lab)
+        ax[0].axhline(floor, color=f"C{j}", lw=0.6, ls=":")
+        res = resolved_records(cfg, tN, gap_pde, sigma)
+        if res.sum() >= 3:
+            sl = local_log_slope(tN[res], gap[res], cfg.slope_width, np.finfo(float).tiny)
+            ax[1].plot(tN[res], sl, "o-", ms=3, lw=0.8, color=f"C{j}", label=f"N = {N}")
+    for a in ax[:2]:
+        if win is not None:
+            a.axvspan(*win, color="0.9", zorder=0)
+        a.set_xlabel("t (= notebook iterations × η)")
+        a.grid(alpha=0.3)
     ax[0].set_yscale("log")
-    ax[0].set_xlabel("t (= notebook iterations × η)")
-    ax[0].set_ylabel("F_β(t) − F_∞ (grid's F_∞)")
+    ax[0].set_ylabel("F(t) − F_∞ (particles: minus their plateau)")
+    ax[0].set_title("free-energy gap; dotted: each N's Monte-Carlo floor (snr × s.e.)", fontsize=8)
     ax[0].legend(frameon=False, fontsize=6)
-    ax[0].grid(alpha=0.3)
+    if r is not None:
+        ax[1].axhline(r, color="k", ls="--", lw=0.8, label=f"long-time rate {r:.3f}")
+    ax[1].set_ylim(0, 1.0)
+    ax[1].set_ylabel("local log-slope −d/dt log(F − F_∞)")
+    ax[1].set_title(f"local slopes over {cfg.slope_width:g}-wide windows (particles: where resolved); "
+                    f"grey: rate window (spread < {100 * cfg.settle_tol:g} %)", fontsize=8)
+    ax[1].legend(frameon=False, fontsize=6)
+    ax = [ax[0], ax[2], ax[3]]
     N = s["N"]
     plot_fits(ax[1], N, [("|F_N − F| (last quarter)", "free_energy_gap", s["free_energy_gap"],
                           s["free_energy_gap_se"], "C0"),
@@ -407,3 +643,4 @@ def plot(run_dir, coords=None) -> list[Path]:
     fig.tight_layout()
     paths.append(save_figure(fig, run_dir / io.FIGURES / "free_energy.png"))
     return paths
+
