@@ -31,7 +31,8 @@ def solved():
 
 
 def test_converges_at_beta_10_from_uniform(solved):
-    """Measured: 20 Newton steps, L¹ residual 1.2e-11 (the damped map left 1.54 after 3000)."""
+    """Measured: 20 Newton steps, L¹ residual 1.2e-11 (the damped map with damping 0.3 left
+    1.29 after 3000 iterations)."""
     cfg, grid, dd, P, res, its = solved
     assert res < 1e-8 and 0 < its <= 60, (res, its)
     assert P.shape == (64, 64) and P.min() > 0
