@@ -276,12 +276,14 @@ def rate_rule(cfg) -> str:
             f"{cfg.fit_floor:g}) and extends back, from t >= fit_t0 = {cfg.fit_t0:g}, while "
             f"max s / min s - 1 < settle_tol = {cfg.settle_tol:g}; settled when the local slopes "
             f"span >= slope_width; the rate is -slope of log(F - F_inf) over the window.  "
-            f"Particles at N: the same log-linear fit of their seed-mean F_N minus its own "
-            f"plateau (mean over the last quarter of [0, T]) over the records where the grid's "
-            f"gap is >= snr = {cfg.snr:g} x sigma_N (sigma_N: the seed-mean's standard error on "
-            f"the plateau, the Monte-Carlo floor): the long-time rate on that part of the rate "
-            f"window (resolved only if it spans >= slope_width), and the rate on the whole "
-            f"resolved window [fit_t0, resolved_until] beside the grid's on the same window; "
+            f"Particles at N: their gap is the seed-mean F_N minus c_N, c_N = the mean over the "
+            f"plateau (last quarter of [0, T]) of F_N - (grid's F - F_inf); they resolve the "
+            f"records from fit_t0 on where the grid's gap is >= snr = {cfg.snr:g} x sigma_N "
+            f"(sigma_N: the seed mean's standard error on the plateau, the Monte-Carlo floor), "
+            f"up to resolved_until; rates there by a least-squares fit of A exp(-r t) (the same "
+            f"fit for the grid on the same records): the long-time rate on the resolved part of "
+            f"the rate window (resolved only if it spans >= slope_width), and the matched-window "
+            f"rate on [fit_t0, resolved_until]; "
             f"95 % percentile bootstrap intervals over seeds")
 
 
