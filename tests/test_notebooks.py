@@ -54,6 +54,11 @@ KEY_NUMBERS = {
                        (rf"ν = inf: exponent {NUM} on δ ∈ \[1e-4, 1e-3\]", 1.99, 2.01),
                        (rf"linear, lifted D = 6   loss \S+ -> {NUM}", 0.0, 1e-4),           # 8.5e-8
                        (rf"linear, D = 3          loss \S+ -> {NUM}", 0.5, 2.0)],          # 0.95: stuck
+    "05_langevin": [(rf"β = 20: max_t ΔF = {NUM}", -1.0, 1e-12),                      # F decreases
+                    (rf"β = 20: max_t ΔF = \S+ \(≤ 0 up to round-off\), ‖P_T − P\*‖₁ = {NUM}", 0.0, 1e-6),
+                    (rf"agrees with gibbs_fixed_point to {NUM}", 0.0, 1e-10),
+                    (rf"annealed below noiseless in {NUM}% of seeds", 75, 100),             # 100
+                    (rf"annealed below noiseless in \S+ of seeds; ratio of means {NUM}", 0.0, 0.5)],  # 0.17
     "06_resnet_cot": [(rf"max \|module\(X\) − model\(X\)\| = {NUM}", 0.0, 1e-12),
                       (rf"max \|v \+ L·M ∇_θ loss\| / max \|v\| = {NUM}", 0.0, 1e-12),
                       (rf"max \|θ_flow − θ_SGD\| = {NUM}", 0.0, 1e-10),
