@@ -1,11 +1,12 @@
 """HOW particles move: Wasserstein GD, online/minibatch SGD, noisy SGD / mean-field Langevin."""
 from .particles import (DRIFTS, ParticleDynamics, ParticleState, StepInfo, gradient_flow,
                         langevin, minibatch_sgd, online_sgd)
+from .record import RunRecord
 from .schedules import Schedule, as_schedule
 from .cot import (COT_DRIFTS, ConditionalOTFlow, CotStepInfo, ResNetState,  # ResNets (issue 6)
                   conditional_ot_flow, resnet_sgd)
 
 __all__ = ["DRIFTS", "ParticleDynamics", "ParticleState", "StepInfo", "gradient_flow",
-           "langevin", "minibatch_sgd", "online_sgd", "Schedule", "as_schedule",
+           "langevin", "minibatch_sgd", "online_sgd", "RunRecord", "Schedule", "as_schedule",
            "COT_DRIFTS", "ConditionalOTFlow", "CotStepInfo", "ResNetState", "conditional_ot_flow",
            "resnet_sgd"]

@@ -30,6 +30,7 @@ from ..measure import ParticleMeasure
 from ..models.resnet import Layers, ResNet, ResNetPotential
 from ..models.tasks import as_weights
 from .particles import ParticleState
+from .record import check_record_every, recorded_run
 from .schedules import as_schedule
 
 COT_DRIFTS = ("population", "sgd")
@@ -240,12 +241,29 @@ class ConditionalOTFlow:
         new = replace(state, theta=theta, step=state.step + 1, t=float(f"{state.t + dt:.15g}"))
         return new, CotStepInfo(potential=pot, step_size=s, beta=beta)
 
-    def run(self, state: ResNetState, steps: int) -> ResNetState:
-        """Advance ``steps`` steps (no recording)."""
+    def run(self, state: ResNetState, steps: int, *, record_every: int | None = None):
+        """Advance ``steps`` steps (the step loop: no compiled ResNet loop exists).
+
+        Returns the new state; with ``record_every = k`` the pair (state, ``RunRecord``)
+        holding step, t and the training loss L(μ) per replica (as ``risk``) at the start,
+        every k steps and at the end (``dynamics.record``).  Full-batch drift reuses the
+        step's own loss; minibatch drift evaluates :meth:`loss` on the whole training set,
+        which draws nothing: a recorded run ends in exactly the state of an unrecorded one.
+        ``ConfigError`` for a negative or non-integer ``steps`` or ``record_every`` < 1."""
         steps = check_positive_int("steps", steps, allow_zero=True)
-        for _ in range(steps):
-            state, _ = self.step(state)
-        return state
+        every = check_record_every(record_every)
+
+        def advance(s, k):
+            first = None
+            for i in range(k):
+                s, info = self.step(s)
+                if i == 0 and self.drift == "population":
+                    first = (info.potential.loss, None)
+            return s, first
+
+        if every is None:
+            return advance(state, steps)[0]
+        return recorded_run(state, steps, every, advance, lambda s: (self.loss(s), None))
 
 
 def conditional_ot_flow(model, X, Y, *, dt, **kw) -> ConditionalOTFlow:

@@ -330,13 +330,18 @@ class ShardedDynamics(ParticleDynamics):
         self._check(state)
         return super().step(state, dt=dt)
 
-    def run(self, state, steps: int, *, fast: bool | None = None):
+    def run(self, state, steps: int, *, record_every: int | None = None, fast: bool | None = None,
+            **kw):
         """Advance ``steps`` steps by the step loop (the compiled online-SGD path is
-        single-process; ``fast=True`` raises)."""
+        single-process; ``fast=True`` raises; so does ``record_every``: a rank holds only its
+        shard, record the whole system through the runner)."""
         if fast:
             raise ConfigError("fast=True but the fast SGD path is single-process; "
                               "sharded dynamics use the step loop")
-        return super().run(state, steps, fast=False)
+        if record_every is not None:
+            raise ConfigError("record_every is not available on a sharded dynamics (a rank "
+                              "holds only its shard); record through the runner")
+        return super().run(state, steps, fast=False, **kw)
 
 
 def shard(dynamics: ParticleDynamics, state: ParticleState, comm: Comm):
