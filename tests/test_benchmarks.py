@@ -100,8 +100,10 @@ def test_native_pair_sum_matches_reference(act, d, N, M, gen, rel_err):
             assert rel_err(S1, S0) < 1e-5
             if grad:
                 assert rel_err(G1, G0) < 1e-5
-    # autograd, float64 and native=False take the eager tiles
-    assert not be.uses_native(kern, x, y, c)
+    # autograd, mixed dtypes and native=False take the eager tiles (float64 is fused too:
+    # tests/test_interact.py::test_float64_fused_loop_matches_reference)
+    assert be.uses_native(kern, x, y, c)
+    assert not be.uses_native(kern, x, y.float(), c)
     assert not TiledTorchBackend(native=False).uses_native(kern, x.float(), y.float(), c.float())
     assert not be.uses_native(kern, x.float().requires_grad_(), y.float(), c.float())
 

@@ -2,14 +2,16 @@
 
 Two code paths compute the same sums (see ``interact.base``):
 
-* **fused native** (float32 on CPU, the default there): one C++ loop over pairs that computes
+* **fused native** (float32 or float64 on CPU, the default there): one C++ loop over pairs that computes
   p = ⟨w_i, w_j⟩, the kernel's (κ, α, β) and the three sums in registers, 4 rows × 16
   columns at a time, on ``torch.get_num_threads()`` threads.  Its source is *generated from
   the kernel's own formulas*: ``kernel.coeffs`` is called once with symbolic arguments
   (:class:`CppOps`), which records every operation as a line of C++ — the backend still
-  never knows which kernel it sums.  Memory is O((N + M) d).  Built once per (kernel, d) by
-  ``interact.native`` (about 2 s) and cached; without a compiler, the eager path runs.
-* **eager tiles** (float64, CUDA, autograd, or no compiler): rows of x in tiles; per tile one
+  never knows which kernel it sums.  Memory is O((N + M) d).  Built once per (kernel, d, dtype)
+  by ``interact.native`` (about 2 s) and cached; without a compiler, the eager path runs.
+  arccos/arcsin are ``native``'s branch-free polynomials in both dtypes (a few ulp), so the
+  loop vectorises in float64 too (std::acos would not).
+* **eager tiles** (CUDA, autograd, or no compiler): rows of x in tiles; per tile one
   matmul for the dot products, the elementwise formulas in torch, and two matmuls for the
   sums (Σ_j c'_j κ_ij, Σ_j c'_j α_ij w_j).  Runs on any device and is differentiable.
 """
@@ -80,14 +82,12 @@ class CppOps:
 
     @staticmethod
     def acos(x):
-        """The C++ expression ``mf_acos(x)`` (``native``'s polynomial arccos in float32,
-        ``std::acos`` in float64)."""
+        """The C++ expression ``mf_acos(x)`` (``native``'s branch-free polynomial arccos)."""
         return x._new(f"mf_acos({x.code})")
 
     @staticmethod
     def asin(x):
-        """The C++ expression ``mf_asin(x)`` (polynomial arcsin in float32, ``std::asin`` in
-        float64)."""
+        """The C++ expression ``mf_asin(x)`` (``native``'s branch-free polynomial arcsin)."""
         return x._new(f"mf_asin({x.code})")
 
     @staticmethod
@@ -114,8 +114,10 @@ def kernel_cpp(kernel, name: str, outputs: str) -> str:
 _R = 4            # rows per register block for d ≤ 16 (dot products and formulas in one loop)
 _R_STRIP = 8      # rows per block for d > 16 (each loaded 16-column strip is reused 8 times)
 _JB = 256         # columns per block for d ≤ 16 (c'α of the R rows stays in L1) ...
-_JB_STRIP = 1024  # ... and for d > 16 (fewer horizontal reductions per column block)
+_JB_STRIP = 1024  # ... and for d > 16 (fewer horizontal reductions per column block), in
+                  # float32; float64 halves it (the R × JB block buffers stay the same bytes)
 _VL = 16          # columns per strip (one AVX-512 float register); M is padded to a multiple
+_CTYPES = {torch.float32: "float", torch.float64: "double"}
 
 
 _L2_SOURCES = 2 ** 20  # bytes of source positions per column super-block (half of L2)
@@ -125,10 +127,16 @@ def _rows(d):
     return _R_STRIP if d > 16 else _R
 
 
-def _column_block(d):
-    """Columns per super-block: a multiple of the column block, d × CB floats ≈ _L2_SOURCES."""
-    jb = _JB if d <= 16 else _JB_STRIP
-    return max(jb, (_L2_SOURCES // (4 * d)) // jb * jb)
+def _col_block(d, itemsize=4):
+    """Columns per column block (the c'α buffer of the R rows has R × JB values)."""
+    return _JB if d <= 16 else _JB_STRIP * 4 // itemsize
+
+
+def _column_block(d, itemsize=4):
+    """Columns per super-block: a multiple of the column block, d × CB values of ``itemsize``
+    bytes ≈ _L2_SOURCES."""
+    jb = _col_block(d, itemsize)
+    return max(jb, (_L2_SOURCES // (itemsize * d)) // jb * jb)
 
 
 def _block_cpp(R: int, grad: bool, strip: bool) -> str:
@@ -228,10 +236,14 @@ def _block_cpp(R: int, grad: bool, strip: bool) -> str:
 
 
 def pair_source(kernel, d: int, ctype: str = "float") -> str:
-    """The complete C++ source of the fused pair sum for ``kernel`` in dimension d."""
+    """The complete C++ source of the fused pair sum for ``kernel`` in dimension d, with
+    scalars of C type ``ctype`` ("float" or "double")."""
+    if ctype not in ("float", "double"):
+        raise ValueError(f"ctype must be 'float' or 'double', got {ctype!r}")
+    size = 4 if ctype == "float" else 8
     parts = [native.MATH_PRELUDE, f"typedef {ctype} T;", f"constexpr int DIM = {int(d)};",
-             f"constexpr int JB = {_JB if d <= 16 else _JB_STRIP};", f"constexpr int VL = {_VL};",
-             f"constexpr long CB = {_column_block(d)};",
+             f"constexpr int JB = {_col_block(d, size)};", f"constexpr int VL = {_VL};",
+             f"constexpr long CB = {_column_block(d, size)};",
              kernel_cpp(kernel, "mf_coeffs", "coeffs"), kernel_cpp(kernel, "mf_value", "value")]
     strip = d > 16
     for grad in (True, False):
@@ -269,10 +281,14 @@ extern "C" void mf_pair_sum(int grad, long N, long M, const T* X, const T* nx, c
 _PAIR_LIBS: dict = {}
 
 
-def _pair_lib(kernel, d):
-    key = (type(kernel).__name__, kernel.name, d)
+def _pair_lib(kernel, d, dtype=torch.float32):
+    """The loaded fused pair-sum library for (kernel, d, dtype), built on first use; None
+    where no native code can be built."""
+    ctype = _CTYPES[dtype]
+    key = (type(kernel).__name__, kernel.name, d, ctype)
     if key not in _PAIR_LIBS:
-        lib = native.load(f"pairsum-{kernel.name}-d{d}", pair_source(kernel, d))
+        suffix = "" if ctype == "float" else "-f64"      # float32 keeps its cached file names
+        lib = native.load(f"pairsum-{kernel.name}-d{d}{suffix}", pair_source(kernel, d, ctype))
         if lib is not None:
             lib.mf_pair_sum.restype = None
             lib.mf_pair_sum.argtypes = [ctypes.c_int, ctypes.c_long, ctypes.c_long] + \
@@ -286,7 +302,8 @@ def _pair_lib(kernel, d):
 
 class TiledTorchBackend(Backend):
     """Pair sums in O(N·tile) memory.  ``native=True`` (default) uses the fused C++ loop for
-    float32 CPU tensors that need no autograd; ``native=False`` always runs eager tiles."""
+    float32 or float64 CPU tensors (all three of one dtype) that need no autograd;
+    ``native=False`` always runs eager tiles."""
 
     name = "torch"
 
@@ -309,7 +326,8 @@ class TiledTorchBackend(Backend):
         """Whether :meth:`kernel_sum` would take the fused native path for these inputs."""
         if not (self.native and native.enabled()):
             return False
-        if any(t.device.type != "cpu" or t.dtype != torch.float32 for t in (x, y, c)):
+        if x.dtype not in _CTYPES or any(t.device.type != "cpu" or t.dtype != x.dtype
+                                         for t in (x, y, c)):
             return False
         if torch.is_grad_enabled() and any(t.requires_grad for t in (x, y, c)):
             return False
@@ -318,7 +336,7 @@ class TiledTorchBackend(Backend):
     def kernel_sum(self, kernel, unit, x, y, c, *, grad=True):
         check_shapes(unit, x, y, c)
         if self.uses_native(kernel, x, y, c):
-            lib = _pair_lib(kernel, unit.d)
+            lib = _pair_lib(kernel, unit.d, x.dtype)
             if lib is not None:
                 return self._native_sum(lib, unit, x, y, c, grad)
         return self._eager_sum(kernel, unit, x, y, c, grad)
