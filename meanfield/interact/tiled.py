@@ -14,9 +14,18 @@ Two code paths compute the same sums (see ``interact.base``):
 * **eager tiles** (CUDA, autograd, or no compiler): rows of x in tiles; per tile one
   matmul for the dot products, the elementwise formulas in torch, and two matmuls for the
   sums (Σ_j c'_j κ_ij, Σ_j c'_j α_ij w_j).  Runs on any device and is differentiable.
+  On the CPU the tiles are small (temporaries of ≤ ``tile_bytes``/8 = 1 MiB, which the
+  allocator reuses instead of mapping fresh pages for each) and run on one thread when a tile
+  holds fewer than ``EAGER_THREADS_MIN_ELEMENTS`` values: torch's per-operation parallel regions
+  over ~10⁵ values cost more in synchronisation than they gain, and on a loaded machine each
+  one can wait a scheduler time slice for a descheduled thread (measured, issue 19: one
+  float64 400 × 400 ``acos`` took 2.4 ms on 2 threads against 0.33 ms on 1; the eager
+  N = 400 float64 pair sum 30–74 ms against 3–6.5 ms, with 4·10³ page faults per call at the
+  former 64 MiB tiles).
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import math
 
@@ -118,6 +127,7 @@ _JB_STRIP = 1024  # ... and for d > 16 (fewer horizontal reductions per column b
                   # float32; float64 halves it (the R × JB block buffers stay the same bytes)
 _VL = 16          # columns per strip (one AVX-512 float register); M is padded to a multiple
 _CTYPES = {torch.float32: "float", torch.float64: "double"}
+EAGER_THREADS_MIN_ELEMENTS = 2 ** 20   # CPU eager tiles smaller than this run on one thread
 
 
 _L2_SOURCES = 2 ** 20  # bytes of source positions per column super-block (half of L2)
@@ -307,7 +317,7 @@ class TiledTorchBackend(Backend):
 
     name = "torch"
 
-    def __init__(self, tile_bytes: int = 64 * 2 ** 20, *, native: bool = True,
+    def __init__(self, tile_bytes: int = 8 * 2 ** 20, *, native: bool = True,
                  cuda_tile_bytes: int = 2 * 2 ** 30):
         self.tile_bytes = tile_bytes
         self.cuda_tile_bytes = cuda_tile_bytes
@@ -321,6 +331,21 @@ class TiledTorchBackend(Backend):
         if device is not None and torch.device(device).type == "cuda":
             budget = max(budget, self.cuda_tile_bytes)
         return max(1, int(budget // max(1, 8 * B * M * itemsize)))
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _eager_threads(device, tile_elements):
+        """One torch thread inside the block for CPU tiles of fewer than
+        ``EAGER_THREADS_MIN_ELEMENTS`` values (module docstring), restored afterwards."""
+        n = torch.get_num_threads()
+        if device.type != "cpu" or n == 1 or tile_elements >= EAGER_THREADS_MIN_ELEMENTS:
+            yield
+            return
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(n)
 
     def uses_native(self, kernel, x, y, c) -> bool:
         """Whether :meth:`kernel_sum` would take the fused native path for these inputs."""
@@ -381,6 +406,12 @@ class TiledTorchBackend(Backend):
         wyT = wy.transpose(-1, -2)                                   # (B', d, M)
         B, N, _ = wx.shape
         T = self.tile_rows(B, wy.shape[-2], wx.element_size(), wx.device)
+        with self._eager_threads(wx.device, B * min(T, N) * wy.shape[-2]):
+            return self._eager_tiles(kernel, unit, T, ax, wx, nx, wy, wyT, ny, cy, grad)
+
+    @staticmethod
+    def _eager_tiles(kernel, unit, T, ax, wx, nx, wy, wyT, ny, cy, grad):
+        B, N, _ = wx.shape
         S_parts, G_parts = [], []
         for i0 in range(0, N, T):
             sl = slice(i0, i0 + T)
