@@ -5,8 +5,8 @@ population risk — N² pair terms — per backend, side by side in one process.
 
 Library backends run through ``meanfield.interact.evaluate`` (what the dynamics call):
 
-    torch           the default CPU path: the fused native loop (float32, CPU)
-    torch-eager     the same backend with ``native=False`` (torch tiles; the CUDA/float64 path)
+    torch           the default CPU path: the fused native loop (float32 or float64, CPU)
+    torch-eager     the same backend with ``native=False`` (torch tiles; the CUDA/autograd path)
     keops           the explicit KeOps reduction
     numpy           the float64 reference (slow; for checks)
 
@@ -25,6 +25,8 @@ when its time predicted from a smaller N in this run (∝ N²) exceeds --max-sec
 --budget-s seconds have passed (what remains is recorded as skipped).  ``auto`` in the JSON
 says, per (N, d), which backend ``backend="auto"`` picks there and which library backend was
 fastest.  ``--device cuda`` runs everything on the GPU (the numpy reference on CPU copies).
+``--dtype float64`` runs every backend in float64 (the fused float64 loop, issue 19); the
+reference is float64 either way, so float64 rows show errors near 1e-15.
 """
 from __future__ import annotations
 

@@ -46,6 +46,20 @@ def test_interact_benchmark_tiny(tmp_path, capsys):
     assert "pairs/s" in table and "dense-autograd" in table and "time ∝ N^" in table
 
 
+def test_interact_benchmark_tiny_float64(tmp_path):
+    """``--dtype float64`` rows: the fused float64 loop and the eager tiles agree with the
+    numpy reference to 1e-12, and every row says its dtype."""
+    out = tmp_path / "interact64.json"
+    payload = bi.main(["--n", "37", "--d", "3", "20", "--dtype", "float64", "--backend", "torch",
+                       "torch-eager", "--repeat", "1", "--json", str(out), "--quiet"])
+    rows = json.loads(out.read_text())["results"]
+    assert len(rows) == 2 * 2 and rows == json.loads(json.dumps(payload["results"], default=float))
+    for r in rows:
+        assert r["dtype"] == "float64" and not r.get("skipped") and r["check_against"] == "numpy"
+        assert r["grad_rel_err"] < 1e-12 and r["risk_rel_err"] < 1e-12, r
+    assert {a["dtype"] for a in payload["auto"]} == {"float64"}
+
+
 @pytest.mark.keops
 def test_interact_benchmark_keops_backend(tmp_path):
     """The keops row (d = 5, float32: the formula tests/test_interact.py already compiled).
