@@ -390,7 +390,11 @@ class ResNet:
             return self._evaluate_autograd(theta, m, layers, X, Y, value)
         sums = sums or _DENSE
         X, Y = self.check_data(X, Y)
-        out, xs = self.forward(theta, m, layers, X, sums=sums, states=True)
+        saved = None
+        if self._can_save(sums, theta, layers, X.shape[-2]):
+            out, xs, saved = self._forward_saving(theta, m, layers, X)
+        else:
+            out, xs = self.forward(theta, m, layers, X, sums=sums, states=True)
         Y = Y.to(device=out.device)
         loss = self.loss(out, Y)
         p = self.loss_grad(out, Y) @ self.B.to(dtype=out.dtype, device=out.device)   # p_L (B, n, D)
@@ -402,10 +406,40 @@ class ResNet:
             th, c = layers.take(theta, l), layers.take(m, l)
             if value:
                 layers.put(val, l, sums.value(self.unit, xs[l], th, p, a))
-            vjp, g = _backward(sums, self.unit, xs[l], th, c, p, a)
+            if saved is not None:
+                vjp, g = self.unit.backward_saved(xs[l], th, c, p, a, *saved[l])
+                saved[l] = None                     # free layer l's [B, n, M] pair
+            else:
+                vjp, g = _backward(sums, self.unit, xs[l], th, c, p, a)
             layers.put(grad, l, g)
             p = p + vjp
         return ResNetPotential(loss=loss, grad=grad, out=out, value=val)
+
+    # The Euler gradient keeps σ(z) and σ'(z) of every layer from the forward pass (2 [B, n, M_l]
+    # tensors per layer) when they fit in SAVE_ELEMS elements and the dense torch sums would not
+    # tile the rows anyway: six [n, M]×[M|n, D] matmuls per layer instead of eight, the
+    # minimum for one exact gradient (issue 19, ``benchmarks/resnet.py``).
+    SAVE_ELEMS = 2 ** 26
+
+    def _can_save(self, sums, theta, layers, n):
+        if getattr(sums, "name", None) not in ("dense", "torch"):
+            return False
+        widest = max(layers.widths)
+        if n * widest > getattr(sums, "tile_elems", n * widest):
+            return False
+        return 2 * theta.shape[0] * n * theta.shape[1] <= self.SAVE_ELEMS
+
+    def _forward_saving(self, theta, m, layers, X):
+        """Euler forward keeping (σ(z), σ'(z)) per layer: (out, [x_0 … x_L], saved)."""
+        x = self.embed(X.to(dtype=theta.dtype, device=theta.device))
+        x = x.expand(theta.shape[0], *x.shape[1:]) if x.shape[0] == 1 else x
+        xs, saved = [x], []
+        for l in range(layers.L):
+            G, s, ds = self.unit.field_saving(x, layers.take(theta, l), layers.take(m, l))
+            x = x + G
+            xs.append(x)
+            saved.append((s, ds))
+        return self.readout(x), xs, saved
 
     def _evaluate_autograd(self, theta, m, layers, X, Y, value):
         X, Y = self.check_data(X, Y)

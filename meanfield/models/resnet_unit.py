@@ -137,6 +137,40 @@ class ResidualUnit:
         parts = [gu, gw] + ([r.sum(-2).unsqueeze(-1)] if self.bias else [])
         return vjp, torch.cat(parts, dim=-1)
 
+    def field_saving(self, x, theta, c):
+        """(G, σ(z), σ'(z) or None): :meth:`field` [B, n, D] and the [B, n, M] tensors that
+        :meth:`backward_saved` needs, so that the backward pass recomputes neither z nor σ
+        (σ' is None for tanh and sigmoid: it is recomputed from σ there).  c is folded into
+        u ([M, D], not [n, M])."""
+        u, w, b = self.split(theta)
+        if b is not None and x.dim() == 3 and w.dim() == 3:         # z = b + x wᵀ in one pass
+            z = torch.baddbmm(b.unsqueeze(-2), x, w.transpose(-1, -2))   # (B, n, M)
+        else:
+            z = self.preactivation(x, theta)                        # (B, n, M)
+        s = self.activation(z)
+        ds = None if getattr(self.activation, "name", None) in ("tanh", "sigmoid") \
+            else self.activation.derivative(z)
+        return s @ (u * c.unsqueeze(-1)), s, ds                     # (B, n, D)
+
+    def backward_saved(self, x, theta, c, p, a, s, ds):
+        """:meth:`backward` from :meth:`field_saving`'s σ(z), σ'(z): four [n, M]×[M|n, D]
+        matmuls and a few in-place elementwise passes over [n, M] (c folded into w, a into
+        p and x)."""
+        u, w, _ = self.split(theta)
+        dq = p @ u.transpose(-1, -2)                                # (B, n, M) ⟨u_j, p_k⟩
+        if ds is None:                                              # σ' from σ, one fused pass
+            back = torch.ops.aten.tanh_backward if self.activation.name == "tanh" \
+                else torch.ops.aten.sigmoid_backward
+            dq = back(dq, s)                                        # dq (1 − s²) / dq s (1 − s)
+        else:
+            dq.mul_(ds)
+        vjp = dq @ (w * c.unsqueeze(-1))                            # (B, n, D)
+        aa = a.unsqueeze(-1)                                        # (B|1, n, 1)
+        gu = s.transpose(-1, -2) @ (p * aa)                         # (B, M, D)
+        gw = dq.transpose(-1, -2) @ (x * aa)                        # (B, M, D)
+        parts = [gu, gw] + ([(a.unsqueeze(-2) @ dq).transpose(-1, -2)] if self.bias else [])
+        return vjp, torch.cat(parts, dim=-1)                        # (B, n, D), (B, M, P)
+
     def value(self, x, theta, p, a):
         """Σ_k a_k ⟨p_k, φ(x_k; θ_j)⟩ = Σ_k a_k σ(z_kj) ⟨u_j, p_k⟩ → [B, M] (with a_k = 1/n
         and p the adjoint: the first variation δL/δμ at the units)."""
