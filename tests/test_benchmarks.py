@@ -136,7 +136,7 @@ def test_sgd_benchmark_tiny(tmp_path):
     bs.main(["--n", "30", "--d", "5", "--replicas", "1", "3", "--steps", "20", "10", "40",
              "--check-steps", "25", "--repeat", "2", "--json", str(out), "--quiet"])
     rows = json.loads(out.read_text())["results"]
-    assert len(rows) == 2 * 3
+    assert len(rows) == 2 * len(bs.IMPLS)                   # naive step fast api api-step
     for r in rows:
         assert {"us_per_step", "updates_per_s", "fast_speedup", "max_rel_diff", "peak_rss_mb",
                 "baseline"} <= set(r)
@@ -145,6 +145,49 @@ def test_sgd_benchmark_tiny(tmp_path):
         assert r["max_rel_diff"] < 1e-4, r
         assert r["baseline"] == (r["impl"] == "naive")
     assert all(r["fast_speedup"] == 1.0 for r in rows if r["impl"] == "fast")
+    assert {r["impl"] for r in rows} == {"naive", "step", "fast", "api", "api-step"}
+    for r in rows:                            # api and api-step: step counts default to fast's, step's
+        assert r["steps"] == {"naive": 20, "step": 10, "fast": 40, "api": 40, "api-step": 10}[r["impl"]]
+        assert ("api_goal" in r) == (r["impl"] == "api" and r["steps"] >= 100)
+
+
+def test_sgd_benchmark_api_rows(tmp_path, capsys):
+    # issue 19: --impl api times what the README teaches (flow.run), api-step the step loop
+    out = tmp_path / "api.json"
+    bs.main(["--n", "20", "--d", "4", "--replicas", "1", "--impl", "api", "api-step", "fast",
+             "--steps", "5", "6", "120", "120", "7", "--record-every", "50", "--check-steps", "9",
+             "--repeat", "1", "--json", str(out), "--quiet"])
+    rows = {r["impl"]: r for r in json.loads(out.read_text())["results"]}
+    assert set(rows) == {"api", "api-step", "fast"}
+    assert rows["api"]["record_every"] == 50 and rows["api"]["steps"] == 120
+    assert rows["api-step"]["max_rel_diff"] == 0.0         # the step loop is the reference path
+    assert rows["api"]["max_rel_diff"] < 1e-5 and rows["fast"]["max_rel_diff"] < 1e-5
+    assert rows["api"]["fast_speedup"] == pytest.approx(rows["api"]["us_per_step"] / rows["fast"]["us_per_step"])
+    assert rows["api"]["api_goal"].endswith(("met", "NOT met"))
+    assert "api/fast ≤ 1.5" in capsys.readouterr().out
+
+
+def test_resnet_benchmark_tiny(tmp_path, capsys):
+    from benchmarks import resnet as br
+
+    out = tmp_path / "resnet.json"
+    payload = br.main(["--L", "2", "3", "--M", "4", "--n", "30", "--d", "3", "--repeat", "2",
+                       "--json", str(out), "--quiet"])
+    data = json.loads(out.read_text())
+    assert data["benchmark"] == "resnet" and data["results"] == json.loads(json.dumps(payload["results"]))
+    rows = data["results"]
+    assert [(r["L"], r["M"], r["impl"]) for r in rows] == [
+        (2, 4, "flow"), (2, 4, "autograd"), (3, 4, "flow"), (3, 4, "autograd")]
+    for r in rows:
+        # one flow step is one SGD step of the plain module (lr = L·M·dt): parameters agree
+        assert r["agree"] and r["max_rel_diff"] <= 1e-6 and r["moved"] > 1e-4, r
+        assert r["ms_per_step"] > 0 and r["gflops"] > 0
+    flow, ag = rows[0], rows[1]
+    assert flow["speedup"] == ag["speedup"] == pytest.approx(ag["median_s"] / flow["median_s"])
+    assert {(f["impl"], f["in"]) for f in data["fits"]} == {("flow", "L"), ("autograd", "L")}
+    assert "autograd/flow" in capsys.readouterr().out
+    # the goal is reported at L = 16, M = 128 only
+    assert not any("goal" in r for r in rows)
 
 
 def test_benchmarks_run_as_modules(tmp_path):
