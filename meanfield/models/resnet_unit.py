@@ -142,8 +142,13 @@ class ResidualUnit:
         :meth:`backward_saved` needs, so that the backward pass recomputes neither z nor σ
         (σ' is None for tanh and sigmoid: it is recomputed from σ there).  c is folded into
         u ([M, D], not [n, M])."""
+        if x.dim() == 3 and x.shape[0] == 1 and theta.dim() == 3 and theta.shape[0] == 1:
+            G, s, ds = self.field_saving(x[0], theta[0], c.reshape(-1))   # one replica: 2-D mm
+            return G[None], s[None], None if ds is None else ds[None]
         u, w, b = self.split(theta)
-        if b is not None and x.dim() == 3 and w.dim() == 3:         # z = b + x wᵀ in one pass
+        if b is not None and x.dim() == 2:                          # z = b + x wᵀ in one pass
+            z = torch.addmm(b, x, w.T)                              # (n, M)
+        elif b is not None and x.dim() == 3 and w.dim() == 3:
             z = torch.baddbmm(b.unsqueeze(-2), x, w.transpose(-1, -2))   # (B, n, M)
         else:
             z = self.preactivation(x, theta)                        # (B, n, M)
@@ -156,6 +161,11 @@ class ResidualUnit:
         """:meth:`backward` from :meth:`field_saving`'s σ(z), σ'(z): four [n, M]×[M|n, D]
         matmuls and a few in-place elementwise passes over [n, M] (c folded into w, a into
         p and x)."""
+        if x.dim() == 3 and x.shape[0] == 1 and theta.dim() == 3 and theta.shape[0] == 1 \
+                and p.shape[0] == 1:                                # one replica: 2-D mm
+            vjp, g = self.backward_saved(x[0], theta[0], c.reshape(-1), p[0], a.reshape(-1), s[0],
+                                         None if ds is None else ds[0])
+            return vjp[None], g[None]
         u, w, _ = self.split(theta)
         dq = p @ u.transpose(-1, -2)                                # (B, n, M) ⟨u_j, p_k⟩
         if ds is None:                                              # σ' from σ, one fused pass
