@@ -11,7 +11,9 @@ from . import io
 def _plt():
     import matplotlib
 
-    if matplotlib.get_backend().lower() not in ("agg", "pdf", "svg", "cairo"):
+    # never open windows; Jupyter's inline backend is kept (it only draws into the notebook)
+    if matplotlib.get_backend().lower() not in ("agg", "pdf", "svg", "cairo",
+                                                 "module://matplotlib_inline.backend_inline"):
         try:
             matplotlib.use("Agg")
         except Exception:  # pragma: no cover

@@ -22,11 +22,13 @@
 # %%
 import math
 import os
+import sys
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")
+if "ipykernel" not in sys.modules:  # a script: draw off-screen (Jupyter shows figures inline)
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
@@ -34,7 +36,10 @@ import meanfield as mf  # noqa: E402
 from meanfield import diagnostics  # noqa: E402
 
 SMALL = os.environ.get("MEANFIELD_SMALL") == "1"
-OUT = Path(os.environ.get("MEANFIELD_NOTEBOOK_OUT", "notebooks/_out")) / "01_quickstart"
+# outputs beside this notebook, whatever the working directory (Jupyter runs a notebook in
+# its own folder; a script knows its __file__): notebooks/_out/, ignored by git
+HERE = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
+OUT = Path(os.environ.get("MEANFIELD_NOTEBOOK_OUT", HERE / "_out")) / "01_quickstart"
 OUT.mkdir(parents=True, exist_ok=True)
 N, STEPS, DT = (300, 150, 0.2) if SMALL else (1000, 500, 0.2)
 
@@ -127,8 +132,6 @@ print(f"final risk {res.rows[-1]['risk']:.3e} -> {run_dir}")
 # Jupyter (`anim.to_jshtml()`).
 
 # %%
-import sys  # noqa: E402
-
 from meanfield import plotting  # noqa: E402
 
 anim = plotting.animate(run_dir, frames=12 if SMALL else None, dpi=60)

@@ -23,11 +23,13 @@
 # %%
 import math
 import os
+import sys
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")
+if "ipykernel" not in sys.modules:  # a script: draw off-screen (Jupyter shows figures inline)
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -39,7 +41,10 @@ from meanfield.models.radial import IsotropicRadialPotentials  # noqa: E402
 from meanfield.pde import RadialDD, RadialGrid, chi_law  # noqa: E402
 
 SMALL = os.environ.get("MEANFIELD_SMALL") == "1"
-OUT = Path(os.environ.get("MEANFIELD_NOTEBOOK_OUT", "notebooks/_out")) / "02_mmn_pde"
+# outputs beside this notebook, whatever the working directory (Jupyter runs a notebook in
+# its own folder; a script knows its __file__): notebooks/_out/, ignored by git
+HERE = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
+OUT = Path(os.environ.get("MEANFIELD_NOTEBOOK_OUT", HERE / "_out")) / "02_mmn_pde"
 OUT.mkdir(parents=True, exist_ok=True)
 
 # %% [markdown]
@@ -109,8 +114,6 @@ assert (run_dir / "figures" / "histograms.png").exists()
 # Jupyter (`anim.to_jshtml()`).
 
 # %%
-import sys  # noqa: E402
-
 from meanfield import plotting  # noqa: E402
 
 anim = plotting.animate(run_dir, frames=12 if SMALL else None, dpi=60)

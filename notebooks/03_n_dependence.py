@@ -41,12 +41,14 @@
 # %%
 import json
 import os
+import sys
 import shutil
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")
+if "ipykernel" not in sys.modules:  # a script: draw off-screen (Jupyter shows figures inline)
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -57,7 +59,10 @@ from meanfield.experiments import get_experiment  # noqa: E402
 
 torch.set_num_threads(1)        # small batched pair sums: one thread is faster on shared cores
 SMALL = os.environ.get("MEANFIELD_SMALL") == "1"
-OUT = Path(os.environ.get("MEANFIELD_NOTEBOOK_OUT", "notebooks/_out")) / "03_n_dependence"
+# outputs beside this notebook, whatever the working directory (Jupyter runs a notebook in
+# its own folder; a script knows its __file__): notebooks/_out/, ignored by git
+HERE = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
+OUT = Path(os.environ.get("MEANFIELD_NOTEBOOK_OUT", HERE / "_out")) / "03_n_dependence"
 OUT.mkdir(parents=True, exist_ok=True)
 
 # %% [markdown]

@@ -35,12 +35,14 @@
 # %%
 import json
 import os
+import sys
 import shutil
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")
+if "ipykernel" not in sys.modules:  # a script: draw off-screen (Jupyter shows figures inline)
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -52,7 +54,10 @@ from meanfield.experiments.cb_relu2d import plane_coordinates  # noqa: E402
 
 torch.set_num_threads(1)        # tiny systems: one thread is fastest on shared cores
 SMALL = os.environ.get("MEANFIELD_SMALL") == "1"
-OUT = Path(os.environ.get("MEANFIELD_NOTEBOOK_OUT", "notebooks/_out")) / "04_chizat_bach"
+# outputs beside this notebook, whatever the working directory (Jupyter runs a notebook in
+# its own folder; a script knows its __file__): notebooks/_out/, ignored by git
+HERE = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
+OUT = Path(os.environ.get("MEANFIELD_NOTEBOOK_OUT", HERE / "_out")) / "04_chizat_bach"
 OUT.mkdir(parents=True, exist_ok=True)
 
 
@@ -412,8 +417,6 @@ assert (OUT / "threshold.png").stat().st_size > 5000
 # Jupyter (`anim.to_jshtml()`).
 
 # %%
-import sys  # noqa: E402
-
 from meanfield import plotting  # noqa: E402
 
 anim = plotting.animate(relu_dir, what="plane", frames=12 if SMALL else None, dpi=60)

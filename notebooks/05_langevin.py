@@ -40,13 +40,15 @@
 import json
 import math
 import os
+import sys
 import shutil
 import time
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")
+if "ipykernel" not in sys.modules:  # a script: draw off-screen (Jupyter shows figures inline)
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -61,7 +63,10 @@ from meanfield.pde import RadialDD, RadialGrid, chi_law  # noqa: E402
 
 torch.set_num_threads(1)        # 50 particles, 2-D: one thread is fastest on shared cores
 SMALL = os.environ.get("MEANFIELD_SMALL") == "1"
-OUT = Path(os.environ.get("MEANFIELD_NOTEBOOK_OUT", "notebooks/_out")) / "05_langevin"
+# outputs beside this notebook, whatever the working directory (Jupyter runs a notebook in
+# its own folder; a script knows its __file__): notebooks/_out/, ignored by git
+HERE = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
+OUT = Path(os.environ.get("MEANFIELD_NOTEBOOK_OUT", HERE / "_out")) / "05_langevin"
 OUT.mkdir(parents=True, exist_ok=True)
 STARTED = time.perf_counter()
 

@@ -32,12 +32,14 @@
 # %%
 import math
 import os
+import sys
 import shutil
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")
+if "ipykernel" not in sys.modules:  # a script: draw off-screen (Jupyter shows figures inline)
+    matplotlib.use("Agg")
 import matplotlib.ticker  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
@@ -53,7 +55,10 @@ from meanfield.models.resnet_torch import from_module, to_module  # noqa: E402
 
 torch.set_num_threads(1)        # small per-layer tensors: one thread is much faster on shared cores
 SMALL = os.environ.get("MEANFIELD_SMALL") == "1"
-OUT = Path(os.environ.get("MEANFIELD_NOTEBOOK_OUT", "notebooks/_out")) / "06_resnet_cot"
+# outputs beside this notebook, whatever the working directory (Jupyter runs a notebook in
+# its own folder; a script knows its __file__): notebooks/_out/, ignored by git
+HERE = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
+OUT = Path(os.environ.get("MEANFIELD_NOTEBOOK_OUT", HERE / "_out")) / "06_resnet_cot"
 OUT.mkdir(parents=True, exist_ok=True)
 L, M, N_DATA, STEPS, DT = (8, 32, 64, 100, 0.2) if SMALL else (16, 128, 64, 200, 0.2)
 
@@ -261,8 +266,6 @@ assert (run_dir / "figures" / "limits.png").exists()
 # Jupyter (`anim.to_jshtml()`).
 
 # %%
-import sys  # noqa: E402
-
 from meanfield import plotting  # noqa: E402
 
 anim = plotting.animate(run_dir, frames=12 if SMALL else None, dpi=60)

@@ -34,12 +34,14 @@
 # %%
 import math
 import os
+import sys
 import shutil
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")
+if "ipykernel" not in sys.modules:  # a script: draw off-screen (Jupyter shows figures inline)
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
@@ -56,7 +58,10 @@ from meanfield.models.resnet import (ResNet, grid_measure, lift_matrices, matern
 
 torch.set_num_threads(1)        # small per-layer tensors: one thread is much faster on shared cores
 SMALL = os.environ.get("MEANFIELD_SMALL") == "1"
-OUT = Path(os.environ.get("MEANFIELD_NOTEBOOK_OUT", "notebooks/_out")) / "07_rkhs_resnet"
+# outputs beside this notebook, whatever the working directory (Jupyter runs a notebook in
+# its own folder; a script knows its __file__): notebooks/_out/, ignored by git
+HERE = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
+OUT = Path(os.environ.get("MEANFIELD_NOTEBOOK_OUT", HERE / "_out")) / "07_rkhs_resnet"
 OUT.mkdir(parents=True, exist_ok=True)
 
 

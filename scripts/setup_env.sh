@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv/ at the repository root and install meanfield (editable) with its dev extra.
+# Create .venv/ at the repository root and install meanfield (editable) with its dev, notebooks
+# and docs extras.
 #
 # torch: on a machine without an NVIDIA GPU we install a CPU build *before* the project,
 # so that the project's `torch>=2.1` is already satisfied and pip never resolves the
@@ -34,6 +35,8 @@ if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
       --extra-index-url https://pypi.org/simple
   fi
 fi
-# Editable install; resolves torch's own dependencies (filelock, sympy, ...) too.
-"${PIP[@]}" install -e ".[dev]"
+# Editable install; resolves torch's own dependencies (filelock, sympy, ...) too. The tests
+# execute the notebooks through a Jupyter kernel and build the documentation site, so the
+# notebooks and docs extras come with dev (about 20 s more on a fresh machine).
+"${PIP[@]}" install -e ".[dev,notebooks,docs]"
 "$VENV/bin/python" -c "import meanfield, torch; print('setup: meanfield', meanfield.__version__, '| torch', torch.__version__)"

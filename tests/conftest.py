@@ -7,9 +7,16 @@ imports pykeops or pyplot.  Fixtures (no helper module: ``tests`` is not on the 
 ``tol(dtype)``       the relative tolerance for backend comparisons: 1e-10 (float64), 1e-4 (float32);
 ``rel_err(a, ref)``  max |a − ref| / max |ref|, as a float;
 ``stop_after_phases(n)``  make ``meanfield.runner`` raise KeyboardInterrupt when it starts
-                     phase n + 1 (a run stopped between phases; undone after the test).
+                     phase n + 1 (a run stopped between phases; undone after the test);
+``notebook_runs``    (session) the notebooks executed once in small mode, shared by
+                     tests/test_notebooks.py and the documentation build of tests/test_docs.py.
 """
+import json
 import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 _REPO = Path(__file__).resolve().parents[1]
@@ -85,3 +92,80 @@ def stop_after_phases(monkeypatch):
         monkeypatch.setattr(runner, "_run_phase", phase)
 
     return install
+
+
+# ---------------------------------------------------------------- notebooks, executed once
+
+NOTEBOOKS = sorted((_REPO / "notebooks").glob("[0-9][0-9]_*.py"))
+NOTEBOOK_BUDGET_S = 240          # per notebook, in small mode
+NOTEBOOK_PARALLEL = 2            # the CI machine has 2 cores; one torch thread per notebook
+
+
+def kernel_available() -> bool:
+    """Whether the notebooks extra (jupytext, nbclient, ipykernel) is installed."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) for m in ("jupytext", "nbclient", "ipykernel"))
+
+
+@dataclass
+class NotebookRun:
+    """One notebook executed in small mode: ``returncode`` (None: over the budget), what it
+    printed (``stdout``; from the cells' outputs when run through a kernel), ``stderr``,
+    ``out`` (its $MEANFIELD_NOTEBOOK_OUT), ``ipynb`` (the executed notebook, or None when run
+    as a script) and ``via`` ("kernel" or "script")."""
+
+    returncode: int | None
+    stdout: str
+    stderr: str
+    out: Path
+    ipynb: Path | None
+    via: str
+
+    def images(self) -> int:
+        """Rendered images among the executed notebook's outputs (PNG, GIF, or <img> in HTML)."""
+        nb = json.loads(self.ipynb.read_text())
+        return sum(any(k in o.get("data", {}) for k in ("image/png", "image/gif"))
+                   + ("<img " in "".join(o.get("data", {}).get("text/html", "")))
+                   for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"])
+
+
+def _execute(path: Path, out: Path) -> NotebookRun:
+    """Through a Jupyter kernel (scripts/notebooks.py) when the extra is installed, else as a
+    script; either way in a fresh process, small mode, one torch thread."""
+    env = {**os.environ, "MEANFIELD_SMALL": "1", "MEANFIELD_NOTEBOOK_OUT": str(out),
+           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    if kernel_available():
+        cmd = [sys.executable, str(_REPO / "scripts" / "notebooks.py"), "--one", path.stem,
+               "--small", "--out", str(out), "--fig-out", str(out), "--jobs", "2"]
+        via, ipynb = "kernel", out / f"{path.stem}.ipynb"
+    else:
+        cmd, via, ipynb = [sys.executable, str(path)], "script", None
+        env["MPLBACKEND"] = "Agg"
+    try:
+        res = subprocess.run(cmd, cwd=_REPO, env=env, capture_output=True, text=True,
+                             timeout=NOTEBOOK_BUDGET_S)
+    except subprocess.TimeoutExpired as e:
+        return NotebookRun(None, "", str(e.stderr or ""), out, None, via)
+    stdout = res.stdout
+    if via == "kernel" and ipynb.exists():
+        nb = json.loads(ipynb.read_text())
+        stdout = "".join("".join(o.get("text", "")) for c in nb["cells"] if c["cell_type"] == "code"
+                         for o in c["outputs"]
+                         if o["output_type"] == "stream" and o["name"] == "stdout")
+    return NotebookRun(res.returncode, stdout, res.stderr, out, ipynb, via)
+
+
+@pytest.fixture(scope="session")
+def notebook_runs(request, tmp_path_factory):
+    """{stem: NotebookRun} for the notebooks this session needs: those its tests name
+    (``[NN_name]`` in a test id), or all of them when the documentation build is selected.
+    Executed once, two at a time, on first use."""
+    items = request.session.items
+    everything = any(it.name.startswith("test_docs_site") for it in items)
+    selected = [p for p in NOTEBOOKS
+                if everything or any(it.nodeid.endswith(f"[{p.stem}]") for it in items)]
+    root = tmp_path_factory.mktemp("notebooks")
+    with ThreadPoolExecutor(NOTEBOOK_PARALLEL) as pool:
+        runs = list(pool.map(lambda p: _execute(p, root), selected))
+    return {p.stem: r for p, r in zip(selected, runs)}

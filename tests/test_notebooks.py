@@ -2,13 +2,17 @@
 (MEANFIELD_SMALL=1) in a fresh process, asserts on what it computed (the asserts live in the
 notebook), and writes its figures.
 
-The selected notebooks run two at a time (one torch thread each: the CI machine has 2 cores
-and each notebook is mostly single-threaded Python), then one test per notebook checks its
-exit status and figures."""
+The notebooks run as notebooks: through a Jupyter kernel (``scripts/notebooks.py``, the
+``notebook_runs`` fixture of conftest.py, shared with the documentation build), where their
+figures must show inline; one also runs as a plain script, from another working directory,
+where its figures must land beside the notebook (notebooks/_out/), never in the working
+directory. Without the notebooks extra every notebook runs as a script and the inline checks
+are skipped. Two notebooks run at a time (one torch thread each: the CI machine has 2 cores),
+then one test per notebook checks its exit status, printed numbers and figures."""
 import os
+import re
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -69,8 +73,7 @@ KEY_NUMBERS = {
                         (rf"lr = N·dt: max \|Δθ\| = {NUM}", 0.0, 1e-12),
                         (rf"^\s+100\s+{NUM}", 0.0, 0.05)],                                # 0.0177
 }
-BUDGET_S = 240          # per notebook, in small mode
-PARALLEL = 2
+BUDGET_S = 240          # per notebook, in small mode (conftest.NOTEBOOK_BUDGET_S)
 
 
 def test_every_notebook_has_a_figure_list():
@@ -78,45 +81,54 @@ def test_every_notebook_has_a_figure_list():
     assert len(NOTEBOOKS) >= 8
 
 
-def _run(path, out):
-    env = {**os.environ, "MEANFIELD_SMALL": "1", "MEANFIELD_NOTEBOOK_OUT": str(out),
-           "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    try:
-        return subprocess.run([sys.executable, str(path)], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=BUDGET_S)
-    except subprocess.TimeoutExpired as e:
-        return e
-
-
-@pytest.fixture(scope="module")
-def notebook_runs(request, tmp_path_factory):
-    """{stem: (result, output folder)} for the notebooks selected in this session."""
-    selected = [p for p in NOTEBOOKS
-                if any(it.nodeid.endswith(f"[{p.stem}]") for it in request.session.items)]
-    outs = {p.stem: tmp_path_factory.mktemp(p.stem) for p in selected}
-    with ThreadPoolExecutor(PARALLEL) as pool:
-        res = dict(zip(outs, pool.map(lambda p: _run(p, outs[p.stem]), selected)))
-    return {k: (res[k], outs[k]) for k in outs}
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_runs_in_small_mode(path, notebook_runs):
+    run = notebook_runs[path.stem]
+    assert run.returncode is not None, f"{path.name}: over {BUDGET_S} s"
+    assert run.returncode == 0, run.stderr[-3000:]
+    for fig in FIGURES[path.stem]:
+        f = run.out / path.stem / fig
+        assert f.exists() and f.stat().st_size > 5_000, f
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs_in_small_mode(path, notebook_runs):
-    res, out = notebook_runs[path.stem]
-    assert not isinstance(res, subprocess.TimeoutExpired), f"{path.name}: over {BUDGET_S} s"
+def test_notebook_shows_its_figures_inline(path, notebook_runs):
+    """Under Jupyter every figure the notebook draws is an output of its cell (inline backend;
+    the movies as animations): at least as many images as figures of its own it saves."""
+    run = notebook_runs[path.stem]
+    if run.via != "kernel":
+        pytest.skip("the notebooks extra (jupytext, nbclient, ipykernel) is not installed")
+    assert run.returncode == 0, run.stderr[-3000:]
+    own = [f for f in FIGURES[path.stem] if "/" not in f]
+    assert run.images() >= len(own), (path.stem, run.images(), own)
+
+
+def test_notebook_runs_as_a_script_from_anywhere(tmp_path):
+    """As a script (Agg backend, no kernel) from another working directory and without
+    MEANFIELD_NOTEBOOK_OUT, the quickstart prints the same numbers and saves its figures in
+    notebooks/_out/01_quickstart/, beside the notebook; the working directory stays empty."""
+    import time
+
+    path = ROOT / "notebooks" / "01_quickstart.py"
+    out = ROOT / "notebooks" / "_out" / "01_quickstart"
+    env = {k: v for k, v in os.environ.items() if k not in ("MEANFIELD_NOTEBOOK_OUT", "MPLBACKEND")}
+    env.update(MEANFIELD_SMALL="1", OMP_NUM_THREADS="1")
+    t0 = time.time() - 1
+    res = subprocess.run([sys.executable, str(path)], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=BUDGET_S)
     assert res.returncode == 0, res.stderr[-3000:]
-    for fig in FIGURES[path.stem]:
-        f = out / path.stem / fig
-        assert f.exists() and f.stat().st_size > 5_000, f
+    assert list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())
+    for fig in FIGURES["01_quickstart"]:
+        assert (out / fig).stat().st_mtime >= t0, out / fig
+    assert re.search(rf"final risk {NUM}", res.stdout), res.stdout[-2000:]
 
 
 @pytest.mark.parametrize("stem", sorted(KEY_NUMBERS))
 def test_notebook_prints_its_key_numbers(stem, notebook_runs):
     """The numbers each notebook prints lie where its claims put them (KEY_NUMBERS)."""
-    import re
-
-    res, _ = notebook_runs[stem]
-    assert not isinstance(res, subprocess.TimeoutExpired) and res.returncode == 0
+    run = notebook_runs[stem]
+    assert run.returncode == 0, run.stderr[-3000:]
     for pattern, lo, hi in KEY_NUMBERS[stem]:
-        found = re.search(pattern, res.stdout, re.MULTILINE)
+        found = re.search(pattern, run.stdout, re.MULTILINE)
         assert found, f"{stem}: no line matches {pattern!r}"
         assert lo <= float(found.group(1)) <= hi, (stem, pattern, found.group(0))
