@@ -4,7 +4,8 @@
     python -m benchmarks.sgd --n 800 --d 40 --impl api api-step fast --json out.json
 
 Implementations (all on the same ReLU teacher–student task, unit σ(⟨w, x⟩) without output
-weight, float32, uniform weights, step size 2ε with ε = --eps):
+weight, float32, uniform weights, step size 2ε with ε = --eps; one sample per step, or
+``--batch-size n`` samples: minibatch SGD, the naive loop and the compiled one included):
 
     naive     what a user writes: a Python loop of torch ops per step (``naive_loop`` below)
     api       what the README teaches: ``state = flow.run(flow.init(θ₀, seed=s), k)``
@@ -35,7 +36,7 @@ import time
 
 import torch
 
-from meanfield.dynamics import fast_sgd, online_sgd
+from meanfield.dynamics import fast_sgd, minibatch_sgd, online_sgd
 from meanfield.models import TeacherStudent, Unit
 
 from .common import machine, print_table, summarise, time_calls, write_json
@@ -46,28 +47,32 @@ DEFAULT_STEPS = {"naive": 2000, "step": 500, "fast": 20000, "api": 20000, "api-s
 API_GOAL = 1.5           # api within 1.5× of fast (issue 19), for calls of ≥ 100 steps
 
 
-def naive_loop(W, tw_w, tw_m, steps, eps, g):
-    """A hand-written torch loop: W [B, N, d] particles, teacher (w* [m0, d], m* [m0])."""
+def naive_loop(W, tw_w, tw_m, steps, eps, g, batch_size=1):
+    """A hand-written torch loop: W [B, N, d] particles, teacher (w* [m0, d], m* [m0]),
+    ``batch_size`` samples n per step."""
     B, N, d = W.shape
+    n = batch_size
     for _ in range(steps):
-        x = torch.randn(B, 1, d, generator=g, dtype=W.dtype, device=W.device)   # (B, 1, d)
-        y = torch.relu(x @ tw_w.T) @ tw_m                               # (B, 1)
-        z = x @ W.transpose(1, 2)                                       # (B, 1, N)
-        f = torch.relu(z).mean(-1)                                      # (B, 1)
-        r = (f - y).unsqueeze(-1)                                       # (B, 1, 1)
+        x = torch.randn(B, n, d, generator=g, dtype=W.dtype, device=W.device)   # (B, n, d)
+        y = torch.relu(x @ tw_w.T) @ tw_m                               # (B, n)
+        z = x @ W.transpose(1, 2)                                       # (B, n, N)
+        f = torch.relu(z).mean(-1)                                      # (B, n)
+        r = ((f - y) / n).unsqueeze(-1) if n > 1 else (f - y).unsqueeze(-1)   # (B, n, 1)
         grad = ((z > 0).to(W.dtype) * r).transpose(1, 2) @ x            # (B, N, d)
         W = W - (2 * eps) * grad
     return W
 
 
-def make_problem(N, d, B, seed=0, m0=4, eps=1e-3):
-    """The task (ReLU units without output weight, m0 teacher units), the online-SGD
-    dynamics and θ₀ [B, N, d] float32 on the CPU (drawn there whatever the device)."""
+def make_problem(N, d, B, seed=0, m0=4, eps=1e-3, batch_size=1):
+    """The task (ReLU units without output weight, m0 teacher units), the SGD dynamics
+    (online, or ``batch_size`` samples per step) and θ₀ [B, N, d] float32 on the CPU (drawn
+    there whatever the device)."""
     g = torch.Generator().manual_seed(seed)
     unit = Unit(d, "relu", output_weight=False)
     task = TeacherStudent.random(unit, m0, generator=g)
     theta0 = (torch.randn(B, N, d, generator=g) / d ** 0.5).float()
-    return task, online_sgd(task, eps=eps), theta0
+    dyn = online_sgd(task, eps=eps) if batch_size == 1 else minibatch_sgd(task, eps=eps, batch_size=batch_size)
+    return task, dyn, theta0
 
 
 def impl_device(impl, device) -> torch.device:
@@ -85,7 +90,8 @@ def make_fn(impl, task, dyn, theta0, steps, seed, record_every=None):
         tt, tw = task.teacher(torch.float32, dev)
 
         def fn():
-            out = naive_loop(theta0, tt, tw, steps, dyn.dt, torch.Generator(device=dev).manual_seed(seed))
+            out = naive_loop(theta0, tt, tw, steps, dyn.dt, torch.Generator(device=dev).manual_seed(seed),
+                             dyn.batch_size)
             sync()
             return out
         return fn
@@ -123,7 +129,7 @@ def make_fn(impl, task, dyn, theta0, steps, seed, record_every=None):
 
 
 def run(ns, ds, replicas, impls, *, steps=None, repeat=5, check_steps=200, seed=0, log=print,
-        device="cpu", deadline=None, progress=None, record_every=None):
+        device="cpu", deadline=None, progress=None, record_every=None, batch_size=1):
     """Rows per (d, N, B, impl) (module docstring).  ``deadline`` (``time.monotonic()``)
     records the rows that no longer fit as skipped; ``progress(rows)`` after each group;
     ``record_every`` is passed to ``api``'s ``flow.run``."""
@@ -132,14 +138,14 @@ def run(ns, ds, replicas, impls, *, steps=None, repeat=5, check_steps=200, seed=
     for d in ds:
         for N in ns:
             for B in replicas:
-                task, dyn, theta0 = make_problem(N, d, B, seed)
+                task, dyn, theta0 = make_problem(N, d, B, seed, batch_size=batch_size)
                 refs: dict = {}                     # the step path's θ per device
                 t_fast = None
                 group = []
                 for impl in impls:
                     K = steps[impl]
                     dev = impl_device(impl, device)
-                    row = {"N": N, "d": d, "replicas": B, "impl": impl, "steps": K,
+                    row = {"N": N, "d": d, "replicas": B, "batch_size": batch_size, "impl": impl, "steps": K,
                            "baseline": impl == "naive", "device": dev.type}
                     if deadline is not None and time.monotonic() > deadline:
                         row["skipped"] = "time budget (--budget-s) used up"
@@ -199,6 +205,8 @@ def main(argv=None):
     p.add_argument("--steps", type=int, nargs="+", default=None,
                    help="steps per timed call, in the order naive step fast [api api-step] "
                         f"(api defaults to fast's, api-step to step's; defaults {DEFAULT_STEPS})")
+    p.add_argument("--batch-size", type=int, default=1,
+                   help="samples per step (1: online SGD, MMN's; > 1: minibatch SGD)")
     p.add_argument("--record-every", type=int, default=None,
                    help="api: flow.run(..., record_every=R) (records the risk every R steps)")
     p.add_argument("--check-steps", type=int, default=200)
@@ -231,7 +239,7 @@ def main(argv=None):
 
     rows = run(a.n, a.d, a.replicas, a.impl, steps=steps, repeat=a.repeat,
                check_steps=a.check_steps, log=log, device=a.device, deadline=deadline,
-               progress=partial, record_every=a.record_every)
+               progress=partial, record_every=a.record_every, batch_size=a.batch_size)
     info["loadavg_at_end"] = os.getloadavg()
     print_table(rows, COLUMNS)
     for r in rows:

@@ -165,6 +165,12 @@ def test_sgd_benchmark_api_rows(tmp_path, capsys):
     assert rows["api"]["fast_speedup"] == pytest.approx(rows["api"]["us_per_step"] / rows["fast"]["us_per_step"])
     assert rows["api"]["api_goal"].endswith(("met", "NOT met"))
     assert "api/fast ≤ 1.5" in capsys.readouterr().out
+    # minibatch SGD (--batch-size): every implementation follows the step loop's trajectory
+    bs.main(["--n", "20", "--d", "4", "--replicas", "2", "--batch-size", "3", "--steps", "6", "6", "30",
+             "--check-steps", "9", "--repeat", "1", "--json", str(out), "--quiet"])
+    rows = json.loads(out.read_text())["results"]
+    assert {r["impl"] for r in rows} == set(bs.IMPLS) and all(r["batch_size"] == 3 for r in rows)
+    assert all(r["max_rel_diff"] < 1e-5 for r in rows), rows
 
 
 def test_resnet_benchmark_tiny(tmp_path, capsys):

@@ -132,11 +132,11 @@ def test_dispatch_rules(gen):
     task = _teacher(unit, gen(10))
     theta0 = torch.randn(20, unit.D, generator=gen(11), dtype=F64)
     mb = ParticleDynamics(task, dt=0.01, drift="sgd", batch_size=4)
-    assert "batch_size=1" in fast_sgd.unsupported(mb, mb.init(theta0, seed=0))
-    with pytest.raises(ConfigError, match="fast SGD path is unavailable"):
-        mb.run(mb.init(theta0, seed=0), 3, fast=True)
-    mb.run(mb.init(theta0, seed=0), 3)                      # auto: quietly the step loop
+    assert fast_sgd.unsupported(mb, mb.init(theta0, seed=0)) is None     # minibatches too (issue 19)
     gd = ParticleDynamics(task, dt=0.01, drift="population", backend="torch")
+    assert "only SGD" in fast_sgd.unsupported(gd, gd.init(theta0, seed=0))
+    with pytest.raises(ConfigError, match="fast SGD path is unavailable: only SGD"):
+        gd.run(gd.init(theta0, seed=0), 3, fast=True)
     assert gd.run(gd.init(theta0, seed=0), 2).step == 2
     on = online_sgd(task, eps=0.01)
     half = on.init(theta0.to(torch.float16), seed=0)
@@ -161,3 +161,44 @@ def test_fallback_without_compiler(monkeypatch, gen):
     state = dyn.init(torch.randn(10, unit.D, generator=gen(15), dtype=F64), seed=0)
     assert "compiler" in fast_sgd.unsupported(dyn, state)
     assert dyn.run(state, 5).step == 5
+
+
+MB_CASES = [
+    # activation, output_weight, bias, dtype, beta, lam, noise_std, batch_size
+    ("relu", False, False, F32, math.inf, 0.0, 0.0, 8),
+    ("tanh", True, True, F64, 50.0, 0.1, 0.2, 5),
+    ("erf", True, False, F64, "linear:200,1", 0.0, 0.1, 2),
+]
+
+
+@pytest.mark.parametrize("act,ow,bias,dtype,beta,lam,noise_std,nb", MB_CASES,
+                         ids=[f"{c[0]}-{c[3]}-n{c[7]}" for c in MB_CASES])
+def test_minibatch_fast_path_equals_step_by_step(act, ow, bias, dtype, beta, lam, noise_std, nb, gen):
+    # issue 19: minibatch SGD (batch_size > 1) runs in compiled code too, drawing the step
+    # loop's random numbers in its order (x [B, n, d], label noise, then ζ)
+    unit = Unit(5, act, output_weight=ow, bias=bias)
+    task = _teacher(unit, gen(20), noise_std=noise_std)
+    dyn = ParticleDynamics(task, dt=0.02, drift="sgd", batch_size=nb, beta=beta, lam=lam)
+    theta0 = (torch.randn(3, 40, unit.D, generator=gen(21), dtype=F64) / 2).to(dtype)
+    slow, fast = _both(dyn, theta0, 60)
+    assert 0 < _rel(fast.theta, slow.theta) < TOL[dtype] or torch.equal(fast.theta, slow.theta)
+    assert _rel(fast.theta, theta0) > 1e-3                       # it moved
+    assert torch.equal(fast.generator.get_state(), slow.generator.get_state())
+    assert (fast.step, fast.t) == (slow.step, slow.t)
+    split = dyn.run(dyn.run(dyn.init(theta0, seed=1), 25), 35)
+    assert torch.equal(split.theta, fast.theta)                  # chunking never changes it
+
+
+@pytest.mark.parametrize("kind", ["isotropic", "dataset"])
+def test_minibatch_fast_path_on_sample_based_tasks(kind, gen):
+    unit = Unit(4, "tanh", output_weight=True, bias=True)
+    if kind == "isotropic":
+        task = IsotropicGaussians(unit, 0.4)
+    else:
+        X = torch.randn(30, 4, generator=gen(8), dtype=F64)
+        task = FiniteDataset(unit, X, torch.tanh(X[:, 0]))
+    dyn = ParticleDynamics(task, dt=0.02, drift="sgd", batch_size=6)
+    theta0 = torch.randn(2, 25, unit.D, generator=gen(9), dtype=F64)
+    slow, fast = _both(dyn, theta0, 40)
+    assert _rel(fast.theta, slow.theta) < TOL[F64]
+    assert torch.equal(fast.generator.get_state(), slow.generator.get_state())

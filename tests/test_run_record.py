@@ -44,11 +44,11 @@ def _same_generator(a, b):
     lambda t: mf.langevin(t, dt=0.05, beta=50.0, lam=0.01),
     lambda t: mf.minibatch_sgd(t, eps=0.05, batch_size=8),
     lambda t: mf.online_sgd(t, eps=0.05, beta=200.0),
-], ids=["gd", "langevin", "minibatch", "online-step-loop"])
+], ids=["gd", "langevin", "minibatch-step-loop", "online-step-loop"])
 def test_run_is_the_step_loop_bit_for_bit(make, gen):
     task, theta0 = _task(gen)
     flow = make(task)
-    kw = {"fast": False} if flow.batch_size == 1 and flow.drift == "sgd" else {}
+    kw = {"fast": False} if flow.drift == "sgd" else {}           # SGD: the step loop inside run
     ref = _step_loop(flow, flow.init(theta0, seed=3), 23)
     out = flow.run(flow.init(theta0, seed=3), 23, **kw)
     rec_state, rec = flow.run(flow.init(theta0, seed=3), 23, record_every=5, **kw)
@@ -70,10 +70,11 @@ def test_run_is_the_step_loop_bit_for_bit(make, gen):
 
 
 @pytest.mark.skipif(not native.enabled(), reason="no C++ compiler")
+@pytest.mark.parametrize("batch_size", [1, 4])
 @pytest.mark.parametrize("dtype,tol", [(F32, 2e-5), (F64, 1e-12)])
-def test_online_sgd_run_takes_the_compiled_loop(dtype, tol, gen):
+def test_sgd_run_takes_the_compiled_loop(dtype, tol, batch_size, gen):
     task, theta0 = _task(gen, dtype=dtype)
-    flow = mf.online_sgd(task, eps=0.02)
+    flow = mf.minibatch_sgd(task, eps=0.02, batch_size=batch_size)
     ref = _step_loop(flow, flow.init(theta0, seed=5), 57)
     fast = flow.run(flow.init(theta0, seed=5), 57)
     rec_state, rec = flow.run(flow.init(theta0, seed=5), 57, record_every=10)

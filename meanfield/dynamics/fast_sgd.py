@@ -231,6 +231,124 @@ extern "C" long mf_sgd(long K, long B, long N, T* th, const T* m, long mstride,
     for (long i = 0; i < B * D * N; ++i) bad += !std::isfinite(th[i]);
     return bad;
 }}
+
+// Minibatch SGD (nb samples per step), one replica, K steps: the gradient of the batch mean
+// Σ_j (r_j / nb) ∇_θφ(x_j; θ_i) from the positions before the step, then the update.
+// th: [D, N]; x: [K, B, nb, d]; y/e: [K, B, nb] or null; nz: [K, B, D, N] or null.
+static void replica_mb(long b, long K, long B, long N, long nb, T* __restrict th,
+                       const T* __restrict m, const T* __restrict x, const T* __restrict yv,
+                       const T* __restrict e, T noise_std, T offset, long m0,
+                       const T* __restrict tt, const T* __restrict tw, const T* __restrict s2,
+                       const T* __restrict sc, const T* __restrict nz, T lam) {{
+    std::vector<T> zb(nb * N), cb(nb * N), rb(nb), gb(N);
+    T* __restrict z = zb.data(); T* __restrict cds = cb.data(); T* __restrict r = rb.data();
+    T* __restrict g = gb.data();
+    T* __restrict a = th;
+    T* __restrict w = th + OW * N;
+    T* __restrict bb = th + (D - 1) * N;
+    for (long k = 0; k < K; ++k) {{
+        const T* __restrict xk = x + (k * B + b) * nb * d;
+        const T* __restrict nk = nz ? nz + (k * B + b) * D * N : nullptr;
+        const T sck = nz ? sc[k] : T(0), s2k = s2[k];
+        for (long j = 0; j < nb; ++j) {{
+            const T* __restrict xj = xk + j * d;
+            T y;
+            if (yv) {{
+                y = yv[(k * B + b) * nb + j];
+            }} else {{
+                y = 0;
+                for (long t = 0; t < m0; ++t) {{
+                    const T* tr = tt + t * D;
+                    T zt = 0;
+                    for (int q = 0; q < d; ++q) zt += tr[OW + q] * xj[q];
+                    if (BIAS) zt += tr[D - 1];
+                    T ph = act(zt);
+                    if (OW) ph *= tr[0];
+                    y += ph * tw[t];
+                }}
+                y = y + offset;
+                if (e) y = y + noise_std * e[(k * B + b) * nb + j];
+            }}
+            T* __restrict zj = z + j * N;
+            for (long i = 0; i < N; ++i) zj[i] = BIAS ? bb[i] : T(0);
+            for (int q = 0; q < d; ++q) {{
+                const T* __restrict wq = w + q * N; const T xq = xj[q];
+                #pragma omp simd
+                for (long i = 0; i < N; ++i) zj[i] = std::fma(wq[i], xq, zj[i]);
+            }}
+            T f = 0;
+            #pragma omp simd reduction(+:f)
+            for (long i = 0; i < N; ++i) f += (OW ? act(zj[i]) * a[i] : act(zj[i])) * m[i];
+            r[j] = (f - y) / T(nb);
+        }}
+        // cds_ji = σ'(z_ji) a_i r_j (before a moves); g_i = Σ_j σ(z_ji) r_j (the a-gradient)
+        for (long i = 0; i < N; ++i) g[i] = 0;
+        for (long j = 0; j < nb; ++j) {{
+            const T rj = r[j];
+            T* __restrict zj = z + j * N; T* __restrict cj = cds + j * N;
+            #pragma omp simd
+            for (long i = 0; i < N; ++i) {{
+                T ds = dact(zj[i]);
+                if (OW) ds = ds * a[i];
+                cj[i] = ds * rj;
+                if (OW) g[i] += act(zj[i]) * rj;
+            }}
+        }}
+        if (OW) {{
+            #pragma omp simd
+            for (long i = 0; i < N; ++i) {{
+                T v = a[i] - s2k * (g[i] + lam * a[i]);
+                if (nk) v = v + sck * nk[i];
+                a[i] = v;
+            }}
+        }}
+        if (BIAS) {{
+            for (long i = 0; i < N; ++i) g[i] = 0;
+            for (long j = 0; j < nb; ++j) {{
+                const T* __restrict cj = cds + j * N;
+                #pragma omp simd
+                for (long i = 0; i < N; ++i) g[i] += cj[i];
+            }}
+            const T* __restrict nbn = nk ? nk + (D - 1) * N : nullptr;
+            #pragma omp simd
+            for (long i = 0; i < N; ++i) {{
+                T v = bb[i] - s2k * (g[i] + lam * bb[i]);
+                if (nbn) v = v + sck * nbn[i];
+                bb[i] = v;
+            }}
+        }}
+        for (int q = 0; q < d; ++q) {{
+            for (long i = 0; i < N; ++i) g[i] = 0;
+            for (long j = 0; j < nb; ++j) {{
+                const T* __restrict cj = cds + j * N; const T xq = xk[j * d + q];
+                #pragma omp simd
+                for (long i = 0; i < N; ++i) g[i] = std::fma(cj[i], xq, g[i]);
+            }}
+            T* __restrict wq = w + q * N;
+            const T* __restrict nq = nk ? nk + (OW + q) * N : nullptr;
+            #pragma omp simd
+            for (long i = 0; i < N; ++i) {{
+                T v = wq[i] - s2k * (g[i] + lam * wq[i]);
+                if (nq) v = v + sck * nq[i];
+                wq[i] = v;
+            }}
+        }}
+    }}
+}}
+
+extern "C" long mf_sgd_batch(long K, long B, long N, long nb, T* th, const T* m, long mstride,
+                             const T* x, const T* yv, const T* e, T noise_std, T offset,
+                             long m0, const T* tt, const T* tw, const T* s2, const T* sc,
+                             const T* nz, T lam, int nthreads) {{
+    mf_parallel(B, nthreads, [&](long b0, long b1) {{
+        for (long b = b0; b < b1; ++b)
+            replica_mb(b, K, B, N, nb, th + b * D * N, m + b * mstride, x, yv, e, noise_std,
+                       offset, m0, tt, tw, s2, sc, nz, lam);
+    }});
+    long bad = 0;
+    for (long i = 0; i < B * D * N; ++i) bad += !std::isfinite(th[i]);
+    return bad;
+}}
 """
 
 
@@ -248,6 +366,9 @@ def _lib(unit, dtype):
             lib.mf_sgd.restype = ctypes.c_long
             lib.mf_sgd.argtypes = [L, L, L, P, P, L, P, P, P, S, S, L, P, P, P, P, P, S,
                                    ctypes.c_int]
+            lib.mf_sgd_batch.restype = ctypes.c_long
+            lib.mf_sgd_batch.argtypes = [L, L, L, L, P, P, L, P, P, P, S, S, L, P, P, P, P, P, S,
+                                         ctypes.c_int]
         _LIBS[key] = lib
     return _LIBS[key]
 
@@ -255,8 +376,8 @@ def _lib(unit, dtype):
 def unsupported(dyn, state) -> str | None:
     """Why ``dyn`` cannot run ``state`` on the fast path (None if it can)."""
     task = dyn.task
-    if dyn.drift != "sgd" or dyn.batch_size != 1:
-        return "only online SGD (drift='sgd', batch_size=1)"
+    if dyn.drift != "sgd":
+        return "only SGD (drift='sgd': online or minibatch)"
     if getattr(task, "unit", None) is None:
         return "the task has no unit"
     if getattr(task, "loss", "squared") != "squared":
@@ -289,7 +410,8 @@ def _draw_steps(dyn, task, g, K, xv, e, y, nz, t, xi_c, beta_c, teacher, dtype, 
             if ev is not None:
                 ev[k].normal_(generator=g)
         else:
-            xk, yk = task.sample(1, generator=g, batch=B, dtype=dtype, device=xv[k].device)
+            xk, yk = task.sample(dyn.batch_size, generator=g, batch=B, dtype=dtype,
+                                 device=xv[k].device)
             xv[k].copy_(xk)
             y[k].copy_(yk)
         s = dt * (xi_c if xi_c is not None else dyn.xi(t))
@@ -315,6 +437,7 @@ def run(dyn, state, steps: int):
     B, N, D = theta.shape
     dtype, g = theta.dtype, state.generator
     lib = _lib(unit, dtype)
+    nb = dyn.batch_size
     m = state.masses.contiguous()                                    # (1 or B, N)
     mstride = N if m.shape[0] > 1 else 0
     teacher = isinstance(task, TeacherStudent)
@@ -328,10 +451,10 @@ def run(dyn, state, steps: int):
     dt, t, done = dyn.dt, state.t, 0
     nthreads = max(1, min(torch.get_num_threads(), B))
     Kmax = min(steps, _chunk(B, N, D, theta.element_size(), noisy_possible))
-    x_buf = torch.empty(Kmax, B, 1, unit.d, dtype=dtype)             # buffers reused per chunk
+    x_buf = torch.empty(Kmax, B, nb, unit.d, dtype=dtype)            # buffers reused per chunk
     xv_all = x_buf.unbind(0)
-    e_buf = torch.empty(Kmax, B, 1, dtype=dtype) if teacher and noise_std > 0 else None
-    y_buf = torch.empty(Kmax, B, 1, dtype=dtype) if not teacher else None
+    e_buf = torch.empty(Kmax, B, nb, dtype=dtype) if teacher and noise_std > 0 else None
+    y_buf = torch.empty(Kmax, B, nb, dtype=dtype) if not teacher else None
     nz_buf = torch.empty(Kmax, B, N, D, dtype=dtype) if noisy_possible else None
     while done < steps:
         K = min(steps - done, Kmax)
@@ -347,7 +470,7 @@ def run(dyn, state, steps: int):
             s2, sc, any_noise = [2.0 * dt * xi_c] * K, [0.0] * K, False
         elif not teacher and hasattr(task, "sample_steps") and xi_c is not None \
                 and beta_c == math.inf:      # a task that draws K steps' samples in one call
-            xk, yk = task.sample_steps(K, 1, generator=g, batch=B, dtype=dtype)
+            xk, yk = task.sample_steps(K, nb, generator=g, batch=B, dtype=dtype)
             x.copy_(xk)
             y.copy_(yk)
             for _ in range(K):
@@ -361,7 +484,8 @@ def run(dyn, state, steps: int):
         nzT = nz.transpose(-1, -2).contiguous() if any_noise else None    # (K, B, D, N)
         P = native.ptr
         z = None
-        bad = lib.mf_sgd(K, B, N, P(th), P(m), mstride, P(x),
+        call = lib.mf_sgd if nb == 1 else (lambda *a: lib.mf_sgd_batch(a[0], a[1], a[2], nb, *a[3:]))
+        bad = call(K, B, N, P(th), P(m), mstride, P(x),
                    P(y) if y is not None else z, P(e) if e is not None else z,
                    noise_std if teacher else 0.0, offset if teacher else 0.0,
                    tt.shape[0] if teacher else 0, P(tt) if teacher else z,

@@ -234,13 +234,13 @@ class ParticleDynamics:
         every row): recording never draws from the state's generator, so a recorded run ends
         in exactly the state of an unrecorded one.
 
-        ``fast`` (None: automatic) — online SGD (drift="sgd", batch_size=1, squared loss) on
-        CPU runs many steps per call in compiled code (``dynamics.fast_sgd``): the same random
+        ``fast`` (None: automatic) — online and minibatch SGD (drift="sgd", squared loss) on
+        CPU run many steps per call in compiled code (``dynamics.fast_sgd``): the same random
         stream as ``step`` (same draws, same order, so the generator ends in the same state),
         the same trajectory up to float rounding (sums in another order; tested to 2e-5
         relative in float32 and 1e-12 in float64, ``tests/test_fast_sgd.py``), and itself
         bit-for-bit reproducible however the steps are split into calls (or recorded).
-        Minibatch SGD, gradient descent and Langevin have no compiled loop and run ``step``.
+        Gradient descent and Langevin (population drift) have no compiled loop and run ``step``.
         ``fast=False`` forces the step loop; ``fast=True`` raises if the fast path is unavailable.
         ``ConfigError`` for a negative or non-integer ``steps`` or ``record_every`` < 1.
         """
@@ -273,7 +273,7 @@ class ParticleDynamics:
         when it applies, else ``step``; population drift's first step gives the exact risk
         at the start for free."""
         # --- fast online-SGD hook (meanfield.dynamics.fast_sgd) -------------------------
-        if fast is not False and steps > 0 and self.drift == "sgd":
+        if fast is not False and steps > 0 and (self.drift == "sgd" or fast):
             from . import fast_sgd
 
             reason = fast_sgd.unsupported(self, state)
@@ -357,7 +357,8 @@ def online_sgd(task, *, eps, **kw) -> ParticleDynamics:
 def minibatch_sgd(task, *, eps, batch_size, **kw) -> ParticleDynamics:
     """SGD with ``batch_size`` fresh samples per step (with replacement from a finite
     dataset), on the same time axis as online SGD (step k at t = kε): the update of
-    :func:`online_sgd` with the batch mean of ½∂_fℓ ∇_θφ.  ``beta`` adds Langevin noise.
+    :func:`online_sgd` with the batch mean of ½∂_fℓ ∇_θφ.  ``beta`` adds Langevin noise.  On
+    CPU, ``dyn.run`` does many steps per call in compiled code (squared loss).
 
     Keywords (optional):"""
     return ParticleDynamics(task, dt=eps, drift="sgd", batch_size=batch_size, **kw)
