@@ -1,16 +1,18 @@
-"""Online SGD (one fresh sample per step) many steps per call, in compiled code.
+"""Online SGD (one fresh sample per step) and minibatch SGD, many steps per call, in compiled code.
 
 MMN-size systems (N ≈ 10³ particles, d ≈ 40) are latency-bound: a step needs a few µs of
 arithmetic but tens of µs of torch-op overhead.  :func:`run` advances ``steps`` steps of
-exactly the update of ``ParticleDynamics(drift="sgd", batch_size=1).step``
+exactly the update of ``ParticleDynamics(drift="sgd", batch_size=n).step``
 
     θ_i ← θ_i − 2 s_k (∇_θΨ̂_k(θ_i) + λ θ_i) + sqrt(4 s_k / β(t_k)) ζ_i,   s_k = dt ξ(t_k)
 
 in one C++ loop (``interact.native``; the source is generated for the unit's layout, its
 activation and d, and cached), replicas spread over ``torch.get_num_threads()`` threads.
+n = 1 runs ``mf_sgd`` (the next step's preactivations fused into the update pass); n > 1
+runs ``mf_sgd_batch`` (the batch-mean gradient, then the update; issue 19).
 
 **Random stream.**  The samples and the noise come from the state's generator *in the same
-order and with the same shapes as the step-by-step path* (per step: x [B, 1, d] through
+order and with the same shapes as the step-by-step path* (per step: x [B, n, d] through
 ``task.sample`` — for a teacher–student task only x and the label noise are drawn, the
 teacher output is computed in C — then ζ [B, N, D] when β(t_k) < ∞).  So a fast run
 consumes exactly the same random numbers as ``steps`` calls of ``step``; the trajectories
@@ -428,7 +430,7 @@ def _draw_steps(dyn, task, g, K, xv, e, y, nz, t, xi_c, beta_c, teacher, dtype, 
 
 
 def run(dyn, state, steps: int):
-    """Advance ``state`` by ``steps`` online-SGD steps of ``dyn`` (see the module docstring)."""
+    """Advance ``state`` by ``steps`` SGD steps of ``dyn`` (see the module docstring)."""
     reason = unsupported(dyn, state)
     if reason is not None:
         raise ValueError(f"fast SGD path unavailable: {reason}")
