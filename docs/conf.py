@@ -142,7 +142,11 @@ def _indent(s: str) -> int:
 
 
 def _plain_text_safe(app, what, name, obj, options, lines):
-    """autodoc-process-docstring: rewrite ``lines`` in place (see the comment above)."""
+    """autodoc-process-docstring: rewrite ``lines`` in place (see the comment above); the
+    "Alias for field number k" that namedtuple gives each field is dropped (the class says it)."""
+    if re.fullmatch(r"Alias for field number \d+", " ".join(lines).strip()):
+        lines[:] = []
+        return
     src, out = _parameters(list(lines)), []
     literal_at = None          # the indentation of the "::" line whose literal block we are in
     prev = None                # the previous line, when it was not blank
