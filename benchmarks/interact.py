@@ -282,6 +282,23 @@ def auto_report(rows, device="cpu") -> list[dict]:
     return out
 
 
+GOAL_FLOAT64_PAIRS_PER_S = 5e8     # issue 19: the fused float64 loop at N = 3·10⁴, d = 10, 2 cores
+
+
+def goal_report(rows) -> list[dict]:
+    """Issue 19's goal wherever it was measured: the ``torch`` row in float64 at N = 30 000,
+    d = 10 reaches ≥ ``GOAL_FLOAT64_PAIRS_PER_S`` pair terms per second (``reached`` is
+    False for a skipped row); an empty list when no such row was run."""
+    out = []
+    for r in rows:
+        if (r["backend"], r.get("dtype"), r["N"], r["d"]) == ("torch", "float64", 30000, 10):
+            rate = r.get("pairs_per_s")
+            out.append({"goal": f"float64 torch >= {GOAL_FLOAT64_PAIRS_PER_S:.0e} pairs/s at N=30000, d=10",
+                        "pairs_per_s": rate, "reached": rate is not None and rate >= GOAL_FLOAT64_PAIRS_PER_S,
+                        "loadavg_at_end": list(os.getloadavg())})
+    return out
+
+
 COLUMNS = [("N", "N", "d"), ("d", "d", "d"), ("backend", "backend", "s"),
            ("median s", "median_s", ".4g"), ("min s", "min_s", ".4g"), ("max s", "max_s", ".4g"),
            ("pairs/s", "pairs_per_s", ".3g"), ("peak RSS MB", "peak_rss_mb", ".0f"),
@@ -338,8 +355,12 @@ def main(argv=None):
     print_table(rows, columns_for(rows))
     for f in fits:
         print(f"  time ∝ N^{f['exponent']:.2f}  ({f['backend']}, d={f['d']}, N={f['N_range'][0]}…{f['N_range'][1]})")
+    goals = goal_report(rows)
+    for g in goals:
+        rate = "skipped" if g["pairs_per_s"] is None else f"{g['pairs_per_s']:.3g} pairs/s"
+        print(f"  goal ({g['goal']}): {'reached' if g['reached'] else 'NOT reached'} ({rate})")
     payload = {"benchmark": "interact", "machine": info, "results": rows, "fits": fits,
-               "auto": auto_report(rows, a.device), "complete": True}
+               "auto": auto_report(rows, a.device), "goals": goals, "complete": True}
     if a.json:
         write_json(a.json, payload)
     return payload

@@ -58,6 +58,12 @@ def test_interact_benchmark_tiny_float64(tmp_path):
         assert r["dtype"] == "float64" and not r.get("skipped") and r["check_against"] == "numpy"
         assert r["grad_rel_err"] < 1e-12 and r["risk_rel_err"] < 1e-12, r
     assert {a["dtype"] for a in payload["auto"]} == {"float64"}
+    assert payload["goals"] == []                         # measured at N = 30 000 only
+    row = {"backend": "torch", "dtype": "float64", "N": 30000, "d": 10}
+    (g,) = bi.goal_report([dict(row, pairs_per_s=4e8)])
+    assert not g["reached"] and g["pairs_per_s"] == 4e8
+    assert bi.goal_report([dict(row, pairs_per_s=6e8)])[0]["reached"]
+    assert not bi.goal_report([dict(row, skipped="time budget")])[0]["reached"]
 
 
 @pytest.mark.keops
