@@ -48,7 +48,7 @@ BUILD = DOCS / "_build"          # --build-dir: the staged sources, doctrees and
 SRC = BUILD / "src"
 HTML = BUILD / "html"
 CACHE = ROOT / ".cache" / "docs-notebooks"
-sys.path.insert(0, str(ROOT / "scripts"))
+sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]  # this checkout's meanfield, whatever is installed
 import notebooks as nbrun  # noqa: E402  (scripts/notebooks.py)
 
 # README sections: the landing page keeps these; "Paper vs meanfield" is its own page; the
