@@ -59,11 +59,8 @@ print(unit.param_names)
 # %%
 flow = mf.gradient_flow(task, dt=DT, backend="auto")
 state = flow.init(rho0, generator=g)
-ts, risks = [], []
-for _ in range(STEPS):
-    state, info = flow.step(state)
-    ts.append(state.t - DT)
-    risks.append(float(info.potential.risk[0]))          # R at θ_k, exact
+state, rec = flow.run(state, STEPS, record_every=1)     # STEPS steps, t and R recorded at each
+ts, risks = rec.t[:-1].tolist(), rec.risk[:-1, 0].tolist()     # R at θ_k, k < STEPS, exact
 value, se = diagnostics.risk(task, state.theta)     # R per replica [B] and its s.e. (None: exact)
 final = float(value[0])
 print(f"t = {state.t:g}: R = {risks[0]:.4f} -> {final:.2e}")
