@@ -242,7 +242,7 @@ static void replica_mb(long b, long K, long B, long N, long nb, T* __restrict th
                        const T* __restrict e, T noise_std, T offset, long m0,
                        const T* __restrict tt, const T* __restrict tw, const T* __restrict s2,
                        const T* __restrict sc, const T* __restrict nz, T lam) {{
-    std::vector<T> zb(nb * N), cb(nb * N), rb(nb), gb(N);
+    std::vector<T> zb(nb * N), cb(nb * N), rb(nb), gb(4 * N);
     T* __restrict z = zb.data(); T* __restrict cds = cb.data(); T* __restrict r = rb.data();
     T* __restrict g = gb.data();
     T* __restrict a = th;
@@ -273,7 +273,15 @@ static void replica_mb(long b, long K, long B, long N, long nb, T* __restrict th
             }}
             T* __restrict zj = z + j * N;
             for (long i = 0; i < N; ++i) zj[i] = BIAS ? bb[i] : T(0);
-            for (int q = 0; q < d; ++q) {{
+            int q = 0;
+            for (; q + 4 <= d; q += 4) {{
+                const T* __restrict w0 = w + q * N; const T* __restrict w1 = w0 + N;
+                const T* __restrict w2 = w1 + N; const T* __restrict w3 = w2 + N;
+                #pragma omp simd
+                for (long i = 0; i < N; ++i)
+                    zj[i] = zacc4(zj[i], w0[i], w1[i], w2[i], w3[i], xj[q], xj[q + 1], xj[q + 2], xj[q + 3]);
+            }}
+            for (; q < d; ++q) {{
                 const T* __restrict wq = w + q * N; const T xq = xj[q];
                 #pragma omp simd
                 for (long i = 0; i < N; ++i) zj[i] = std::fma(wq[i], xq, zj[i]);
@@ -319,7 +327,33 @@ static void replica_mb(long b, long K, long B, long N, long nb, T* __restrict th
                 bb[i] = v;
             }}
         }}
-        for (int q = 0; q < d; ++q) {{
+        int q = 0;
+        for (; q + 4 <= d; q += 4) {{                 // four coordinates of w per pass over cds
+            T* __restrict g0 = g; T* __restrict g1 = g + N; T* __restrict g2 = g + 2 * N;
+            T* __restrict g3 = g + 3 * N;
+            for (long i = 0; i < 4 * N; ++i) g[i] = 0;
+            for (long j = 0; j < nb; ++j) {{
+                const T* __restrict cj = cds + j * N; const T* __restrict xj = xk + j * d + q;
+                const T x0 = xj[0], x1 = xj[1], x2 = xj[2], x3 = xj[3];
+                #pragma omp simd
+                for (long i = 0; i < N; ++i) {{
+                    const T c = cj[i];
+                    g0[i] = std::fma(c, x0, g0[i]); g1[i] = std::fma(c, x1, g1[i]);
+                    g2[i] = std::fma(c, x2, g2[i]); g3[i] = std::fma(c, x3, g3[i]);
+                }}
+            }}
+            for (int u = 0; u < 4; ++u) {{
+                T* __restrict wq = w + (q + u) * N; const T* __restrict gq = g + u * N;
+                const T* __restrict nq = nk ? nk + (OW + q + u) * N : nullptr;
+                #pragma omp simd
+                for (long i = 0; i < N; ++i) {{
+                    T v = wq[i] - s2k * (gq[i] + lam * wq[i]);
+                    if (nq) v = v + sck * nq[i];
+                    wq[i] = v;
+                }}
+            }}
+        }}
+        for (; q < d; ++q) {{
             for (long i = 0; i < N; ++i) g[i] = 0;
             for (long j = 0; j < nb; ++j) {{
                 const T* __restrict cj = cds + j * N; const T xq = xk[j * d + q];
