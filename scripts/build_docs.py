@@ -220,7 +220,8 @@ def stage_readme(notebook_stems) -> dict:
         name = "guide/" + slug(title.split(",")[0])
         write(name + ".md", rewrite_links(promote(body), ".", name + ".md"))
         guide_pages.append(name)
-    extra = sorted(p.stem for p in DOCS.glob("*.md") if p.stem.lower() != "readme")
+    extra = sorted((p.stem for p in DOCS.glob("*.md") if p.stem.lower() != "readme"),
+                   key=lambda stem: (stem != "concepts", stem))
     for stem in extra:
         write(f"guide/{stem}.md", rewrite_links((DOCS / f"{stem}.md").read_text(), "docs",
                                                  f"guide/{stem}.md"))
