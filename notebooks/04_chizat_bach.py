@@ -413,16 +413,17 @@ assert (OUT / "threshold.png").stat().st_size > 5000
 # %% [markdown]
 # ## The flow as a movie
 # The particles |a_i| w_i converge onto the teacher's rays, their recent paths fading. `meanfield animate DIR` writes a run's movie (a GIF; `--what` picks the view);
-# `meanfield.plotting.animate(DIR)` returns it as a matplotlib animation, shown inline under
-# Jupyter (`anim.to_jshtml()`).
+# `meanfield.plotting.animate(DIR)` returns it as a matplotlib animation; under Jupyter the
+# GIF it saved plays inline (`anim.to_jshtml()` would give a player with buttons instead).
 
 # %%
 from meanfield import plotting  # noqa: E402
 
 anim = plotting.animate(relu_dir, what="plane", frames=12 if SMALL else None, dpi=60)
 anim.save(OUT / "movie.gif", writer="pillow", fps=8)
-if "ipykernel" in sys.modules:                        # under Jupyter: show it inline
-    from IPython.display import HTML, display
+plt.close("all")                                      # the animation's figure: shown as the movie only
+if "ipykernel" in sys.modules:                        # under Jupyter: play the GIF inline
+    from IPython.display import Image, display
 
-    display(HTML(anim.to_jshtml()))
+    display(Image(filename=str(OUT / "movie.gif")))
 assert (OUT / "movie.gif").stat().st_size > 5000

@@ -262,16 +262,17 @@ assert (run_dir / "figures" / "limits.png").exists()
 # %% [markdown]
 # ## The flow as a movie
 # The data points transported through the trained reference ResNet, the layer coordinate s as time. `meanfield animate DIR` writes a run's movie (a GIF; `--what` picks the view);
-# `meanfield.plotting.animate(DIR)` returns it as a matplotlib animation, shown inline under
-# Jupyter (`anim.to_jshtml()`).
+# `meanfield.plotting.animate(DIR)` returns it as a matplotlib animation; under Jupyter the
+# GIF it saved plays inline (`anim.to_jshtml()` would give a player with buttons instead).
 
 # %%
 from meanfield import plotting  # noqa: E402
 
 anim = plotting.animate(run_dir, frames=12 if SMALL else None, dpi=60)
 anim.save(OUT / "movie.gif", writer="pillow", fps=8)
-if "ipykernel" in sys.modules:                        # under Jupyter: show it inline
-    from IPython.display import HTML, display
+plt.close("all")                                      # the animation's figure: shown as the movie only
+if "ipykernel" in sys.modules:                        # under Jupyter: play the GIF inline
+    from IPython.display import Image, display
 
-    display(HTML(anim.to_jshtml()))
+    display(Image(filename=str(OUT / "movie.gif")))
 assert (OUT / "movie.gif").stat().st_size > 5000
