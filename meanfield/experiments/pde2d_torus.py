@@ -67,7 +67,10 @@ any N.  On [2, t_N] particles vs grid: 0.34 [0.20, 0.52] vs 0.48, 0.41 [0.26, 0.
 
 Defaults: τ = 0.1, N from 20 to 2000 (5 values), 8 seeds, dt = 0.02 (a quarter of the
 notebook's step), T = 40 (2000 steps), records every 0.5, 64² cells (h = 0.098; at 128² the
-free energy moved by < 6e-5 at every recorded t and 4e-7 at T = 40, measured), t_long = 100,
+free energy moved by 1.2e-3 in the transient (t = 0.5), < 6e-5 at every recorded t ≥ 2,
+2.5e-7 on the plateau [30, 40] where the free-energy gap is measured, 2e-8 at T = 40,
+measured; with ``pde_refine`` (default) every run repeats that check up to T and writes it
+to fit.json ``pde_grid``: 49 s more on one core at full size), t_long = 100,
 w = 4, settle_tol = 0.1, fit_t0 = 2, fit_floor = 1e-10, snr = 3.  ``scale=small``: N from 20
 to 200 (3 values), 4 seeds, dt = 0.05, T = 10, 24² cells, t_long = 30, w = 2, fit_t0 = 1.
 Outputs: metrics.csv (per N and t: seed means of F_N, R, Ĥ, and F of the grid), summary.csv
