@@ -27,7 +27,10 @@ t = 0 (i.i.d. samples of ρ_0: the sampling reference), |R_N(T) − R(T)| and
 sup_t |R_N(t) − R(t)|.  With ``pde_refine`` (default) a second grid with twice the cells
 per direction gives the grid-error estimate max_t |R_h − R_h/2| at the recorded times,
 reported in fit.json ``pde_grid`` beside the smallest gap it is compared with (measured,
-small mode: 32² vs 64²).
+small mode: 32² vs 64², 3.6 % of the smallest sup_t gap; full mode: 100² vs 200², at most
+3.1·10⁻⁵ over t (at t = 1) and 6.9·10⁻⁷ at T, under 1 % of the smallest sup_t gap and of the
+smallest gap at T, both at N = 2000).  In full mode the 200² solve is the run's longest
+part: 1700 s on one thread against 88 s for the 100² grid (``pde_refine=false`` skips it).
 
 Defaults (full mode): N from 20 to 2000 (5 values), 8 seeds, dt = 0.02, T = 20 (1000 steps),
 100² cells on [−1.5, 2.5]² (h = 0.04), W2 at t = 0, 10, 20 with one point per cell
