@@ -20,8 +20,11 @@ demo: setup
 	rm -rf runs/demo
 	$(VENV)/bin/meanfield run teacher-student --out runs/demo
 
+# two pytest-xdist workers (the CI machine has 2 cores), one test file per worker at a time;
+# `make test PYTEST_WORKERS=0` runs serially
+PYTEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadfile)
 
 # regenerate docs/gallery/*.png (the README's figures) by running each reproduction (long)
 gallery: setup

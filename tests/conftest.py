@@ -8,8 +8,14 @@ imports pykeops or pyplot.  Fixtures (no helper module: ``tests`` is not on the 
 ``rel_err(a, ref)``  max |a − ref| / max |ref|, as a float;
 ``stop_after_phases(n)``  make ``meanfield.runner`` raise KeyboardInterrupt when it starts
                      phase n + 1 (a run stopped between phases; undone after the test);
-``notebook_runs``    (session) the notebooks executed once in small mode, shared by
-                     tests/test_notebooks.py and the documentation build of tests/test_docs.py.
+``notebook_runs``    (session) the notebooks executed once in small mode, shared by the
+                     notebook tests and the documentation build (both in tests/test_notebooks.py).
+
+``make test`` runs the suite on two pytest-xdist workers, one test file per worker at a time
+(``-n 2 --dist loadfile``: module fixtures run once).  Each worker uses one torch thread: two
+workers with two threads each on two cores left torch's parallel regions waiting for
+descheduled threads.  What worker processes share is guarded by file locks: the native
+kernels' and KeOps' compile caches (``meanfield.interact.native``, ``interact.keops``).
 """
 import json
 import os
@@ -31,6 +37,10 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+if os.environ.get("PYTEST_XDIST_WORKER"):      # a pytest-xdist worker: one thread (see above)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ def _run(tmp_path, name, sets, sub="run"):
     exp = get_experiment(name)
     cfg = exp.Config.build(None, sets)
     out = tmp_path / sub
-    rows = runner.run(exp, cfg, out, progress=False).rows
+    runner.run(exp, cfg, out, progress=False)
     return cfg, out, io.read_metrics(out / io.METRICS)
 
 

@@ -8,14 +8,28 @@ figures must show inline; one also runs as a plain script, from another working 
 where its figures must land beside the notebook (notebooks/_out/), never in the working
 directory. Without the notebooks extra every notebook runs as a script and the inline checks
 are skipped. Two notebooks run at a time (one torch thread each: the CI machine has 2 cores),
-then one test per notebook checks its exit status, printed numbers and figures."""
+then one test per notebook checks its exit status, printed numbers and figures.
+
+The ``test_docs_site_*`` tests (issue 20) build the documentation site with
+``scripts/build_docs.py`` in strict mode (Sphinx ``-W``) from those same kernel executions (no
+second run; they live in this file so that a parallel test run, one file per pytest-xdist
+worker, executes the notebooks once), then check that every public object has an anchor,
+every notebook page a rendered figure and every subcommand a section.  They skip without the
+docs extra (``pip install -e '.[docs]'``; ``make test`` installs it)."""
+import argparse
+import importlib
+import inspect
 import os
+import pkgutil
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+import meanfield
+from meanfield import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
@@ -132,3 +146,93 @@ def test_notebook_prints_its_key_numbers(stem, notebook_runs):
         found = re.search(pattern, run.stdout, re.MULTILINE)
         assert found, f"{stem}: no line matches {pattern!r}"
         assert lo <= float(found.group(1)) <= hi, (stem, pattern, found.group(0))
+
+
+# ---------------------------------------------------------------- the documentation site (issue 20)
+
+def _subcommands() -> dict:
+    """The CLI's subparsers by name, read from the parser."""
+    (action,) = [a for a in cli._parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return action.choices
+
+
+def _public_anchors():
+    """The HTML ids the API reference must hold: every public function and class of every
+    module (the objects test_docs.py's ``_undocumented`` walks) and their public methods and
+    properties."""
+    ids = {}
+    for info in pkgutil.walk_packages(meanfield.__path__, "meanfield."):
+        if info.name == "meanfield.__main__":
+            continue
+        mod = importlib.import_module(info.name)
+        names = getattr(mod, "__all__", None)
+        for name in names if names is not None else [n for n in vars(mod) if not n.startswith("_")]:
+            obj = getattr(mod, name, None)
+            if not (inspect.isfunction(obj) or inspect.isclass(obj)) or obj.__module__ != info.name:
+                continue
+            ids[f"{info.name}.{name}"] = info.name
+            if inspect.isclass(obj):
+                for attr, raw in vars(obj).items():
+                    func = getattr(raw, "__func__", raw)
+                    if not attr.startswith("_") and (inspect.isfunction(func) or isinstance(raw, property)):
+                        ids[f"{info.name}.{name}.{attr}"] = info.name
+    return ids
+
+
+@pytest.fixture(scope="module")
+def docs_site(notebook_runs, tmp_path_factory):
+    """The site built by scripts/build_docs.py, strict (-W), in a fresh build folder, from the
+    notebooks the session already executed through a kernel (no second execution)."""
+    pytest.importorskip("sphinx")
+    pytest.importorskip("myst_nb")
+    pytest.importorskip("furo")
+    runs = list(notebook_runs.values())
+    if not runs or any(r.via != "kernel" for r in runs):
+        pytest.skip("the notebooks extra is not installed: no executed notebooks to render")
+    for stem, run in notebook_runs.items():
+        assert run.returncode == 0, f"notebook {stem} failed:\n{run.stderr[-3000:]}"
+    build = tmp_path_factory.mktemp("docs")
+    (folder,) = {r.ipynb.parent for r in runs}
+    res = subprocess.run([sys.executable, "scripts/build_docs.py", "--notebooks", str(folder),
+                          "--build-dir", str(build), "--jobs", "2"],
+                         cwd=ROOT, capture_output=True,
+                         text=True, timeout=400)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-6000:]
+    return build / "html"
+
+
+def test_docs_site_builds_without_warnings(docs_site):
+    """Broken links, docstrings that do not parse, a public object without a docstring or a
+    notebook that raised each fail the strict build (the fixture); here, the navigation."""
+    index = (docs_site / "index.html").read_text()
+    for page in ("guide/index.html", "notebooks/index.html", "reproductions.html",
+                 "api/index.html", "cli.html", "benchmarks.html"):
+        assert (docs_site / page).exists(), page
+        assert f'href="{page}"' in index, f"{page} not in the landing page's navigation"
+    assert "Two commands" in index and "gallery/" in index.replace("_images/", "gallery/")
+
+
+def test_docs_site_has_an_anchor_for_every_public_object(docs_site):
+    missing = []
+    pages = {}
+    for anchor, module in _public_anchors().items():
+        if module not in pages:
+            pages[module] = (docs_site / "api" / f"{module}.html").read_text()
+        if f'id="{anchor}"' not in pages[module]:
+            missing.append(anchor)
+    assert not missing, f"{len(missing)} public objects without an anchor:\n" + "\n".join(missing)
+
+
+def test_docs_site_notebook_pages_show_figures(docs_site):
+    """Every notebook page holds its outputs: at least one rendered figure."""
+    stems = [p.stem for p in NOTEBOOKS]
+    assert len(stems) >= 8
+    for stem in stems:
+        html = (docs_site / "notebooks" / f"{stem}.html").read_text()
+        assert re.search(r'<img [^>]*src="(\.\./_images/|data:image/)', html), stem
+
+
+def test_docs_site_cli_reference_comes_from_the_parser(docs_site):
+    html = (docs_site / "cli.html").read_text()
+    for sub in _subcommands():
+        assert f'id="cli-{sub}"' in html, sub
