@@ -333,7 +333,8 @@ def test_broken_files_of_a_run_are_one_line_errors(run_a, capsys, tmp_path):
     (d / io.CONFIG).unlink()
     (d / io.CONFIG).mkdir()
     refused(capsys, "is a directory, not a file", "show", str(d))
-    refused(capsys, "is a directory, not a file", "resume", str(d))
+    err = refused(capsys, "is a directory, not a file", "resume", str(d))
+    assert io.CONFIG in err and (d / io.CONFIG).is_dir()          # names the file, leaves it
     # garbage metrics.csv: show and plot say so
     (run_a / io.METRICS).write_text("step,t,risk\n0,0,abc\n")
     refused(capsys, "metrics.csv is corrupted", "show", str(run_a))
@@ -345,6 +346,7 @@ def test_broken_files_of_a_run_are_one_line_errors(run_a, capsys, tmp_path):
     (run_a / io.PARTICLES).write_bytes(raw[: len(raw) // 2])
     refused(capsys, "particles.npz is corrupted", "plot", str(run_a))
     refused(capsys, "particles.npz is corrupted", "show", str(run_a))
+    assert (run_a / io.PARTICLES).read_bytes() == raw[: len(raw) // 2]   # nothing rewritten
 
 
 def test_figures_that_is_a_file(run_a, capsys):
@@ -354,6 +356,7 @@ def test_figures_that_is_a_file(run_a, capsys):
     refused(capsys, "figures is a file, not a directory", "plot", str(run_a), before=before, where=run_a)
     refused(capsys, "figures is a file, not a directory", "resume", str(run_a), "--set", "steps=40",
             before=before, where=run_a)
+    assert (run_a / io.FIGURES).read_text() == "not a directory"
 
 
 # ---- 8: the smaller items ---------------------------------------------------------------------
@@ -363,6 +366,8 @@ def test_show_and_plot_of_a_file_or_nothing(tmp_path, capsys):
     refused(capsys, "is a file, not a run directory", "show", str(f))
     refused(capsys, "does not exist", "show", str(tmp_path / "nothing"))
     refused(capsys, "is a file, not a run directory", "resume", str(f))
+    assert f.read_text() == "x" and not (tmp_path / "nothing").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.txt"]
 
 
 def test_a_bogus_metric_stops_the_sweep_with_status_2(tmp_path, capsys):
