@@ -8,6 +8,9 @@ imports pykeops or pyplot.  Fixtures (no helper module: ``tests`` is not on the 
 ``rel_err(a, ref)``  max |a − ref| / max |ref|, as a float;
 ``stop_after_phases(n)``  make ``meanfield.runner`` raise KeyboardInterrupt when it starts
                      phase n + 1 (a run stopped between phases; undone after the test);
+``public_api``       (session) meanfield's public objects, module by module (what the
+                     docstring test and the documentation site's anchor test both walk);
+``cli_subparsers``   the subparsers action of ``meanfield.cli``'s parser (name → subparser);
 ``notebook_runs``    (session) the notebooks executed once in small mode, shared by the
                      notebook tests and the documentation build (both in tests/test_notebooks.py).
 
@@ -41,6 +44,51 @@ import torch  # noqa: E402
 if os.environ.get("PYTEST_XDIST_WORKER"):      # a pytest-xdist worker: one thread (see above)
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def public_api():
+    """[(module name, module, [(qualified name, object)])] for every module of meanfield
+    (``__main__`` excepted: it runs the command on import): the public functions and classes
+    defined there (``__all__``, else the names without a leading underscore; constants and
+    objects imported from elsewhere left out) and each class's public methods and properties
+    (``getattr(cls, name)``: a property object, a function)."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import meanfield
+
+    out = []
+    for info in pkgutil.walk_packages(meanfield.__path__, "meanfield."):
+        if info.name == "meanfield.__main__":
+            continue
+        mod = importlib.import_module(info.name)
+        names = getattr(mod, "__all__", None)
+        members = []
+        for name in names if names is not None else [n for n in vars(mod) if not n.startswith("_")]:
+            obj = getattr(mod, name, None)
+            if not (inspect.isfunction(obj) or inspect.isclass(obj)) or obj.__module__ != info.name:
+                continue
+            members.append((name, obj))
+            if inspect.isclass(obj):
+                for attr, raw in vars(obj).items():
+                    func = getattr(raw, "__func__", raw)           # staticmethod / classmethod
+                    if not attr.startswith("_") and (inspect.isfunction(func) or isinstance(raw, property)):
+                        members.append((f"{name}.{attr}", getattr(obj, attr)))
+        out.append((info.name, mod, members))
+    return out
+
+
+@pytest.fixture
+def cli_subparsers():
+    """The ``argparse._SubParsersAction`` of ``meanfield.cli._parser()``."""
+    import argparse
+
+    from meanfield import cli
+
+    (action,) = [a for a in cli._parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return action
 
 
 @pytest.fixture

@@ -14,21 +14,13 @@ the notebooks run once).
 """
 import argparse
 import dataclasses
-import importlib
 import inspect
-import pkgutil
 import subprocess
 import sys
 
 import pytest
 
-import meanfield
 from meanfield import cli
-
-
-def _public_names(mod):
-    names = getattr(mod, "__all__", None)
-    return names if names is not None else [n for n in vars(mod) if not n.startswith("_")]
 
 
 def _doc(obj) -> str:
@@ -48,46 +40,24 @@ def _doc(obj) -> str:
     return doc
 
 
-def _undocumented():
+def _undocumented(public_api):
+    """Modules without a docstring, and public objects without one (``_doc``: a method's may
+    be inherited from the method it overrides)."""
     missing = []
-    for info in pkgutil.walk_packages(meanfield.__path__, "meanfield."):
-        if info.name == "meanfield.__main__":
-            continue
-        mod = importlib.import_module(info.name)
+    for modname, mod, members in public_api:
         if not inspect.getdoc(mod):
-            missing.append(f"{info.name} (module)")
-        for name in _public_names(mod):
-            obj = getattr(mod, name, None)
-            if not (inspect.isfunction(obj) or inspect.isclass(obj)):
-                continue  # constants, imported modules, type aliases
-            if obj.__module__ != info.name:
-                continue  # imported from another module: checked there
-            if not _doc(obj):
-                missing.append(f"{info.name}.{name}")
-            if inspect.isclass(obj):
-                for attr, raw in vars(obj).items():
-                    if attr.startswith("_"):
-                        continue
-                    func = getattr(raw, "__func__", raw)  # staticmethod / classmethod
-                    if inspect.isfunction(func) or isinstance(raw, property):
-                        if not inspect.getdoc(getattr(obj, attr)):
-                            missing.append(f"{info.name}.{name}.{attr}")
+            missing.append(f"{modname} (module)")
+        missing += [f"{modname}.{qual}" for qual, obj in members if not _doc(obj)]
     return missing
 
 
-def test_every_public_object_has_a_docstring():
-    missing = _undocumented()
+def test_every_public_object_has_a_docstring(public_api):
+    missing = _undocumented(public_api)
     assert not missing, f"{len(missing)} public objects without a docstring:\n" + "\n".join(missing)
 
 
-def _subparsers_action(parser) -> argparse._SubParsersAction:
-    (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    return action
-
-
-def test_every_cli_argument_has_help():
-    parser = cli._parser()
-    action = _subparsers_action(parser)
+def test_every_cli_argument_has_help(cli_subparsers):
+    action = cli_subparsers
     subs = action.choices
     assert {"run", "resume", "plot", "show", "list", "config", "sweep"} <= set(subs)
     missing = [f"{name} {'/'.join(a.option_strings) or a.dest}"
@@ -99,8 +69,8 @@ def test_every_cli_argument_has_help():
     assert not missing, "CLI arguments without a help string:\n" + "\n".join(missing)
 
 
-def test_every_subcommand_help_exits_zero(capsys):
-    subs = list(_subparsers_action(cli._parser()).choices)
+def test_every_subcommand_help_exits_zero(capsys, cli_subparsers):
+    subs = list(cli_subparsers.choices)
     for sub in subs:
         with pytest.raises(SystemExit) as exc:
             cli.main([sub, "--help"])
@@ -109,10 +79,10 @@ def test_every_subcommand_help_exits_zero(capsys):
         assert out.startswith(f"usage: meanfield {sub}"), (sub, out[:200])
 
 
-def test_python_m_meanfield_help_exits_zero():
+def test_python_m_meanfield_help_exits_zero(cli_subparsers):
     res = subprocess.run([sys.executable, "-m", "meanfield", "--help"], capture_output=True,
                          text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("usage: meanfield")
-    for sub in _subparsers_action(cli._parser()).choices:
+    for sub in cli_subparsers.choices:
         assert sub in res.stdout, sub

@@ -16,20 +16,13 @@ second run; they live in this file so that a parallel test run, one file per pyt
 worker, executes the notebooks once), then check that every public object has an anchor,
 every notebook page a rendered figure and every subcommand a section.  They skip without the
 docs extra (``pip install -e '.[docs]'``; ``make test`` installs it)."""
-import argparse
-import importlib
-import inspect
 import os
-import pkgutil
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
-import meanfield
-from meanfield import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
@@ -150,35 +143,6 @@ def test_notebook_prints_its_key_numbers(stem, notebook_runs):
 
 # ---------------------------------------------------------------- the documentation site (issue 20)
 
-def _subcommands() -> dict:
-    """The CLI's subparsers by name, read from the parser."""
-    (action,) = [a for a in cli._parser()._actions if isinstance(a, argparse._SubParsersAction)]
-    return action.choices
-
-
-def _public_anchors():
-    """The HTML ids the API reference must hold: every public function and class of every
-    module (the objects test_docs.py's ``_undocumented`` walks) and their public methods and
-    properties."""
-    ids = {}
-    for info in pkgutil.walk_packages(meanfield.__path__, "meanfield."):
-        if info.name == "meanfield.__main__":
-            continue
-        mod = importlib.import_module(info.name)
-        names = getattr(mod, "__all__", None)
-        for name in names if names is not None else [n for n in vars(mod) if not n.startswith("_")]:
-            obj = getattr(mod, name, None)
-            if not (inspect.isfunction(obj) or inspect.isclass(obj)) or obj.__module__ != info.name:
-                continue
-            ids[f"{info.name}.{name}"] = info.name
-            if inspect.isclass(obj):
-                for attr, raw in vars(obj).items():
-                    func = getattr(raw, "__func__", raw)
-                    if not attr.startswith("_") and (inspect.isfunction(func) or isinstance(raw, property)):
-                        ids[f"{info.name}.{name}.{attr}"] = info.name
-    return ids
-
-
 @pytest.fixture(scope="module")
 def docs_site(notebook_runs, tmp_path_factory):
     """The site built by scripts/build_docs.py, strict (-W), in a fresh build folder, from the
@@ -212,14 +176,14 @@ def test_docs_site_builds_without_warnings(docs_site):
     assert "Two commands" in index and "gallery/" in index.replace("_images/", "gallery/")
 
 
-def test_docs_site_has_an_anchor_for_every_public_object(docs_site):
+def test_docs_site_has_an_anchor_for_every_public_object(docs_site, public_api):
+    """Every public function, class, method and property (conftest's ``public_api``, the
+    objects the docstring test walks) has its anchor on its module's API page."""
     missing = []
-    pages = {}
-    for anchor, module in _public_anchors().items():
-        if module not in pages:
-            pages[module] = (docs_site / "api" / f"{module}.html").read_text()
-        if f'id="{anchor}"' not in pages[module]:
-            missing.append(anchor)
+    for module, _, members in public_api:
+        if members:
+            page = (docs_site / "api" / f"{module}.html").read_text()
+            missing += [f"{module}.{qual}" for qual, _ in members if f'id="{module}.{qual}"' not in page]
     assert not missing, f"{len(missing)} public objects without an anchor:\n" + "\n".join(missing)
 
 
@@ -232,7 +196,7 @@ def test_docs_site_notebook_pages_show_figures(docs_site):
         assert re.search(r'<img [^>]*src="(\.\./_images/|data:image/)', html), stem
 
 
-def test_docs_site_cli_reference_comes_from_the_parser(docs_site):
+def test_docs_site_cli_reference_comes_from_the_parser(docs_site, cli_subparsers):
     html = (docs_site / "cli.html").read_text()
-    for sub in _subcommands():
+    for sub in cli_subparsers.choices:
         assert f'id="cli-{sub}"' in html, sub
