@@ -1,6 +1,9 @@
-"""Shared helpers: repeated timing, per-measurement peak RSS, tables, JSON, fitted exponents."""
+"""Shared helpers: repeated timing, per-measurement peak RSS, tables, JSON, fitted exponents,
+and the machine and device records every benchmark JSON carries."""
 from __future__ import annotations
 
+import datetime
+import importlib.metadata
 import json
 import math
 import os
@@ -75,6 +78,34 @@ def machine() -> dict:
     return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version(),
             "loadavg_at_start": load, "command": " ".join(["python", "-m"] + [_module()] + sys.argv[1:])}
+
+
+def utc_now() -> str:
+    """The current date and time, UTC, to the second (ISO 8601)."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def package_version(name):
+    """The installed version of distribution ``name``, or None when it is not installed."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def device_info(device="cpu") -> dict:
+    """Date (UTC), the device, torch's CUDA build, the GPU and the KeOps versions — for the
+    ``machine`` record of every benchmark JSON.  Imports nothing heavy (not pykeops)."""
+    dev = torch.device(device)
+    info = {"date_utc": utc_now(), "device": str(dev), "torch_cuda": torch.version.cuda,
+            "cuda_available": torch.cuda.is_available(),
+            "pykeops": package_version("pykeops"), "keopscore": package_version("keopscore")}
+    if dev.type == "cuda" and torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(dev)
+        info.update({"gpu": p.name, "gpu_memory_gib": round(p.total_memory / 2 ** 30, 1),
+                     "gpu_multiprocessors": p.multi_processor_count,
+                     "gpu_capability": f"{p.major}.{p.minor}"})
+    return info
 
 
 def _module():

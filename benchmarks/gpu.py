@@ -24,7 +24,6 @@ after every N, so a stage cut short still leaves what it measured.
 from __future__ import annotations
 
 import argparse
-import datetime
 import importlib
 import importlib.metadata
 import json
@@ -39,44 +38,14 @@ from pathlib import Path
 
 import torch
 
+from .common import device_info, fit_exponents, machine, package_version, utc_now, write_json
+
 PACKAGES = ("numpy", "scipy", "torch", "matplotlib", "scikit-learn", "tqdm", "filelock", "pytest",
             "hypothesis", "pykeops", "keopscore", "pot", "dask", "distributed", "tornado", "zict",
             "tblib", "locket", "partd", "cloudpickle", "toolz", "fsspec", "click", "pyyaml",
             "msgpack", "psutil", "sortedcontainers", "jinja2", "packaging", "pybind11")
 ENV_VARS = ("KEOPS_CACHE_FOLDER", "CUDA_HOME", "CUDA_PATH", "CUDA_VISIBLE_DEVICES", "PYTHONPATH",
             "LD_LIBRARY_PATH", "OMP_NUM_THREADS", "MEANFIELD_NATIVE")
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-def _version(name):
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def device_info(device="cpu") -> dict:
-    """Date (UTC), the device, torch's CUDA build, the GPU and the KeOps versions — for the
-    ``machine`` record of every benchmark JSON.  Imports nothing heavy (not pykeops)."""
-    dev = torch.device(device)
-    info = {"date_utc": _now(), "device": str(dev), "torch_cuda": torch.version.cuda,
-            "cuda_available": torch.cuda.is_available(),
-            "pykeops": _version("pykeops"), "keopscore": _version("keopscore")}
-    if dev.type == "cuda" and torch.cuda.is_available():
-        p = torch.cuda.get_device_properties(dev)
-        info.update({"gpu": p.name, "gpu_memory_gib": round(p.total_memory / 2 ** 30, 1),
-                     "gpu_multiprocessors": p.multi_processor_count,
-                     "gpu_capability": f"{p.major}.{p.minor}"})
-    return info
-
-
-def _write(path, payload):
-    from .common import write_json
-
-    write_json(path, payload)
 
 
 def _first_line(e: BaseException) -> str:
@@ -103,7 +72,7 @@ def _run(cmd, timeout=20) -> str | None:
 def _packages() -> dict:
     out = {}
     for name in PACKAGES:
-        v = _version(name)
+        v = package_version(name)
         loc = None
         if v is not None:
             try:
@@ -177,7 +146,7 @@ def environment(probe: bool = True) -> dict:
 
     os.environ.setdefault("KEOPS_CACHE_FOLDER", str(keops_cache_dir()))
     cuda = torch.cuda.is_available()
-    info = {"date_utc": _now(), "python": sys.version.split()[0], "executable": sys.executable,
+    info = {"date_utc": utc_now(), "python": sys.version.split()[0], "executable": sys.executable,
             "platform": platform.platform(), "cpu_count": os.cpu_count(),
             "torch": torch.__version__, "torch_cuda": torch.version.cuda,
             "cudnn": torch.backends.cudnn.version() if cuda else None,
@@ -267,7 +236,6 @@ def interact_goals(rows, auto=None) -> dict:
 
 def run_interact(a) -> dict:
     from . import interact as bi
-    from .common import fit_exponents, machine
 
     t_start = time.monotonic()
     deadline = None if a.budget_s is None else t_start + a.budget_s
@@ -278,7 +246,7 @@ def run_interact(a) -> dict:
 
     def partial(rows, base=None):
         payload["results"] = (base or []) + rows
-        _write(a.json, payload)
+        write_json(a.json, payload)
 
     # float32 gets the time left less a reserve for the float64 rows
     d32 = None if deadline is None else deadline - min(a.f64_reserve_s, 0.3 * a.budget_s)
@@ -298,7 +266,7 @@ def run_interact(a) -> dict:
                     "auto": auto, "goals": interact_goals(rows, auto), "complete": True,
                     "seconds": time.monotonic() - t_start})
     bi.print_table(rows, bi.columns_for(rows) + [("dtype", "dtype", "s")])
-    _write(a.json, payload)
+    write_json(a.json, payload)
     print(json.dumps(payload["goals"], indent=1, default=float))
     return payload
 
@@ -380,7 +348,7 @@ def summary(a) -> dict:
                                **({"note": parts[5]} if len(parts) > 5 and parts[5] else {})})
     env = _load(out / "environment.json") or {}
     cuda = env.get("cuda_available", None if a.cuda is None else bool(a.cuda))
-    res = {"date_utc": _now(), "cuda": cuda, "gpu": env.get("gpu"),
+    res = {"date_utc": utc_now(), "cuda": cuda, "gpu": env.get("gpu"),
            "torch": env.get("torch"), "keops": (env.get("packages", {}).get("pykeops") or {}).get("version"),
            "keops_probe": env.get("keops_probe"), "budget_s": a.budget_s, "elapsed_s": a.elapsed_s,
            "stages": stages}
@@ -409,7 +377,7 @@ def summary(a) -> dict:
             entry["n_scaling"] = summarise_nscaling(data)
         files[p.name] = entry
     res["results"] = files
-    _write(out / "summary.json", res)
+    write_json(out / "summary.json", res)
     print(json.dumps({k: res[k] for k in ("cuda", "gpu", "budget_s", "elapsed_s")}, default=float))
     for s in stages:
         print(f"  stage {s['stage']:<10} {s['status']:<8} {s['seconds']:7.1f} s  (limit {s['limit_s']:.0f} s)"
@@ -468,7 +436,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     if a.cmd == "env":
         info = environment(probe=not a.no_probe)
-        _write(a.json, info)
+        write_json(a.json, info)
         print(json.dumps({k: info.get(k) for k in ("python", "torch", "torch_cuda", "cuda_available", "gpu",
                                                      "keops_available", "keops_probe")}, default=str))
         if not info["cuda_available"]:

@@ -42,8 +42,7 @@ from meanfield import interact
 from meanfield.interact import NumpyBackend, TiledTorchBackend, evaluate
 from meanfield.models import TeacherStudent, Unit
 
-from .common import fit_exponents, machine, print_table, summarise, time_calls, write_json
-from .gpu import device_info
+from .common import device_info, fit_exponents, machine, print_table, summarise, time_calls, write_json
 
 LIBRARY = ("torch", "torch-eager", "keops", "numpy")
 BASELINES = ("dense-autograd", "keops-autograd")

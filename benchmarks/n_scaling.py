@@ -44,8 +44,7 @@ from meanfield.dynamics import gradient_flow
 from meanfield.experiments import n_scaling as ns
 from meanfield.interact import evaluate, get_backend
 
-from .common import machine, write_json
-from .gpu import device_info
+from .common import device_info, machine, write_json
 
 
 def make_config(a, n_max: int) -> ns.Config:

@@ -39,8 +39,7 @@ import torch
 from meanfield.dynamics import fast_sgd, minibatch_sgd, online_sgd
 from meanfield.models import TeacherStudent, Unit
 
-from .common import machine, print_table, summarise, time_calls, write_json
-from .gpu import device_info
+from .common import device_info, machine, print_table, summarise, time_calls, write_json
 
 IMPLS = ("naive", "step", "fast", "api", "api-step")
 DEFAULT_STEPS = {"naive": 2000, "step": 500, "fast": 20000, "api": 20000, "api-step": 500}
