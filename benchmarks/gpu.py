@@ -15,7 +15,7 @@ teacher–student risk and ∇Ψ for all particles, d = 10, float32 at N = 10⁴
 (each backend while its predicted time per call stays under --max-seconds) and float64 at
 N = 10⁴, 10⁵, for ``torch`` (eager tiles on CUDA), ``keops`` and both autograd baselines,
 with the peak of ``torch.cuda.max_memory_allocated`` per measurement, what ``auto`` picks at
-each N, and the goals of issue 18 evaluated on the rows (``goals``).  The JSON is rewritten
+each N, and the GPU speed goals evaluated on the rows (``goals``).  The JSON is rewritten
 after every N, so a stage cut short still leaves what it measured.
 
 ``summary`` gathers the stages' statuses (the TSV the script writes), the pytest outcomes
@@ -189,7 +189,8 @@ LIBRARY_ON_DEVICE = ("torch", "torch-eager", "keops")
 
 
 def interact_goals(rows, auto=None) -> dict:
-    """Issue 18's speed goals evaluated on benchmark rows (float32 unless said otherwise)."""
+    """The GPU speed goals (``GOAL_*``: N = 10⁶ in ≤ 2 s; ≥ 3× the faster autograd baseline at
+    N = 10⁵) evaluated on benchmark rows (float32 unless said otherwise)."""
     ok = [r for r in rows if not r.get("skipped")]
     f32 = [r for r in ok if r.get("dtype", "float32") == "float32"]
 

@@ -25,7 +25,7 @@ when its time predicted from a smaller N in this run (∝ N²) exceeds --max-sec
 --budget-s seconds have passed (what remains is recorded as skipped).  ``auto`` in the JSON
 says, per (N, d), which backend ``backend="auto"`` picks there and which library backend was
 fastest.  ``--device cuda`` runs everything on the GPU (the numpy reference on CPU copies).
-``--dtype float64`` runs every backend in float64 (the fused float64 loop, issue 19); the
+``--dtype float64`` runs every backend in float64 (the fused float64 loop); the
 reference is float64 either way, so float64 rows show errors near 1e-15.
 """
 from __future__ import annotations
@@ -281,11 +281,11 @@ def auto_report(rows, device="cpu") -> list[dict]:
     return out
 
 
-GOAL_FLOAT64_PAIRS_PER_S = 5e8     # issue 19: the fused float64 loop at N = 3·10⁴, d = 10, 2 cores
+GOAL_FLOAT64_PAIRS_PER_S = 5e8     # the float64 goal: the fused float64 loop at N = 3·10⁴, d = 10, 2 cores
 
 
 def goal_report(rows) -> list[dict]:
-    """Issue 19's goal wherever it was measured: the ``torch`` row in float64 at N = 30 000,
+    """The float64 speed goal wherever it was measured: the ``torch`` row in float64 at N = 30 000,
     d = 10 reaches ≥ ``GOAL_FLOAT64_PAIRS_PER_S`` pair terms per second (``reached`` is
     False for a skipped row); an empty list when no such row was run."""
     out = []

@@ -6,7 +6,7 @@
 Runs teacher-student with N particles for K·2 steps with a snapshot every 2 (K + 1
 snapshots; population GD, d = 10), then renders each view of ``meanfield.movies`` for
 teacher-student (cloud, plane) to a GIF of K frames at the CLI's default 80 dpi, timing each
-render (``write_movie``, the file written included) ``--repeat`` times.  The goal (issue 16):
+render (``write_movie``, the file written included) ``--repeat`` times.  The goal:
 a 100-frame movie of 2000 particles in < 30 s on 2 cores.
 """
 from __future__ import annotations

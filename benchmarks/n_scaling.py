@@ -3,7 +3,7 @@ device, beside the same measurement at small N on the CPU — one process, one c
 
     python -m benchmarks.n_scaling --device cuda --n-max 100000 --seeds 16 --json out.json
 
-The experiment (``meanfield.experiments.n_scaling``, DESIGN.md §1) trains N particles of the
+The experiment (``meanfield.experiments.n_scaling``, docs/design.md §1) trains N particles of the
 ReLU teacher–student task (a smooth teacher law of m0 units, R_∞ = 0) by population GD and
 fits the rate of the gap R_N(T) − R_∞ = R_N(T) in N.  Experiments run on CPU tensors, so this
 script drives the same pieces through the library API: the experiment's teacher

@@ -13,13 +13,13 @@ D = d, A = I, B = I, squared loss) on n data points x ~ N(0, I_d), y = sin(x), f
               ``opt.zero_grad(); module.loss(X, Y).backward(); opt.step()`` with
               ``torch.optim.SGD(module.parameters(), lr=L·M·dt)``
 
-which are the same update (DESIGN.md §1: the θ-velocity is L·M × the ordinary gradient).
+which are the same update (docs/design.md §1: the θ-velocity is L·M × the ordinary gradient).
 Before timing, one step of each from the same parameters is compared: ``max_rel_diff`` =
 max |θ_flow − θ_autograd| / max |θ| must be ≤ 1e-6 (``agree``).  Each timed call advances
 its own copy by one step (a training loop); the two are called in alternation (``--repeat``
 rounds after warm-ups, same process, same threads, so load bursts hit both); median, min and
 max per call.  ``speedup`` = autograd / flow medians (``speedup_min``: of the minima);
-the issue-19 goal is ≥ 2 at L = 16, M = 128 (``goal``).  ``gflops`` counts the six
+the speed goal is ≥ 2 at L = 16, M = 128 (``goal``).  ``gflops`` counts the six
 n·M·D multiply–adds per layer that one exact gradient needs (two forward, four backward),
 12·n·M·D·L flops per step.  Exponents of time in L (at fixed M) and in M (at fixed L) are
 fitted when several sizes are given.

@@ -19,7 +19,7 @@ agree to float rounding; the benchmark checks that (``max_rel_diff`` against ``s
 same device after --check-steps steps).  Reported per (N, d, replicas B, implementation): µs
 per step (median/min/max over repeats), particle updates per second (B·N per step), peak
 RSS, and its time over ``fast``'s measured in the same run (``fast_speedup``; for ``api``
-the issue-19 goal is ≤ 1.5 at ≥ 100 steps per call, reported as ``api_goal``).
+the goal is ≤ 1.5 at ≥ 100 steps per call, reported as ``api_goal``).
 
 ``--device cuda``: ``naive`` and ``step`` run on the GPU (samples from a CUDA generator, so
 their trajectory differs from the CPU's; they are checked against each other), ``fast`` —
@@ -43,7 +43,7 @@ from .common import device_info, machine, print_table, summarise, time_calls, wr
 
 IMPLS = ("naive", "step", "fast", "api", "api-step")
 DEFAULT_STEPS = {"naive": 2000, "step": 500, "fast": 20000, "api": 20000, "api-step": 500}
-API_GOAL = 1.5           # api within 1.5× of fast (issue 19), for calls of ≥ 100 steps
+API_GOAL = 1.5           # api within 1.5× of fast, for calls of ≥ 100 steps
 
 
 def naive_loop(W, tw_w, tw_m, steps, eps, g, batch_size=1):

@@ -1,4 +1,4 @@
-"""Strong scaling of one simulation sharded over P gloo ranks (issue 9): time per step of
+"""Strong scaling of one simulation sharded over P gloo ranks: time per step of
 population GD on the ReLU teacher–student task (N² pair terms per step) against P and the
 threads per rank, with the communication per step.
 

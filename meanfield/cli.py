@@ -80,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="list the experiments")
     cf = sub.add_parser("config", help="print an experiment's config keys, types and defaults")
     cf.add_argument("experiment", help="an experiment name (see `meanfield list`)")
-    # ---- sweeps (issue 5; meanfield.sweep) ----
+    # ---- sweeps (meanfield.sweep) ----
     sw = sub.add_parser("sweep", help="run an experiment over a grid of config values (Dask)")
     sw.add_argument("experiment", help="an experiment name (see `meanfield list`)")
     sw.add_argument("--grid", dest="grids", action="append", default=[], metavar="KEY=V1,V2|A:B",

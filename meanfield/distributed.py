@@ -1,4 +1,4 @@
-"""Launching one simulation over P processes (issue 9; the sharded step is ``dynamics.sharded``).
+"""Launching one simulation over P processes (the sharded step is ``dynamics.sharded``).
 
 Three ways to run ``shards = P`` ranks, all giving the run directory of an unsharded run
 (rank 0 writes it; every rank computes):

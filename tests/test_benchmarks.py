@@ -158,7 +158,7 @@ def test_sgd_benchmark_tiny(tmp_path):
 
 
 def test_sgd_benchmark_api_rows(tmp_path, capsys):
-    # issue 19: --impl api times what the README teaches (flow.run), api-step the step loop
+    # --impl api times what the README teaches (flow.run), api-step the step loop
     out = tmp_path / "api.json"
     bs.main(["--n", "20", "--d", "4", "--replicas", "1", "--impl", "api", "api-step", "fast",
              "--steps", "5", "6", "120", "120", "7", "--record-every", "50", "--check-steps", "9",

@@ -1,4 +1,4 @@
-"""The two-layer torch bridge (issue 17): ``mf.to_module`` / ``mf.from_module``.
+"""The two-layer torch bridge: ``mf.to_module`` / ``mf.from_module``.
 
 Every comparison is against plain torch code written here (never the library's own forward):
 round trips are exact, forward values agree to 1e-6 (float32) / 1e-12 (float64), and one

@@ -1,4 +1,4 @@
-"""Your own data (issue 17): the logistic loss on a FiniteDataset, the ``dataset`` experiment
+"""Your own data: the logistic loss on a FiniteDataset, the ``dataset`` experiment
 (files, scikit-learn data sets, split, standardisation, metrics), bad data refused before
 anything is written, and sweeps over N."""
 import json

@@ -1,4 +1,4 @@
-"""API reference and CLI help (issue 8): every public object is documented, every option explained.
+"""API reference and CLI help: every public object is documented, every option explained.
 
 ``test_every_public_object_has_a_docstring`` walks every module of the package (except
 ``meanfield.__main__``, which runs the command on import) and lists each public function,
@@ -8,7 +8,7 @@ empty.  A method's docstring may be inherited from the method it overrides
 place of a missing class docstring does not count.  The CLI tests introspect the argparse
 parser built by ``meanfield.cli._parser``, plus one subprocess for ``python -m meanfield --help``.
 
-The documentation site itself (issue 20) is built and checked in tests/test_notebooks.py,
+The documentation site itself is built and checked in tests/test_notebooks.py,
 beside the notebook executions it renders (one test file runs on one pytest-xdist worker, so
 the notebooks run once).
 """

@@ -132,7 +132,7 @@ def test_dispatch_rules(gen):
     task = _teacher(unit, gen(10))
     theta0 = torch.randn(20, unit.D, generator=gen(11), dtype=F64)
     mb = ParticleDynamics(task, dt=0.01, drift="sgd", batch_size=4)
-    assert fast_sgd.unsupported(mb, mb.init(theta0, seed=0)) is None     # minibatches too (issue 19)
+    assert fast_sgd.unsupported(mb, mb.init(theta0, seed=0)) is None     # minibatches too
     gd = ParticleDynamics(task, dt=0.01, drift="population", backend="torch")
     assert "only SGD" in fast_sgd.unsupported(gd, gd.init(theta0, seed=0))
     with pytest.raises(ConfigError, match="fast SGD path is unavailable: only SGD"):
@@ -174,7 +174,7 @@ MB_CASES = [
 @pytest.mark.parametrize("act,ow,bias,dtype,beta,lam,noise_std,nb", MB_CASES,
                          ids=[f"{c[0]}-{c[3]}-n{c[7]}" for c in MB_CASES])
 def test_minibatch_fast_path_equals_step_by_step(act, ow, bias, dtype, beta, lam, noise_std, nb, gen):
-    # issue 19: minibatch SGD (batch_size > 1) runs in compiled code too, drawing the step
+    # minibatch SGD (batch_size > 1) runs in compiled code too, drawing the step
     # loop's random numbers in its order (x [B, n, d], label noise, then ζ)
     unit = Unit(5, act, output_weight=ow, bias=bias)
     task = _teacher(unit, gen(20), noise_std=noise_std)

@@ -1,4 +1,4 @@
-"""The CUDA paths (issue 18): every backend that runs on CUDA against the float64 numpy
+"""The CUDA paths: every backend that runs on CUDA against the float64 numpy
 reference on the CPU, CPU and CUDA trajectories of the same runs, the ResNet conditional-OT
 flow, and ``backend="auto"`` on CUDA.
 
@@ -11,7 +11,7 @@ CPU with itself).
 KeOps compiles one formula per (kernel, grad, dtype, d, device): everything here uses d = 10,
 the dimension of the GPU benchmarks, so the benchmark stage that follows finds its formulas
 compiled.  Tolerances (relative to max |reference|): 1e-10 in float64, 1e-4 in float32
-(``tol``); 1e-8 for trajectories after 100 steps (issue 18).
+(``tol``); 1e-8 for trajectories after 100 steps.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""scripts/gpu_check.sh on a machine without CUDA (issue 18): it says so, runs the CPU-side
+"""scripts/gpu_check.sh on a machine without CUDA: it says so, runs the CPU-side
 steps (the environment record, the GPU tests — which skip —, tiny CPU smokes of the GPU
 benchmark entry points, the summary) and exits 0; with its time budget used up it skips the
 stages and still writes the summary.  CUDA is hidden (CUDA_VISIBLE_DEVICES="") so that the

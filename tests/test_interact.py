@@ -268,7 +268,7 @@ def test_evaluate_isotropic_gaussians_monte_carlo(gen):
 
 
 # ---------------------------------------------------------------------------------------
-# the fused native loop in float64 (issue 19): vectorisable arccos/arcsin, 1e-12 agreement
+# the fused native loop in float64: vectorisable arccos/arcsin, 1e-12 agreement
 # ---------------------------------------------------------------------------------------
 
 def _ulps(got, ref, dtype):

@@ -1,4 +1,4 @@
-"""Movies of runs (issue 16): every experiment that moves particles or densities renders its
+"""Movies of runs: every experiment that moves particles or densities renders its
 views from its snapshots; the GIF decodes with the right number of frames, and the frames
 differ; bad input is one line and exit 2 with nothing written."""
 import os

@@ -10,7 +10,7 @@ directory. Without the notebooks extra every notebook runs as a script and the i
 are skipped. Two notebooks run at a time (one torch thread each: the CI machine has 2 cores),
 then one test per notebook checks its exit status, printed numbers and figures.
 
-The ``test_docs_site_*`` tests (issue 20) build the documentation site with
+The ``test_docs_site_*`` tests build the documentation site with
 ``scripts/build_docs.py`` in strict mode (Sphinx ``-W``) from those same kernel executions (no
 second run; they live in this file so that a parallel test run, one file per pytest-xdist
 worker, executes the notebooks once), then check that every public object has an anchor,
@@ -141,7 +141,7 @@ def test_notebook_prints_its_key_numbers(stem, notebook_runs):
         assert lo <= float(found.group(1)) <= hi, (stem, pattern, found.group(0))
 
 
-# ---------------------------------------------------------------- the documentation site (issue 20)
+# --------------------------------------------------------------------------- the documentation site
 
 @pytest.fixture(scope="module")
 def docs_site(notebook_runs, tmp_path_factory):

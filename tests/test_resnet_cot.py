@@ -210,7 +210,7 @@ def test_flow_rejects_bad_layers_and_settings(gen):
 @pytest.mark.parametrize("act", ["tanh", "sigmoid", "relu", "cos", "erf"])
 @pytest.mark.parametrize("bias", [True, False])
 def test_saved_forward_gradient_equals_the_recomputing_one(act, bias, gen):
-    # evaluate keeps σ(z), σ'(z) from the forward pass when they fit (issue 19's speed-up);
+    # evaluate keeps σ(z), σ'(z) from the forward pass when they fit (six GEMMs a layer, not eight);
     # SAVE_ELEMS = 0 forces the path that recomputes them: same loss and gradient to rounding
     g = gen(0)
     A, Bm = lift_matrices(3, 2)

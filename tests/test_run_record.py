@@ -1,4 +1,4 @@
-"""``flow.run(state, steps, record_every=k)``: the public many-step API (issue 19).
+"""``flow.run(state, steps, record_every=k)``: the public many-step API.
 
 It advances exactly as ``steps`` calls of ``step`` (bit for bit where it runs the step loop;
 to float rounding where it takes the compiled online-SGD loop, which draws the same random

@@ -1,4 +1,4 @@
-"""One simulation sharded over 2 gloo ranks on CPU (issue 9; meanfield.dynamics.sharded,
+"""One simulation sharded over 2 gloo ranks on CPU (meanfield.dynamics.sharded,
 meanfield.distributed).
 
 * the sharded step against the unsharded one, scenario by scenario, in one spawned pair of

@@ -3,7 +3,7 @@ from .particles import (DRIFTS, ParticleDynamics, ParticleState, StepInfo, gradi
                         langevin, minibatch_sgd, online_sgd)
 from .record import RunRecord
 from .schedules import Schedule, as_schedule
-from .cot import (COT_DRIFTS, ConditionalOTFlow, CotStepInfo, ResNetState,  # ResNets (issue 6)
+from .cot import (COT_DRIFTS, ConditionalOTFlow, CotStepInfo, ResNetState,  # ResNets
                   conditional_ot_flow, resnet_sgd)
 
 __all__ = ["DRIFTS", "ParticleDynamics", "ParticleState", "StepInfo", "gradient_flow",

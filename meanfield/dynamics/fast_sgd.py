@@ -9,7 +9,7 @@ exactly the update of ``ParticleDynamics(drift="sgd", batch_size=n).step``
 in one C++ loop (``interact.native``; the source is generated for the unit's layout, its
 activation and d, and cached), replicas spread over ``torch.get_num_threads()`` threads.
 n = 1 runs ``mf_sgd`` (the next step's preactivations fused into the update pass); n > 1
-runs ``mf_sgd_batch`` (the batch-mean gradient, then the update; issue 19).
+runs ``mf_sgd_batch`` (the batch-mean gradient, then the update).
 
 **Random stream.**  The samples and the noise come from the state's generator *in the same
 order and with the same shapes as the step-by-step path* (per step: x [B, n, d] through

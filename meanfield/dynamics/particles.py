@@ -1,4 +1,4 @@
-"""Particle dynamics on the MMN time axis (DESIGN.md §1).
+"""Particle dynamics on the MMN time axis (docs/design.md §1).
 
 One explicit Euler–Maruyama scheme covers every case:
 
@@ -209,7 +209,7 @@ class ParticleDynamics:
         new = replace(state, theta=theta, step=state.step + 1, t=float(f"{state.t + dt:.15g}"))
         return new, StepInfo(potential=pot, step_size=s, beta=beta)
 
-    # --- hooks overridden by a sharded dynamics (dynamics.sharded, issue 9) -------------------
+    # --- hooks overridden by a sharded dynamics (dynamics.sharded) ----------------------------
     def _noise(self, state: ParticleState, theta: torch.Tensor) -> torch.Tensor:
         """ζ ~ N(0, I) of θ's shape [B, N, D] from the state's generator, drawn on the
         generator's device and moved to θ's (a CPU generator drives a CUDA run with the CPU

@@ -1,8 +1,8 @@
-"""One particle system sharded over P processes with torch.distributed (issue 9).
+"""One particle system sharded over P processes with torch.distributed.
 
 Rank r of P owns the particles i ∈ [lo_r, hi_r) (contiguous rows of θ [B, N, D], about N/P
 each, boundaries on multiples of 8 rows).  One step of :class:`ShardedDynamics` is exactly
-the Euler–Maruyama step of :class:`~meanfield.dynamics.ParticleDynamics` (DESIGN.md §1)
+the Euler–Maruyama step of :class:`~meanfield.dynamics.ParticleDynamics` (docs/design.md §1)
 
     θ_i ← θ_i − 2 s_k (∇Ψ(θ_i; ρ_N) + λ θ_i) + sqrt(4 s_k / β(t_k)) ζ_i,   s_k = dt ξ(t_k),
 
@@ -14,7 +14,7 @@ computed by each rank for its own particles only:
   rank.  The task's ``population_potential`` is called on the own rows with a pair sum whose
   sources "the particles themselves" are replaced by all particles, so any task that sees
   the other particles only through its ``pair_sum`` argument shards unchanged.  The risk
-  R = R_# + Σ_i m_i (Ψ_i + V_i) (DESIGN.md §1) needs all rows: it is formed by :meth:`gather`
+  R = R_# + Σ_i m_i (Ψ_i + V_i) (docs/design.md §1) needs all rows: it is formed by :meth:`gather`
   (only on recorded steps), with the same expression as the task, so it is bitwise equal.
 * **sample-based drift** (SGD batches, a finite dataset's full batch, Monte Carlo risks):
   every rank draws the same batch (x_k, y_k) from the replicated generator, computes the

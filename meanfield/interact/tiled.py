@@ -18,7 +18,7 @@ Two code paths compute the same sums (see ``interact.base``):
   allocator reuses instead of mapping fresh pages for each) and run on one thread when a tile
   holds fewer than ``EAGER_THREADS_MIN_ELEMENTS`` values: torch's per-operation parallel regions
   over ~10⁵ values cost more in synchronisation than they gain, and on a loaded machine each
-  one can wait a scheduler time slice for a descheduled thread (measured, issue 19: one
+  one can wait a scheduler time slice for a descheduled thread (measured: one
   float64 400 × 400 ``acos`` took 2.4 ms on 2 threads against 0.33 ms on 1; the eager
   N = 400 float64 pair sum 30–74 ms against 3–6.5 ms, with 4·10³ page faults per call at the
   former 64 MiB tiles).

@@ -1,4 +1,4 @@
-"""The measure-valued ResNet (DESIGN.md §1 "ResNets"; Barboni–Peyré–Vialard 2022, 2024).
+"""The measure-valued ResNet (docs/design.md §1 "ResNets"; Barboni–Peyré–Vialard 2022, 2024).
 
 A mean-field ResNet is a measure μ on [0, 1] × Θ with uniform first marginal,
 μ = ds ⊗ μ_s, acting on hidden states x ∈ R^D:
@@ -418,7 +418,7 @@ class ResNet:
     # The Euler gradient keeps σ(z) and σ'(z) of every layer from the forward pass (2 [B, n, M_l]
     # tensors per layer) when they fit in SAVE_ELEMS elements and the dense torch sums would not
     # tile the rows anyway: six [n, M]×[M|n, D] matmuls per layer instead of eight, the
-    # minimum for one exact gradient (issue 19, ``benchmarks/resnet.py``).
+    # minimum for one exact gradient (measured in ``benchmarks/resnet.py``).
     SAVE_ELEMS = 2 ** 26
 
     def _can_save(self, sums, theta, layers, n):
