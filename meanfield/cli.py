@@ -69,9 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     an = sub.add_parser("animate", help="a movie of a run's flow from its snapshots (GIF, or MP4 "
                                          "with an ffmpeg writer)")
     an.add_argument("run_dir", type=_path, help="the run directory to animate")
-    an.add_argument("--what", help="the view (default: the experiment's first): "
-                    "teacher-student/n-scaling cloud|plane; cb-relu2d plane|cloud; mmn-*/chaos-rate "
-                    "radial; mfld-torus torus; pde2d-* density; resnet-* depth|params")
+    an.add_argument("--what", help="the view: cloud, plane, radial, torus, density, depth or params "
+                    "(default: the experiment's first; `meanfield list` shows each experiment's views)")
     an.add_argument("--out", type=_path, help="the movie file, .gif or .mp4 (default DIR/figures/VIEW.gif)")
     an.add_argument("--fps", type=float, default=10, help="frames per second (default 10)")
     an.add_argument("--frames", type=int, help="show this many snapshots, spread evenly (default all)")
@@ -159,11 +158,12 @@ def _cmd_animate(args):
 
 
 def _cmd_list(args):
-    from .experiments import EXPERIMENTS, get_experiment
+    from .experiments import get_experiment, names, summary_line, views_of
 
-    for name in EXPERIMENTS:
-        doc = (get_experiment(name).__doc__ or "").strip().splitlines()[0]
-        print(f"{name:20s} {doc}")
+    for name in names():
+        exp = get_experiment(name)
+        views = views_of(exp)
+        print(f"{name:20s} {summary_line(exp)}" + (f"  [movies: {', '.join(views)}]" if views else ""))
 
 
 def _cmd_config(args):

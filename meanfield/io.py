@@ -138,13 +138,29 @@ def write_metrics(path: Path, rows: list[dict]) -> None:
     atomic_write_bytes(path, buf.getvalue().encode())
 
 
+def append_metrics(path: Path, rows: list[dict], columns: list[str]) -> None:
+    """Append ``rows`` to the CSV at ``path`` whose header is ``columns`` (every key of every
+    row among them), in one write, then fsync.  A writer killed mid-write can leave a partial
+    last line, which :func:`read_metrics` ignores."""
+    buf = _io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    for r in rows:
+        w.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()})
+    with open(path, "ab") as f:
+        f.write(buf.getvalue().encode())
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def read_metrics(path: Path) -> dict[str, np.ndarray]:
     """metrics.csv as a dict of float arrays, one per column; ``ConfigError`` naming the
     file when it is missing, unreadable or not a table of numbers."""
     path = Path(path)
     try:
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
+        text = path.read_text()
+        if text and not text.endswith("\n"):      # a partial last line: an interrupted append
+            text = text[:text.rfind("\n") + 1]
+        rows = list(csv.DictReader(_io.StringIO(text, newline="")))
     except FileNotFoundError:
         raise ConfigError(f"{path} does not exist") from None
     except (OSError, UnicodeDecodeError, csv.Error) as e:

@@ -34,21 +34,6 @@ import numpy as np
 from . import io
 from .errors import ConfigError
 
-VIEWS = {
-    "teacher-student": ("cloud", "plane"),
-    "n-scaling": ("cloud", "plane"),
-    "dataset": ("cloud",),
-    "cb-relu2d": ("plane", "cloud"),
-    "mmn-isotropic": ("radial",),
-    "mmn-bifurcation": ("radial",),
-    "chaos-rate": ("radial",),
-    "mfld-torus": ("torus",),
-    "pde2d-teacher": ("density",),
-    "pde2d-torus": ("density",),
-    "resnet-limit": ("depth", "params"),
-    "resnet-rkhs": ("depth", "params"),
-    "resnet-digits": ("depth", "params"),
-}
 FORMATS = (".gif", ".mp4")
 
 
@@ -440,11 +425,28 @@ _BUILDERS = {"cloud": _cloud, "plane": _plane, "radial": _radial, "torus": _toru
 
 
 # ---- the API ---------------------------------------------------------------------------------
+def experiment_views() -> dict:
+    """{experiment: its views} of every registered experiment with a movie (each declares
+    ``VIEWS``, the first its default)."""
+    from .experiments import get_experiment, names, views_of
+
+    return {n: views_of(get_experiment(n)) for n in names() if views_of(get_experiment(n))}
+
+
 def views(experiment: str) -> tuple[str, ...]:
-    """The movie views of an experiment, the default first (``ConfigError`` when it has none)."""
-    if experiment not in VIEWS:
-        raise ConfigError(f"{experiment} has no movie (movies exist for {', '.join(VIEWS)})")
-    return VIEWS[experiment]
+    """The movie views of an experiment, the default first (``ConfigError`` when it has none
+    or declares a view this module does not draw)."""
+    from .experiments import get_experiment, views_of
+
+    names = views_of(get_experiment(experiment))
+    if not names:
+        raise ConfigError(f"{experiment} has no movie (movies exist for "
+                          f"{', '.join(experiment_views())})")
+    unknown = [v for v in names if v not in _BUILDERS]
+    if unknown:
+        raise ConfigError(f"{experiment} declares the view {unknown[0]!r}, which meanfield.movies does "
+                          f"not draw (views: {', '.join(_BUILDERS)})")
+    return names
 
 
 def animate(run_dir, what: str | None = None, *, frames: int | None = None, fps: float = 10,
@@ -554,8 +556,9 @@ def write_movie(run_dir, out=None, *, what: str | None = None, fps: float = 10,
 
 
 def describe_views() -> str:
-    """One line per experiment with its views (for ``meanfield animate --help``)."""
-    return "; ".join(f"{k}: {', '.join(v)}" for k, v in VIEWS.items())
+    """One line: each experiment with its views ("teacher-student: cloud, plane; …")."""
+    return "; ".join(f"{k}: {', '.join(v)}" for k, v in experiment_views().items())
 
 
-__all__ = ["VIEWS", "Run", "animate", "describe_views", "frame_indices", "views", "write_movie"]
+__all__ = ["FORMATS", "Run", "animate", "describe_views", "experiment_views", "frame_indices", "views",
+           "write_movie"]

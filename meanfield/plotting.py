@@ -186,13 +186,3 @@ def plot_run(run_dir, coords=None) -> list[Path]:
     for name, fn in figures:
         written.append(save_figure(fn(run_dir), figdir / name))
     return written
-
-
-def animate(run_dir, what=None, *, frames=None, fps: float = 10, dpi: float = 100):
-    """A matplotlib ``FuncAnimation`` of a run's flow from its snapshots (``what``: one of
-    ``meanfield.movies.views(experiment)``, default the experiment's first; ``frames``
-    snapshots spread evenly, default all); in a notebook, ``anim.to_jshtml()`` shows it
-    inline.  See ``meanfield.movies`` for the views and ``meanfield animate`` to write it."""
-    from .movies import animate as _animate
-
-    return _animate(run_dir, what, frames=frames, fps=fps, dpi=dpi)

@@ -47,10 +47,10 @@ import torch
 
 from . import io
 from .errors import ConfigError, DivergenceError
-from .experiments import get_experiment
-from .experiments.plan import RunContext, default_results, flat_row
+from .experiments import figures_of, get_experiment
+from . import store
+from .experiments.plan import PhaseRecord, RunContext, Snapshot, default_results
 
-CHECKPOINT_FORMAT = 2
 MAX_SNAPSHOT_BYTES_FRACTION = 0.5
 
 
@@ -168,6 +168,20 @@ def check_record(run_dir, plan) -> None:
                               f"records another one; an input file edited?); start a new run")
 
 
+def read_checkpoint(run_dir) -> dict | None:
+    """The checkpoint of ``run_dir`` (None without one), its checksum verified and its format
+    one this version reads; ConfigError otherwise."""
+    ck_path = Path(run_dir) / io.CHECKPOINT
+    if not (ck_path.exists() or ck_path.is_symlink()):
+        return None
+    ck = io.load_checkpoint(ck_path)
+    if ck.get("format") not in store.READABLE or "progress" not in ck:
+        raise ConfigError(f"checkpoint {ck_path} is corrupted or from another meanfield version "
+                          f"(format {ck.get('format')!r}, this version reads "
+                          f"{' and '.join(map(str, store.READABLE))})")
+    return ck
+
+
 def load_run(run_dir):
     """(experiment module, saved config, checkpoint or None) of a run directory, every file
     verified: config.json parses into the experiment's Config, the checkpoint's checksum and
@@ -176,13 +190,8 @@ def load_run(run_dir):
     rec = io.load_run_config(run_dir)
     exp = get_experiment(rec["experiment"])
     saved = exp.Config.from_mapping(rec["config"], source=str(run_dir / io.CONFIG))
-    ck = None
-    ck_path = run_dir / io.CHECKPOINT
-    if ck_path.exists() or ck_path.is_symlink():
-        ck = io.load_checkpoint(ck_path)
-        if ck.get("format") != CHECKPOINT_FORMAT or "progress" not in ck:
-            raise ConfigError(f"checkpoint {ck_path} is corrupted or from another meanfield version "
-                              f"(format {ck.get('format')!r}, expected {CHECKPOINT_FORMAT})")
+    ck = read_checkpoint(run_dir)
+    if ck is not None:
         if ck.get("experiment") != rec["experiment"]:
             raise ConfigError(f"{run_dir / io.CONFIG} says {rec['experiment']!r} but its checkpoint "
                               f"holds a {ck.get('experiment')!r} run (config.json edited?)")
@@ -193,6 +202,7 @@ def load_run(run_dir):
                                  if diff else "keys differ") + "; config.json edited?)")
     for p in sorted(run_dir.glob("*.npz")):
         io.verify_npz(p)
+    store.load(run_dir, ck)                        # every record's checksum
     return exp, saved, ck
 
 
@@ -202,21 +212,11 @@ def _execute_or_spawn(exp, cfg, plan, out, ck, progress):
 
         started = time.perf_counter()
         io.remove_stale_temporaries(out)
-        distributed.spawn(_rank_main, cfg.shards, _reference(exp), cfg.to_dict(), str(out),
-                          ck is not None or (out / io.CHECKPOINT).exists(), progress,
-                          timeout=cfg.shard_timeout)
-        final = io.load_checkpoint(out / io.CHECKPOINT)
-        state = _final_state(exp, cfg, final)
-        return RunResult(out, final.get("summary", []), time.perf_counter() - started, state)
+        rows, state = distributed.spawn(_rank_main, cfg.shards, _reference(exp), cfg.to_dict(), str(out),
+                                        ck is not None or (out / io.CHECKPOINT).exists(), progress,
+                                        timeout=cfg.shard_timeout)
+        return RunResult(out, rows, time.perf_counter() - started, state)
     return execute(exp, cfg, plan, out, ck, progress=progress)
-
-
-def _final_state(exp, cfg, ck):
-    done = ck.get("done") or {}
-    if not done:
-        return None
-    last = list(done.values())[-1]
-    return last.get("state")
 
 
 def _reference(exp):
@@ -229,7 +229,8 @@ def _reference(exp):
 
 def _rank_main(comm, ref, cfg_dict, out, resuming, progress):
     """One rank of a spawned sharded run: rebuild the experiment's plan from the config and
-    run the phases with ``comm``; rank 0 writes (the spawning process holds the lock)."""
+    run the phases with ``comm``; rank 0 writes (the spawning process holds the lock) and
+    returns (summary rows, final state)."""
     import importlib
 
     exp = importlib.import_module(ref[1]) if isinstance(ref, tuple) else ref
@@ -237,8 +238,8 @@ def _rank_main(comm, ref, cfg_dict, out, resuming, progress):
     ck = None
     if resuming and (Path(out) / io.CHECKPOINT).exists():
         ck = io.load_checkpoint(Path(out) / io.CHECKPOINT)
-    execute(exp, cfg, exp.plan(cfg), Path(out), ck, progress=progress and comm.rank == 0, comm=comm)
-    return None
+    res = execute(exp, cfg, exp.plan(cfg), Path(out), ck, progress=progress and comm.rank == 0, comm=comm)
+    return (res.rows, res.state) if comm.rank == 0 else None
 
 
 def _run_launched(exp, cfg, out, comm, progress):
@@ -269,8 +270,8 @@ def _run_launched(exp, cfg, out, comm, progress):
 
 
 def plot(run_dir, coords=None) -> list[Path]:
-    """Redraw the figures of ``run_dir`` from its files (the experiment's ``plot``, else
-    ``plotting.plot_run``), after checking its files (:func:`load_run`); also completes a run
+    """Redraw the figures of ``run_dir`` from its files (the experiment's ``FIGURES``),
+    after checking its files (:func:`load_run`); also completes a run
     whose figures were interrupted.  ConfigError when the files are missing or corrupted."""
     run_dir = Path(run_dir)
     exp, _, _ = load_run(run_dir)
@@ -284,11 +285,10 @@ def plot(run_dir, coords=None) -> list[Path]:
 
 
 def draw(exp, run_dir, coords=None) -> list[Path]:
-    """The experiment's figures for ``run_dir``; files that do not hold what the figures
-    need (edited, from another version) are a ConfigError naming the run directory."""
-    from .plotting import plot_run
-
-    fn = getattr(exp, "plot", plot_run)
+    """The experiment's figures for ``run_dir`` (its ``FIGURES``); files that do not hold what
+    the figures need (edited, from another version) are a ConfigError naming the run
+    directory."""
+    fn = figures_of(exp)
     try:
         return fn(run_dir, coords)
     except ConfigError:
@@ -296,6 +296,33 @@ def draw(exp, run_dir, coords=None) -> list[Path]:
     except (KeyError, ValueError, IndexError, TypeError, OSError, EOFError) as e:
         raise ConfigError(f"cannot draw the figures of {run_dir}: its files do not hold what they "
                           f"should ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
+
+
+def status(run_dir, steps: int | None = None) -> str:
+    """Where the run in ``run_dir`` stands, for sweeps and scripts: "absent" (no run there:
+    no directory, or one without config.json), "finished" (its last checkpoint says so and,
+    when ``steps`` is given, it ran at least that many steps) or "resumable" (anything else:
+    ``resume`` continues it).  Every file is verified first (:func:`load_run`): a corrupted
+    run is a ConfigError, not a status."""
+    run_dir = Path(run_dir)
+    if not (run_dir / io.CONFIG).exists():
+        return "absent"
+    _, _, ck = load_run(run_dir)
+    prog = progress_of(ck)
+    if ck is not None and ck.get("finished") and (steps is None or prog["steps"] >= steps):
+        return "finished"
+    return "resumable"
+
+
+def load_records(run_dir):
+    """(progress, {key: PhaseRecord} of the finished phases, the current phase's PhaseRecord
+    or None) of a run directory, every file verified: what its checkpoint and records hold
+    (rows and snapshots are absent from a finished run that cannot be extended: they live in
+    its result files).  Needs no registered experiment: a user's own experiment object's runs
+    read the same."""
+    ck = read_checkpoint(run_dir)
+    loaded = store.load(Path(run_dir), ck)
+    return progress_of(ck), loaded.done, loaded.current
 
 
 def progress_of(ck) -> dict | None:
@@ -352,28 +379,9 @@ def machine_memory() -> int:
 
 
 def memory_needed(cfg) -> int:
-    """Estimated peak bytes of a run of ``cfg``: the Config's own ``memory_bytes()`` when it
-    gives one, else, with p = replicas·N·(d + 2) numbers of the config's dtype,
-    12 p (state, velocity, noise, potentials, gathered copies) + snapshots (steps/save_every
-    + 2 of p, twice while a checkpoint is serialised) + samples (replicas · max(batch_size,
-    n_mc) · (d + N) · 3) + the teacher (m0 · (d + 2) float64) + the pair backend's workspace
-    (the numpy reference forms N² float64 products; tiles and KeOps O(N))."""
-    own = cfg.memory_bytes()
-    if own is not None:
-        return int(own)
-    item = 4 if cfg.dtype == "float32" else 8
-    R, N, d = cfg.replicas, cfg.N, cfg.d
-    p = R * N * (d + 2)
-    snaps = cfg.steps // max(1, cfg.save_every) + 2
-    batch = max(int(getattr(cfg, "batch_size", 1) or 1), int(getattr(cfg, "n_mc", 0) or 0))
-    total = 12 * p * item + 2 * snaps * p * item
-    total += 3 * R * batch * (d + N) * item
-    total += 4 * int(getattr(cfg, "m0", 0) or 0) * (d + 2) * 8
-    if cfg.backend == "numpy":
-        total += 4 * R * N * N * 8
-    else:
-        total += 4 * R * N * 256 * 8
-    return int(total)
+    """Estimated peak bytes of a run of ``cfg``: what its Config declares
+    (``cfg.memory_bytes()``: particles, snapshots, samples, the backend's workspace)."""
+    return int(cfg.memory_bytes())
 
 
 def _gb(n: float) -> str:
@@ -385,46 +393,39 @@ def check_memory(cfg) -> int:
     Called before an experiment builds anything."""
     need, have = memory_needed(cfg), machine_memory()
     if need > have:
-        raise ConfigError(f"this config needs about {_gb(need)} of memory (N={cfg.N}, d={cfg.d}, "
-                          f"replicas={cfg.replicas}, dtype={cfg.dtype}); this machine has {_gb(have)}")
+        raise ConfigError(f"this config needs about {_gb(need)} of memory ({cfg.size_text()}); "
+                          f"this machine has {_gb(have)}")
     return need
 
 
 # ---- the loop ------------------------------------------------------------------------------
 def execute(exp, cfg, plan, out, ck=None, *, progress: bool = True, comm=None) -> RunResult:
     """Run ``plan``'s phases into the locked run directory ``out`` from checkpoint ``ck``
-    (None: from the start): the one loop of the code base (module docstring)."""
+    (None: from the start): the one loop of the code base (module docstring).  What persists
+    between commits, and how, is ``meanfield.store``'s."""
     from tqdm.auto import tqdm
 
     out = Path(out)
     writer = comm is None or comm.rank == 0
     started = time.perf_counter()
+    loaded = store.load(out, ck)
+    runstore = store.RunStore(out, {"experiment": exp.NAME, "config": cfg.to_dict()}, loaded) if writer else None
     if writer:
         io.remove_stale_temporaries(out)
-    shared = ck.get("shared") if ck else None
-    done = dict(ck["done"]) if ck else {}
-    current = ck.get("current") if ck else None
+        runstore.remove_uncommitted()
+    shared, done, current = loaded.shared, dict(loaded.done), loaded.current
     threads = contextlib.nullcontext() if not plan.threads else _threads(plan.threads)
     last = {"progress": progress_of(ck)}
 
-    def save(cur=None, finished=False, summary=None, phases=None, steps_in_phase=0, key=None,
-             steps=None):
+    def save(cur=None, finished=False, phases=None, steps_in_phase=0, key=None, steps=None):
         prog = {"phases_done": len(done), "phases": phases if phases is not None else len(done),
                 "phase": key, "step": steps_in_phase, "steps": cfg.steps if steps is None else steps,
                 "finished": finished}
         if writer:
-            kept = done
-            if finished and "steps" not in cfg.resume_mutable:
-                # a finished run that cannot be extended needs no snapshots to resume: they
-                # are in particles.npz (keeps the run directory at one copy of them)
-                kept = {k: {**e, "snaps": []} for k, e in done.items()}
-            io.save_checkpoint(out / io.CHECKPOINT, {
-                "format": CHECKPOINT_FORMAT, "experiment": exp.NAME, "config": cfg.to_dict(),
-                "shared": shared, "done": kept, "current": cur, "progress": prog,
-                "finished": finished, "summary": summary})
-            rows = [r for e in done.values() for r in e["rows"]] + (cur["rows"] if cur else [])
-            if not finished:
-                io.write_metrics(out / io.METRICS, [flat_row(r) for r in rows])
+            # a finished run that cannot be extended needs no records to resume: its rows and
+            # snapshots are in its result files (keeps the run directory at one copy of them)
+            runstore.commit(shared=shared, done=done, current=cur, progress=prog, finished=finished,
+                            drop_records=finished and "steps" not in cfg.resume_mutable)
         last["progress"] = prog
 
     try:
@@ -443,19 +444,19 @@ def execute(exp, cfg, plan, out, ck=None, *, progress: bool = True, comm=None) -
             state = None
             try:
                 for ph in phases:
-                    entry = done.get(ph.key)
+                    rec = done.get(ph.key)
                     steps = ph.steps or cfg.steps
                     resume_from = None
-                    if current is not None and current["key"] == ph.key:
+                    if current is not None and current.key == ph.key:
                         resume_from, current = current, None
-                    elif entry is not None:
-                        if entry["state"] is None or entry["state"]["step"] >= steps or not ph.extendable:
+                    elif rec is not None:
+                        if rec.state is None or rec.state["step"] >= steps or not ph.extendable:
                             bar.update(steps)
                             continue
-                        resume_from = {"key": ph.key, "state": entry["state"], "rows": entry["rows"],
-                                       "snaps": entry["snaps"], "generators": entry.get("generators", {})}
+                        resume_from = rec
                         del done[ph.key]
-                    state = _run_phase(ph, cfg, steps, resume_from, bar, comm, done, len(phases), save)
+                    state = _run_phase(ph, cfg, steps, resume_from, bar, comm, done, len(phases),
+                                       save, runstore)
             finally:
                 bar.close()
             ordered = {ph.key: done[ph.key] for ph in phases}     # extended phases re-inserted
@@ -467,8 +468,7 @@ def execute(exp, cfg, plan, out, ck=None, *, progress: bool = True, comm=None) -
             else:
                 summary = None
             longest = max((ph.steps or cfg.steps for ph in phases), default=cfg.steps)
-            save(finished=True, summary=summary, phases=len(phases), steps_in_phase=longest,
-                 key=None, steps=longest)
+            save(finished=True, phases=len(phases), steps_in_phase=longest, key=None, steps=longest)
     except DivergenceError as e:
         e.run_dir = out
         e.checkpoint = last["progress"] if (out / io.CHECKPOINT).exists() else None
@@ -478,7 +478,7 @@ def execute(exp, cfg, plan, out, ck=None, *, progress: bool = True, comm=None) -
     return RunResult(out, summary or [], time.perf_counter() - started, state)
 
 
-def _run_phase(ph, cfg, steps, resume_from, bar, comm, done, n_phases, save):
+def _run_phase(ph, cfg, steps, resume_from, bar, comm, done, n_phases, save, runstore):
     log_every = ph.log_every or cfg.log_every
     ckpt_every = ph.checkpoint_every or cfg.checkpoint_every
     save_every = cfg.save_every if ph.save_every is None else ph.save_every
@@ -493,15 +493,17 @@ def _run_phase(ph, cfg, steps, resume_from, bar, comm, done, n_phases, save):
         return (k in snap_set) if snap_set is not None else (save_every > 0 and k % save_every == 0)
 
     dyn, state = ph.build()
-    rows, snaps = [], []
+    rec = PhaseRecord(key=ph.key, columns=dict(ph.columns))
     if resume_from is not None:
-        state = type(state).from_state_dict(resume_from["state"])
+        state = type(state).from_state_dict(resume_from.state)
         k0 = state.step
-        rows = [r for r in resume_from["rows"] if r["step"] < k0]
-        snaps = [s for s in resume_from["snaps"] if s[0] < k0]
+        rec.rows = [r for r in resume_from.rows if r["step"] < k0]
+        rec.snaps = [s for s in resume_from.snaps if s.step < k0]
         for name, g in ph.generators.items():
-            if name in resume_from.get("generators", {}):
-                g.set_state(resume_from["generators"][name])
+            if name in resume_from.generators:
+                g.set_state(resume_from.generators[name])
+        if runstore is not None:
+            runstore.rebase(rec)
     if comm is not None:
         from .dynamics.sharded import ShardedDynamics
 
@@ -523,17 +525,17 @@ def _run_phase(ph, cfg, steps, resume_from, bar, comm, done, n_phases, save):
         else:
             measured = ph.measure(dyn, st, pot)
         _check_finite(measured, ph, st.step)
-        row = {**ph.columns, "step": st.step, "t": st.t, **measured}
-        rows.append(row)
+        rec.rows.append({**ph.columns, "step": st.step, "t": st.t, **measured})
 
     def current():
-        return {"key": ph.key, "state": whole(state).state_dict(), "rows": rows, "snaps": snaps,
-                "generators": {n: g.get_state() for n, g in ph.generators.items()}}
+        rec.state = whole(state).state_dict()
+        rec.generators = {n: g.get_state() for n, g in ph.generators.items()}
+        return rec
 
     while state.step < steps:
         k = state.step
         if snap_at(k):
-            snaps.append((k, state.t, take(whole(state))))
+            rec.snaps.append(Snapshot(k, state.t, take(whole(state))))
         if ph.chunked:
             if k % log_every == 0:
                 record(state, None)
@@ -553,16 +555,15 @@ def _run_phase(ph, cfg, steps, resume_from, bar, comm, done, n_phases, save):
             bar.update(1)
         if state.step % ckpt_every == 0 and state.step < steps:
             save(current(), phases=n_phases, steps_in_phase=state.step, key=ph.key, steps=steps)
-    if not rows or rows[-1]["step"] != state.step:
+    if not rec.rows or rec.rows[-1]["step"] != state.step:
         record(state, None, last=True)
     final = whole(state)
-    if ph.snapshots and (not snaps or snaps[-1][0] != state.step):
-        snaps.append((state.step, state.t, take(final)))
-    result = ph.finish(dyn, final, {"rows": rows, "snaps": snaps}) if ph.finish else {}
-    done[ph.key] = {"columns": dict(ph.columns), "rows": rows, "snaps": snaps,
-                    "state": final.state_dict() if ph.extendable else None,
-                    "generators": {n: g.get_state() for n, g in ph.generators.items()},
-                    "result": result}
+    if ph.snapshots and (not rec.snaps or rec.snaps[-1].step != state.step):
+        rec.snaps.append(Snapshot(state.step, state.t, take(final)))
+    rec.result = ph.finish(dyn, final, rec) if ph.finish else {}
+    rec.state = final.state_dict() if ph.extendable else None
+    rec.generators = {n: g.get_state() for n, g in ph.generators.items()}
+    done[ph.key] = rec
     save(phases=n_phases, steps_in_phase=state.step, key=None, steps=steps)
     return final
 

@@ -62,8 +62,6 @@ import itertools
 import math
 import os
 import re
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -290,8 +288,7 @@ def run_point(experiment: str, config: dict, run_dir: str, metric: str = "risk")
         if diff:
             raise ConfigError(f"{out} holds a run with another config ({diff[0]}={saved.get(diff[0])!r}, "
                               f"sweep wants {config.get(diff[0])!r}); move it away to re-run")
-        _, _, ck = runner.load_run(out)
-        if _is_finished(ck, cfg.steps):
+        if runner.status(out, cfg.steps) == "finished":
             skipped = True
         else:
             sets = [f"steps={cfg.steps}"] if saved.get("steps") != cfg.steps else []
@@ -351,11 +348,11 @@ def _error_text(e: BaseException) -> str:
 
 
 def warm_up(experiment: str, jobs: list[Job]) -> None:
-    """Compile KeOps formulas / native loops in this process before workers start: one step
-    at a tiny N for each distinct (d, dtype, backend) — through the experiment's
-    ``warmup(cfg)`` if it has one, else its ``build(cfg) -> (task, dynamics, state)`` and one
-    ``dynamics.step``, else a one-step run in a throw-away directory.  Failures are ignored here (the
-    points report their own errors)."""
+    """Compile KeOps formulas / native loops in this process before workers start, once for
+    each distinct (d, dtype, backend): through the experiment's ``warmup(cfg)`` when it
+    declares one, else by one step of its first phase at N ≤ 8 (experiments whose plan has a
+    prelude, a PDE solve, declare their own or are not warmed).  Failures are ignored here
+    (the points report their own errors)."""
     from .experiments import get_experiment
 
     exp = get_experiment(experiment)
@@ -371,21 +368,13 @@ def warm_up(experiment: str, jobs: list[Job]) -> None:
             if hasattr(exp, "warmup"):
                 exp.warmup(cfg)
                 continue
-            small = exp.Config.from_mapping({**c, "N": min(int(c.get("N", 8)), 8), "replicas": 1,
-                                             "steps": 1, "log_every": 1, "save_every": 1,
-                                             "checkpoint_every": 1})
-            if hasattr(exp, "build"):         # (task, dynamics, state): one step, no files
-                _, dyn, state = exp.build(small)
+            small = {"replicas": 1, "steps": 1, "log_every": 1, "save_every": 1, "checkpoint_every": 1}
+            if "N" in c:
+                small["N"] = min(int(c["N"]), 8)
+            plan = exp.plan(exp.Config.from_mapping({**c, **small}))
+            if plan.prelude is None:
+                dyn, state = next(iter(plan.phases({}))).build()
                 dyn.step(state)
-                continue
-            tmp = Path(tempfile.mkdtemp(prefix="meanfield-warmup-"))
-            try:
-                import contextlib
-
-                with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
-                    exp.run(small, tmp / "run", progress=False)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
         except Exception:  # noqa: BLE001
             pass
 
@@ -513,19 +502,14 @@ def _run_sweep(experiment, grid, out, jobs, *, sets, config_file, executor, repl
     return flush()
 
 
-def _is_finished(ck: dict | None, steps: int) -> bool:
-    """Whether checkpoint ``ck`` is of a finished run that reached ``steps``."""
-    return bool(ck and ck.get("finished")) and ck["progress"]["steps"] >= steps
-
-
 def _finished(run_dir: Path, config: dict) -> bool:
-    ck = run_dir / io.CHECKPOINT
-    if not ck.exists():
-        return False
+    """Whether ``run_dir`` holds a finished run of at least ``config``'s steps (False for a
+    corrupted one: its point reports the error)."""
+    from . import runner
+
     try:
-        c = io.load_checkpoint(ck)
-        return _is_finished(c, int(config.get("steps", 0)))
-    except (ConfigError, KeyError, TypeError):
+        return runner.status(run_dir, int(config.get("steps", 0))) == "finished"
+    except (ConfigError, KeyError, TypeError, ValueError):
         return False
 
 

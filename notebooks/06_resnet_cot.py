@@ -262,13 +262,13 @@ assert (run_dir / "figures" / "limits.png").exists()
 # %% [markdown]
 # ## The flow as a movie
 # The data points transported through the trained reference ResNet, the layer coordinate s as time. `meanfield animate DIR` writes a run's movie (a GIF; `--what` picks the view);
-# `meanfield.plotting.animate(DIR)` returns it as a matplotlib animation; under Jupyter the
+# `meanfield.movies.animate(DIR)` returns it as a matplotlib animation; under Jupyter the
 # GIF it saved plays inline (`anim.to_jshtml()` would give a player with buttons instead).
 
 # %%
-from meanfield import plotting  # noqa: E402
+from meanfield import movies  # noqa: E402
 
-anim = plotting.animate(run_dir, frames=12 if SMALL else None, dpi=60)
+anim = movies.animate(run_dir, frames=12 if SMALL else None, dpi=60)
 anim.save(OUT / "movie.gif", writer="pillow", fps=8)
 plt.close("all")                                      # the animation's figure: shown as the movie only
 if "ipykernel" in sys.modules:                        # under Jupyter: play the GIF inline

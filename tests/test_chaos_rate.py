@@ -118,14 +118,14 @@ def test_resume_skips_finished_N_and_reproduces_the_results(tmp_path, monkeypatc
                                   "checkpoint_every=2000", "n_mc=1000", "pde_cells=200",
                                   "n_boot=200"])
     runner.run(exp, cfg, tmp_path / "a", progress=False)
-    ck = io.load_checkpoint(tmp_path / "a" / io.CHECKPOINT)
-    assert ck["finished"] and list(ck["done"]) == [f"N={N}" for N in cfg.grid()]
+    progress, done, _ = runner.load_records(tmp_path / "a")
+    assert progress["finished"] and list(done) == [f"N={N}" for N in cfg.grid()]
     # a run stopped after the first N: resume computes the other two
     stop_after_phases(1)
     with pytest.raises(KeyboardInterrupt):
         runner.run(exp, cfg, tmp_path / "b", progress=False)
     monkeypatch.undo()
-    assert list(io.load_checkpoint(tmp_path / "b" / io.CHECKPOINT)["done"]) == [f"N={cfg.grid()[0]}"]
+    assert list(runner.load_records(tmp_path / "b")[1]) == [f"N={cfg.grid()[0]}"]
     runner.resume(tmp_path / "b", progress=False)
     for f in ("summary.csv", io.METRICS, "fit.json"):
         assert (tmp_path / "b" / f).read_text() == (tmp_path / "a" / f).read_text(), f

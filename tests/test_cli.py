@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from meanfield import io
+from meanfield import io, runner
 from meanfield.cli import main
 from meanfield.dynamics import ParticleDynamics
 from meanfield.interact import evaluate
@@ -180,8 +180,8 @@ def test_divergence_exits_3_with_checkpoint_intact(tmp_path, capsys):
                            "--set", "steps=40", "--set", "checkpoint_every=1", "--no-progress")
     assert code == 3
     assert err.count("\n") == 1 and "step" in err and "Traceback" not in err
-    ck = io.load_checkpoint(out / "checkpoint.pt")
-    assert torch.isfinite(ck["current"]["state"]["theta"]).all()
+    _, _, current = runner.load_records(out)
+    assert torch.isfinite(current.state["theta"]).all()
 
 
 def test_config_lists_every_key_with_its_default_and_presets(capsys):

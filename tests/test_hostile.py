@@ -27,7 +27,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from meanfield import io, runner
+from meanfield import io, runner, store
 from meanfield.cli import main
 
 TINY = ["--set", "N=20", "--set", "d=3", "--set", "steps=20", "--set", "backend=torch",
@@ -132,6 +132,10 @@ def test_mutable_keys_do_change_on_resume(run_a, capsys):
     assert (rec["steps"], rec["dt"], rec["log_every"]) == (30, 0.1, 2)
     ck = io.load_checkpoint(run_a / io.CHECKPOINT)
     assert ck["config"] == rec and ck["progress"]["steps"] == 30 and ck["finished"]
+    # the extended phase's records hold every row once: the old final row at step 20 was
+    # dropped (a "truncate" chunk) and recorded again as an ordinary row
+    _, done, _ = runner.load_records(run_a)
+    assert [r["step"] for r in done["main"].rows] == [0, 5, 10, 15, 20, 22, 24, 26, 28, 30]
     steps = io.read_metrics(run_a / io.METRICS)["step"]
     assert list(steps) == [0, 5, 10, 15, 20, 22, 24, 26, 28, 30]
 
@@ -163,28 +167,34 @@ def _member_data(path: Path) -> list[tuple[int, int]]:
 def test_every_byte_flip_is_detected(finished, tmp_path, capsys):
     """Byte flips at random offsets in θ, in the generator state and anywhere else in the
     checkpoint (its checksum covers every byte after its header line, the header holds the
-    checksum), and in the data of particles.npz's arrays (its checksum covers the arrays'
+    checksum), anywhere in a chunk of the phase's records (rows and snapshots, checksummed
+    the same way), and in the data of particles.npz's arrays (its checksum covers the arrays'
     names, dtypes, shapes and values): resume, show and plot all exit 2 naming the
-    corruption, and nothing is written (100 % of 60 flips)."""
+    corruption, and nothing is written (100 % of 75 flips)."""
     ck = io.load_checkpoint(finished / io.CHECKPOINT)
-    entry = ck["done"]["main"]
+    state = ck["phases"]["main"]["state"]
     blob = (finished / io.CHECKPOINT).read_bytes()
-    theta = _offsets_of(blob, entry["state"]["theta"].numpy().tobytes())
-    gen = _offsets_of(blob, entry["state"]["generator"].numpy().tobytes())
+    theta = _offsets_of(blob, state["theta"].numpy().tobytes())
+    gen = _offsets_of(blob, state["generator"].numpy().tobytes())
+    chunks = sorted((finished / store.RECORDS).glob("*.pt"))
+    assert len(chunks) >= 2
     rng = random.Random(7)
     cases = ([("ck", rng.randrange(*theta)) for _ in range(15)]
              + [("ck", rng.randrange(*gen)) for _ in range(15)]
              + [("ck", rng.randrange(len(blob))) for _ in range(15)]
+             + [(f"{store.RECORDS}/{rng.choice(chunks).name}", -1) for _ in range(15)]
              + [("npz", None) for _ in range(15)])
     members = _member_data(finished / io.PARTICLES)
     detected = 0
     for n, (what, off) in enumerate(cases):
         d = tmp_path / f"c{n}"
         shutil.copytree(finished, d)
-        path = d / (io.CHECKPOINT if what == "ck" else io.PARTICLES)
+        path = d / {"ck": io.CHECKPOINT, "npz": io.PARTICLES}.get(what, what)
         raw = bytearray(path.read_bytes())
         if off is None:                         # inside the data of a random array
             off = rng.randrange(*members[rng.randrange(len(members))])
+        elif off == -1:                         # anywhere in a chunk of records
+            off = rng.randrange(len(raw))
         raw[off] ^= 1 << rng.randrange(8)
         path.write_bytes(bytes(raw))
         before = files(d)

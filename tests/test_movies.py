@@ -11,7 +11,9 @@ from PIL import Image
 from meanfield import io, runner
 from meanfield.cli import main
 from meanfield.experiments import get_experiment
-from meanfield.movies import VIEWS, frame_indices
+from meanfield.movies import experiment_views, frame_indices
+
+VIEWS = experiment_views()
 
 # small runs with a few snapshots each (seconds in all)
 RUNS = {
@@ -159,9 +161,9 @@ def test_mp4_needs_a_writer_or_says_so(runs, tmp_path, capsys):
 def test_the_python_api_returns_a_funcanimation(runs):
     from matplotlib import animation
 
-    from meanfield import plotting
+    from meanfield import movies
 
-    anim = plotting.animate(runs / "mfld-torus", frames=3)
+    anim = movies.animate(runs / "mfld-torus", frames=3)
     assert isinstance(anim, animation.FuncAnimation)
     html = anim.to_jshtml()
     assert html.count("data:image/png;base64") >= 3

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from meanfield import io
+from meanfield import io, runner
 from meanfield.cli import main
 from meanfield.experiments import n_scaling as ns
 from meanfield.interact import evaluate
@@ -100,9 +100,9 @@ def test_interrupted_run_resumes_bit_for_bit(tmp_path, capsys, monkeypatch):
     with pytest.raises(Crash):
         main(["run", "n-scaling", "--out", str(crashed), *sets])
     monkeypatch.setattr(ParticleDynamics, "step", real)
-    ck = io.load_checkpoint(crashed / io.CHECKPOINT)
-    assert not ck["finished"] and list(ck["done"]) == ["N=8"] and ck["current"]["key"] == "N=15"
-    assert ck["progress"] == {"phases_done": 1, "phases": 3, "phase": "N=15", "step": 20, "steps": 40,
+    progress, done, current = runner.load_records(crashed)
+    assert not progress["finished"] and list(done) == ["N=8"] and current.key == "N=15"
+    assert progress == {"phases_done": 1, "phases": 3, "phase": "N=15", "step": 20, "steps": 40,
                               "finished": False}
     assert main(["resume", str(crashed), "--no-progress"]) == 0
     assert (ref / io.METRICS).read_bytes() == (crashed / io.METRICS).read_bytes()

@@ -181,17 +181,17 @@ def test_torus_free_energy_at_t0_matches_iid_closed_form(torus):
 
 def test_teacher_resume_skips_finished_N_and_reproduces_the_results(tmp_path, monkeypatch, stop_after_phases):
     exp = get_experiment("pde2d-teacher")
-    monkeypatch.setattr(exp, "plot", lambda *a, **k: [])     # figures are not compared here
+    monkeypatch.setattr(exp, "FIGURES", lambda *a, **k: [])     # figures are not compared here
     cfg = exp.Config.build(None, ["scale=small", "N=40", "N_min=10", "replicas=2", "steps=20",
                                   "log_every=10", "save_every=20", "cells=12", "n_boot=100"])
     runner.run(exp, cfg, tmp_path / "a", progress=False)
-    ck = io.load_checkpoint(tmp_path / "a" / io.CHECKPOINT)
-    assert ck["finished"] and list(ck["done"]) == [f"N={N}" for N in cfg.grid()]
+    progress, done, _ = runner.load_records(tmp_path / "a")
+    assert progress["finished"] and list(done) == [f"N={N}" for N in cfg.grid()]
     stop_after_phases(1)
     with pytest.raises(KeyboardInterrupt):
         runner.run(exp, cfg, tmp_path / "b", progress=False)
     monkeypatch.undo()
-    monkeypatch.setattr(exp, "plot", lambda *a, **k: [])
+    monkeypatch.setattr(exp, "FIGURES", lambda *a, **k: [])
     runner.resume(tmp_path / "b", progress=False)
     for f in ("summary.csv", io.METRICS, "fit.json"):
         assert (tmp_path / "b" / f).read_text() == (tmp_path / "a" / f).read_text(), f

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from meanfield import io
+from meanfield import io, runner
 from meanfield.cli import main
 from meanfield.dynamics import ConditionalOTFlow
 
@@ -47,8 +47,8 @@ def crash_and_resume(tmp_path, capsys, monkeypatch, name, argv, ref, crash_at):
     with pytest.raises(_Crash):
         main(["run", name, "--out", str(crashed), *argv])
     monkeypatch.setattr(ConditionalOTFlow, "step", real)
-    ck = io.load_checkpoint(crashed / io.CHECKPOINT)
-    assert not ck["finished"] and ck["current"] is not None and len(ck["done"]) >= 1
+    progress, done, current = runner.load_records(crashed)
+    assert not progress["finished"] and current is not None and len(done) >= 1
     assert not (crashed / io.PARTICLES).exists()
     code, _, err = run_cli(capsys, "resume", str(crashed), "--no-progress")
     assert code == 0, err

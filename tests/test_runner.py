@@ -8,46 +8,20 @@ import numpy as np
 import pytest
 import torch
 
-from meanfield import io, runner
+from meanfield import io, runner, store
 from meanfield.experiments import EXPERIMENTS, get_experiment
 from meanfield.seeds import derive_generator, derive_seed
 
 REPO = Path(__file__).resolve().parents[1]
 
 # a few seconds each: every experiment once
-TINY = {
-    "teacher-student": ["N=20", "d=3", "steps=20", "backend=torch", "log_every=5", "save_every=10",
-                        "checkpoint_every=10"],
-    "mmn-isotropic": ["scale=small", "N=30", "steps=4000", "log_every=1000", "save_every=2000",
-                      "checkpoint_every=2000", "n_mc=500", "pde_cells=100"],
-    "mmn-bifurcation": ["scale=small", "N=30", "steps=4000", "log_every=1000", "save_every=2000",
-                        "checkpoint_every=2000", "n_mc=500", "pde_cells=100"],
-    "chaos-rate": ["scale=small", "N=40", "N_min=10", "n_values=3", "replicas=2", "steps=1000",
-                   "log_every=500", "save_every=1000", "checkpoint_every=1000", "n_mc=300",
-                   "pde_cells=100", "n_boot=100"],
-    "n-scaling": ["scale=small", "m0=100", "N=30", "n_values=3", "steps=20", "log_every=5",
-                  "checkpoint_every=10", "n_boot=100"],
-    "cb-relu2d": ["scale=small", "steps=60", "log_every=20", "checkpoint_every=30", "n_snap=6"],
-    "cb-threshold": ["scale=small", "steps=40", "log_every=20", "checkpoint_every=20"],
-    "mfld-torus": ["scale=small", "steps=20", "noise_off=10", "log_every=2", "checkpoint_every=10"],
-    "pde2d-teacher": ["scale=small", "N=40", "N_min=10", "replicas=2", "steps=10", "log_every=5",
-                      "save_every=10", "cells=12", "w2_replicas=2", "n_boot=100"],
-    "pde2d-torus": ["scale=small", "N=40", "N_min=10", "replicas=2", "steps=12", "log_every=4",
-                    "save_every=12", "cells=10", "t_long=1", "w2_replicas=2", "n_boot=100",
-                    "fit_t0=0.1", "fit_floor=1e-9"],
-    "resnet-limit": ["scale=small", "tasks=neg", "steps=10", "log_every=5", "save_every=5",
-                     "checkpoint_every=5"],
-    "resnet-rkhs": ["scale=small", "targets=neg", "steps=10", "log_every=5", "save_every=5",
-                    "checkpoint_every=5"],
-    "resnet-digits": ["scale=small", "steps=10", "log_every=5", "save_every=5", "checkpoint_every=5"],
-    "linear-obstruction": ["scale=small", "log_every=20", "save_every=100", "checkpoint_every=100"],
-    "dataset": ["scale=small", "steps=20", "log_every=5", "save_every=10", "checkpoint_every=10"],
-}
+TINY = {name: list(get_experiment(name).TINY) for name in EXPERIMENTS}   # each declares its own
 
 
 def test_every_experiment_is_a_declaration():
-    """No experiment module runs itself: each holds NAME, Config and plan (and maybe plot,
-    warmup), never a ``run`` function nor a direct checkpoint write."""
+    """No experiment module runs itself: each holds NAME, Config and plan (and FIGURES, VIEWS,
+    warmup), never a ``run`` function nor a direct checkpoint write (``meanfield.store`` is
+    the one writer)."""
     assert set(TINY) == set(EXPERIMENTS)
     for name in EXPERIMENTS:
         exp = get_experiment(name)
@@ -57,7 +31,7 @@ def test_every_experiment_is_a_declaration():
             continue
         calls = [n for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Call)
                  and getattr(n.func, "attr", getattr(n.func, "id", None)) == "save_checkpoint"]
-        assert not calls or path.name == "runner.py", path          # one writer of checkpoints
+        assert not calls or path.name == "store.py", path           # one writer of checkpoints
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +43,7 @@ def runs(tmp_path_factory):
     try:
         for name, sets in TINY.items():
             exp = get_experiment(name)
-            exp_plot = getattr(exp, "plot", None)
+            exp_plot = getattr(exp, "FIGURES", None)
             cfg = exp.Config.build(None, sets)
             out[name] = (cfg, runner.run(exp, cfg, root / name, progress=False), exp_plot)
     finally:
@@ -84,33 +58,33 @@ def test_one_snapshot_layout_and_one_progress(runs, name):
     d = root / name
     snaps = io.read_snapshots(d)
     assert snaps, name
-    ck = io.load_checkpoint(d / io.CHECKPOINT)
-    prog = ck["progress"]
-    assert ck["finished"] and prog["finished"] and prog["phases_done"] == prog["phases"] == len(ck["done"])
+    prog, done, current = runner.load_records(d)
+    assert prog["finished"] and current is None and prog["phases_done"] == prog["phases"] == len(done)
     assert prog["steps"] == cfg.steps
     assert runner.describe_progress(prog).startswith(f"finished: {prog['phases']} phase")
-    keys = list(ck["done"])
+    keys = list(done)
+    extendable = "steps" in cfg.resume_mutable
     for s in snaps:
         assert s["phase"] in keys
         K = len(s["t"])
         assert K >= 1 and s["step"].shape == (K,) and s["theta"].shape[0] == K, (name, s["phase"])
         assert (np.diff(s["step"]) > 0).all() and (np.diff(s["t"]) > 0).all()
         # the snapshot arrays are the runner's snapshots of that phase, in order (a finished run
-        # that cannot be extended keeps them in particles.npz only)
-        kept = ck["done"][s["phase"]]["snaps"]
-        if "steps" in cfg.resume_mutable:
-            assert [k for k, _, _ in kept] == list(s["step"])
-            last = kept[-1][2]
+        # that cannot be extended keeps them in particles.npz only, and drops its records)
+        kept = done[s["phase"]].snaps
+        if extendable:
+            assert [x.step for x in kept] == list(s["step"])
+            last = kept[-1].value
             last = last.numpy() if isinstance(last, torch.Tensor) else last
             np.testing.assert_array_equal(s["theta"][-1], last[0] if s["theta"].ndim == last.ndim else last)
+            # every phase's last snapshot is its final state
+            assert s["step"][-1] == max(r["step"] for r in done[s["phase"]].rows)
         else:
-            assert kept == []
-        # every phase's last snapshot is its final state
-        assert s["step"][-1] == max(r["step"] for r in ck["done"][s["phase"]]["rows"])
+            assert kept == [] and not (d / store.RECORDS).exists()
     # the metrics rows start at step 0 of every phase and end at its last step
-    for key, entry in ck["done"].items():
-        steps = [r["step"] for r in entry["rows"]]
-        assert steps[0] == 0 and steps == sorted(steps), (name, key)
+    for key, rec in done.items():
+        steps = [r["step"] for r in rec.rows]
+        assert not extendable or (steps[0] == 0 and steps == sorted(steps)), (name, key)
     for f in (d / io.FIGURES).iterdir():
         assert f.suffix == ".png" and f.stat().st_size > 1000
 

@@ -35,7 +35,7 @@ from meanfield.dynamics import ParticleDynamics
 from meanfield.dynamics.sharded import ShardedDynamics, shard_ranges
 from meanfield.errors import ConfigError, DivergenceError, ShardError
 from meanfield.experiments import teacher_student as ts
-from meanfield.experiments.config import RunConfig
+from meanfield.experiments.config import TwoLayerConfig
 from meanfield.interact import evaluate
 from meanfield.models import ConfiningPotential, FiniteDataset, TeacherStudent, Unit
 
@@ -223,14 +223,14 @@ def _same_run(a: Path, b: Path):
     assert za.files == zb.files
     for k in za.files:
         assert np.array_equal(za[k], zb[k]), k
-    ca, cb = io.load_checkpoint(a / io.CHECKPOINT), io.load_checkpoint(b / io.CHECKPOINT)
-    assert ca["finished"] and cb["finished"] and list(ca["done"]) == list(cb["done"]) == ["main"]
-    ea, eb = ca["done"]["main"], cb["done"]["main"]
-    assert ea["rows"] == eb["rows"]
+    (pa, da, _), (pb, db, _) = runner.load_records(a), runner.load_records(b)
+    assert pa["finished"] and pb["finished"] and list(da) == list(db) == ["main"]
+    ea, eb = da["main"], db["main"]
+    assert ea.rows == eb.rows
     for k in ("theta", "generator"):
-        assert torch.equal(ea["state"][k], eb["state"][k]), k
-    assert ea["state"]["weights"] is None and eb["state"]["weights"] is None
-    assert torch.equal(ea["generators"]["eval"], eb["generators"]["eval"])
+        assert torch.equal(ea.state[k], eb.state[k]), k
+    assert ea.state["weights"] is None and eb.state["weights"] is None
+    assert torch.equal(ea.generators["eval"], eb.generators["eval"])
 
 
 @pytest.fixture(scope="module")
@@ -299,8 +299,8 @@ def test_a_lost_rank_stops_the_run_and_resume_finishes_it(unsharded_run, tmp_pat
 
 
 @dataclass(frozen=True)
-class _LoopConfig(RunConfig):
-    """A user's own experiment's config: the shared keys, shardable."""
+class _LoopConfig(TwoLayerConfig):
+    """A user's own experiment's config: the keys of a particle system, shardable."""
 
     shardable = True
 

@@ -54,17 +54,20 @@ from .. import io
 from ..dynamics import gradient_flow
 from ..errors import ConfigError
 from ..models import FiniteDataset, Unit
-from .config import RunConfig
+from .config import TwoLayerConfig
 from .particles import legacy_entries, size_phase
 from .plan import Plan, snapshot_arrays
 
 NAME = "cb-relu2d"
+VIEWS = ("plane", "cloud")     # meanfield animate: its views, the first the default
+# a config that runs in about a second (the tests run every experiment with it)
+TINY = ("scale=small", "steps=60", "log_every=20", "checkpoint_every=30", "n_snap=6")
 
 SMALL = {"steps": 2000, "replicas": 4, "log_every": 20, "checkpoint_every": 1000, "n_snap": 40}
 
 
 @dataclass(frozen=True)
-class Config(RunConfig):
+class Config(TwoLayerConfig):
     """Keys of cb-relu2d (see the module docstring): N = m of the well-specified runs, N_few
     the too-narrow width, m0 teacher units, n_train inputs on the unit circle, teacher_seed,
     init_radius (the init sphere in R³), lam = λ (ours: 2λ_CB), n_snap log-spaced snapshots,
@@ -267,3 +270,6 @@ def plot(run_dir, coords=None) -> list[Path]:
     fig.tight_layout()
     out.append(save_figure(fig, run_dir / io.FIGURES / "risk.png"))
     return out
+
+
+FIGURES = plot

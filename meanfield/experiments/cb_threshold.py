@@ -91,12 +91,14 @@ from ..dynamics import gradient_flow
 from ..errors import ConfigError
 from ..interact import evaluate
 from ..models import TeacherStudent, Unit
-from .config import RunConfig
+from .config import TwoLayerConfig
 from .n_scaling import warmup  # noqa: F401 (sweep warm-up)
 from .particles import size_phase
 from .plan import Plan, snapshot_arrays
 
 NAME = "cb-threshold"
+# a config that runs in about a second (the tests run every experiment with it)
+TINY = ("scale=small", "steps=40", "log_every=20", "checkpoint_every=20")
 
 SMALL = {"d": 10, "m0": 3, "m_values": "2,3,4,5,6", "replicas": 8, "steps": 2400,
          "horizons": "150,300,600", "log_every": 50, "checkpoint_every": 1200}
@@ -114,7 +116,7 @@ def _floats(text: str, key: str) -> list[float]:
 
 
 @dataclass(frozen=True)
-class Config(RunConfig):
+class Config(TwoLayerConfig):
     """Keys of cb-threshold (see the module docstring; ``N`` is unused): m0 teacher units,
     m_values the comma-separated widths m, replicas seeds per m, teacher_seed, teacher_sign
     ("alternate" or "plus"), init_radius, lam, horizons (times T, besides steps·dt, at which
@@ -150,7 +152,7 @@ class Config(RunConfig):
     resume_mutable = ("steps", "horizons", "checkpoint_every", "backend")
 
     def validate(self):
-        """RunConfig's checks, then (``ConfigError``): m_values parses to ≥ 2 distinct
+        """TwoLayerConfig's checks, then (``ConfigError``): m_values parses to ≥ 2 distinct
         integers ≥ 1; m0 ≥ 1; teacher_seed ≥ 0; init_radius, success_tol, stuck_rtol finite
         and > 0; lam finite ≥ 0; success_frac in (0, 1]; horizons > 0 and multiples of
         log_every·dt; sensitivity_tols > 0; sensitivity_fracs in (0, 1]."""
@@ -261,10 +263,10 @@ def plan(cfg: Config) -> Plan:
                            snapshot_steps=(0, *cfg.horizon_steps()))]
 
     def results(ctx):
-        entry = ctx.done[key]
+        rec = ctx.done[key]
         io.write_metrics(ctx.out / io.METRICS,
-                         [{k: v for k, v in r.items() if k != "risk64"} for r in entry["rows"]])
-        return _write_results(cfg, ctx, task, entry)
+                         [{k: v for k, v in r.items() if k != "risk64"} for r in rec.rows])
+        return _write_results(cfg, ctx, task, rec)
 
     return Plan(phases=phases, results=results, primary=key, threads=1,
                 record={"task": task.to_dict(), "m": ms})
@@ -318,10 +320,10 @@ def criterion_text(cfg: Config) -> str:
             f"{cfg.replicas} seeds")
 
 
-def _write_results(cfg, ctx, task, entry):
+def _write_results(cfg, ctx, task, rec):
     out = ctx.out
     ms, S, m0 = cfg.ms(), cfg.replicas, cfg.m0
-    rows = entry["rows"]
+    rows = rec.rows
     by_step = {int(r["step"]): np.asarray(r["risk64"], float).reshape(len(ms), S) / task.risk_sharp
                for r in rows}
     ks = cfg.horizon_steps()
@@ -375,7 +377,7 @@ def _write_results(cfg, ctx, task, entry):
     io.write_json(out / "fit.json", fit)
     arrays = snapshot_arrays(ctx.done)            # t = [0, horizons…], theta [K, M·S, m_max, D]
     steps_rows = sorted(by_step)
-    arrays.update({"weights": entry["state"]["weights"].numpy(), "m_values": np.array(ms),
+    arrays.update({"weights": rec.state["weights"].numpy(), "m_values": np.array(ms),
                    "param_names": np.array(task.param_names),
                    "horizons": np.array(Ts, float), "excess": np.stack([excess[T] for T in Ts]),
                    "excess_t": np.array(steps_rows, float) * cfg.dt,
@@ -498,3 +500,6 @@ def plot(run_dir, coords=None) -> list[Path]:
     fig.tight_layout()
     paths.append(save_figure(fig, run_dir / io.FIGURES / "risk.png"))
     return paths
+
+
+FIGURES = plot

@@ -54,6 +54,11 @@ from .mmn_isotropic import PiecewiseMMNConfig, _w1_to_density, build, iid_radii,
 from .plan import Phase, Plan, snapshot_arrays
 
 NAME = "chaos-rate"
+VIEWS = ("radial",)     # meanfield animate: its views, the first the default
+# a config that runs in about a second (the tests run every experiment with it)
+TINY = ("scale=small", "N=40", "N_min=10", "n_values=3", "replicas=2", "steps=1000",
+        "log_every=500", "save_every=1000", "checkpoint_every=1000", "n_mc=300",
+        "pde_cells=100", "n_boot=100")
 
 SMALL = {"N": 500, "N_min": 20, "n_values": 4, "replicas": 4, "dt": 2.5e-5, "steps": 20_000,
          "log_every": 2_000, "save_every": 400, "checkpoint_every": 20_000, "n_mc": 5_000,
@@ -187,7 +192,7 @@ def plan(cfg: Config) -> Plan:
         return out
 
     def results(ctx):
-        done = {N: {"series": ctx.done[k]["rows"], "theta": ctx.done[k]["result"]["theta"]}
+        done = {N: {"series": ctx.done[k].rows, "theta": ctx.done[k].result["theta"]}
                 for N, k in keys.items()}
         z = ctx.shared["pde"]
         grid = RadialGrid(float(z["r_max"]), int(z["cells"]))
@@ -382,3 +387,6 @@ def plot(run_dir, coords=None) -> list[Path]:
         ax.legend(frameon=False, fontsize=7)
     fig.tight_layout()
     return [save_figure(fig, run_dir / io.FIGURES / "chaos.png")]
+
+
+FIGURES = plot

@@ -1,7 +1,10 @@
 """Configs: frozen dataclasses, filled from embedded defaults, a TOML file and --set overrides.
 
 Every experiment's config subclasses :class:`RunConfig` (the keys shared by all
-experiments) and adds its own.  Values from TOML keep their TOML types; values from
+experiments) — through :class:`TwoLayerConfig` (systems of N particles in dimension d) or
+:class:`ResNetConfig` (measure-valued ResNets of L layers × M units, sizes by preset) — and
+adds its own.  One preset mechanism (``_presets``: ``scale = "small"`` swaps in a small
+mode's defaults) serves every experiment, and ``meanfield config EXPERIMENT`` prints it.  Values from TOML keep their TOML types; values from
 ``--set key=value`` are strings parsed according to the field's type.  Unknown keys,
 wrong types and out-of-range values raise :class:`meanfield.errors.ConfigError` with one
 line naming the key (and a did-you-mean suggestion for unknown keys).
@@ -27,7 +30,7 @@ RESUME_MUTABLE = ("steps", "dt", "log_every", "save_every", "checkpoint_every", 
 class RunConfig:
     """Keys shared by every experiment.
 
-    N particles, input dimension d, ``steps`` steps of size ``dt`` on the MMN time axis
+    ``steps`` steps of size ``dt`` on the MMN time axis
     (t = k·dt), ``seed`` for the run's generator, interaction ``backend``
     (auto | numpy | torch | keops), ``dtype`` (float32 | float64), ``replicas`` independent
     systems in one tensor, a metrics row every ``log_every`` steps, a particle snapshot
@@ -40,8 +43,6 @@ class RunConfig:
     runner refuses any other, naming it; ``steps`` only upwards).
     """
 
-    N: int = 1000
-    d: int = 10
     steps: int = 1000
     dt: float = 0.1
     seed: int = 0
@@ -74,15 +75,15 @@ class RunConfig:
     def validate(self) -> None:
         """Check the shared keys; raise ``ConfigError`` naming the first bad one.
 
-        N, d, steps, replicas, log_every, save_every, checkpoint_every, shards ≥ 1;
-        seed ≥ 0; dt and shard_timeout finite and > 0; shards ≤ N; backend in
+        steps, replicas, log_every, save_every, checkpoint_every, shards ≥ 1;
+        seed ≥ 0; dt and shard_timeout finite and > 0; backend in
         ``interact.BACKENDS``; dtype in ``DTYPES``; every ``_choices`` field among its
         choices; every ``_schedule_fields`` field a valid schedule spec
         (``dynamics.as_schedule``).  Called by ``__post_init__``; subclasses extend it.
         """
         from ..interact import BACKENDS
 
-        self.check_bounds(at_least_one=("N", "d", "steps", "replicas", "log_every", "save_every",
+        self.check_bounds(at_least_one=("steps", "replicas", "log_every", "save_every",
                                         "checkpoint_every", "shards"))
         if self.seed < 0:
             raise ConfigError(f"seed must be >= 0, got {self.seed}")
@@ -91,8 +92,6 @@ class RunConfig:
         if self.shards > 1 and not self.shardable:
             raise ConfigError(f"shards must be 1 for this experiment (its runs do not split over "
                               f"processes), got {self.shards}")
-        if self.shards > self.N:
-            raise ConfigError(f"shards must be <= N={self.N}, got {self.shards}")
         if not (math.isfinite(self.shard_timeout) and self.shard_timeout > 0):
             raise ConfigError(f"shard_timeout must be a finite number of seconds > 0, "
                               f"got {self.shard_timeout}")
@@ -108,11 +107,15 @@ class RunConfig:
         for name in self._schedule_fields:
             as_schedule(getattr(self, name), name)
 
-    def memory_bytes(self) -> int | None:
-        """Peak bytes a run of this config needs, for experiments whose size is not
-        replicas × N × (d + 2) particles (``meanfield.runner.memory_needed`` estimates those);
-        None here."""
-        return None
+    def memory_bytes(self) -> int:
+        """Peak bytes a run of this config needs (``meanfield.runner`` refuses a config that
+        cannot fit before anything is allocated or written).  Every experiment declares its
+        size: :class:`TwoLayerConfig` and :class:`ResNetConfig` estimate theirs."""
+        raise NotImplementedError(f"{type(self).__qualname__} does not declare memory_bytes()")
+
+    def size_text(self) -> str:
+        """What sizes the run (for the memory refusal's message): "replicas=…, dtype=…"."""
+        return f"replicas={self.replicas}, dtype={self.dtype}"
 
     def check_bounds(self, *, at_least_one=(), nonnegative_ints=(), positive=(),
                      nonnegative=()) -> None:
@@ -227,6 +230,121 @@ class RunConfig:
         """{key: value} of every field (plain int/float/str/bool: JSON-serialisable, and
         ``from_mapping(cfg.to_dict()) == cfg``); what ``config.json`` stores."""
         return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class _Particles:
+    N: int = 1000
+    d: int = 10
+
+
+@dataclass(frozen=True)
+class TwoLayerConfig(RunConfig, _Particles):
+    """Keys of a system of N particles (units of a two-layer network, points on a torus …)
+    in input dimension d, then :class:`RunConfig`'s.  ``shards`` ≤ N."""
+
+    def validate(self) -> None:
+        """RunConfig's checks, then N, d ≥ 1 and shards ≤ N (``ConfigError``)."""
+        self.check_bounds(at_least_one=("N", "d"))
+        super().validate()
+        if self.shards > self.N:
+            raise ConfigError(f"shards must be <= N={self.N}, got {self.shards}")
+
+    def memory_bytes(self) -> int:
+        """Estimated peak bytes, with p = replicas·N·(d + 2) numbers of the config's dtype:
+        12 p (state, velocity, noise, potentials, gathered copies) + snapshots (steps/save_every
+        + 2 of p, twice while they are written) + samples (replicas · max(batch_size, n_mc) ·
+        (d + N) · 3) + the teacher (m0 · (d + 2) float64) + the pair backend's workspace (the
+        numpy reference forms N² float64 products; tiles and KeOps O(N))."""
+        item = 4 if self.dtype == "float32" else 8
+        R, N, d = self.replicas, self.N, self.d
+        p = R * N * (d + 2)
+        snaps = self.steps // max(1, self.save_every) + 2
+        batch = max(int(getattr(self, "batch_size", 1) or 1), int(getattr(self, "n_mc", 0) or 0))
+        total = 12 * p * item + 2 * snaps * p * item
+        total += 3 * R * batch * (d + N) * item
+        total += 4 * int(getattr(self, "m0", 0) or 0) * (d + 2) * 8
+        total += 4 * R * N * (N if self.backend == "numpy" else 256) * 8
+        return int(total)
+
+    def size_text(self) -> str:
+        """"N=…, d=…, replicas=…, dtype=…"."""
+        return f"N={self.N}, d={self.d}, {super().size_text()}"
+
+
+# a resumed ResNet run may change only what changes no recorded number
+RESNET_RESUME_MUTABLE = ("checkpoint_every", "threads")
+
+
+@dataclass(frozen=True)
+class ResNetConfig(RunConfig):
+    """Keys of a measure-valued ResNet experiment (``models.resnet``), then
+    :class:`RunConfig`'s: ``scale`` (its ``_presets`` fill the sizes: "full" the README's
+    run, "small" the tests') and torch's intra-op ``threads`` (0: torch's default).  Its
+    particles are the L·M units of each training job: :meth:`largest_job` and
+    :meth:`unit_dim` size the memory check.  Jobs train to ``steps`` and are not extended: a
+    resume may change only ``checkpoint_every`` and ``threads``."""
+
+    scale: str = "full"
+    threads: int = 1
+
+    resume_mutable = RESNET_RESUME_MUTABLE
+
+    def validate(self) -> None:
+        """RunConfig's checks, then (``ConfigError``): ``backend`` among the ResNet backends,
+        ``scale`` a preset, threads ≥ 0."""
+        from ..interact import RESNET_BACKENDS
+
+        super().validate()
+        if self.backend not in RESNET_BACKENDS:
+            raise ConfigError(f"backend must be one of {list(RESNET_BACKENDS)}, got {self.backend!r}")
+        scales = tuple(self._presets.get("scale", {})) or ("full", "small")
+        if self.scale not in scales:
+            raise ConfigError(f"scale must be one of {list(scales)}, got {self.scale!r}")
+        self.check_bounds(nonnegative_ints=("threads",))
+
+    def largest_job(self) -> tuple[int, int]:
+        """(L, M) of the training job with the most units."""
+        raise NotImplementedError(f"{type(self).__qualname__} does not declare largest_job()")
+
+    def unit_dim(self) -> int:
+        """Parameters of one unit."""
+        raise NotImplementedError(f"{type(self).__qualname__} does not declare unit_dim()")
+
+    def memory_bytes(self) -> int:
+        """Estimated peak bytes of the largest job: 24 copies of its replicas × L·M units ×
+        ``unit_dim()`` parameters (state, gradient, adjoint and activations per layer) in the
+        config's dtype."""
+        L, M = self.largest_job()
+        item = 4 if self.dtype == "float32" else 8
+        return int(24 * self.replicas * L * M * self.unit_dim() * item)
+
+    def size_text(self) -> str:
+        """"L·M=…, replicas=…, dtype=…" of the largest job."""
+        L, M = self.largest_job()
+        return f"L·M={L}·{M}, {super().size_text()}"
+
+
+def parse_ints(name: str, spec: str) -> list[int]:
+    """"2,4,8" → [2, 4, 8] (each ≥ 1, increasing); ConfigError naming ``name`` otherwise."""
+    try:
+        vals = [int(x) for x in str(spec).split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"{name} must be a comma-separated list of integers, got {spec!r}") from None
+    if not vals or any(v < 1 for v in vals) or sorted(set(vals)) != vals:
+        raise ConfigError(f"{name} must list increasing integers >= 1, got {spec!r}")
+    return vals
+
+
+def parse_floats(name: str, spec: str, *, allow_inf: bool = False) -> list[float]:
+    """"0.5,1.5,inf" → [0.5, 1.5, inf] (each > 0); ConfigError naming ``name`` otherwise."""
+    try:
+        vals = [float(x) for x in str(spec).split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"{name} must be a comma-separated list of numbers, got {spec!r}") from None
+    if not vals or any(not (v > 0) or (math.isinf(v) and not allow_inf) or math.isnan(v) for v in vals):
+        raise ConfigError(f"{name} must list numbers > 0{' (or inf)' if allow_inf else ''}, got {spec!r}")
+    return vals
 
 
 def geometric_grid(lo: int, hi: int, n: int) -> list[int]:

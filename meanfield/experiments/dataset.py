@@ -63,11 +63,14 @@ from ..dynamics import DRIFTS, ParticleDynamics
 from ..errors import ConfigError
 from ..models import ACTIVATIONS, FiniteDataset, Unit
 from ..models.tasks import LOSSES
-from .config import RunConfig
+from .config import TwoLayerConfig
 from .particles import dtype_of, simulation_phase
 from .plan import Plan
 
 NAME = "dataset"
+VIEWS = ("cloud",)     # meanfield animate: its views, the first the default
+# a config that runs in about a second (the tests run every experiment with it)
+TINY = ("scale=small", "steps=20", "log_every=5", "save_every=10", "checkpoint_every=10")
 
 SMALL = {"N": 50, "steps": 200, "log_every": 10, "save_every": 4, "checkpoint_every": 100}
 SKLEARN = ("breast_cancer", "diabetes", "digitsAB", "irisAB", "wineAB")
@@ -75,7 +78,7 @@ MAX_SAVED_NUMBERS = 2_000_000          # data arrays kept in particles.npz up to
 
 
 @dataclass(frozen=True)
-class Config(RunConfig):
+class Config(TwoLayerConfig):
     """Keys of dataset (see the module docstring): ``data`` (FILE.npz, FILE.csv or
     sklearn:NAME), ``loss`` (squared | logistic), ``test_fraction`` held out with
     ``split_seed``, ``standardize``; the unit (``activation``, ``output_weight``, ``bias``);
@@ -119,7 +122,7 @@ class Config(RunConfig):
     _presets = {"scale": {"small": SMALL}}
 
     def validate(self):
-        """RunConfig's checks, then (``ConfigError``): ``data`` not empty; test_fraction in
+        """TwoLayerConfig's checks, then (``ConfigError``): ``data`` not empty; test_fraction in
         [0, 1); split_seed ≥ 0; batch_size ≥ 1; init_a_mean finite; lam, init_std, init_a_std,
         init_b_std finite and ≥ 0.  The data themselves are checked by :func:`load` (in
         ``plan``, before anything is written)."""
@@ -517,3 +520,6 @@ def plot(run_dir, coords=None) -> list[Path]:
     fig.tight_layout()
     out.append(save_figure(fig, run_dir / io.FIGURES / "dataset.png"))
     return out
+
+
+FIGURES = plot

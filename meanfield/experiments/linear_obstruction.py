@@ -35,15 +35,18 @@ from ..errors import DivergenceError
 from .config import RunConfig
 from .plan import Plan
 from ..plotting import save_figure
-from .resnet_common import RESUME_MUTABLE, job_phase, plt, read_results, write_outputs
+from .config import RESNET_RESUME_MUTABLE
+from .resnet_common import job_phase, plt, read_results, write_outputs
 
 NAME = "linear-obstruction"
+# a config that runs in about a second (the tests run every experiment with it)
+TINY = ("scale=small", "log_every=20", "save_every=100", "checkpoint_every=100")
 
 
 @dataclass(frozen=True)
 class Config(RunConfig):
     """Keys: d (matrix size), steps, dt, replicas (1 + number of perturbed starts), seed,
-    init_scale (perturbation size); ``N`` is unused.  scale = small: 200 steps."""
+    init_scale (perturbation size).  scale = small: 200 steps."""
 
     d: int = 2
     steps: int = 4000
@@ -59,12 +62,22 @@ class Config(RunConfig):
 
     _choices = {"scale": ("full", "small")}
     _presets = {"scale": {"small": {"steps": 200}}}
-    resume_mutable = RESUME_MUTABLE
+    resume_mutable = RESNET_RESUME_MUTABLE
 
     def validate(self):
-        """RunConfig's checks, then init_scale finite and ≥ 0 (``ConfigError``)."""
+        """RunConfig's checks, then d ≥ 1 and init_scale finite and ≥ 0 (``ConfigError``)."""
         super().validate()
-        self.check_bounds(nonnegative=("init_scale",))
+        self.check_bounds(at_least_one=("d",), nonnegative=("init_scale",))
+
+    def memory_bytes(self) -> int:
+        """replicas matrices of d × d: 16 copies (state, gradient, the exponential and its
+        derivative's workspace) plus the snapshots, in float64."""
+        snaps = self.steps // max(1, self.save_every) + 2
+        return int((16 + 2 * snaps) * self.replicas * self.d * self.d * 8)
+
+    def size_text(self) -> str:
+        """"d=…, replicas=…, dtype=…"."""
+        return f"d={self.d}, {super().size_text()}"
 
 
 def objective(theta: torch.Tensor) -> torch.Tensor:
@@ -139,8 +152,8 @@ def plan(cfg: Config) -> Plan:
                    "slope_risk_minus_d_vs_log_t": float(linregress(np.log(t[half]), np.log(gap[half])).slope),
                    "slope_minus_maxre_vs_log_t": float(linregress(np.log(t[half]), a[half]).slope),
                    "predicted": {"risk_minus_d": -1.0, "minus_maxre_per_log_t": 1.0}}
-        snaps = ctx.result("gd")["snaps"]
-        arrays = {"t": np.array([x[1] for x in snaps]), "theta": torch.stack([x[2] for x in snaps]).numpy(),
+        snaps = ctx.done["gd"].snaps
+        arrays = {"t": np.array([x.t for x in snaps]), "theta": torch.stack([x.value for x in snaps]).numpy(),
                   "layer": np.zeros(1), "param_names": np.array([f"theta{i}{j}" for i in range(d) for j in range(d)])}
         return write_outputs(ctx, arrays, results)
 
@@ -173,3 +186,6 @@ def plot(run_dir, coords=None) -> list[Path]:
     path = run_dir / io.FIGURES / "obstruction.png"
     save_figure(fig, path)
     return [path]
+
+
+FIGURES = plot

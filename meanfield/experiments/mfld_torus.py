@@ -55,11 +55,14 @@ from ..diagnostics import knn_entropy
 from ..dynamics import ParticleDynamics
 from ..errors import ConfigError
 from ..models import TorusMMD
-from .config import RunConfig
+from .config import TwoLayerConfig
 from .particles import legacy_entries, size_phase
 from .plan import Plan, snapshot_arrays
 
 NAME = "mfld-torus"
+VIEWS = ("torus",)     # meanfield animate: its views, the first the default
+# a config that runs in about a second (the tests run every experiment with it)
+TINY = ("scale=small", "steps=20", "noise_off=10", "log_every=2", "checkpoint_every=10")
 PERIOD = 2 * math.pi
 
 SMALL = {"replicas": 4, "steps": 300, "noise_off": 240, "log_every": 2, "save_every": 6,
@@ -67,7 +70,7 @@ SMALL = {"replicas": 4, "steps": 300, "noise_off": 240, "log_every": 2, "save_ev
 
 
 @dataclass(frozen=True)
-class Config(RunConfig):
+class Config(TwoLayerConfig):
     """Keys of mfld-torus (see the module docstring): N particles on the 2-torus (d = 2),
     n_targets targets drawn with target_seed, modes Fourier modes of the kernel, replicas
     seeds per run, taus the comma-separated fixed temperatures τ (β = 1/τ), tau0 the
@@ -349,3 +352,6 @@ def plot(run_dir, coords=None) -> list[Path]:
     fig.tight_layout()
     paths.append(save_figure(fig, run_dir / io.FIGURES / "particles.png"))
     return paths
+
+
+FIGURES = plot

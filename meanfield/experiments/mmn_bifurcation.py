@@ -36,9 +36,13 @@ from dataclasses import dataclass
 
 from ..errors import ConfigError
 from ..models.activations import get_activation
-from .mmn_isotropic import MMNConfig, plan_mmn, plot  # noqa: F401  (plot: the same figures)
+from .mmn_isotropic import FIGURES, MMNConfig, plan_mmn  # noqa: F401  (FIGURES: the same figures)
 
 NAME = "mmn-bifurcation"
+VIEWS = ("radial",)     # meanfield animate: its views, the first the default
+# a config that runs in about a second (the tests run every experiment with it)
+TINY = ("scale=small", "N=30", "steps=4000", "log_every=1000", "save_every=2000",
+        "checkpoint_every=2000", "n_mc=500", "pde_cells=100")
 
 SMALL = {"N": 200, "d": 40, "dt": 1e-5, "steps": 100_000, "log_every": 10_000,
          "save_every": 2_000, "checkpoint_every": 50_000, "n_mc": 5_000, "pde_cells": 400}

@@ -50,11 +50,15 @@ from ..models import IsotropicGaussians, Unit
 from ..models.activations import get_activation
 from ..models.radial import IsotropicRadialPotentials
 from ..pde import RadialDD, RadialGrid, chi_law
-from .config import RunConfig
+from .config import TwoLayerConfig
 from .particles import simulation_phase
 from .plan import Plan, default_results
 
 NAME = "mmn-isotropic"
+VIEWS = ("radial",)     # meanfield animate: its views, the first the default
+# a config that runs in about a second (the tests run every experiment with it)
+TINY = ("scale=small", "N=30", "steps=4000", "log_every=1000", "save_every=2000",
+        "checkpoint_every=2000", "n_mc=500", "pde_cells=100")
 PDE_FILE = "pde.npz"
 
 SMALL = {"N": 300, "dt": 2.5e-5, "steps": 320_000, "log_every": 16_000, "save_every": 6_400,
@@ -62,7 +66,7 @@ SMALL = {"N": 300, "dt": 2.5e-5, "steps": 320_000, "log_every": 16_000, "save_ev
 
 
 @dataclass(frozen=True)
-class MMNConfig(RunConfig):
+class MMNConfig(TwoLayerConfig):
     """Keys shared by the MMN isotropic-Gaussians experiments (see the module docstring)."""
 
     scale: str = "full"
@@ -417,3 +421,5 @@ def plot(run_dir, coords=None) -> list[Path]:
     paths.append(save_figure(fig, run_dir / io.FIGURES / "histograms.png"))
     return paths
 
+
+FIGURES = plot

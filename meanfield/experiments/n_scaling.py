@@ -71,18 +71,22 @@ from ..dynamics import ParticleState, gradient_flow
 from ..errors import ConfigError
 from ..interact import evaluate
 from ..models import TeacherStudent, Unit
-from .config import RunConfig, check_n_grid, geometric_grid
+from .config import TwoLayerConfig, check_n_grid, geometric_grid
 from .particles import legacy_entries, size_phase
 from .plan import Plan, snapshot_arrays
 
 NAME = "n-scaling"
+VIEWS = ("cloud", "plane")     # meanfield animate: its views, the first the default
+# a config that runs in about a second (the tests run every experiment with it)
+TINY = ("scale=small", "m0=100", "N=30", "n_values=3", "steps=20", "log_every=5",
+        "checkpoint_every=10", "n_boot=100")
 
 SMALL = {"N": 128, "N_min": 8, "n_values": 4, "replicas": 4, "d": 4, "m0": 2000, "steps": 300,
          "log_every": 25, "save_every": 6, "checkpoint_every": 150, "n_boot": 500}
 
 
 @dataclass(frozen=True)
-class Config(RunConfig):
+class Config(TwoLayerConfig):
     """Keys of n-scaling (see the module docstring): N the largest and N_min the smallest
     particle count of a geometric grid of n_values values, replicas seeds per N, the
     teacher's m0 units drawn with teacher_seed and axis scales from 1 down to
@@ -113,7 +117,7 @@ class Config(RunConfig):
     resume_mutable = ("steps", "checkpoint_every", "backend")
 
     def validate(self):
-        """RunConfig's checks, then (``ConfigError``): 1 ≤ N_min < N; n_values ≥ 3 and at
+        """TwoLayerConfig's checks, then (``ConfigError``): 1 ≤ N_min < N; n_values ≥ 3 and at
         least 3 distinct N in :meth:`grid`; replicas ≥ 2; m0 ≥ 1; teacher_seed ≥ 0;
         teacher_std_min in (0, 1]; init_std, init_a_std finite and > 0; n_boot ≥ 100."""
         super().validate()
@@ -325,3 +329,6 @@ def plot(run_dir, coords=None) -> list[Path]:
     ax3.legend(frameon=False, fontsize=7, ncol=2)
     fig.tight_layout()
     return [save_figure(fig, run_dir / io.FIGURES / "n_scaling.png")]
+
+
+FIGURES = plot

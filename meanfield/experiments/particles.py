@@ -165,10 +165,10 @@ def legacy_entries(ctx, keys) -> dict:
     (N, m, run index) to its phase key."""
     out = {}
     for label, key in keys.items():
-        e = ctx.done[key]
-        snaps = {k: th for k, _, th in e["snaps"]}
-        out[label] = {"rows": e["rows"], "state": e["state"], "snaps": snaps,
-                      "theta0": snaps.get(0), **(e.get("result") or {})}
+        rec = ctx.done[key]
+        snaps = rec.snapshot_map()
+        out[label] = {"rows": rec.rows, "state": rec.state, "snaps": snaps,
+                      "theta0": snaps.get(0), **rec.result}
     return out
 
 

@@ -63,10 +63,14 @@ from ..dynamics import ParticleDynamics
 from ..errors import ConfigError, DivergenceError
 from ..models import TeacherStudent, Unit
 from ..pde import Grid2D, GridDD, w2_grid
-from .config import RunConfig, check_n_grid, geometric_grid
+from .config import TwoLayerConfig, check_n_grid, geometric_grid
 from .plan import Phase, Plan, snapshot_arrays
 
 NAME = "pde2d-teacher"
+VIEWS = ("density",)     # meanfield animate: its views, the first the default
+# a config that runs in about a second (the tests run every experiment with it)
+TINY = ("scale=small", "N=40", "N_min=10", "replicas=2", "steps=10", "log_every=5",
+        "save_every=10", "cells=12", "w2_replicas=2", "n_boot=100")
 PDE_FILE = "pde.npz"
 
 SMALL = {"N": 200, "N_min": 20, "n_values": 3, "replicas": 8, "dt": 0.05, "steps": 100,
@@ -75,7 +79,7 @@ SMALL = {"N": 200, "N_min": 20, "n_values": 3, "replicas": 8, "dt": 0.05, "steps
 
 
 @dataclass(frozen=True)
-class Config(RunConfig):
+class Config(TwoLayerConfig):
     """See the module docstring.  ``save_every`` sets the snapshot interval (51 snapshots by
     default: the movie), ``w2_every`` the W2 interval (a multiple of ``log_every``; the still
     figure shows the snapshots at those times)."""
@@ -328,9 +332,8 @@ def grid_plan(cfg, *, task, solve_pde, theta0, measure, snapshot, write_results,
         return out
 
     def results(ctx):
-        done = {N: {"series": ctx.done[k]["rows"],
-                    "snapshots": {step: th for step, _, th in ctx.done[k]["snaps"]},
-                    **(ctx.done[k].get("result") or {})} for N, k in keys.items()}
+        done = {N: {"series": ctx.done[k].rows, "snapshots": ctx.done[k].snapshot_map(),
+                    **ctx.done[k].result} for N, k in keys.items()}
         return write_results(ctx, done, ctx.shared["pde"], steps, snaps_at)
 
     return Plan(phases=phases, prelude=lambda: {"pde": solve_pde(cfg, task, times)},
@@ -482,3 +485,6 @@ def plot(run_dir, coords=None) -> list[Path]:
     fig.tight_layout()
     paths.append(save_figure(fig, run_dir / io.FIGURES / "rates.png"))
     return paths
+
+
+FIGURES = plot

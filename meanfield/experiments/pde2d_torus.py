@@ -98,12 +98,17 @@ from ..interact import evaluate
 from ..models import TorusMMD
 from ..seeds import derive_generator
 from ..pde import Grid2D, GridDD, knn_neg_entropy, w2_grid
-from .config import RunConfig, geometric_grid
+from .config import TwoLayerConfig, geometric_grid
 from .pde2d_teacher import (density_panels, grid_plan, grid_refinement, plot_fits, record_steps, still_snapshots,
                             validate_n_grid, write_arrays)
 from .plan import Plan
 
 NAME = "pde2d-torus"
+VIEWS = ("density",)     # meanfield animate: its views, the first the default
+# a config that runs in about a second (the tests run every experiment with it)
+TINY = ("scale=small", "N=40", "N_min=10", "replicas=2", "steps=12", "log_every=4",
+        "save_every=12", "cells=10", "t_long=1", "w2_replicas=2", "n_boot=100", "fit_t0=0.1",
+        "fit_floor=1e-9")
 PDE_FILE = "pde.npz"
 PERIOD = 2 * math.pi
 
@@ -115,7 +120,7 @@ SMALL = {"N": 200, "N_min": 20, "n_values": 3, "replicas": 4, "dt": 0.05, "steps
 
 
 @dataclass(frozen=True)
-class Config(RunConfig):
+class Config(TwoLayerConfig):
     """See the module docstring.  ``save_every`` sets the snapshot interval (51 snapshots by
     default: the movie), ``w2_every`` the W2 interval (a multiple of ``log_every``; the still
     figure shows the snapshots at those times); ``d`` is 2."""
@@ -667,3 +672,5 @@ def plot(run_dir, coords=None) -> list[Path]:
     paths.append(save_figure(fig, run_dir / io.FIGURES / "free_energy.png"))
     return paths
 
+
+FIGURES = plot

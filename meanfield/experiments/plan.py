@@ -22,15 +22,16 @@ recorded and, when the phase takes snapshots at all, snapshotted.  A row is
 and on the final row: measure it afresh).
 
 **Checkpoints.**  Every ``checkpoint_every`` steps inside a phase, after each phase, after
-the prelude and at the end, the runner writes one checkpoint holding the finished phases,
-the current phase's state, rows, snapshots and measurement generators, and the prelude.
+the prelude and at the end, the runner commits: the rows and snapshots recorded since the
+last commit are appended to the phase's records, then one checkpoint of constant size is
+written (the phases' states, measurement generators and progress; ``meanfield.store``).
 Its ``progress`` says where the run stands in one vocabulary for every experiment:
 ``{"phases_done": j, "phases": P, "phase": key, "step": k, "steps": S, "finished": bool}``
 with k the steps done *in the current phase* (a phase = one N, one job, one run …).
 
 **The end.**  ``results(ctx)`` writes the experiment's result files from the finished
 phases (metrics.csv and particles.npz have defaults, :class:`RunContext`), then the runner
-writes the final checkpoint and only then draws the figures with ``plot(run_dir)``: figures
+writes the final checkpoint and only then draws the experiment's figures: figures
 are never needed to resume, and ``meanfield plot`` redraws them from the files alone.
 """
 from __future__ import annotations
@@ -38,7 +39,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterable
+from typing import Any, Callable, Collection, Iterable, NamedTuple
 
 import numpy as np
 import torch
@@ -66,8 +67,8 @@ class Phase:
         multi-step paths) instead of step by step.
     generators : named torch.Generators used by ``measure`` (e.g. Monte Carlo risks); their
         states are checkpointed with the phase so that a resumed run draws the same samples.
-    finish : (dynamics, final state, record) -> dict kept for ``results`` (picklable, small);
-        ``record`` is {"rows", "snaps" [(k, t, snapshot)], "theta0"}.
+    finish : (dynamics, final state, record) -> dict kept for ``results`` (picklable);
+        ``record`` is the phase's :class:`PhaseRecord` (rows and snapshots so far).
     nonfinite_ok : prefixes of row columns that may be NaN or ±inf (any other non-finite
         value stops the run with a DivergenceError naming the column and the step).
     extendable : the final state is kept so that a larger ``steps`` continues this phase.
@@ -92,12 +93,46 @@ class Phase:
     extendable: bool = True
 
 
+class Snapshot(NamedTuple):
+    """One snapshot of a phase: the step k, the time t_k and what the phase's ``snapshot``
+    kept (by default a CPU copy of θ [B, N, D])."""
+
+    step: int
+    t: float
+    value: Any
+
+
+@dataclass
+class PhaseRecord:
+    """What one phase has recorded (the typed contract between the runner and an
+    experiment's ``finish`` and ``results``).
+
+    key : the phase's key; columns : its :attr:`Phase.columns`.
+    rows : the metrics rows, in step order (dicts: ``{**columns, "step", "t", **measured}``).
+    snaps : the snapshots, in step order (:class:`Snapshot`).
+    state : the final state dict (``state.state_dict()``) of a finished extendable phase,
+        else None.
+    generators : {name: generator state} of the phase's measurement generators.
+    result : what the phase's ``finish`` returned ({} before it finished).
+    """
+
+    key: str
+    columns: dict = field(default_factory=dict)
+    rows: list = field(default_factory=list)
+    snaps: list = field(default_factory=list)
+    state: dict | None = None
+    generators: dict = field(default_factory=dict)
+    result: dict = field(default_factory=dict)
+
+    def snapshot_map(self) -> dict:
+        """{step: snapshot value} of :attr:`snaps`."""
+        return {s.step: s.value for s in self.snaps}
+
+
 @dataclass
 class RunContext:
     """What ``Plan.results`` receives: the run directory ``out``, the config, the prelude's
-    output ``shared``, and ``done``: {phase key: {"columns", "rows", "snaps", "state",
-    "result"}} in phase order (``state`` is the final state dict, ``result`` what the
-    phase's ``finish`` returned)."""
+    output ``shared``, and ``done``: {phase key: :class:`PhaseRecord`} in phase order."""
 
     out: Path
     cfg: Any
@@ -107,13 +142,7 @@ class RunContext:
     @property
     def rows(self) -> list[dict]:
         """Every phase's metrics rows, in phase order."""
-        return [r for entry in self.done.values() for r in entry["rows"]]
-
-    def result(self, key) -> dict:
-        """What phase ``key``'s ``finish`` returned, with its rows under "rows" and its
-        snapshots [(k, t, snapshot)] under "snaps"."""
-        entry = self.done[key]
-        return {"rows": entry["rows"], "snaps": entry["snaps"], **(entry.get("result") or {})}
+        return [r for rec in self.done.values() for r in rec.rows]
 
 
 @dataclass
@@ -155,22 +184,22 @@ def snapshot_arrays(done: dict, primary: str | None = None) -> dict:
     only ``t``, ``step``, ``theta`` (DESIGN.md §3).  :func:`meanfield.io.read_snapshots`
     reads them back."""
     keys = list(done)
-    with_snaps = [k for k in keys if done[k]["snaps"]]
+    with_snaps = [k for k in keys if done[k].snaps]
     if primary is None and len(with_snaps) == 1:
         primary = with_snaps[0]
     arrays = {"phase_keys": np.array(keys)}
     if primary is not None:
         arrays["primary_phase"] = np.array(primary)
     for j, k in enumerate(keys):
-        snaps = done[k]["snaps"]
+        snaps = done[k].snaps
         if not snaps:
             continue
-        th = np.stack([_np(s[2]) for s in snaps])
+        th = np.stack([_np(s.value) for s in snaps])
         if th.ndim == 4 and th.shape[1] == 1:
             th = th[:, 0]
         names = ("t", "step", "theta") if k == primary else (f"phase{j}_t", f"phase{j}_step", f"phase{j}_theta")
-        arrays[names[0]] = np.array([s[1] for s in snaps], dtype=np.float64)
-        arrays[names[1]] = np.array([s[0] for s in snaps], dtype=np.int64)
+        arrays[names[0]] = np.array([s.t for s in snaps], dtype=np.float64)
+        arrays[names[1]] = np.array([s.step for s in snaps], dtype=np.int64)
         arrays[names[2]] = th
     return arrays
 
@@ -190,7 +219,7 @@ def default_results(plan):
         keys = list(ctx.done)
         primary = plan.primary or (keys[0] if len(keys) == 1 else None)
         if primary is not None:
-            st = ctx.done[primary]["state"]
+            st = ctx.done[primary].state
             if st is not None and st.get("weights") is not None:
                 w = st["weights"].cpu().numpy()
                 arrays["weights"] = w[0] if w.shape[0] == 1 else w

@@ -21,33 +21,10 @@ import torch
 
 from .. import io
 from ..errors import ConfigError
+from .config import parse_floats, parse_ints  # noqa: F401 (the ResNet experiments import them from here)
 from .plan import Phase, snapshot_arrays
 
 RESULTS = "results.json"
-# keys a resumed ResNet run may change (they change no recorded number): its Configs' rule
-RESUME_MUTABLE = ("checkpoint_every", "threads")
-
-
-def parse_ints(name: str, spec: str) -> list[int]:
-    """"2,4,8" → [2, 4, 8] (each ≥ 1, increasing); ConfigError naming ``name`` otherwise."""
-    try:
-        vals = [int(x) for x in str(spec).split(",") if x.strip()]
-    except ValueError:
-        raise ConfigError(f"{name} must be a comma-separated list of integers, got {spec!r}") from None
-    if not vals or any(v < 1 for v in vals) or sorted(set(vals)) != vals:
-        raise ConfigError(f"{name} must list increasing integers >= 1, got {spec!r}")
-    return vals
-
-
-def parse_floats(name: str, spec: str, *, allow_inf: bool = False) -> list[float]:
-    """"0.5,1.5,inf" → [0.5, 1.5, inf] (each > 0); ConfigError naming ``name`` otherwise."""
-    try:
-        vals = [float(x) for x in str(spec).split(",") if x.strip()]
-    except ValueError:
-        raise ConfigError(f"{name} must be a comma-separated list of numbers, got {spec!r}") from None
-    if not vals or any(not (v > 0) or (math.isinf(v) and not allow_inf) or math.isnan(v) for v in vals):
-        raise ConfigError(f"{name} must list numbers > 0{' (or inf)' if allow_inf else ''}, got {spec!r}")
-    return vals
 
 
 def unit_init(B: int, M: int, D: int, *, generator: torch.Generator, u_std: float, w_std: float,
@@ -109,7 +86,7 @@ def job_phase(key: str, columns: dict, build, *, log_every: int, measure, finish
     return Phase(key=key, build=build, columns=columns, log_every=log_every,
                  measure=lambda flow, st, pot: measure(flow, st),
                  save_every=save_every or 0, snapshots=bool(save_every), snapshot=snapshot,
-                 finish=(lambda flow, st, rec: finish(flow, st, rec["rows"], rec["snaps"])) if finish else None,
+                 finish=(lambda flow, st, rec: finish(flow, st, rec.rows, rec.snaps)) if finish else None,
                  nonfinite_ok=(), extendable=False)
 
 

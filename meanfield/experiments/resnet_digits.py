@@ -28,23 +28,22 @@ from .. import io
 from ..dynamics import resnet_sgd
 from ..errors import ConfigError
 from ..models.resnet import ResNet, grid_measure
-from ..interact import RESNET_BACKENDS
-from .config import RunConfig
+from .config import ResNetConfig
 from .plan import Plan
 from ..plotting import save_figure
-from .resnet_common import (RESUME_MUTABLE, job_phase, parse_ints, plt, read_results, snapshots_arrays,
+from .resnet_common import (job_phase, parse_ints, plt, read_results, snapshots_arrays,
                             unit_init, write_outputs)
 
 NAME = "resnet-digits"
-
-SCALES = {"full": {"depths": "1,2,4,8", "widths": "8,32,128"},
-          "small": {"depths": "1,2", "widths": "4"}}
-
+VIEWS = ("depth", "params")     # meanfield animate: its views, the first the default
+# a config that runs in about a second (the tests run every experiment with it)
+TINY = ("scale=small", "steps=10", "log_every=5", "save_every=5", "checkpoint_every=5")
 
 @dataclass(frozen=True)
-class Config(RunConfig):
-    """Keys of resnet-digits (``N`` and ``d`` unused).  ``depths``/``widths`` left "" take the
-    ``scale`` preset (full: 1,2,4,8 × 8,32,128; small: 1,2 × 4)."""
+class Config(ResNetConfig):
+    """Keys of resnet-digits: the depths × widths trained, the hidden (PCA) dimension, the
+    minibatch, the test split and the units' initial law.  ``scale = "small"`` presets
+    depths 1,2 and widths 4 (the defaults are the full run's: 1,2,4,8 × 8,32,128)."""
 
     steps: int = 600
     dt: float = 1.0
@@ -52,9 +51,8 @@ class Config(RunConfig):
     log_every: int = 50
     save_every: int = 300
     checkpoint_every: int = 100
-    scale: str = "full"
-    depths: str = ""
-    widths: str = ""
+    depths: str = "1,2,4,8"
+    widths: str = "8,32,128"
     hidden: int = 32
     batch_size: int = 128
     n_test: int = 450
@@ -62,13 +60,11 @@ class Config(RunConfig):
     init_u_std: float = 1.0
     init_w_std: float = 1.0
     init_b_std: float = 0.5
-    threads: int = 1
 
-    _choices = {"scale": tuple(SCALES), "backend": RESNET_BACKENDS}
-    resume_mutable = RESUME_MUTABLE
+    _presets = {"scale": {"full": {}, "small": {"depths": "1,2", "widths": "4"}}}
 
     def validate(self):
-        """RunConfig's checks, then (``ConfigError``): 10 ≤ hidden ≤ 64; 1 ≤ n_test ≤ 1000;
+        """ResNetConfig's checks, then (``ConfigError``): 10 ≤ hidden ≤ 64; 1 ≤ n_test ≤ 1000;
         1 ≤ batch_size ≤ 1797 − n_test (the training split); data_seed, threads ≥ 0;
         init_u_std, init_w_std, init_b_std finite and ≥ 0; depths and widths valid
         (:meth:`sizes`)."""
@@ -79,18 +75,22 @@ class Config(RunConfig):
             raise ConfigError(f"n_test must lie in 1..1000, got {self.n_test}")
         if not 1 <= self.batch_size <= 1797 - self.n_test:
             raise ConfigError(f"batch_size must lie in 1..{1797 - self.n_test}, got {self.batch_size}")
-        self.check_bounds(nonnegative_ints=("data_seed", "threads"),
+        self.check_bounds(nonnegative_ints=("data_seed",),
                           nonnegative=("init_u_std", "init_w_std", "init_b_std"))
         self.sizes()
 
     def sizes(self) -> dict:
-        """{"depths": [L, ...], "widths": [M, ...]}: the explicit ``depths``/``widths`` over
-        the ``scale`` preset, parsed by ``parse_ints`` (increasing integers ≥ 1)."""
-        p = dict(SCALES[self.scale])
-        for k in ("depths", "widths"):
-            if getattr(self, k):
-                p[k] = getattr(self, k)
-        return {"depths": parse_ints("depths", p["depths"]), "widths": parse_ints("widths", p["widths"])}
+        """{"depths": [L, ...], "widths": [M, ...]} (``parse_ints``: increasing integers ≥ 1)."""
+        return {"depths": parse_ints("depths", self.depths), "widths": parse_ints("widths", self.widths)}
+
+    def largest_job(self) -> tuple[int, int]:
+        """(max depth, max width)."""
+        sz = self.sizes()
+        return sz["depths"][-1], sz["widths"][-1]
+
+    def unit_dim(self) -> int:
+        """u, w in the hidden dimension, and b: 2·hidden + 1."""
+        return 2 * self.hidden + 1
 
 
 def digits_data(cfg: Config):
@@ -131,14 +131,14 @@ def plan(cfg: Config) -> Plan:
             finish=lambda f, s, r, sn: {"layer": s.layer.numpy()}) for L, M in jobs]
 
     def results(ctx):
-        res = {(L, M): ctx.result(key(L, M)) for L, M in jobs}
+        res = {(L, M): ctx.done[key(L, M)] for L, M in jobs}
         last = res[jobs[-1]]
         R = cfg.replicas
-        acc = {f"L={L},M={M}": {"L": L, "M": M, "test_acc": r["rows"][-1]["test_acc"],
-                                 "test_acc_seeds": [r["rows"][-1][f"test_acc_r{i}"] for i in range(R)],
-                                 "train_loss": r["rows"][-1]["risk"], "test_loss": r["rows"][-1]["test_loss"]}
+        acc = {f"L={L},M={M}": {"L": L, "M": M, "test_acc": r.rows[-1]["test_acc"],
+                                 "test_acc_seeds": [r.rows[-1][f"test_acc_r{i}"] for i in range(R)],
+                                 "train_loss": r.rows[-1]["risk"], "test_loss": r.rows[-1]["test_loss"]}
                for (L, M), r in res.items()}
-        arrays = snapshots_arrays(last["snaps"], last["layer"], model.param_names,
+        arrays = snapshots_arrays(last.snaps, last.result["layer"], model.param_names,
                                   {**model.arrays(), "data_X": Xte.numpy(), "data_Y": yte.numpy()})
         return write_outputs(ctx, arrays, {"experiment": NAME, "sizes": sz, "n_train": len(Xtr),
                                            "n_test": len(Xte), "final": acc})
@@ -206,3 +206,6 @@ def plot(run_dir, coords=None) -> list[Path]:
     paths.append(run_dir / io.FIGURES / "risk.png")
     save_figure(fig, paths[1])
     return paths
+
+
+FIGURES = plot

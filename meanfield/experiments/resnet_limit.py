@@ -53,29 +53,25 @@ from .. import io
 from ..dynamics import ConditionalOTFlow
 from ..errors import ConfigError
 from ..models.resnet import ResNet, grid_measure, lift_matrices
-from ..interact import RESNET_BACKENDS
-from .config import RunConfig
+from .config import ResNetConfig
 from .plan import Plan
 from ..plotting import save_figure
-from .resnet_common import (RESUME_MUTABLE, fit_slope, job_phase, parse_ints, plt, read_results,
+from .resnet_common import (fit_slope, job_phase, parse_ints, plt, read_results,
                             snapshots_arrays, unit_init, write_outputs)
 
 NAME = "resnet-limit"
-
-SCALES = {
-    "full": {"L_ref": 128, "M_ref": 512, "depths": "2,4,8,16", "widths": "8,16,32,64",
-             "n_train": 64, "n_test": 256},
-    "small": {"L_ref": 16, "M_ref": 32, "depths": "2,4", "widths": "2,4",
-              "n_train": 16, "n_test": 32},
-}
+VIEWS = ("depth", "params")     # meanfield animate: its views, the first the default
+# a config that runs in about a second (the tests run every experiment with it)
+TINY = ("scale=small", "tasks=neg", "steps=10", "log_every=5", "save_every=5",
+        "checkpoint_every=5")
 
 
 @dataclass(frozen=True)
-class Config(RunConfig):
-    """Keys of resnet-limit (``N`` is unused: the particle count is L·M).  Size keys left at
-    0 / "" take the ``scale`` preset (full: L_ref = 128, M_ref = 512, depths 2,4,8,16,
-    widths 8,16,32,64, n_train = 64, n_test = 256; small: 16, 32, "2,4", "2,4", 16, 32).
-    Sizes stay ≤ 1/8 of the reference; below M ≈ 8 the width error is pre-asymptotic
+class Config(ResNetConfig):
+    """Keys of resnet-limit: the reference (L_ref, M_ref), the depths and widths compared
+    with it, the data sizes and the units' initial law.  ``scale = "small"`` presets L_ref =
+    16, M_ref = 32, depths 2,4, widths 2,4, n_train = 16, n_test = 32 (the defaults are the
+    full run's).  Sizes stay ≤ 1/8 of the reference; below M ≈ 8 the width error is pre-asymptotic
     (measured: d² fell by 1.4–1.6× per doubling of M from 2 to 16, 2.1× from 16 to 32)."""
 
     d: int = 3
@@ -86,36 +82,35 @@ class Config(RunConfig):
     log_every: int = 5
     save_every: int = 50
     checkpoint_every: int = 50
-    scale: str = "full"
     tasks: str = "neg,smooth"
     lift: int = 2
     activation: str = "tanh"
     init: str = "shared"
-    L_ref: int = 0
-    M_ref: int = 0
-    depths: str = ""
-    widths: str = ""
-    n_train: int = 0
-    n_test: int = 0
+    L_ref: int = 128
+    M_ref: int = 512
+    depths: str = "2,4,8,16"
+    widths: str = "8,16,32,64"
+    n_train: int = 64
+    n_test: int = 256
     task_seed: int = 0
     init_u_std: float = 1.0
     init_w_std: float = 1.0
     init_b_std: float = 0.5
-    threads: int = 1
 
-    _choices = {"scale": tuple(SCALES), "init": ("shared", "iid"), "backend": RESNET_BACKENDS}
-    resume_mutable = RESUME_MUTABLE
+    _choices = {"init": ("shared", "iid")}
+    _presets = {"scale": {"full": {}, "small": {"L_ref": 16, "M_ref": 32, "depths": "2,4",
+                                                 "widths": "2,4", "n_train": 16, "n_test": 32}}}
 
     def validate(self):
-        """RunConfig's checks, then (``ConfigError``): tasks among "neg", "smooth"; lift ≥ 1;
-        L_ref, M_ref, n_train, n_test, task_seed, threads ≥ 0; init_u_std, init_w_std,
-        init_b_std finite and ≥ 0; every depth < L_ref and width < M_ref (after the preset);
-        steps a multiple of log_every."""
+        """ResNetConfig's checks, then (``ConfigError``): tasks among "neg", "smooth"; lift,
+        L_ref, M_ref, n_train, n_test ≥ 1; task_seed ≥ 0; init_u_std, init_w_std, init_b_std
+        finite and ≥ 0; every depth < L_ref and width < M_ref; steps a multiple of
+        log_every."""
         super().validate()
         if not self.task_list or any(t not in ("neg", "smooth") for t in self.task_list):
             raise ConfigError(f"tasks must list 'neg' and/or 'smooth', got {self.tasks!r}")
-        self.check_bounds(at_least_one=("lift",),
-                          nonnegative_ints=("L_ref", "M_ref", "n_train", "n_test", "task_seed", "threads"),
+        self.check_bounds(at_least_one=("lift", "L_ref", "M_ref", "n_train", "n_test"),
+                          nonnegative_ints=("task_seed",),
                           nonnegative=("init_u_std", "init_w_std", "init_b_std"))
         s = self.sizes()
         if max(s["depths"]) >= s["L_ref"] or max(s["widths"]) >= s["M_ref"]:
@@ -130,17 +125,17 @@ class Config(RunConfig):
         return [t.strip() for t in self.tasks.split(",") if t.strip()]
 
     def sizes(self) -> dict:
-        """The effective sizes: explicit keys over the ``scale`` preset."""
-        p = dict(SCALES[self.scale])
-        for k in ("L_ref", "M_ref", "n_train", "n_test"):
-            if getattr(self, k):
-                p[k] = getattr(self, k)
-        for k in ("depths", "widths"):
-            if getattr(self, k):
-                p[k] = getattr(self, k)
-        p["depths"] = parse_ints("depths", p["depths"])
-        p["widths"] = parse_ints("widths", p["widths"])
-        return p
+        """{"L_ref", "M_ref", "depths": [L …], "widths": [M …], "n_train", "n_test"}."""
+        return {"L_ref": self.L_ref, "M_ref": self.M_ref, "n_train": self.n_train, "n_test": self.n_test,
+                "depths": parse_ints("depths", self.depths), "widths": parse_ints("widths", self.widths)}
+
+    def largest_job(self) -> tuple[int, int]:
+        """The reference (L_ref, M_ref)."""
+        return self.L_ref, self.M_ref
+
+    def unit_dim(self) -> int:
+        """u, w in the lifted dimension D = lift·d, and b: 2D + 1."""
+        return 2 * self.lift * self.d + 1
 
 
 def make_task(name: str, d: int, n_train: int, n_test: int, seed: int):
@@ -189,8 +184,8 @@ def plan(cfg: Config) -> Plan:
     def results(ctx):
         out = {}
         for task in cfg.task_list:
-            out[task] = _analyse({(L, M): ctx.result(key(task, L, M)) for L, M in jobs}, sz, Lr, Mr)
-        ref_snaps = ctx.result(key(cfg.task_list[0], Lr, Mr))["snaps"]
+            out[task] = _analyse({(L, M): ctx.done[key(task, L, M)].result for L, M in jobs}, sz, Lr, Mr)
+        ref_snaps = ctx.done[key(cfg.task_list[0], Lr, Mr)].snaps
         ref_layer = (torch.arange(Lr, dtype=torch.float64) / Lr).repeat_interleave(Mr)
         X, Y, _, _ = make_task(cfg.task_list[0], cfg.d, sz["n_train"], sz["n_test"], cfg.task_seed)
         arrays = snapshots_arrays(ref_snaps, ref_layer, model.param_names,
@@ -300,3 +295,6 @@ def plot(run_dir, coords=None) -> list[Path]:
     paths.append(run_dir / io.FIGURES / "risk.png")
     save_figure(fig, paths[1])
     return paths
+
+
+FIGURES = plot

@@ -75,30 +75,28 @@ from ..diagnostics import resnet_kernel_pl
 from ..dynamics import ConditionalOTFlow
 from ..errors import ConfigError
 from ..models.resnet import ResNet, grid_measure, lift_matrices, random_fourier_units
-from ..interact import RESNET_BACKENDS
-from .config import RunConfig
+from .config import ResNetConfig
 from .plan import Plan
 from ..plotting import save_figure
-from .resnet_common import (RESUME_MUTABLE, fit_slope, job_phase, parse_floats, plt, read_results,
+from .resnet_common import (fit_slope, job_phase, parse_floats, plt, read_results,
                             snapshots_arrays, write_outputs)
 
 NAME = "resnet-rkhs"
+VIEWS = ("depth", "params")     # meanfield animate: its views, the first the default
+# a config that runs in about a second (the tests run every experiment with it)
+TINY = ("scale=small", "targets=neg", "steps=10", "log_every=5", "save_every=5",
+        "checkpoint_every=5")
 FIT = "fit.json"
 ASYMPTOTIC_FLOOR = 1e-4          # smallest δ of the exponent grid
 GRID_PER_DECADE = 8
 SLOPE_TOL = 0.01                 # the asymptotic window counts as converged when its local slopes spread by less
 
-SCALES = {
-    "full": {"M": 256, "L": 4, "n_pairs": 8, "deltas": "0.02,0.05,0.1,0.2,0.4", "nus": "0.5,1,1.5,inf"},
-    "small": {"M": 32, "L": 2, "n_pairs": 3, "deltas": "0.05,0.5", "nus": "0.5,inf"},
-}
-
-
 @dataclass(frozen=True)
-class Config(RunConfig):
-    """Keys of resnet-rkhs (``N`` unused: particles are L·M).  Size keys left at 0 / "" take
-    the ``scale`` preset (full: M = 256, L = 4, n_pairs = 8, deltas 0.02,0.05,0.1,0.2,0.4,
-    nus 0.5,1,1.5,inf; small: 32, 2, 3, "0.05,0.5", "0.5,inf")."""
+class Config(ResNetConfig):
+    """Keys of resnet-rkhs: M random features per layer, L layers, n_pairs separated pairs
+    per δ in ``deltas``, Matérn smoothness ``nus``, the targets.  ``scale = "small"``
+    presets M = 32, L = 2, n_pairs = 3, deltas 0.05,0.5, nus 0.5,inf (the defaults are the
+    full run's)."""
 
     d: int = 2
     steps: int = 400
@@ -108,32 +106,30 @@ class Config(RunConfig):
     log_every: int = 20
     save_every: int = 200
     checkpoint_every: int = 100
-    scale: str = "full"
     lift: int = 2
-    M: int = 0
-    L: int = 0
-    n_pairs: int = 0
-    deltas: str = ""
-    nus: str = ""
+    M: int = 256
+    L: int = 4
+    n_pairs: int = 8
+    deltas: str = "0.02,0.05,0.1,0.2,0.4"
+    nus: str = "0.5,1,1.5,inf"
     targets: str = "neg,split"
     split: float = 0.5
     lengthscale: float = 1.0
     task_seed: int = 0
-    threads: int = 1
 
-    _choices = {"scale": tuple(SCALES), "backend": RESNET_BACKENDS}
-    resume_mutable = RESUME_MUTABLE
+    _presets = {"scale": {"full": {}, "small": {"M": 32, "L": 2, "n_pairs": 3, "deltas": "0.05,0.5",
+                                                 "nus": "0.5,inf"}}}
 
     def validate(self):
-        """RunConfig's checks, then (``ConfigError``): targets among "neg", "split"; lift ≥ 1;
-        M, L, n_pairs, task_seed, threads ≥ 0; split, lengthscale finite and > 0; deltas
-        numbers > 0, at least two, the largest ≥ 10·``ASYMPTOTIC_FLOOR``, and nus half-integers
-        > 0 or inf (after the preset, :meth:`sizes`)."""
+        """ResNetConfig's checks, then (``ConfigError``): targets among "neg", "split"; lift,
+        M, L, n_pairs ≥ 1; task_seed ≥ 0; split, lengthscale finite and > 0; deltas numbers
+        > 0, at least two, the largest ≥ 10·``ASYMPTOTIC_FLOOR``, and nus half-integers > 0
+        or inf (:meth:`sizes`)."""
         super().validate()
         if not self.target_list or any(t not in ("neg", "split") for t in self.target_list):
             raise ConfigError(f"targets must list 'neg' and/or 'split', got {self.targets!r}")
-        self.check_bounds(at_least_one=("lift",),
-                          nonnegative_ints=("M", "L", "n_pairs", "task_seed", "threads"),
+        self.check_bounds(at_least_one=("lift", "M", "L", "n_pairs"),
+                          nonnegative_ints=("task_seed",),
                           positive=("split", "lengthscale"))
         s = self.sizes()
         for nu in s["nus"]:
@@ -149,16 +145,19 @@ class Config(RunConfig):
         return [t.strip() for t in self.targets.split(",") if t.strip()]
 
     def sizes(self) -> dict:
-        """{"M", "L", "n_pairs", "deltas", "nus"}: the non-zero / non-empty keys over the
-        ``scale`` preset; deltas and nus parsed to float lists (``parse_floats``; nus may
-        hold inf)."""
-        p = dict(SCALES[self.scale])
-        for k in ("M", "L", "n_pairs", "deltas", "nus"):
-            if getattr(self, k):
-                p[k] = getattr(self, k)
-        p["deltas"] = parse_floats("deltas", p["deltas"])
-        p["nus"] = parse_floats("nus", p["nus"], allow_inf=True)
-        return p
+        """{"M", "L", "n_pairs", "deltas", "nus"}, deltas and nus parsed to float lists
+        (``parse_floats``; nus may hold inf)."""
+        return {"M": self.M, "L": self.L, "n_pairs": self.n_pairs,
+                "deltas": parse_floats("deltas", self.deltas),
+                "nus": parse_floats("nus", self.nus, allow_inf=True)}
+
+    def largest_job(self) -> tuple[int, int]:
+        """(L, M): every job has the same size."""
+        return self.L, self.M
+
+    def unit_dim(self) -> int:
+        """The linear unit's output u in D = lift·d and its random feature (w, b): 2D + 1."""
+        return 2 * self.lift * self.d + 1
 
 
 def separated_pairs(n_pairs: int, d: int, delta: float, *, generator: torch.Generator, split: float):
@@ -290,12 +289,12 @@ def plan(cfg: Config) -> Plan:
             for n, (ti, nu, delta) in enumerate(jobs)]
 
     def results(ctx):
-        res = {job: ctx.result(key(*job)) for job in jobs}
+        res = {job: ctx.done[key(*job)] for job in jobs}
         first = res[jobs[0]]
         ti, nu, delta = jobs[0]
         X, Ys = separated_pairs(sz["n_pairs"], cfg.d, delta, generator=torch.Generator().manual_seed(cfg.task_seed),
                                 split=cfg.split)
-        arrays = snapshots_arrays(first["snaps"], first["layer"], model.param_names,
+        arrays = snapshots_arrays(first.snaps, first.result["layer"], model.param_names,
                                   {**model.arrays(), "data_X": X.numpy(),
                                    "data_Y": Ys[cfg.target_list[ti]].numpy()})
         analysis = _analyse(cfg, sz, res)
@@ -339,7 +338,7 @@ def _analyse(cfg, sz, res) -> dict:
             col = lambda name, rows: np.array([[r[f"{name}_r{i}"] for r in rows] for i in range(R)])  # noqa: E731
             lam0, plmin, pbmin, final = [], [], [], []
             for delta in deltas:
-                rows = res[(ti, nu, delta)]["rows"]
+                rows = res[(ti, nu, delta)].rows
                 lam0.append(col("lam_min_0", rows)[:, 0])
                 plmin.append(col("pl_ratio", rows).min(-1))
                 pbmin.append(col("pl_bound", rows).min(-1))
@@ -466,3 +465,6 @@ def _plot_local_slopes(ax, res):
     ax.set_title("λ_min(K_X) ~ δ^p: local exponent")
     ax.legend(frameon=False, fontsize=6)
     ax.grid(alpha=0.3, which="both")
+
+
+FIGURES = plot

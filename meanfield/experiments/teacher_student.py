@@ -24,15 +24,19 @@ import torch
 from ..dynamics import DRIFTS, ParticleDynamics
 from ..errors import ConfigError
 from ..models import ACTIVATIONS, TeacherStudent, Unit
-from .config import RunConfig
+from .config import TwoLayerConfig
 from .particles import simulation_phase
 from .plan import Plan
 
 NAME = "teacher-student"
+VIEWS = ("cloud", "plane")     # meanfield animate: its views, the first the default
+# a config that runs in about a second (the tests run every experiment with it)
+TINY = ("N=20", "d=3", "steps=20", "backend=torch", "log_every=5", "save_every=10",
+        "checkpoint_every=10")
 
 
 @dataclass(frozen=True)
-class Config(RunConfig):
+class Config(TwoLayerConfig):
     """Keys of teacher-student (see the module docstring): the teacher (m0 units, activation
     σ, output_weight: units a σ(⟨w, x⟩) rather than σ(⟨w, x⟩), teacher_sign, teacher_seed,
     the label offset c and Gaussian label noise_std), the dynamics (drift, batch_size,
@@ -73,7 +77,7 @@ class Config(RunConfig):
     shardable = True
 
     def validate(self):
-        """RunConfig's checks, then (``ConfigError``): m0, batch_size, n_mc ≥ 1;
+        """TwoLayerConfig's checks, then (``ConfigError``): m0, batch_size, n_mc ≥ 1;
         teacher_seed ≥ 0; offset, init_a_mean finite; noise_std, lam, init_std, init_a_std
         finite and ≥ 0; drift "population" only with a closed-form σ (relu, erf)."""
         super().validate()
