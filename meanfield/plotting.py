@@ -1,4 +1,9 @@
-"""Figures from run directories (matplotlib only; reads results, never simulates)."""
+"""Figures from run directories (matplotlib only; reads results, never simulates).
+
+The helpers every figure module uses (``meanfield.figures``): :func:`pyplot` (matplotlib
+without windows) and :func:`save_figure` (atomic writes); and the figures of a particle run
+that declares none of its own (:func:`plot_run`: risk, particles, diagnostics, histograms).
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +13,10 @@ import numpy as np
 from . import io
 
 
-def _plt():
+def pyplot():
+    """``matplotlib.pyplot``, imported on first use with the non-interactive Agg backend
+    unless a non-interactive one (or Jupyter's inline backend) is already set: figures are
+    drawn into files (or a notebook), never into windows."""
     import matplotlib
 
     # never open windows; Jupyter's inline backend is kept (it only draws into the notebook)
@@ -34,7 +42,7 @@ def save_figure(fig, path) -> Path:
         fig.savefig(tmp, format=path.suffix.lstrip(".") or "png")
         tmp.replace(path)
     finally:
-        _plt().close(fig)
+        pyplot().close(fig)
         tmp.unlink(missing_ok=True)
     return path
 
@@ -47,7 +55,7 @@ def plot_risk(run_dir, ax=None):
         from .errors import ConfigError
 
         raise ConfigError(f"{run_dir / io.METRICS} has no rows")
-    plt = _plt()
+    plt = pyplot()
     own = ax is None
     if own:
         fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
@@ -80,7 +88,7 @@ def plot_particles(run_dir):
         teacher = z["teacher_theta"] if "teacher_theta" in z else None
     if theta.ndim == 4:        # replicas: show the first
         theta = theta[:, 0]
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
     w_idx = [i for i, n in enumerate(names) if n.startswith("w")]
     a_idx = names.index("a") if "a" in names else None
@@ -107,7 +115,7 @@ def plot_diagnostics(run_dir):
     """‖v‖²_{L²(ρ)} and the empirical PL ratio ‖v‖²/(R − R_inf) against t."""
     run_dir = Path(run_dir)
     m = io.read_metrics(run_dir / io.METRICS)
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), dpi=120)
     for ax, key, label in ((axes[0], "velocity_sq", "‖v‖²  (Σ m_i |dθ_i/dt|²)"),
                            (axes[1], "pl_ratio", "PL ratio ‖v‖² / (R − R_inf)")):
@@ -149,7 +157,7 @@ def plot_histograms(run_dir, coords=None, max_times: int = 4):
         coords = (["|w|"] if any(n.startswith("w") for n in names) else [names[0]]) + \
                  (["a"] if "a" in names else [])
     picks = np.unique(np.linspace(0, len(t) - 1, min(max_times, len(t))).round().astype(int))
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(coords), figsize=(4 * len(coords), 3.2), dpi=120, squeeze=False)
     for ax, coord in zip(axes[0], coords):
         vals = [_coordinate(theta[k], names, coord) for k in picks]

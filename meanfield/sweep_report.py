@@ -136,7 +136,7 @@ def plot_sweep(sweep_dir) -> list[Path]:
     writes fit.json.  ConfigError when nothing has finished yet."""
     from matplotlib.ticker import NullFormatter
 
-    from .plotting import _plt, save_figure
+    from .plotting import pyplot, save_figure
 
     d = Path(sweep_dir)
     record, rows = _load(d)
@@ -150,7 +150,7 @@ def plot_sweep(sweep_dir) -> list[Path]:
     if fig_dir.exists() and not fig_dir.is_dir():
         raise ConfigError(f"{fig_dir} is a file, not a directory")
     metric = fit["metric"]
-    plt = _plt()
+    plt = pyplot()
     paths = []
     for key in keys:
         groups = _groups(record, rows, key)

@@ -217,7 +217,7 @@ def plot(run_dir, coords=None) -> list[Path]:
     worst seed at m = N_few; final points red (a > 0) or blue (a < 0); teacher directions w*_k
     as stars coloured by their sign, with rays; the init circle |θ| = 2 dotted.
     figures/risk.png: risk against t for every seed of both m."""
-    from ..plotting import _plt, save_figure
+    from ..plotting import pyplot, save_figure
 
     run_dir = Path(run_dir)
     cfg = json.loads((run_dir / io.CONFIG).read_text())["config"]
@@ -226,7 +226,7 @@ def plot(run_dir, coords=None) -> list[Path]:
     with np.load(run_dir / io.PARTICLES) as z:
         paths = {N: z[f"theta_N{N}"] for N in (cfg["N_few"], cfg["N"])}
         teacher, tw = z["teacher_theta"], z["teacher_weights"]
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.4), dpi=120)
     few = res["m"] == cfg["N_few"]
     worst = int(res["seed"][few][np.argmax(res["final_risk"][few])])

@@ -392,14 +392,14 @@ def plot(run_dir, coords=None) -> list[Path]:
     marked; (middle) R(T)/R_# of every seed against m at each T, with the medians; (right)
     m*(T)/m0 against T for every criterion.  figures/risk.png: (left) the seed-mean
     R(t)/R_# for every m; (right) every seed at m = m0, the stuck ones in red."""
-    from ..plotting import _plt, save_figure
+    from ..plotting import pyplot, save_figure
 
     run_dir = Path(run_dir)
     res = io.read_metrics(run_dir / "results.csv")
     thr = io.read_metrics(run_dir / "thresholds.csv")
     fit = json.loads((run_dir / "fit.json").read_text())
     met = io.read_metrics(run_dir / io.METRICS)
-    plt = _plt()
+    plt = pyplot()
     Ts = [float(T) for T in fit["horizons"]]
     m0, tol, frac = fit["m0"], fit["success_tol"], fit["success_frac"]
     cols = {T: plt.cm.plasma(0.1 + 0.7 * i / max(1, len(Ts) - 1)) for i, T in enumerate(Ts)}

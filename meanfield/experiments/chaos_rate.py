@@ -337,13 +337,13 @@ def plot(run_dir, coords=None) -> list[Path]:
     draws of the PDE law; and their ratio with its bootstrap interval (chaos: N-independent)."""
     from matplotlib.ticker import NullFormatter
 
-    from ..plotting import _plt, save_figure
+    from ..plotting import pyplot, save_figure
 
     run_dir = Path(run_dir)
     s = io.read_metrics(run_dir / "summary.csv")
     fit = json.loads((run_dir / "fit.json").read_text())
     N = s["N"]
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), dpi=120)
 
     def line(ax, key, v, color, label):

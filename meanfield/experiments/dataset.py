@@ -493,7 +493,7 @@ def plot(run_dir, coords=None) -> list[Path]:
     """figures/dataset.png (train and test risk, test error, margin against t, each from
     metrics.csv) beside ``plotting.plot_run``'s risk, diagnostics, particles and histograms."""
     from .. import io
-    from ..plotting import _plt, plot_run, save_figure
+    from ..plotting import pyplot, plot_run, save_figure
 
     run_dir = Path(run_dir)
     out = plot_run(run_dir, coords)
@@ -502,7 +502,7 @@ def plot(run_dir, coords=None) -> list[Path]:
               ("error", [("train_accuracy", "train"), ("test_error", "test")], "classification error"),
               ("margin", [("margin", "train")], "normalised margin min y f / ∫|θ|² dρ")]
     panels = [p for p in panels if any(k in m for k, _ in p[1])]
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.3), dpi=120, squeeze=False)
     t = m["t"]
     for ax, (kind, series, label) in zip(axes[0], panels):

@@ -289,7 +289,7 @@ def _write_results(cfg, ctx, task, done):
 
 def plot(run_dir, coords=None) -> list[Path]:
     """figures/free_energy.png, annealing.png and particles.png (see the module docstring)."""
-    from ..plotting import _plt, save_figure
+    from ..plotting import pyplot, save_figure
 
     run_dir = Path(run_dir)
     fit = json.loads((run_dir / "fit.json").read_text())
@@ -298,7 +298,7 @@ def plot(run_dir, coords=None) -> list[Path]:
         curves = {j: {k: z[f"{k}_run{j}"] for k in ("k", "R", "H", "F")} for j in range(len(labels))}
     with np.load(run_dir / io.PARTICLES) as z:
         theta, targets = z["theta"][0], z["targets"]
-    plt = _plt()
+    plt = pyplot()
     k_off = fit["noise_off"]
     paths = []
     fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=120)

@@ -351,7 +351,7 @@ def plot(run_dir, coords=None) -> list[Path]:
     """risk.png (particles' risk ± 2 s.e. as symbols, the PDE as lines, per initial law) and
     histograms.png (|w_i| at 4 snapshot times against the PDE density), from the run
     directory alone."""
-    from ..plotting import _plt, save_figure
+    from ..plotting import pyplot, save_figure
 
     run_dir = Path(run_dir)
     m = io.read_metrics(run_dir / io.METRICS)
@@ -366,7 +366,7 @@ def plot(run_dir, coords=None) -> list[Path]:
     B = theta.shape[1]
     n_run = io.load_run_config(run_dir)["config"]["N"]
     labels = [f" (κ = {kappa[i]:g})" if len(kappa) > 1 else "" for i in index]
-    plt = _plt()
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=120)
     for b in range(B) if B > 1 else [0]:

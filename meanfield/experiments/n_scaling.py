@@ -283,13 +283,13 @@ def plot(run_dir, coords=None) -> list[Path]:
     with the fitted slope and its bootstrap interval, the i.i.d.-sampling excess of the
     limiting law and of the teacher's law, and MMN's K/N; (middle) the seed-to-seed standard
     deviation against N; (right) the seed-mean risk against t for every N."""
-    from ..plotting import _plt, save_figure
+    from ..plotting import pyplot, save_figure
 
     run_dir = Path(run_dir)
     res = io.read_metrics(run_dir / "results.csv")
     met = io.read_metrics(run_dir / io.METRICS)
     fit = json.loads((run_dir / "fit.json").read_text())
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), dpi=120)
     N = res["N"]
     ax = axes[0]

@@ -435,10 +435,10 @@ def plot(run_dir, coords=None) -> list[Path]:
     """figures/density.png (the grid density at the snapshot times with the first seed's
     particles of the largest N, at most 500 of them, and the teacher units) and figures/rates.png (risk against t,
     the risk gaps and W2 against N with fitted slopes), from the run directory alone."""
-    from ..plotting import _plt, save_figure
+    from ..plotting import pyplot, save_figure
 
     run_dir = Path(run_dir)
-    plt = _plt()
+    plt = pyplot()
     fit = json.loads((run_dir / "fit.json").read_text())
     s = io.read_metrics(run_dir / "summary.csv")
     m = io.read_metrics(run_dir / io.METRICS)

@@ -586,10 +586,10 @@ def plot(run_dir, coords=None) -> list[Path]:
     and the particles — theirs against their own limit c_N, with each N's Monte-Carlo floor —,
     the local log-slope against t with the rate window, the free-energy gap and W2 against N),
     from the run directory alone."""
-    from ..plotting import _plt, save_figure
+    from ..plotting import pyplot, save_figure
 
     run_dir = Path(run_dir)
-    plt = _plt()
+    plt = pyplot()
     fit = json.loads((run_dir / "fit.json").read_text())
     s = io.read_metrics(run_dir / "summary.csv")
     m = io.read_metrics(run_dir / io.METRICS)

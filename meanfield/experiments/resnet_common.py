@@ -127,7 +127,7 @@ def snapshots_arrays(snaps, layer, param_names, extra: dict) -> dict:
 
 def plt():
     """``matplotlib.pyplot``, imported on first use with a non-interactive backend (Agg)
-    unless one is already set (``plotting._plt``)."""
-    from ..plotting import _plt
+    unless one is already set (``plotting.pyplot``)."""
+    from ..plotting import pyplot
 
-    return _plt()
+    return pyplot()
