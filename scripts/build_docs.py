@@ -18,6 +18,8 @@ made from a file the repository already keeps —
 - ``api/*``: one page per module, one autodoc entry per public function and class defined there
   (the objects ``tests/test_docs.py`` requires a docstring of) with its public methods;
 - ``cli``: every ``meanfield`` subcommand's help, from the argparse parser ``meanfield.cli._parser()``;
+- ``experiments``: every registered experiment's documentation, views and config keys, from
+  its declaration (``meanfield.experiments``);
 - ``benchmarks``: benchmarks/README.md.
 
 Links between these files (``docs/pde.md``, ``notebooks/02_mmn_pde.py``, ``meanfield/pde/radial.py``,
@@ -245,8 +247,8 @@ def stage_readme(notebook_stems) -> dict:
             "([command line](cli.md)).\n")
     # landing page
     nav = ("\n## Contents\n\n"
-           + toctree(["guide/index", "notebooks/index", "reproductions", "benchmarks",
-                      "api/index", "cli"], maxdepth=1))
+           + toctree(["guide/index", "notebooks/index", "reproductions", "experiments",
+                      "benchmarks", "api/index", "cli"], maxdepth=1))
     why = ("\n```{admonition} About this site\nBuilt by `make docs` with Sphinx, MyST-NB and the "
            "Furo theme — the toolchain of the field's libraries (POT, geomloss, ott-jax): autodoc "
            "reads the docstrings as they are, and MyST-NB renders the notebooks executed once, "
@@ -361,6 +363,45 @@ def stage_cli() -> None:
     write("cli.md", "\n".join(text))
 
 
+def experiments_page() -> str:
+    """experiments.md: one section per registered experiment (``meanfield.experiments.names()``,
+    entry points included): its documentation, movie views, every config key with its type,
+    default and presets, and the keys a resume may change — from the declarations alone, so
+    an experiment registered by one line appears here without editing this script."""
+    import dataclasses
+
+    from meanfield.experiments import get_experiment, names, views_of
+
+    text = ["# Experiments\n",
+            "Every experiment `meanfield list` shows, from its own declaration (its module "
+            "docstring and its Config); `meanfield config NAME` prints the same keys and "
+            "`meanfield run NAME --set scale=small --out DIR` runs its small mode.\n"]
+    for name in names():
+        exp = get_experiment(name)
+        doc = (exp.__doc__ or name).strip()
+        cfg = exp.Config
+        types = cfg.field_types()
+        presets = {f"{k}={v}": vals for k, table in getattr(cfg, "_presets", {}).items()
+                   for v, vals in table.items() if vals}
+        text.append(f"(experiment-{name})=\n## `{name}`\n\n```text\n{doc}\n```\n")
+        views = views_of(exp)
+        if views:
+            text.append(f"Movies (`meanfield animate DIR --what VIEW`): {', '.join(views)}.\n")
+        rows = ["| key | type | default | presets |", "|---|---|---|---|"]
+        for f in dataclasses.fields(cfg):
+            pre = "; ".join(f"{p}: `{vals[f.name]!r}`" for p, vals in presets.items() if f.name in vals)
+            rows.append(f"| `{f.name}` | {types[f.name].__name__} | `{f.default!r}` | {pre} |")
+        text.append("\n".join(rows) + "\n")
+        text.append("Keys a resume may change: "
+                    + (", ".join(f"`{k}`" for k in cfg.resume_mutable) or "none") + ".\n")
+    return "\n".join(text)
+
+
+def stage_experiments() -> None:
+    """experiments.md (:func:`experiments_page`)."""
+    write("experiments.md", experiments_page())
+
+
 def stage_benchmarks() -> None:
     """benchmarks.md from benchmarks/README.md."""
     write("benchmarks.md", rewrite_links((ROOT / "benchmarks" / "README.md").read_text(),
@@ -441,6 +482,7 @@ def stage(given_notebooks: Path | None, small: bool, jobs: int) -> None:
     stage_readme(stems)
     stage_api()
     stage_cli()
+    stage_experiments()
     stage_benchmarks()
     written = {SRC / p for p in _staged}
     for stale in before - written:

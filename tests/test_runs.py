@@ -6,6 +6,7 @@ so the bytes written over a run grow linearly with the number of commits.
 """
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,116 @@ def test_status_says_absent_resumable_or_finished(tmp_path, monkeypatch):
     next((out / store.RECORDS).glob("0.0.pt")).unlink()
     with pytest.raises(ConfigError, match="missing"):
         runner.status(out)
+
+
+# ---- an experiment added from outside: one file and one registration line -----------------
+TOY_MODULE = '''
+"""toy-walk: a user's own experiment, declared in one file: GD of N students on a teacher.
+
+A Config and a plan; the runner, sweeps, movies, `meanfield list`, `meanfield config` and
+the documentation site find it through its entry point.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from meanfield.dynamics import ParticleDynamics
+from meanfield.experiments.config import TwoLayerConfig
+from meanfield.experiments.particles import simulation_phase
+from meanfield.experiments.plan import Plan
+from meanfield.models import TeacherStudent, Unit
+
+NAME = "toy-walk"
+VIEWS = ("cloud",)
+TINY = ("N=12", "steps=10")
+
+
+@dataclass(frozen=True)
+class Config(TwoLayerConfig):
+    """N students in dimension d, ``steps`` GD steps of size dt, a teacher of m0 units."""
+
+    N: int = 12
+    d: int = 3
+    steps: int = 10
+    dt: float = 0.2
+    backend: str = "torch"
+    log_every: int = 2
+    save_every: int = 5
+    checkpoint_every: int = 5
+    m0: int = 2
+
+
+def plan(cfg):
+    unit = Unit(cfg.d, "relu", output_weight=True)
+    task = TeacherStudent.random(unit, cfg.m0, generator=torch.Generator().manual_seed(1))
+
+    def build():
+        dyn = ParticleDynamics(task, dt=cfg.dt, backend=cfg.backend)
+        g = torch.Generator().manual_seed(cfg.seed)
+        theta = torch.randn(cfg.replicas, cfg.N, unit.D, generator=g, dtype=torch.float64)
+        return dyn, dyn.init(theta.to(getattr(torch, cfg.dtype)), generator=g)
+
+    phase = simulation_phase(cfg, build, n_mc=100, risk_inf=0.0)
+    return Plan(phases=lambda shared: [phase], record={"task": task.to_dict()},
+                arrays={"param_names": np.array(task.param_names), **task.arrays()})
+'''
+
+
+@pytest.fixture
+def toy_package(tmp_path, monkeypatch):
+    """A package outside meanfield holding the toy experiment, registered by one line of its
+    entry points (``toy-walk = toy_walk`` in the group ``meanfield.experiments``)."""
+    site = tmp_path / "site"
+    (site / "toy_pkg-0.1.dist-info").mkdir(parents=True)
+    (site / "toy_walk.py").write_text(TOY_MODULE)
+    (site / "toy_pkg-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-pkg\nVersion: 0.1\n")
+    (site / "toy_pkg-0.1.dist-info" / "entry_points.txt").write_text(
+        "[meanfield.experiments]\ntoy-walk = toy_walk\n")
+    monkeypatch.syspath_prepend(str(site))
+    return site
+
+
+def test_an_experiment_in_one_file_and_one_line_runs_resumes_sweeps_animates_and_is_listed(
+        toy_package, tmp_path, capsys):
+    import sys
+
+    from meanfield.cli import main
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["list"]) == 0
+        assert "toy-walk" in capsys.readouterr().out
+        assert main(["config", "toy-walk"]) == 0
+        shown = capsys.readouterr().out
+        assert "m0" in shown and "keys that may change on resume" in shown
+        run = tmp_path / "run"
+        assert main(["run", "toy-walk", "--out", str(run), "--no-progress"]) == 0
+        assert runner.status(run) == "finished"
+        assert main(["resume", str(run), "--set", "steps=20", "--no-progress"]) == 0
+        steps = io.read_metrics(run / io.METRICS)["step"]
+        assert list(steps) == list(range(0, 21, 2))
+        assert (run / io.FIGURES / "risk.png").stat().st_size > 1000      # the default figures
+        assert main(["animate", str(run), "--frames", "2", "--dpi", "30", "--no-progress"]) == 0
+        assert (run / io.FIGURES / "cloud.gif").stat().st_size > 1000
+        sw = tmp_path / "sweep"
+        assert main(["sweep", "toy-walk", "--grid", "N=6,12", "--grid", "seed=0:2", "--workers", "0",
+                     "--out", str(sw), "--no-progress"]) == 0
+        rows = [r for r in csv.DictReader(open(sw / "summary.csv"))]
+        assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+        try:
+            import build_docs
+        finally:
+            sys.path.pop(0)
+        page = build_docs.experiments_page()
+        assert "(experiment-toy-walk)=" in page and "| `m0` | int | `2` |" in page
+    finally:
+        torch.set_num_threads(n)
+    # a broken registration is one clear line naming it
+    (toy_package / "toy_walk.py").write_text("raise ImportError('no such thing')\n")
+    sys.modules.pop("toy_walk", None)
+    assert main(["run", "toy-walk", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "toy-walk" in err and "does not load" in err and err.count("\n") == 1
