@@ -2,7 +2,7 @@
 
 Rooms: ``models`` (WHAT is minimised), ``interact`` (HOW pairwise sums are computed),
 ``dynamics`` (HOW particles move); ``diagnostics`` beside them; ``experiments``, ``io``,
-``plotting`` and ``cli`` on top.  Conventions: DESIGN.md §1 (risk without ½, MMN time).
+``plotting`` and ``cli`` on top.  Conventions: docs/design.md §1 (risk without ½, MMN time).
 
 ``to_module`` / ``from_module`` here are the two-layer torch bridge
 (``meanfield.models.twolayer_torch``); the ResNet bridge of the same names is

@@ -1,4 +1,4 @@
-"""Run directories (DESIGN.md §3): atomic writes, checksums, locks, checkpoints, loading.
+"""Run directories (docs/design.md §3): atomic writes, checksums, locks, checkpoints, loading.
 
     DIR/config.json      resolved config + experiment + package version
     DIR/metrics.csv      one row per recorded step (step, t, risk, …)

@@ -1,4 +1,4 @@
-"""The runner: one owner for the life of every run (DESIGN.md §3).
+"""The runner: one owner for the life of every run (docs/design.md §3).
 
     config → run directory (created, locked) → prelude → phases × steps (rows, snapshots,
     checkpoints) → results → final checkpoint → figures

@@ -7,7 +7,7 @@
 writes
 
     DIR/sweep.json           the experiment, grid, fixed overrides (a record, for people)
-    DIR/<point>/             one run directory per point (DESIGN.md §3), e.g. DIR/N=100_seed=3/
+    DIR/<point>/             one run directory per point (docs/design.md §3), e.g. DIR/N=100_seed=3/
     DIR/summary.csv          one row per point: the grid values, run, status, final_risk,
                              best_risk, t_final, wall_s   (rewritten atomically after every point)
 
@@ -50,7 +50,7 @@ dominates and separate tasks on separate cores win.
 
 **Compile caches.**  Before fanning out, the parent runs each distinct (experiment, d,
 dtype, backend) once for one step at a tiny N in a temporary directory, so that KeOps
-formulas and native loops are compiled into the shared caches (DESIGN.md §4) before
+formulas and native loops are compiled into the shared caches (docs/design.md §4) before
 workers start; workers on other machines need those caches on a shared file system.
 """
 from __future__ import annotations

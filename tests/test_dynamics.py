@@ -1,4 +1,4 @@
-"""Particle dynamics on the MMN time axis (DESIGN.md §1, "Time and dynamics").
+"""Particle dynamics on the MMN time axis (docs/design.md §1, "Time and dynamics").
 
 GD monotonicity, SGD ≈ GD flow at small ε, the time convention t = k·dt (curves overlay
 across N and dt), Langevin → Gibbs (Ornstein–Uhlenbeck), replicas and bit-for-bit

@@ -1,4 +1,4 @@
-"""The package's import structure (DESIGN.md §2), checked statically.
+"""The package's import structure (docs/design.md §2), checked statically.
 
 Every module under ``meanfield/`` is parsed with :mod:`ast` (nothing is imported) and ALL
 its import statements are collected — module level, inside functions, under
@@ -290,7 +290,7 @@ def area(module: str) -> str | None:
 
 
 def rule_violations(graph) -> dict[str, list[Edge]]:
-    """{rule: the edges that break it} for the rules of DESIGN.md §2 (module docstring)."""
+    """{rule: the edges that break it} for the rules of docs/design.md §2 (module docstring)."""
     out = {"room order": [], "pde/diagnostics import dynamics": [],
            "models import interact": [], "base imports top": [], "errors is a leaf": []}
     for mod, edges in graph.items():
@@ -429,4 +429,4 @@ def test_no_import_cycles(graph):
                                   "errors is a leaf"])
 def test_room_rules(graph, rule):
     bad = rule_violations(graph)[rule]
-    assert not bad, f"DESIGN.md §2 rule '{rule}' broken by:\n  " + _report(bad)
+    assert not bad, f"docs/design.md §2 rule '{rule}' broken by:\n  " + _report(bad)

@@ -1,4 +1,4 @@
-"""Conditional-OT flow of a measure-valued ResNet (DESIGN.md §1 "ResNets"; Barboni, Peyré,
+"""Conditional-OT flow of a measure-valued ResNet (docs/design.md §1 "ResNets"; Barboni, Peyré,
 Vialard 2024): particles (s_j, θ_j) move in θ only, the layer coordinate s_j never changes.
 
 On the MMN time axis with Ψ = ½ δL/δμ (so that the two-layer and ResNet flows read alike),

@@ -1,4 +1,4 @@
-"""What an experiment declares, and what ``meanfield.runner`` does with it (DESIGN.md §3).
+"""What an experiment declares, and what ``meanfield.runner`` does with it (docs/design.md §3).
 
 An experiment module holds ``NAME``, its ``Config`` (a frozen dataclass, ``config.py``),
 ``plan(cfg) -> Plan`` (*what* the run consists of, never *how* it is run; cheap: heavy work
@@ -181,7 +181,7 @@ def snapshot_arrays(done: dict, primary: str | None = None) -> dict:
     a leading replica axis of size 1 is dropped); every other phase j with snapshots gives
     ``phase<j>_t``, ``phase<j>_step``, ``phase<j>_theta``; ``phase_keys`` [P] names the
     phases (j indexes it) and ``primary_phase`` the primary one.  A single-phase run keeps
-    only ``t``, ``step``, ``theta`` (DESIGN.md §3).  :func:`meanfield.io.read_snapshots`
+    only ``t``, ``step``, ``theta`` (docs/design.md §3).  :func:`meanfield.io.read_snapshots`
     reads them back."""
     keys = list(done)
     with_snaps = [k for k in keys if done[k].snaps]

@@ -17,7 +17,7 @@ the logistic loss instead (labels y ∈ {−1, +1}, Chizat–Bach 2020):
     Ψ(θ; ρ) = ½ δR/δρ(θ) = E[½ ∂_fℓ(y, f(x; ρ)) φ(x; θ)],   ½ ∂_fℓ = −(y/2) σ(−y f)
 
 (σ the logistic sigmoid): Ψ is again ½ the first variation of R, so the dynamics, the time
-axis and the free energy ½R + (λ/2)∫|θ|² dρ − β⁻¹H(ρ) keep their meaning (DESIGN.md §1).
+axis and the free energy ½R + (λ/2)∫|θ|² dρ − β⁻¹H(ρ) keep their meaning (docs/design.md §1).
 For the squared loss ½∂_fℓ = f − y, the residual of the formulas above.  There is no V/U
 decomposition for the logistic loss (R is not quadratic in ρ).  Tasks with ``closed_form = True``
 (teacher–student with Gaussian inputs and a ReLU/erf unit without bias) also expose the
@@ -96,7 +96,7 @@ LOSSES = ("squared", "logistic")
 
 def loss_terms(loss: str, f: torch.Tensor, y: torch.Tensor):
     """(r, ℓ) for network outputs f and labels y (same shape): the half loss derivative
-    r = ½ ∂_fℓ(y, f) and the loss ℓ(y, f) itself, both without ½ in ℓ (DESIGN.md §1).
+    r = ½ ∂_fℓ(y, f) and the loss ℓ(y, f) itself, both without ½ in ℓ (docs/design.md §1).
 
     squared:  r = f − y,              ℓ = (y − f)²;
     logistic: r = −(y/2) σ(−y f),     ℓ = log(1 + e^{−y f}) = logaddexp(0, −y f),

@@ -8,7 +8,7 @@ translation-invariant, positive semi-definite kernel
 (K = 5 in Chizat's "Mean-field Langevin dynamics: exponential convergence and annealing",
 TMLR 2022; its notebook ``MFL.ipynb`` defines the same product of modified Dirichlet kernels,
 checked).  The risk is the squared MMD between ρ and ν in the RKHS H of k, written in
-DESIGN.md §1's form:
+docs/design.md §1's form:
 
     R(ρ) = ‖∫k(·, θ) dρ − ∫k(·, y) dν‖²_H = R_# + 2 ∫V dρ + ∬U dρ dρ,
     U(θ, θ') = k(θ, θ'),   V(θ) = −Σ_t ν_t k(θ, y_t),   R_# = Σ_{t,s} ν_t ν_s k(y_t, y_s),

@@ -29,7 +29,7 @@ network has no constant term).
 
     ∂R/∂θ_i = (1/n) Σ_k ∂_fℓ(y_k, f(x_k)) (1/N) ∇_θφ(x_k; θ_i) = (2/N) ∇_θΨ(θ_i; ρ_N),
 
-because Ψ = ½ δR/δρ = (1/n) Σ_k ½∂_fℓ φ(x_k; ·) (DESIGN.md §1: risk without ½, Ψ half
+because Ψ = ½ δR/δρ = (1/n) Σ_k ½∂_fℓ φ(x_k; ·) (docs/design.md §1: risk without ½, Ψ half
 its first variation).  One step of ``gradient_flow(task, dt=dt)`` moves
 θ_i ← θ_i − 2dt ∇Ψ(θ_i) = θ_i − N·dt ∂R/∂θ_i: **one full-batch ``torch.optim.SGD`` step
 with lr = N·dt** on ``module.loss``.  L2 strength λ adds −2dt λθ_i = −lr (2λ/N) θ_i, i.e.

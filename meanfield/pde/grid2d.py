@@ -1,7 +1,7 @@
 """Two-dimensional distributional dynamics on a grid: the PDE limit without symmetry.
 
 For a task whose parameter θ lives in R² (or on the flat 2-torus) the density ρ_t of the
-particles' limit solves (DESIGN.md §1, MMN time, Ψ_λ = Ψ + (λ/2)|θ|²)
+particles' limit solves (docs/design.md §1, MMN time, Ψ_λ = Ψ + (λ/2)|θ|²)
 
     ∂_t ρ = 2ξ ∇·(ρ ∇Ψ_λ(θ; ρ)) + 2ξβ⁻¹ Δρ,      Ψ(θ; ρ) = V(θ) + ∫ U(θ, θ') ρ(dθ'),
 

@@ -1,8 +1,8 @@
-"""Radial distributional dynamics: the 1-D PDE for the law of r = |w| (DESIGN.md §1).
+"""Radial distributional dynamics: the 1-D PDE for the law of r = |w| (docs/design.md §1).
 
 For a rotation-invariant task and initial law, ρ_t stays radial and the density P(r, t) of
 r = |w| solves (MMN time, Ψ_λ = Ψ + λ|w|²/2, D = 2ξ/β; Mei–Montanari–Nguyen 2018, §"isotropic
-Gaussians", and the radial Fokker–Planck equation of DESIGN.md §1)
+Gaussians", and the radial Fokker–Planck equation of docs/design.md §1)
 
     ∂_t P = ∂_r [ P · 2ξ ∂_r Φ ] + D ∂_r² P,     Φ(r) = ψ_λ(r; P) − ((d − 1)/β) log r,
     ψ(r; P) = v(r) + ∫ u(r, r') P(r') dr',       ψ_λ = ψ + λ r²/2,
@@ -240,7 +240,7 @@ class RadialDD:
         return float((P[pos] * (np.log(P[pos]) - log_omega - (self.d - 1) * self._logr[pos])).sum() * h)
 
     def free_energy(self, P, beta) -> float:
-        """F_β(P) = ½ R(P) + (λ/2) ∫ r² P + β⁻¹ ∫ ρ log ρ (DESIGN.md §1); β = ∞ drops the entropy."""
+        """F_β(P) = ½ R(P) + (λ/2) ∫ r² P + β⁻¹ ∫ ρ log ρ (docs/design.md §1); β = ∞ drops the entropy."""
         f = 0.5 * self.risk(P) + self.lam * float((self._half_r2 * P).sum() * self.grid.h)
         return f if beta == math.inf else f + self.neg_entropy(P) / beta
 
