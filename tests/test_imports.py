@@ -43,7 +43,10 @@ ROOMS = ("measure", "models", "interact", "dynamics")          # in this order (
 NO_DYNAMICS = ("pde", "diagnostics")                           # never import dynamics
 BASE = ROOMS + NO_DYNAMICS
 TOP = ("experiments", "io", "plotting", "cli",                # §2: on top of all of them
-       "runner", "sweep", "distributed", "__main__")           # §3: run machinery, entry points
+       "analysis", "figures", "data",
+       "runner", "store", "sweep", "distributed", "__main__")  # §3: run machinery, entry points
+RUN_MACHINERY = ("experiments", "runner", "store", "sweep", "distributed", "cli", "__main__")
+NO_EXPERIMENTS = ("analysis", "figures")                       # arrays and run directories only
 LEAF = ("errors",)                                             # imported by anyone
 
 
@@ -289,10 +292,47 @@ def area(module: str) -> str | None:
     return parts[1] if len(parts) > 1 else None
 
 
-def rule_violations(graph) -> dict[str, list[Edge]]:
-    """{rule: the edges that break it} for the rules of docs/design.md §2 (module docstring)."""
+def registered_experiments(sources) -> set[str]:
+    """The module names of the experiments registered in ``meanfield/experiments/__init__.py``
+    (the values of its ``EXPERIMENTS`` dict, read from its source)."""
+    src = sources.get(f"{PKG}.experiments", ("", True, ""))[0]
+    for node in ast.parse(src).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "EXPERIMENTS"
+                                                for t in node.targets):
+            return {f"{PKG}.experiments.{v}" for v in ast.literal_eval(node.value).values()}
+    return set()
+
+
+def private_imports(sources) -> list[str]:
+    """``path:line: importer imports _name from target`` for every ``from X import _name`` of
+    an underscore-private name of a module in another room, or of another module of
+    experiments/ (a room's modules may share their private helpers; dunders such as
+    __version__ excepted)."""
+    out = []
+    for mod, (src, is_pkg, path) in sources.items():
+        for node in ast.walk(ast.parse(src)):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            base = mod if is_pkg else mod.rpartition(".")[0]
+            for _ in range(max(node.level - 1, 0)):
+                base = base.rpartition(".")[0]
+            target = (f"{base}.{node.module}" if node.module else base) if node.level else (node.module or "")
+            if not target.startswith(PKG) or target == mod:
+                continue
+            if area(target) == area(mod) != "experiments":   # a room's own shared helpers
+                continue
+            for alias in node.names:
+                if alias.name.startswith("_") and not alias.name.startswith("__"):
+                    out.append(f"{path}:{node.lineno}: {mod} imports {alias.name} from {target}")
+    return out
+
+
+def rule_violations(graph, experiments=frozenset()) -> dict[str, list[Edge]]:
+    """{rule: the edges that break it} for the rules of docs/design.md §2 (module docstring);
+    ``experiments``: the registered experiment modules (no one of them imports another)."""
     out = {"room order": [], "pde/diagnostics import dynamics": [],
-           "models import interact": [], "base imports top": [], "errors is a leaf": []}
+           "models import interact": [], "base imports top": [], "errors is a leaf": [],
+           "analysis/figures import experiments": [], "experiments import each other": []}
     for mod, edges in graph.items():
         src = area(mod)
         if src is None:                                   # meanfield/__init__: re-exports
@@ -309,6 +349,10 @@ def rule_violations(graph) -> dict[str, list[Edge]]:
                 out["base imports top"].append(e)
             if src in LEAF:
                 out["errors is a leaf"].append(e)
+            if src in NO_EXPERIMENTS and dst in RUN_MACHINERY:
+                out["analysis/figures import experiments"].append(e)
+            if mod in experiments and e.target in experiments and e.target != mod:
+                out["experiments import each other"].append(e)
     return out
 
 
@@ -404,9 +448,40 @@ def test_checker_finds_planted_cycles_and_violations():
 # ---------------------------------------------------------------------------------------
 
 
+def test_checker_finds_planted_experiment_and_private_imports():
+    planted = {
+        "meanfield": ("", True), "meanfield.errors": ("", False),
+        "meanfield.experiments": ("EXPERIMENTS = {'a-b': 'ab', 'c': 'cc'}\n", True),
+        "meanfield.experiments.ab": ("from .cc import plan\nfrom .shared import make\n", False),
+        "meanfield.experiments.cc": ("from ..analysis.rates import _fit\n", False),
+        "meanfield.experiments.shared": ("from . import cc\n", False),
+        "meanfield.analysis": ("", True),
+        "meanfield.analysis.rates": ("from ..experiments import cc\n", False),
+        "meanfield.analysis.x": ("from .rates import _shared\n", False),
+        "meanfield.figures": ("", True),
+        "meanfield.figures.f": ("from .. import runner\nfrom ..analysis import rates\n", False),
+        "meanfield.runner": ("", False),
+    }
+    sources = {m: (s, p, m.replace(".", "/") + ".py") for m, (s, p) in planted.items()}
+    g = import_graph({m: (s, p) for m, (s, p) in planted.items()})
+    regs = registered_experiments(sources)
+    assert regs == {"meanfield.experiments.ab", "meanfield.experiments.cc"}
+    v = {rule: sorted((e.importer, e.target) for e in es)
+         for rule, es in rule_violations(g, regs).items()}
+    assert v["experiments import each other"] == [("meanfield.experiments.ab", "meanfield.experiments.cc")]
+    assert v["analysis/figures import experiments"] == [
+        ("meanfield.analysis.rates", "meanfield.experiments.cc"), ("meanfield.figures.f", "meanfield.runner")]
+    (bad,) = private_imports(sources)
+    assert "imports _fit from meanfield.analysis.rates" in bad
+
+
 @pytest.fixture(scope="module")
-def graph():
-    sources = package_sources()
+def sources():
+    return package_sources()
+
+
+@pytest.fixture(scope="module")
+def graph(sources):
     assert {"meanfield", "meanfield.errors", "meanfield.measure", "meanfield.models",
             "meanfield.interact", "meanfield.dynamics"} <= set(sources)
     return import_graph(sources)
@@ -426,7 +501,13 @@ def test_no_import_cycles(graph):
 
 @pytest.mark.parametrize("rule", ["room order", "pde/diagnostics import dynamics",
                                   "models import interact", "base imports top",
-                                  "errors is a leaf"])
-def test_room_rules(graph, rule):
-    bad = rule_violations(graph)[rule]
+                                  "errors is a leaf", "analysis/figures import experiments",
+                                  "experiments import each other"])
+def test_room_rules(sources, graph, rule):
+    bad = rule_violations(graph, registered_experiments(sources))[rule]
     assert not bad, f"docs/design.md §2 rule '{rule}' broken by:\n  " + _report(bad)
+
+
+def test_no_module_imports_another_modules_private_names(sources):
+    bad = private_imports(sources)
+    assert not bad, "underscore-private names imported from another module:\n  " + "\n  ".join(bad)
