@@ -7,6 +7,7 @@ import torch
 
 from meanfield import io, runner
 from meanfield.cli import main
+from meanfield.analysis import decay
 from meanfield.experiments import n_scaling as ns
 from meanfield.interact import evaluate
 
@@ -69,7 +70,7 @@ def test_iid_constant_is_the_excess_risk_of_iid_draws(gen):
     cfg = ns.Config.build(None, ["scale=small", "m0=300"])
     task = ns.teacher_task(cfg)
     tt = task.teacher_theta
-    K = float(ns.iid_constant(task, tt[None])[0])
+    K = float(decay.iid_constant(task, tt[None])[0])
     idx = torch.randint(0, tt.shape[0], (400, 6), generator=gen(3))
     r = evaluate(task, tt[idx], backend="torch").risk.numpy()
     # standard error of the mean of 400 draws: measured ≈ 3 % of K/6; allow 4 s.e.

@@ -92,8 +92,7 @@ from ..errors import ConfigError
 from ..interact import evaluate
 from ..models import TeacherStudent, Unit
 from .config import TwoLayerConfig
-from .n_scaling import warmup  # noqa: F401 (sweep warm-up)
-from .particles import size_phase
+from .particles import relu_warmup, size_phase
 from .plan import Plan, snapshot_arrays
 
 NAME = "cb-threshold"
@@ -503,3 +502,4 @@ def plot(run_dir, coords=None) -> list[Path]:
 
 
 FIGURES = plot
+warmup = relu_warmup          # compiles the ReLU pair sums before a sweep's workers start

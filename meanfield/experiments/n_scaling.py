@@ -1,7 +1,7 @@
 """n-scaling: how the trained risk of N particles approaches its N → ∞ value (population GD).
 
 Task: teacher-student with ReLU units φ(x; θ) = a relu(⟨w, x⟩), x ~ N(0, I_d), closed-form
-population risk (DESIGN.md §1: R = E[(y − f)²], no ½).  The teacher is a *smooth law*, not a
+population risk (docs/design.md §1: R = E[(y − f)²], no ½).  The teacher is a *smooth law*, not a
 few units: m0 = 20 000 units (a*_k = 1, weights 1/m0) with w*_k ~ N(0, diag(σ_1², …, σ_d²)),
 σ_j evenly spaced from 1 down to ``teacher_std_min``, drawn once with ``teacher_seed``.  As
 m0 → ∞ its network tends to f*(x) = ‖diag(σ) x‖ / √(2π) (w*·x ~ N(0, ‖diag(σ) x‖²)), an
@@ -55,24 +55,24 @@ randomness after the initial draw).
 """
 from __future__ import annotations
 
-import json
 import math
-import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..seeds import derive_generator
 from .. import io
+from ..analysis import decay
 from ..diagnostics import loglog_rate
 from ..dynamics import ParticleState, gradient_flow
 from ..errors import ConfigError
+from ..figures import n_scaling
+from ..figures.n_scaling import FIT, RESULTS
 from ..interact import evaluate
 from ..models import TeacherStudent, Unit
 from .config import TwoLayerConfig, check_n_grid, geometric_grid
-from .particles import legacy_entries, size_phase
+from .particles import relu_warmup, size_phase
 from .plan import Plan, snapshot_arrays
 
 NAME = "n-scaling"
@@ -150,27 +150,6 @@ def initial_state(cfg: Config, dyn, N: int) -> ParticleState:
     return dyn.init(torch.cat([a, w], -1).to(getattr(torch, cfg.dtype)), generator=gen)
 
 
-def warmup(cfg) -> None:
-    """Compile the pair-sum code a run of ``cfg`` uses (native loop or KeOps formula for the
-    ReLU kernel in cfg.dtype, d = cfg.d) on a tiny teacher-student, without the 20 000-unit
-    teacher's R_# (``meanfield sweep`` calls this in the parent before fanning out)."""
-    g = torch.Generator().manual_seed(0)
-    unit = Unit(cfg.d, "relu", output_weight=True)
-    task = TeacherStudent.random(unit, 2, generator=g)
-    theta = torch.randn(1, 8, unit.D, generator=g, dtype=torch.float64).to(getattr(torch, cfg.dtype))
-    evaluate(task, theta, backend=cfg.backend)
-
-
-def iid_constant(task: TeacherStudent, theta: torch.Tensor, backend="auto") -> np.ndarray:
-    """E_x Var_ρ φ(x; θ) = ∫ U(θ,θ) dρ − ∬ U dρ dρ per replica [B] for ρ = uniform on θ [B, N, D]
-    (float64).  U(θ, θ) = a² |w|² / 2 for ReLU; ∬U = Σ_i m_i (Ψ_i − V_i)."""
-    th = theta.double()
-    pot = evaluate(task, th, backend=backend)
-    self_u = (th[..., 0] ** 2 * (th[..., 1:] ** 2).sum(-1) / 2).mean(-1)
-    cross = (pot.psi - pot.V).mean(-1)
-    return (self_u - cross).numpy()
-
-
 def plan(cfg: Config) -> Plan:
     """One phase per N of the grid (seeds as replicas), population GD from
     :func:`initial_state`; the final risk re-evaluated in float64 (``risk64``); results:
@@ -191,33 +170,25 @@ def plan(cfg: Config) -> Plan:
                            snapshot_steps=None if N == grid[-1] else (0,)) for N in grid]
 
     def results(ctx):
-        done = legacy_entries(ctx, keys)
-        k_limit = iid_constant(task, done[grid[-1]]["state"]["theta"], cfg.backend)
-        return _write_results(cfg, ctx, task, done, k_limit)
+        return _write_results(cfg, ctx, task, {N: ctx.done[keys[N]] for N in grid})
 
     return Plan(phases=phases, results=results, primary=keys[grid[-1]],
                 record={"task": task.to_dict(), "N_grid": grid})
 
 
-def _write_results(cfg, ctx, task, done, k_limit):
+def _write_results(cfg, ctx, task, done):
+    """results.csv, fit.json, metrics.csv and particles.npz from ``done``: {N: PhaseRecord}."""
     out = ctx.out
-    from scipy.optimize import OptimizeWarning, curve_fit
-    from scipy.stats import linregress
-
     grid = cfg.grid()
-    T = cfg.steps * cfg.dt
-    tt, tw = task.teacher(torch.float64)
-    k_teacher = float((tw * tt[:, 0] ** 2 * (tt[:, 1:] ** 2).sum(-1) / 2).sum()) - task.risk_sharp
-    th_lim = done[grid[-1]]["state"]["theta"].double()
-    mmn_k = float((th_lim[..., 0] ** 2 * (th_lim[..., 1:] ** 2).sum(-1) / 2).max())
-    K_lim = float(np.mean(k_limit))
+    th_lim = done[grid[-1]].state["theta"]
+    K_lim = float(np.mean(decay.iid_constant(task, th_lim, cfg.backend)))
+    k_teacher, mmn_k = decay.teacher_iid_constant(task), decay.mmn_constant(th_lim)
     metrics, results, gaps = [], [], []
     for N in grid:
-        e = done[N]
-        metrics.extend(e["rows"])
-        gap = np.asarray(e["risk64"], float)                 # R_∞ = 0
+        rows = done[N].rows
+        metrics.extend(rows)
+        gap = np.asarray(done[N].result["risk64"], float)                 # R_∞ = 0
         gaps.append(gap)
-        rows = e["rows"]
         i90 = min(range(len(rows)), key=lambda i: abs(rows[i]["step"] - 0.9 * cfg.steps))
         rel = (rows[i90]["risk"] - rows[-1]["risk"]) / rows[-1]["risk"]
         res = {"N": N, "gap_mean": float(gap.mean()), "gap_sd": float(gap.std(ddof=1)),
@@ -226,109 +197,28 @@ def _write_results(cfg, ctx, task, done, k_limit):
         res.update({f"gap_r{b}": float(g) for b, g in enumerate(gap)})
         results.append(res)
     io.write_metrics(out / io.METRICS, metrics)
-    io.write_metrics(out / "results.csv", results)
-    gap_fit = loglog_rate(grid, gaps, n_boot=cfg.n_boot, seed=cfg.seed)
+    io.write_metrics(out / RESULTS, results)
     sd = np.array([g.std(ddof=1) for g in gaps])
-    sd_fit = linregress(np.log(grid), np.log(sd))
     means = np.array([g.mean() for g in gaps])
-    try:
-        with warnings.catch_warnings():          # a singular covariance is reported as se = inf
-            warnings.simplefilter("ignore", OptimizeWarning)
-            (r_inf, c, alpha), cov = curve_fit(lambda n, r0, c, a: r0 + c * n ** a, np.array(grid, float),
-                                               means, p0=(0.0, means[0] * grid[0], -1.0),
-                                               sigma=np.maximum(sd / math.sqrt(cfg.replicas), 1e-300),
-                                               maxfev=20_000)
-        se = float(math.sqrt(cov[0, 0])) if np.isfinite(cov[0, 0]) and cov[0, 0] >= 0 else math.inf
-        r_inf_fit = {"R_inf": float(r_inf), "R_inf_se": se,
-                     "alpha": float(alpha)}
-    except (RuntimeError, ValueError) as e:
-        r_inf_fit = {"error": str(e)}
-    fit = {"N": grid, "T": T, "R_inf": 0.0, "gap": gap_fit,
-           "spread": {"slope": float(sd_fit.slope), "slope_se": float(sd_fit.stderr)},
-           "R_inf_free_fit": r_inf_fit, "risk_sharp": task.risk_sharp,
+    fit = {"N": grid, "T": cfg.steps * cfg.dt, "R_inf": 0.0,
+           "gap": loglog_rate(grid, gaps, n_boot=cfg.n_boot, seed=cfg.seed),
+           "spread": decay.spread_slope(grid, sd),
+           "R_inf_free_fit": decay.limit_fit(grid, means, sd, cfg.replicas), "risk_sharp": task.risk_sharp,
            "K_iid_limit": K_lim, "K_iid_teacher": k_teacher, "mmn_K": mmn_k,
            "gd_beats_iid": bool(np.all(means < K_lim / np.array(grid, float))),
            "gap_over_iid_at_Nmax": float(means[-1] / (K_lim / grid[-1])),
-           "max_rel_change_last10": float(max(r["rel_change_last10"] for r in results))}
-    fit["slope_vs_T"] = _slopes_vs_t(cfg, done)
-    io.write_json(out / "fit.json", fit)
-    # t, step, theta: the largest N at 0 and T (its phase's snapshots)
+           "max_rel_change_last10": float(max(r["rel_change_last10"] for r in results)),
+           "slope_vs_T": decay.slopes_vs_time(grid, [done[N].rows for N in grid], cfg.steps,
+                                              cfg.log_every, cfg.dt)}
+    io.write_json(out / FIT, fit)
+    # t, step, theta: the largest N every save_every steps (its phase's snapshots)
     arrays = snapshot_arrays(ctx.done, primary=f"N={grid[-1]}")
     arrays.update({"param_names": np.array(task.param_names), "N_grid": np.array(grid)})
-    arrays.update({f"theta_N{N}": done[N]["state"]["theta"].numpy() for N in grid})
+    arrays.update({f"theta_N{N}": done[N].state["theta"].numpy() for N in grid})
     arrays.update(task.arrays())
     io.write_npz(out / io.PARTICLES, arrays)
     return metrics
 
 
-def _slopes_vs_t(cfg, done) -> dict:
-    """Least-squares slope of log(seed-mean float32 risk) vs log N at the logged steps nearest
-    T/4, T/2 and T: {"t": slope}."""
-    from scipy.stats import linregress
-
-    grid = cfg.grid()
-    out = {}
-    for frac in (0.25, 0.5, 1.0):
-        k = cfg.log_every * round(frac * cfg.steps / cfg.log_every)
-        vals = []
-        for N in grid:
-            rows = done[N]["rows"]
-            vals.append(min(rows, key=lambda r: abs(r["step"] - k))["risk"])
-        out[f"{k * cfg.dt:g}"] = float(linregress(np.log(grid), np.log(vals)).slope)
-    return out
-
-
-def plot(run_dir, coords=None) -> list[Path]:
-    """figures/n_scaling.png: (left) the gap R_N(T) − R_∞ against N, per seed and seed mean,
-    with the fitted slope and its bootstrap interval, the i.i.d.-sampling excess of the
-    limiting law and of the teacher's law, and MMN's K/N; (middle) the seed-to-seed standard
-    deviation against N; (right) the seed-mean risk against t for every N."""
-    from ..plotting import pyplot, save_figure
-
-    run_dir = Path(run_dir)
-    res = io.read_metrics(run_dir / "results.csv")
-    met = io.read_metrics(run_dir / io.METRICS)
-    fit = json.loads((run_dir / "fit.json").read_text())
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), dpi=120)
-    N = res["N"]
-    ax = axes[0]
-    for k in sorted(k for k in res if k.startswith("gap_r")):
-        ax.scatter(N, res[k], s=8, color="C0", alpha=0.35, lw=0)
-    ax.plot(N, res["gap_mean"], "o", color="C0", ms=5, label="GD, seed mean")
-    g = fit["gap"]
-    ax.plot(N, np.exp(g["intercept"]) * N ** g["slope"], "-", color="C0",
-            label=f"slope {g['slope']:.2f} [{g['ci95'][0]:.2f}, {g['ci95'][1]:.2f}]")
-    ax.plot(N, res["iid_limit"], "--", color="C1", label="i.i.d. from limit law (1/N)·E Var φ")
-    ax.plot(N, res["iid_teacher"], ":", color="C2", label="i.i.d. from teacher law")
-    ax.plot(N, res["mmn_K_over_N"], "-.", color="C3", label="MMN K/N")
-    ax.set_title(f"R_N(T) − R_∞ (R_∞ = 0), T = {fit['T']:.3g}", fontsize=9)
-    ax2 = axes[1]
-    ax2.plot(N, res["gap_sd"], "s", color="C4", ms=5)
-    sp = fit["spread"]
-    c = np.exp(np.mean(np.log(res["gap_sd"])) - sp["slope"] * np.mean(np.log(N)))
-    ax2.plot(N, c * N ** sp["slope"], "-", color="C4", label=f"slope {sp['slope']:.2f} ± {2 * sp['slope_se']:.2f}")
-    ax2.set_title("seed-to-seed s.d. of R_N(T)", fontsize=9)
-    for a in (ax, ax2):
-        a.set_xscale("log")
-        a.set_yscale("log")
-        a.set_xlabel("N")
-        a.grid(alpha=0.3, which="both")
-        a.legend(frameon=False, fontsize=7)
-    ax3 = axes[2]
-    cmap = plt.cm.viridis
-    for j, n in enumerate(N):
-        sel = (met["N"] == n) & (met["t"] > 0)
-        ax3.plot(met["t"][sel], met["risk"][sel], color=cmap(j / max(1, len(N) - 1)), lw=1.2,
-                 label=f"N = {int(n)}")
-    ax3.set_yscale("log")
-    ax3.set_xscale("log")
-    ax3.set_xlabel("t (MMN time)")
-    ax3.set_title("seed-mean risk R_N(t)", fontsize=9)
-    ax3.grid(alpha=0.3, which="both")
-    ax3.legend(frameon=False, fontsize=7, ncol=2)
-    fig.tight_layout()
-    return [save_figure(fig, run_dir / io.FIGURES / "n_scaling.png")]
-
-
-FIGURES = plot
+FIGURES = n_scaling.scaling_figures
+warmup = relu_warmup          # compiles the ReLU pair sums before a sweep's workers start

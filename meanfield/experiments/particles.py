@@ -3,12 +3,15 @@ and the phase of one recorded simulation (run by ``meanfield.runner``).
 
 :func:`measure_row` measures θ_k: the risk (exact when the task has a closed form, else a
 Monte Carlo estimate with its standard error), the squared velocity norm ‖v‖²_{L²(ρ_N)} of
-the population flow and the empirical PL ratio ‖v‖² / (R − R_∞) (DESIGN.md §1), and for
+the population flow and the empirical PL ratio ‖v‖² / (R − R_∞) (docs/design.md §1), and for
 noisy runs (β < ∞) with an exact risk the entropy estimate and the free energy
 F_β = ½R + (λ/2)∫|θ|² dρ − β⁻¹H (the Langevin dynamics' Lyapunov functional); with a
 sharded dynamics (``dynamics.sharded``) it measures this rank's particles and gathers the
 whole system, so rows have the unsharded format.  :func:`simulation_phase` is the phase
-of a run that advances one ``ParticleDynamics`` for ``cfg.steps`` steps.
+of a run that advances one ``ParticleDynamics`` for ``cfg.steps`` steps; :func:`size_phase`
+the phase of one system of a multi-size run (one N, one width m, one temperature …);
+:func:`relu_warmup` the sweep warm-up of the ReLU teacher-student experiments (n-scaling,
+cb-threshold).
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from ..diagnostics import knn_entropy, velocity_sq_norm
 from ..dynamics.sharded import ShardedDynamics
 from ..errors import ConfigError, DivergenceError
 from ..interact import evaluate
+from ..models import TeacherStudent, Unit
 from .plan import Phase
 
 
@@ -68,7 +72,7 @@ def free_energy_row(dyn, state, risk) -> dict:
     """{"entropy", "free_energy"} of a noisy run with an exact risk, else {}: when β(t_k) < ∞
     and the task has a population risk, the Kozachenko–Leonenko estimate Ĥ of the particles'
     differential entropy (``diagnostics.knn_entropy``, k = 1, over all D coordinates) and the
-    free energy the Langevin dynamics decreases (DESIGN.md §1),
+    free energy the Langevin dynamics decreases (docs/design.md §1),
 
         F_β = ½R + (λ/2) Σ_i m_i |θ_i|² − β(t_k)⁻¹ Ĥ,
 
@@ -170,6 +174,18 @@ def legacy_entries(ctx, keys) -> dict:
         out[label] = {"rows": rec.rows, "state": rec.state, "snaps": snaps,
                       "theta0": snaps.get(0), **rec.result}
     return out
+
+
+def relu_warmup(cfg) -> None:
+    """Compile the pair-sum code a ReLU teacher-student run of ``cfg`` uses (native loop or
+    KeOps formula for the ReLU kernel in cfg.dtype, d = cfg.d, on cfg.backend) on a tiny
+    teacher-student, without the real teacher's R_# (``meanfield sweep`` calls an
+    experiment's ``warmup`` in the parent before fanning out)."""
+    g = torch.Generator().manual_seed(0)
+    unit = Unit(cfg.d, "relu", output_weight=True)
+    task = TeacherStudent.random(unit, 2, generator=g)
+    theta = torch.randn(1, 8, unit.D, generator=g, dtype=torch.float64).to(getattr(torch, cfg.dtype))
+    evaluate(task, theta, backend=cfg.backend)
 
 
 def dtype_of(cfg) -> torch.dtype:

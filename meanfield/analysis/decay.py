@@ -1,0 +1,103 @@
+"""Decay rates and their baselines: how fast an error falls in N, and a free energy in time.
+
+In N (the n-scaling experiment; docs/design.md §1: R = E[(y − f)²], no ½):
+
+* :func:`iid_constant`, :func:`teacher_iid_constant`, :func:`mmn_constant`: the constants K
+  of the K/N baselines — the excess risk of N i.i.d. draws from a law and Mei–Montanari–
+  Nguyen's bound sup U(θ, θ) on a support;
+* :func:`limit_fit`: R_N = R_∞ + C N^α fitted to seed means, R_∞ free;
+* :func:`spread_slope` and :func:`slopes_vs_time`: log-log slopes of the seed-to-seed spread
+  and of the risk at earlier times (the slope of the gap itself, with its bootstrap interval,
+  is ``meanfield.diagnostics.loglog_rate``).
+
+In time (the mfld-torus experiment): :func:`decay_rate`, the exponential rate at which a
+seed-mean free energy F(k) approaches its stationary value.
+
+Pure functions of arrays (and, for the i.i.d. constants, of a task's closed-form kernels);
+nothing here simulates.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import torch
+
+from ..interact import evaluate
+
+
+# ---- baselines of the gap in N ---------------------------------------------------------------
+def iid_constant(task, theta: torch.Tensor, backend="auto") -> np.ndarray:
+    """E_x Var_ρ φ(x; θ) = ∫ U(θ,θ) dρ − ∬ U dρ dρ per replica [B] for ρ = uniform on θ [B, N, D]
+    (float64): drawing N i.i.d. particles from ρ gives E R(ρ_N) − R(ρ) = this / N.
+    U(θ, θ) = a² |w|² / 2 for ReLU units with an output weight (θ = (a, w)); ∬U = Σ_i m_i
+    (Ψ_i − V_i) from the task's closed-form potential (``interact.evaluate``)."""
+    th = theta.double()
+    pot = evaluate(task, th, backend=backend)
+    self_u = (th[..., 0] ** 2 * (th[..., 1:] ** 2).sum(-1) / 2).mean(-1)
+    cross = (pot.psi - pot.V).mean(-1)
+    return (self_u - cross).numpy()
+
+
+def teacher_iid_constant(task) -> float:
+    """:func:`iid_constant` of the teacher's own law ρ* = Σ_k m*_k δ_{θ*_k} of a ReLU
+    teacher-student task (no offset or label noise): Σ_k m*_k a*_k²|w*_k|²/2 − R_#, since
+    ∬U dρ* dρ* = E f*² = R_#.  As R(ρ*) = 0, this / N is the whole risk of N i.i.d. draws."""
+    tt, tw = task.teacher(torch.float64)
+    return float((tw * tt[:, 0] ** 2 * (tt[:, 1:] ** 2).sum(-1) / 2).sum()) - task.risk_sharp
+
+
+def mmn_constant(theta: torch.Tensor) -> float:
+    """K = max_i U(θ_i, θ_i) = max_i a_i²|w_i|²/2 over θ [..., N, 1 + d] (ReLU units with an
+    output weight): the constant of Mei–Montanari–Nguyen's |inf R_N − inf R| ≤ K/N, taken
+    over the support θ (ReLU units are unbounded, so sup U over all θ is infinite)."""
+    th = theta.double()
+    return float((th[..., 0] ** 2 * (th[..., 1:] ** 2).sum(-1) / 2).max())
+
+
+# ---- fits in N -------------------------------------------------------------------------------
+def limit_fit(n, means, sd, replicas: int) -> dict:
+    """R_N = R_∞ + C N^α fitted to the seed means ``means`` [K] at the sizes ``n`` [K]
+    (``scipy.optimize.curve_fit`` from (0, means[0]·n[0], −1), weighted by the standard
+    errors sd/√replicas of the seed s.d. ``sd`` [K], at most 20 000 evaluations): {"R_inf",
+    "R_inf_se" (inf when the covariance is singular), "alpha"}, or {"error": message} when
+    the fit fails."""
+    from scipy.optimize import OptimizeWarning, curve_fit
+
+    try:
+        with warnings.catch_warnings():          # a singular covariance is reported as se = inf
+            warnings.simplefilter("ignore", OptimizeWarning)
+            (r_inf, c, alpha), cov = curve_fit(lambda n, r0, c, a: r0 + c * n ** a, np.array(n, float),
+                                               means, p0=(0.0, means[0] * n[0], -1.0),
+                                               sigma=np.maximum(sd / math.sqrt(replicas), 1e-300),
+                                               maxfev=20_000)
+        se = float(math.sqrt(cov[0, 0])) if np.isfinite(cov[0, 0]) and cov[0, 0] >= 0 else math.inf
+        return {"R_inf": float(r_inf), "R_inf_se": se, "alpha": float(alpha)}
+    except (RuntimeError, ValueError) as e:
+        return {"error": str(e)}
+
+
+def spread_slope(n, sd) -> dict:
+    """{"slope", "slope_se"}: the least-squares slope of log sd against log n
+    (``scipy.stats.linregress``) for the seed-to-seed standard deviations ``sd`` [K] at the
+    sizes ``n`` [K], and its standard error."""
+    from scipy.stats import linregress
+
+    fit = linregress(np.log(n), np.log(sd))
+    return {"slope": float(fit.slope), "slope_se": float(fit.stderr)}
+
+
+def slopes_vs_time(n, rows, steps: int, log_every: int, dt: float) -> dict:
+    """{"t": slope}: the least-squares slope of log(risk) against log n at the logged steps
+    k nearest T/4, T/2 and T (k = log_every·round(frac·steps/log_every), t = k·dt), where
+    ``rows[j]`` are the metrics rows (dicts with "step" and "risk", the seed mean) of size
+    n[j] and the risk at k is that of the row whose step is nearest k."""
+    from scipy.stats import linregress
+
+    out = {}
+    for frac in (0.25, 0.5, 1.0):
+        k = log_every * round(frac * steps / log_every)
+        vals = [min(r, key=lambda row: abs(row["step"] - k))["risk"] for r in rows]
+        out[f"{k * dt:g}"] = float(linregress(np.log(n), np.log(vals)).slope)
+    return out
