@@ -50,7 +50,7 @@ import torch  # noqa: E402
 from meanfield import io  # noqa: E402
 from meanfield import runner  # noqa: E402
 from meanfield.experiments import get_experiment  # noqa: E402
-from meanfield.experiments.cb_relu2d import plane_coordinates  # noqa: E402
+from meanfield.figures.chizat_bach import plane_coordinates  # noqa: E402
 
 torch.set_num_threads(1)        # tiny systems: one thread is fastest on shared cores
 SMALL = os.environ.get("MEANFIELD_SMALL") == "1"

@@ -8,7 +8,9 @@ import torch
 from meanfield import io
 from meanfield.cli import main
 from meanfield.dynamics import gradient_flow
+from meanfield.analysis import thresholds
 from meanfield.experiments import cb_relu2d, cb_threshold
+from meanfield.figures.chizat_bach import plane_coordinates
 from meanfield.models import FiniteDataset, Unit
 
 
@@ -64,7 +66,7 @@ def test_relu2d_small_mode_has_a_failing_case_and_converging_particles(relu2d_ru
     # weighting by |a||w| (their contribution), the mass within 25° of a teacher ray of the
     # same sign is 71–78 % per seed at T = 1000 (scale=small; in full mode, T = 5000, 94–99 %
     # lies within 10°); it was ~1/3 at random (uniform angles, one of two signs)
-    P = cb_relu2d.plane_coordinates(th[-1])                          # (S, 20, 2)
+    P = plane_coordinates(th[-1])                                    # (S, 20, 2)
     mass = np.linalg.norm(P, axis=-1)
     ang = np.arctan2(P[..., 1], P[..., 0])
     t_ang = np.arctan2(teacher[:, 2], teacher[:, 1])
@@ -120,9 +122,9 @@ def test_a_systems_start_does_not_depend_on_the_rest_of_the_m_grid():
     assert not torch.equal(full[4, 0][0][:4], full[6, 0][0][:4])
 
 def test_threshold_is_the_smallest_m_from_which_all_succeed():
-    assert cb_threshold.threshold([2, 3, 4, 6], [0.0, 1.0, 0.5, 1.0], 0.9) == 6
-    assert cb_threshold.threshold([2, 3, 4, 6], [0.0, 1.0, 1.0, 1.0], 0.9) == 3
-    assert cb_threshold.threshold([2, 3], [0.0, 0.5], 0.9) is None
+    assert thresholds.threshold([2, 3, 4, 6], [0.0, 1.0, 0.5, 1.0], 0.9) == 6
+    assert thresholds.threshold([2, 3, 4, 6], [0.0, 1.0, 1.0, 1.0], 0.9) == 3
+    assert thresholds.threshold([2, 3], [0.0, 0.5], 0.9) is None
 
 
 def test_threshold_table_moves_with_the_tolerance_the_fraction_and_the_horizon():
@@ -134,17 +136,17 @@ def test_threshold_table_moves_with_the_tolerance_the_fraction_and_the_horizon()
     good = 1e-6
     ex1 = np.array([[0.1] * 4, [5e-3, good, good, good], [2e-3, good, good, good]])
     ex2 = np.array([[0.1] * 4, [3e-3, good, good, good], [good] * 4])
-    rows = cb_threshold.threshold_table(ms, {1.0: ex1, 2.0: ex2}, [(1e-3, 0.9), (1e-2, 0.9), (1e-3, 0.75)])
+    rows = thresholds.threshold_table(ms, {1.0: ex1, 2.0: ex2}, [(1e-3, 0.9), (1e-2, 0.9), (1e-3, 0.75)])
     got = {(r["T"], r["success_tol"], r["success_frac"]): r["m_star"] for r in rows}
     assert got == {(1.0, 1e-3, 0.9): None, (1.0, 1e-2, 0.9): 3, (1.0, 1e-3, 0.75): 3,
                    (2.0, 1e-3, 0.9): 4, (2.0, 1e-2, 0.9): 3, (2.0, 1e-3, 0.75): 3}
     assert [r["primary"] for r in rows] == [1, 0, 0, 1, 0, 0]
     # stuck: failing at the longer horizon and unchanged to 1e-3 relative; m = 3's seed 0
     # moved (5e-3 -> 3e-3), m = 2's seeds did not
-    stuck = cb_threshold.stuck_systems(ms, ex1, ex2, 1e-3, 1e-3)
+    stuck = thresholds.stuck_systems(ms, ex1, ex2, 1e-3, 1e-3)
     assert [(s["m"], s["seed"]) for s in stuck] == [(2, 0), (2, 1), (2, 2), (2, 3)]
     ex2[0, 1] = 0.1 * (1 + 2e-3)
-    assert [(s["m"], s["seed"]) for s in cb_threshold.stuck_systems(ms, ex1, ex2, 1e-3, 1e-3)] == \
+    assert [(s["m"], s["seed"]) for s in thresholds.stuck_systems(ms, ex1, ex2, 1e-3, 1e-3)] == \
         [(2, 0), (2, 2), (2, 3)]
 
 

@@ -8,7 +8,7 @@ particles θ_i = (a_i, w_i) ∈ R³ drawn uniformly on the sphere of radius 2; f
 step 1, L2 coefficient 0.002, 10⁴ iterations; he plots |a_i| w_i (his a_i|b_i|, with b the
 output weight) over the iterations, coloured by the final sign of a_i.
 
-Convention mapping (his → ours, DESIGN.md §1).  His objective is
+Convention mapping (his → ours, docs/design.md §1).  His objective is
 F_CB = (1/2n) Σ_k (f(x_k) − y_k)² + (λ_CB/m) Σ_i |θ_i|² = ½R + λ_CB ∫|θ|² dρ_m and his update
 θ_i ← θ_i − η·m·∇_{θ_i}F_CB (the m-scaled gradient, no 1/m in ∇f).  With ∇_{θ_i}(½R(ρ_m)) =
 (1/m)∇Ψ(θ_i) this is θ_i ← θ_i − η(∇Ψ(θ_i) + 2λ_CB θ_i); ours is θ_i ← θ_i − 2dt(∇Ψ + λθ_i)
@@ -38,13 +38,12 @@ Defaults: N = 20, N_few = 3, 8 seeds, n = 100, dt = 0.5, λ = 0.0004, 10⁴ step
 logged step: seed-mean risk, per-seed risk, seed-mean free energy), results.csv (per m and
 seed: final risk, free energy, failed), particles.npz (snapshots ``snap_t``, ``theta_N<m>``
 [K, S, m, 3] for each m; teacher and data arrays), figures/trajectories.png (left: m = N,
-seed 0; right: the worst seed at m = N_few), figures/risk.png.
+seed 0; right: the worst seed at m = N_few; the particles drawn at |a_i| w_i,
+``meanfield.figures.chizat_bach.plane_coordinates``), figures/risk.png.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -53,9 +52,11 @@ from ..seeds import derive_generator
 from .. import io
 from ..dynamics import gradient_flow
 from ..errors import ConfigError
+from ..figures import chizat_bach
+from ..figures.chizat_bach import FIT, RESULTS
 from ..models import FiniteDataset, Unit
 from .config import TwoLayerConfig
-from .particles import legacy_entries, size_phase
+from .particles import size_phase
 from .plan import Plan, snapshot_arrays
 
 NAME = "cb-relu2d"
@@ -166,10 +167,9 @@ def plan(cfg: Config) -> Plan:
                 for N in sizes]
 
     def results(ctx):
-        done = legacy_entries(ctx, keys)
-        rows = [r for N in sizes for r in done[N]["rows"]]
+        rows = [r for N in sizes for r in ctx.done[keys[N]].rows]
         io.write_metrics(ctx.out / io.METRICS, rows)
-        _write_results(cfg, ctx, done, teacher, signs, X, y)
+        _write_results(cfg, ctx, {N: ctx.done[keys[N]] for N in sizes}, teacher, signs, X, y)
         return rows
 
     return Plan(phases=phases, results=results, primary=keys[cfg.N], threads=1,
@@ -177,9 +177,10 @@ def plan(cfg: Config) -> Plan:
 
 
 def _write_results(cfg, ctx, done, teacher, signs, X, y):
+    """results.csv, fit.json and particles.npz from ``done``: {m: PhaseRecord}."""
     out = ctx.out
     sizes = [cfg.N_few, cfg.N]
-    finals = {N: done[N]["rows"][-1] for N in sizes}
+    finals = {N: done[N].rows[-1] for N in sizes}
     S = cfg.replicas
     ref = max(finals[cfg.N][f"risk_r{b}"] for b in range(S))
     results = []
@@ -189,87 +190,23 @@ def _write_results(cfg, ctx, done, teacher, signs, X, y):
             results.append({"m": N, "seed": b, "final_risk": r,
                             "final_free_energy": finals[N][f"free_energy_r{b}"],
                             "failed": int(r > cfg.fail_factor * ref)})
-    io.write_metrics(out / "results.csv", results)
+    io.write_metrics(out / RESULTS, results)
     summary = {"T": cfg.steps * cfg.dt, "lam": cfg.lam, "fail_factor": cfg.fail_factor}
     for N in sizes:
         rs = np.array([finals[N][f"risk_r{b}"] for b in range(S)])
         summary[f"m{N}"] = {"median_final_risk": float(np.median(rs)), "max_final_risk": float(rs.max()),
                             "min_final_risk": float(rs.min()),
                             "failed": int(sum(r["failed"] for r in results if r["m"] == N)), "seeds": S}
-    io.write_json(out / "fit.json", summary)
-    steps = sorted(done[cfg.N]["snaps"])
+    io.write_json(out / FIT, summary)
+    snaps = {N: done[N].snapshot_map() for N in sizes}
+    steps = sorted(snaps[cfg.N])
     arrays = snapshot_arrays(ctx.done, primary=f"m={cfg.N}")
     arrays.update({"snap_t": np.array(steps, float) * cfg.dt,
                    "param_names": np.array(["a", "w0", "w1"]), "teacher_theta": teacher.numpy(),
                    "teacher_weights": (signs / cfg.m0).numpy(), "data_X": X.numpy(), "data_Y": y.numpy()})
     for N in sizes:
-        arrays[f"theta_N{N}"] = torch.stack([done[N]["snaps"][k] for k in steps]).numpy()
+        arrays[f"theta_N{N}"] = torch.stack([snaps[N][k] for k in steps]).numpy()
     io.write_npz(out / io.PARTICLES, arrays)
 
 
-def plane_coordinates(theta: np.ndarray) -> np.ndarray:
-    """|a_i| w_i ∈ R² for θ [..., 3] = (a, w0, w1) → [..., 2] (Chizat's a_i|b_i|)."""
-    return np.abs(theta[..., :1]) * theta[..., 1:3]
-
-
-def plot(run_dir, coords=None) -> list[Path]:
-    """figures/trajectories.png: paths of |a_i| w_i in the plane for m = N (seed 0) and for the
-    worst seed at m = N_few; final points red (a > 0) or blue (a < 0); teacher directions w*_k
-    as stars coloured by their sign, with rays; the init circle |θ| = 2 dotted.
-    figures/risk.png: risk against t for every seed of both m."""
-    from ..plotting import pyplot, save_figure
-
-    run_dir = Path(run_dir)
-    cfg = json.loads((run_dir / io.CONFIG).read_text())["config"]
-    res = io.read_metrics(run_dir / "results.csv")
-    met = io.read_metrics(run_dir / io.METRICS)
-    with np.load(run_dir / io.PARTICLES) as z:
-        paths = {N: z[f"theta_N{N}"] for N in (cfg["N_few"], cfg["N"])}
-        teacher, tw = z["teacher_theta"], z["teacher_weights"]
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.4), dpi=120)
-    few = res["m"] == cfg["N_few"]
-    worst = int(res["seed"][few][np.argmax(res["final_risk"][few])])
-    for ax, (N, seed) in zip(axes, ((cfg["N"], 0), (cfg["N_few"], worst))):
-        th = paths[N][:, seed]                                    # (K, N, 3)
-        P = plane_coordinates(th)
-        sign = np.sign(th[-1, :, 0])
-        for i in range(N):
-            ax.plot(P[:, i, 0], P[:, i, 1], color="k", lw=0.6, alpha=0.7)
-        ax.scatter(P[-1, :, 0], P[-1, :, 1], s=28, c=np.where(sign > 0, "C3", "C0"), zorder=3)
-        r0 = cfg["init_radius"]
-        u = np.linspace(0, 2 * np.pi, 200)
-        ax.plot(r0 * np.cos(u), r0 * np.sin(u), ":", color="0.5", lw=0.8)
-        bx = max(1.2, 1.1 * np.abs(P).max())
-        for k in range(len(teacher)):
-            c = "C3" if tw[k] > 0 else "C0"
-            ax.plot([0, bx * teacher[k, 1]], [0, bx * teacher[k, 2]], "--", color=c, lw=0.6, alpha=0.6)
-            ax.scatter([teacher[k, 1]], [teacher[k, 2]], marker="*", s=140, color=c, edgecolor="k",
-                       lw=0.6, zorder=4)
-        r_fin = float(res["final_risk"][(res["m"] == N) & (res["seed"] == seed)][0])
-        ax.set_title(f"m = {N}, seed {seed}: final risk {r_fin:.2g}", fontsize=9)
-        ax.set_aspect("equal")
-        ax.set_xlim(-bx, bx)
-        ax.set_ylim(-bx, bx)
-        ax.set_xlabel("|a| w₀")
-        ax.set_ylabel("|a| w₁")
-    fig.tight_layout()
-    out = [save_figure(fig, run_dir / io.FIGURES / "trajectories.png")]
-    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
-    for N, c in ((cfg["N_few"], "C1"), (cfg["N"], "C0")):
-        sel = (met["N"] == N) & (met["t"] > 0)
-        for k in sorted(k for k in met if k.startswith("risk_r")):
-            ax.plot(met["t"][sel], met[k][sel], color=c, lw=0.7, alpha=0.6)
-        ax.plot([], [], color=c, label=f"m = {N}")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("t (t = k·dt; Chizat's iteration k = 2t)")
-    ax.set_ylabel("empirical risk (no ½)")
-    ax.legend(frameon=False)
-    ax.grid(alpha=0.3, which="both")
-    fig.tight_layout()
-    out.append(save_figure(fig, run_dir / io.FIGURES / "risk.png"))
-    return out
-
-
-FIGURES = plot
+FIGURES = chizat_bach.relu2d_figures
