@@ -101,3 +101,39 @@ def slopes_vs_time(n, rows, steps: int, log_every: int, dt: float) -> dict:
         vals = [min(r, key=lambda row: abs(row["step"] - k))["risk"] for r in rows]
         out[f"{k * dt:g}"] = float(linregress(np.log(n), np.log(vals)).slope)
     return out
+
+
+# ---- decay in time ---------------------------------------------------------------------------
+def seed_curves(rows, replicas: int) -> dict:
+    """The per-seed curves of one run's metrics rows (dicts with "step" and, per seed b <
+    ``replicas``, "risk_r<b>", "entropy_r<b>", "free_energy_r<b>"): {"k": iterations [K],
+    "R", "H", "F": [K, S]} (risk, entropy estimate, free energy)."""
+    S = replicas
+    return {"k": np.array([r["step"] for r in rows]),
+            "R": np.array([[r[f"risk_r{b}"] for b in range(S)] for r in rows]),
+            "H": np.array([[r[f"entropy_r{b}"] for b in range(S)] for r in rows]),
+            "F": np.array([[r[f"free_energy_r{b}"] for b in range(S)] for r in rows])}
+
+
+def decay_rate(k, F, k_off):
+    """The exponential rate at which the seed-mean F̄(k) of ``F`` [K, S] (per seed, at the
+    iterations ``k`` [K]) approaches its stationary value F^∞ = the mean of F̄ over the window
+    k_off/2 ≤ k < k_off: the least-squares fit log(F̄ − F^∞) ≈ intercept − rate·k
+    (``scipy.stats.linregress``) over the iterations before the gap F̄ − F^∞ first falls
+    below 5 s.e. (the standard deviation of F̄ in the window) or k reaches k_off.
+
+    Returns (rate per iteration, F^∞, k_end the last iteration fitted, intercept); rate and
+    intercept are nan when fewer than 3 iterations are left to fit."""
+    from scipy.stats import linregress
+
+    Fm = F.mean(-1)
+    win = (k >= k_off / 2) & (k < k_off)
+    f_inf = float(Fm[win].mean())
+    se = float(Fm[win].std(ddof=1)) if win.sum() > 1 else 0.0
+    gap = Fm - f_inf
+    small = np.nonzero((gap < 5 * se) | (k >= k_off))[0]
+    end = int(small[0]) if len(small) else len(k)
+    if end < 3:
+        return math.nan, f_inf, int(k[max(end - 1, 0)]), math.nan
+    fit = linregress(k[:end], np.log(gap[:end]))
+    return float(-fit.slope), f_inf, int(k[end - 1]), float(fit.intercept)

@@ -8,7 +8,7 @@ after iteration 800, τ ∈ {0.03, 0.1, 0.3} over 10 runs, and annealed noise τ
 with τ0 = 20 against noiseless GD.  (The notebook's kernel, torus [0, 2π)² and plotting were
 checked in its text; the update form and τ0 are taken from REFERENCES.md.)
 
-Convention mapping (Chizat → ours, DESIGN.md §1).  Chizat's particle update is
+Convention mapping (Chizat → ours, docs/design.md §1).  Chizat's particle update is
 X ← X − η ∇Ψ(X; μ) + √(2ητ) ζ with Ψ the per-particle potential of the MMD (½ of its first
 variation, our Ψ = V + ∫U dρ), i.e. Langevin dynamics whose Gibbs fixed point is ∝ exp(−Ψ/τ):
 the Wasserstein gradient flow of ½R + τ∫ρ log ρ.  Ours is θ ← θ − 2 ξ dt ∇Ψ + √(4ξ dt/β) ζ;
@@ -21,13 +21,15 @@ at t = k·dt.  The free energy we report is that Lyapunov functional,
 per seed, for the τ of the run (for the annealed run, τ_k at iteration k; without noise —
 noiseless GD, and every run after ``noise_off`` — F = ½R and Ĥ is not estimated: the
 particles merge, nearest-neighbour distances reach 10⁻¹⁶ and Ĥ → −∞).  The annealing τ_k = τ0/(k + 1) is the schedule β(t) = (1/τ0)(1 + t/dt)
-(``linear:1/τ0,dt``).  After ``noise_off`` iterations every noisy run continues without noise.
+(``linear:1/τ0,dt``).  After ``noise_off`` iterations every noisy run continues without noise
+(``meanfield.dynamics.noise_switch.NoiseSwitch``).
 
 Decay rates (fit.json): for each fixed τ, the seed-mean F_τ(k) minus its stationary value
 F_τ^∞ (the mean over iterations ``noise_off``/2 … ``noise_off``), fitted by
 ``scipy.stats.linregress`` of log(F − F^∞) on k over the iterations before the gap first falls
 below 5× the seed-mean's standard error in that stationary window; the rate is −slope (per
-iteration).  Theory (Chizat 2022): exponential convergence for fixed τ, faster for larger τ.
+iteration; ``meanfield.analysis.decay.decay_rate``).  Theory (Chizat 2022): exponential
+convergence for fixed τ, faster for larger τ.
 Annealing: the final MMD R of the annealed runs against noiseless GD (seed means and the
 fraction of seeds where annealing is lower).
 
@@ -41,22 +43,23 @@ annealed, noiseless and fixed τ) and particles.png (final particles and targets
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..seeds import derive_generator
 from .. import io
+from ..analysis import decay
 from ..diagnostics import knn_entropy
-from ..dynamics import ParticleDynamics
+from ..dynamics import NoiseSwitch, ParticleDynamics
 from ..errors import ConfigError
+from ..figures import langevin
+from ..figures.langevin import CURVES, FIT
 from ..models import TorusMMD
 from .config import TwoLayerConfig
-from .particles import legacy_entries, size_phase
+from .particles import size_phase
 from .plan import Plan, snapshot_arrays
 
 NAME = "mfld-torus"
@@ -136,19 +139,6 @@ class Config(TwoLayerConfig):
         return out
 
 
-class _NoiseSwitch:
-    """Steps with ``noisy`` before iteration ``k_off``, with ``clean`` (β = ∞) after."""
-
-    def __init__(self, noisy: ParticleDynamics, clean: ParticleDynamics, k_off: int):
-        self.noisy, self.clean, self.k_off = noisy, clean, k_off
-
-    def step(self, state):
-        return (self.noisy if state.step < self.k_off else self.clean).step(state)
-
-    def potential(self, state):
-        return self.clean.potential(state)
-
-
 def tau_at(cfg: Config, run: int, step: int) -> float:
     """τ of run ``run`` at iteration ``step`` (0 after noise_off and for noiseless GD)."""
     label, spec = cfg.runs()[run]
@@ -197,7 +187,7 @@ def plan(cfg: Config) -> Plan:
 
         out = []
         for j, (_, spec) in enumerate(runs):
-            dyn = _NoiseSwitch(ParticleDynamics(task, dt=cfg.dt, beta=spec, backend=cfg.backend),
+            dyn = NoiseSwitch(ParticleDynamics(task, dt=cfg.dt, beta=spec, backend=cfg.backend),
                                clean, cfg.noise_off)
             ph = size_phase(keys[j], {"N": j}, lambda j=j, dyn=dyn: (dyn, init(j)), label=f"N={j}",
                             extra=energy(j), snapshot_steps=None)
@@ -206,63 +196,28 @@ def plan(cfg: Config) -> Plan:
         return out
 
     def results(ctx):
-        return _write_results(cfg, ctx, task, legacy_entries(ctx, keys))
+        return _write_results(cfg, ctx, task, [ctx.done[keys[j]] for j in range(len(runs))])
 
     return Plan(phases=phases, results=results, threads=1,
                 record={"task": task.to_dict(), "runs": [r[0] for r in runs]})
 
 
-def _curves(cfg, done):
-    """Per run: iteration [K], R, Ĥ, F [K, S] from the metrics rows."""
-    S = cfg.replicas
-    out = {}
-    for j in range(len(cfg.runs())):
-        rows = done[j]["rows"]
-        out[j] = {"k": np.array([r["step"] for r in rows]),
-                  "R": np.array([[r[f"risk_r{b}"] for b in range(S)] for r in rows]),
-                  "H": np.array([[r[f"entropy_r{b}"] for b in range(S)] for r in rows]),
-                  "F": np.array([[r[f"free_energy_r{b}"] for b in range(S)] for r in rows])}
-    return out
-
-
-def decay_rate(k, F, k_off):
-    """(rate, F^∞, k_end, intercept): −slope of log(F̄ − F^∞) vs k (linregress) over the k before the gap
-    first falls below 5 s.e. of the stationary window [k_off/2, k_off); F [K, S] per seed."""
-    from scipy.stats import linregress
-
-    Fm = F.mean(-1)
-    win = (k >= k_off / 2) & (k < k_off)
-    f_inf = float(Fm[win].mean())
-    se = float(Fm[win].std(ddof=1)) if win.sum() > 1 else 0.0
-    gap = Fm - f_inf
-    small = np.nonzero((gap < 5 * se) | (k >= k_off))[0]
-    end = int(small[0]) if len(small) else len(k)
-    if end < 3:
-        return math.nan, f_inf, int(k[max(end - 1, 0)]), math.nan
-    fit = linregress(k[:end], np.log(gap[:end]))
-    return float(-fit.slope), f_inf, int(k[end - 1]), float(fit.intercept)
-
-
 def _write_results(cfg, ctx, task, done):
+    """metrics.csv, fit.json, curves.npz and particles.npz from ``done``: the runs' PhaseRecords."""
     out = ctx.out
     runs = cfg.runs()
-    curves = _curves(cfg, done)
-    metrics = []
-    for j in range(len(runs)):
-        for r in done[j]["rows"]:
-            metrics.append({"run": j, "step": r["step"], "t": r["t"],
-                            "tau": r["tau"], "risk": r["risk"], "entropy": r["entropy"],
-                            "free_energy": r["free_energy"]})
+    curves = {j: decay.seed_curves(rec.rows, cfg.replicas) for j, rec in enumerate(done)}
+    metrics = [{"run": j, "step": r["step"], "t": r["t"], "tau": r["tau"], "risk": r["risk"],
+                "entropy": r["entropy"], "free_energy": r["free_energy"]}
+               for j, rec in enumerate(done) for r in rec.rows]
     io.write_metrics(out / io.METRICS, metrics)
     fixed = {}
     for j, tau in enumerate(cfg.tau_values()):
         c = curves[j]
-        rate, f_inf, k_end, icpt = decay_rate(c["k"], c["F"], cfg.noise_off)
+        rate, f_inf, k_end, icpt = decay.decay_rate(c["k"], c["F"], cfg.noise_off)
         fixed[runs[j][0]] = {"tau": tau, "rate_per_iteration": rate, "F_inf": f_inf, "fit_until": k_end,
-                             "fit_intercept": icpt,
-                             "F_final": float(c["F"][-1].mean())}
-    ja, jn = len(runs) - 2, len(runs) - 1
-    Ra, Rn = curves[ja]["R"][-1], curves[jn]["R"][-1]
+                             "fit_intercept": icpt, "F_final": float(c["F"][-1].mean())}
+    Ra, Rn = curves[len(runs) - 2]["R"][-1], curves[len(runs) - 1]["R"][-1]    # annealed, noiseless
     rates = [v["rate_per_iteration"] for v in fixed.values()]
     fit = {"iterations": cfg.steps, "noise_off": cfg.noise_off, "eta": 2 * cfg.dt, "dt": cfg.dt,
            "fixed_tau": fixed,
@@ -271,87 +226,17 @@ def _write_results(cfg, ctx, task, done):
            "noiseless": {"final_risk_mean": float(Rn.mean()), "final_risk_per_seed": Rn.tolist()},
            "annealed_below_noiseless_fraction": float((Ra < Rn).mean()),
            "annealed_below_noiseless": bool(Ra.mean() < Rn.mean())}
-    io.write_json(out / "fit.json", fit)
-    arrays = {}
-    for j, c in curves.items():
-        for key, v in c.items():
-            arrays[f"{key}_run{j}"] = v
+    io.write_json(out / FIT, fit)
+    arrays = {f"{key}_run{j}": v for j, c in curves.items() for key, v in c.items()}
     arrays["labels"] = np.array([r[0] for r in runs])
-    io.write_npz(out / "curves.npz", arrays)
+    io.write_npz(out / CURVES, arrays)
     parts = snapshot_arrays(ctx.done)
     parts.update({"t": np.array([cfg.steps * cfg.dt]), "param_names": np.array(task.param_names),
-             "theta": np.stack([done[j]["state"]["theta"].numpy() for j in range(len(runs))])[None],
-             "labels": np.array([r[0] for r in runs])})
+                  "theta": np.stack([rec.state["theta"].numpy() for rec in done])[None],
+                  "labels": np.array([r[0] for r in runs])})
     parts.update(task.arrays())
     io.write_npz(out / io.PARTICLES, parts)
     return metrics
 
 
-def plot(run_dir, coords=None) -> list[Path]:
-    """figures/free_energy.png, annealing.png and particles.png (see the module docstring)."""
-    from ..plotting import pyplot, save_figure
-
-    run_dir = Path(run_dir)
-    fit = json.loads((run_dir / "fit.json").read_text())
-    with np.load(run_dir / "curves.npz") as z:
-        labels = [str(s) for s in z["labels"]]
-        curves = {j: {k: z[f"{k}_run{j}"] for k in ("k", "R", "H", "F")} for j in range(len(labels))}
-    with np.load(run_dir / io.PARTICLES) as z:
-        theta, targets = z["theta"][0], z["targets"]
-    plt = pyplot()
-    k_off = fit["noise_off"]
-    paths = []
-    fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=120)
-    for j, (label, info) in enumerate(fit["fixed_tau"].items()):
-        c = curves[j]
-        sel = c["k"] < k_off
-        m = c["F"][sel].mean(-1) - info["F_inf"]
-        ax.plot(c["k"][sel], np.where(m > 0, m, np.nan), color=f"C{j}", lw=1.0, alpha=0.8,
-                label=f"τ = {info['tau']:g}: rate {info['rate_per_iteration']:.3g}/iter")
-        kk = np.arange(0, info["fit_until"] + 1)
-        if np.isfinite(info["rate_per_iteration"]):
-            ax.plot(kk, np.exp(info["fit_intercept"] - info["rate_per_iteration"] * kk), color=f"C{j}",
-                    lw=2.2, ls="--")
-    ax.set_yscale("log")
-    ax.set_xlabel("iteration k (t = k·dt)")
-    ax.set_ylabel("F_τ(ρ_k) − F_τ^∞")
-    ax.set_title("seed-mean free energy ½R − τĤ (KL 1-NN), noise on; dashed: fit", fontsize=9)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(frameon=False, fontsize=7)
-    fig.tight_layout()
-    paths.append(save_figure(fig, run_dir / io.FIGURES / "free_energy.png"))
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=120)
-    for j, label in enumerate(labels):
-        c = curves[j]
-        style = {"lw": 2.0, "color": "k"} if label.startswith("annealed") else \
-            ({"lw": 2.0, "color": "C3", "ls": "--"} if label == "noiseless" else {"lw": 1.0, "color": f"C{j}", "alpha": 0.7})
-        ax.plot(c["k"], c["R"].mean(-1), label=label, **style)
-    ax.axvline(k_off, color="0.5", lw=0.8, ls=":")
-    ax.set_yscale("log")
-    ax.set_xlabel("iteration k")
-    ax.set_ylabel("MMD² R(ρ_k), seed mean")
-    a, n = fit["annealed"]["final_risk_mean"], fit["noiseless"]["final_risk_mean"]
-    ax.set_title(f"final R: annealed {a:.3g}, noiseless {n:.3g}", fontsize=9)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(frameon=False, fontsize=7)
-    fig.tight_layout()
-    paths.append(save_figure(fig, run_dir / io.FIGURES / "annealing.png"))
-
-    fig, axes = plt.subplots(1, len(labels), figsize=(2.6 * len(labels), 2.8), dpi=120)
-    for ax, j in zip(np.atleast_1d(axes), range(len(labels))):
-        p = np.mod(theta[j, 0], 2 * np.pi)
-        ax.scatter(p[:, 0], p[:, 1], s=6, color="k")
-        ax.scatter(targets[:, 0], targets[:, 1], s=30, color="C3")
-        ax.set_xlim(0, 2 * np.pi)
-        ax.set_ylim(0, 2 * np.pi)
-        ax.set_aspect("equal")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_title(labels[j], fontsize=8)
-    fig.tight_layout()
-    paths.append(save_figure(fig, run_dir / io.FIGURES / "particles.png"))
-    return paths
-
-
-FIGURES = plot
+FIGURES = langevin.torus_figures
