@@ -162,20 +162,6 @@ def size_phase(key: str, columns: dict, build, *, label: str, extra=None, final=
                  finish=lambda dyn, st, record: dict(kept))
 
 
-def legacy_entries(ctx, keys) -> dict:
-    """{label: entry} of finished size phases in the form the multi-size experiments'
-    results read: "rows", "state" (final state dict), "theta0" (the step-0 snapshot, when
-    taken), "snaps" {step: θ}, and the phase's result entries; ``keys`` maps each label
-    (N, m, run index) to its phase key."""
-    out = {}
-    for label, key in keys.items():
-        rec = ctx.done[key]
-        snaps = rec.snapshot_map()
-        out[label] = {"rows": rec.rows, "state": rec.state, "snaps": snaps,
-                      "theta0": snaps.get(0), **rec.result}
-    return out
-
-
 def relu_warmup(cfg) -> None:
     """Compile the pair-sum code a ReLU teacher-student run of ``cfg`` uses (native loop or
     KeOps formula for the ReLU kernel in cfg.dtype, d = cfg.d, on cfg.backend) on a tiny
