@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from meanfield import io, runner
-from meanfield.experiments import chaos_rate, get_experiment
-from meanfield.experiments.mmn_isotropic import _w1_to_density, solve_pde
+from meanfield.analysis import chaos
+from meanfield.experiments import get_experiment
+from meanfield.experiments.mmn_common import solve_pde
 
 
 @pytest.fixture(scope="module")
@@ -66,10 +67,10 @@ def _at_T_against(cfg, out, xi):
           "w1": [], "w1_iid": []}
     for N, th in thetas.items():
         r = np.linalg.norm(th, axis=-1)
-        at["w1"].append(np.array([_w1_to_density(rb, grid.faces, p, grid.h) for rb in r]))
+        at["w1"].append(np.array([chaos.w1_to_density(rb, grid.faces, p, grid.h) for rb in r]))
         u = torch.rand(cfg.n_iid, N, generator=torch.Generator().manual_seed(N), dtype=torch.float64).numpy()
-        at["w1_iid"].append(np.array([_w1_to_density(chaos_rate.iid_radii(uj, grid.faces, p, grid.h),
-                                                     grid.faces, p, grid.h) for uj in u]))
+        at["w1_iid"].append(np.array([chaos.w1_to_density(chaos.iid_radii(uj, grid.faces, p, grid.h),
+                                                          grid.faces, p, grid.h) for uj in u]))
     return at
 
 
@@ -81,7 +82,7 @@ def test_acceptance_rejects_a_ten_percent_time_scale_error(small):
     cfg, out = small
     verdicts = {}
     for xi in ("0.9", "1.0", "1.1"):
-        summary, fit = chaos_rate.statistics_at_T(cfg.grid(), _at_T_against(cfg, out, xi), n_boot=500)
+        summary, fit = chaos.statistics_at_T(cfg.grid(), _at_T_against(cfg, out, xi), n_boot=500)
         verdicts[xi] = fit["acceptance"]
     assert verdicts["1.0"]["law"] and verdicts["1.0"]["risk"], verdicts["1.0"]
     for xi in ("0.9", "1.1"):
@@ -107,8 +108,8 @@ def test_the_iid_baseline_draws_the_pde_law_exactly():
         k = np.minimum((x / h).astype(int), len(c) - 1)
         return np.concatenate([[0.0], np.cumsum(dens) * h])[k] + dens[k] * (x - faces[k])
 
-    assert kstest(chaos_rate.iid_radii(u, faces, dens, h), cdf).pvalue > 0.01
-    assert kstest(chaos_rate.iid_radii(u, faces, np.roll(dens, 1), h), cdf).pvalue < 1e-6
+    assert kstest(chaos.iid_radii(u, faces, dens, h), cdf).pvalue > 0.01
+    assert kstest(chaos.iid_radii(u, faces, np.roll(dens, 1), h), cdf).pvalue < 1e-6
 
 
 def test_resume_skips_finished_N_and_reproduces_the_results(tmp_path, monkeypatch, stop_after_phases):

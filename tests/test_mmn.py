@@ -9,7 +9,8 @@ import pytest
 
 from meanfield import io
 from meanfield import runner
-from meanfield.experiments import get_experiment, mmn_isotropic, particles
+from meanfield.analysis import chaos
+from meanfield.experiments import get_experiment, mmn_common, particles
 
 
 def _run(tmp_path, name, sets, sub="run"):
@@ -37,7 +38,7 @@ def test_small_mode_meets_the_acceptance_bounds(small_run):
     bound = 0.05 * m["risk_pde"] + 25 / cfg.N                     # recomputed from the theory
     assert (gap <= bound + 3 * m["risk_se"]).all(), (gap / bound).max()
     assert (m["w1"] <= 0.05 * m["mean_r_pde"]).all(), (m["w1"] / m["mean_r_pde"]).max()
-    assert (m["w1"] <= mmn_isotropic.RATIO_MAX * m["w1_iid"]).all(), (m["w1"] / m["w1_iid"]).max()
+    assert (m["w1"] <= chaos.TRACKING_RATIO_MAX * m["w1_iid"]).all(), (m["w1"] / m["w1_iid"]).max()
     fit = json.loads((out / "fit.json").read_text())
     assert fit["acceptance"]["passed"], fit["acceptance"]
     assert fit["pde_grid"]["over_max_gap"] < 0.1, fit["pde_grid"]
@@ -59,7 +60,7 @@ def test_acceptance_rejects_a_ten_percent_time_scale_error(small_run):
         theta, ts = z["theta"], z["t"]                                  # (51, N, d), (51,)
     verdicts = {}
     for xi in ("0.9", "1.0", "1.1"):
-        times, grid, dens, risks, _, _ = mmn_isotropic.solve_pde(
+        times, grid, dens, risks, _, _ = mmn_common.solve_pde(
             dataclasses.replace(cfg, xi=xi, pde_cells=1200))
         idx = [int(np.argmin(np.abs(times - t))) for t in ts]
         assert np.allclose(times[idx], ts)
@@ -67,13 +68,13 @@ def test_acceptance_rejects_a_ten_percent_time_scale_error(small_run):
         w1, w1_iid, mean_r = [], [], []
         for k, i in enumerate(idx):
             p = dens[0, i]
-            w1.append(mmn_isotropic._w1_to_density(np.linalg.norm(theta[k], axis=-1), grid.faces, p, grid.h))
+            w1.append(chaos.w1_to_density(np.linalg.norm(theta[k], axis=-1), grid.faces, p, grid.h))
             u = torch.rand(4, cfg.N, generator=g, dtype=torch.float64).numpy()
-            w1_iid.append(np.mean([mmn_isotropic._w1_to_density(mmn_isotropic.iid_radii(uj, grid.faces, p, grid.h),
-                                                                grid.faces, p, grid.h) for uj in u]))
+            w1_iid.append(np.mean([chaos.w1_to_density(chaos.iid_radii(uj, grid.faces, p, grid.h),
+                                                       grid.faces, p, grid.h) for uj in u]))
             mean_r.append((p * grid.centers).sum() * grid.h)
         risk_pde = np.interp(m["t"], times, risks[0])
-        verdicts[xi] = mmn_isotropic.acceptance(m["risk"], m["risk_se"], risk_pde, w1, w1_iid, mean_r, cfg.N)
+        verdicts[xi] = chaos.tracking_acceptance(m["risk"], m["risk_se"], risk_pde, w1, w1_iid, mean_r, cfg.N)
     assert verdicts["1.0"]["passed"], verdicts["1.0"]
     for xi in ("0.9", "1.1"):
         assert not verdicts[xi]["passed"] and not verdicts[xi]["law_vs_iid"], (xi, verdicts[xi])
@@ -89,10 +90,10 @@ def test_small_mode_writes_pde_file_and_figures(small_run):
     assert dens.min() >= 0                                      # positivity
     np.testing.assert_allclose(np.interp(m["t"], t, risk[0]), m["risk_pde"], rtol=1e-12)
     # R_PDE from the reduced potentials v(r), u(r, r') against a Monte Carlo of E(y − f_PDE(x))²
-    # on MMN's data, f_PDE(x) = ∫ P_t(r) E_c σ(r|x|c) dr by quadrature (chaos_rate.pde_network)
+    # on MMN's data, f_PDE(x) = ∫ P_t(r) E_c σ(r|x|c) dr by quadrature (analysis.chaos.pde_network)
     from scipy.interpolate import CubicSpline
 
-    from meanfield.experiments.chaos_rate import pde_network
+    from meanfield.analysis.chaos import pde_network
 
     rng = np.random.default_rng(2)
     n = 100_000
@@ -129,10 +130,10 @@ def test_noisy_sgd_tracks_the_noisy_pde_and_reaches_the_gibbs_law(tmp_path):
     assert np.abs(dens[-1] - gibbs).sum() * h < 0.02            # the PDE has relaxed
     with np.load(out / io.PARTICLES) as z:
         rs = np.linalg.norm(z["theta"][-1], axis=-1)
-    from meanfield.experiments.mmn_isotropic import _w1_to_density
+    from meanfield.analysis.chaos import w1_to_density
 
     faces = np.arange(len(r) + 1) * h
-    assert _w1_to_density(rs, faces, gibbs, h) < 0.05 * (gibbs * r).sum() * h
+    assert w1_to_density(rs, faces, gibbs, h) < 0.05 * (gibbs * r).sum() * h
     # and the Gibbs law is not the noiseless picture: r stays away from 0
     assert (gibbs * r).sum() * h > 0.5
 

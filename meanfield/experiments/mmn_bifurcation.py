@@ -35,8 +35,9 @@ import math
 from dataclasses import dataclass
 
 from ..errors import ConfigError
+from ..figures import mmn
 from ..models.activations import get_activation
-from .mmn_isotropic import FIGURES, MMNConfig, plan_mmn  # noqa: F401  (FIGURES: the same figures)
+from .mmn_common import MMNConfig, plan_mmn
 
 NAME = "mmn-bifurcation"
 VIEWS = ("radial",)     # meanfield animate: its views, the first the default
@@ -111,5 +112,8 @@ class Config(MMNConfig):
 
 
 def plan(cfg: Config):
-    """The run's plan: ``mmn_isotropic.plan_mmn`` (PDE prelude, one online-SGD phase)."""
+    """The run's plan: ``mmn_common.plan_mmn`` (PDE prelude, one online-SGD phase)."""
     return plan_mmn(cfg)
+
+
+FIGURES = mmn.radial_figures      # mmn-isotropic's figures: risk.png and histograms.png
