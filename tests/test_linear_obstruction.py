@@ -9,7 +9,8 @@ import torch
 
 from meanfield import io
 from meanfield.cli import main
-from meanfield.experiments.linear_obstruction import MatrixGD, objective
+from meanfield.dynamics.matrix_gd import MatrixGD
+from meanfield.models.linear_ode import objective
 
 SMALL = ["--set", "scale=small", "--set", "log_every=20", "--set", "save_every=100",
          "--set", "checkpoint_every=50", "--no-progress"]
