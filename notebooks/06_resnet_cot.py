@@ -49,8 +49,10 @@ from meanfield import diagnostics  # noqa: E402
 from meanfield.dynamics import conditional_ot_flow  # noqa: E402
 from meanfield import runner  # noqa: E402
 from meanfield.experiments import get_experiment  # noqa: E402
-from meanfield.experiments.resnet_common import fit_slope, read_results, unit_init  # noqa: E402
+from meanfield.analysis.fits import fit_slope  # noqa: E402
+from meanfield.analysis.results import read_results  # noqa: E402
 from meanfield.models.resnet import ResNet, grid_measure, lift_matrices  # noqa: E402
+from meanfield.models.resnet_gaussian_init import unit_init  # noqa: E402
 from meanfield.models.resnet_torch import from_module, to_module  # noqa: E402
 
 torch.set_num_threads(1)        # small per-layer tensors: one thread is much faster on shared cores

@@ -13,26 +13,25 @@ plain ResNet's gradient).  Seeds are replicas of one tensor.
 
 metrics.csv (one row every ``log_every`` steps of every (L, M) job): L, M, step, t, risk
 (full training cross-entropy), test_loss, test_acc (means over seeds) and per-seed
-columns.  results.json: the final test accuracy per (L, M), mean and per seed.
+columns.  results.json: the final test accuracy per (L, M), mean and per seed.  Initial law:
+``models.resnet_gaussian_init.unit_init``; figures: ``figures.resnets.digits_figures``.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from ..seeds import derive_generator
-from .. import io
 from ..dynamics import resnet_sgd
 from ..errors import ConfigError
+from ..figures import resnets
 from ..models.resnet import ResNet, grid_measure
-from .config import ResNetConfig
+from ..models.resnet_gaussian_init import unit_init
+from ..seeds import derive_generator
+from .config import ResNetConfig, parse_ints
 from .plan import Plan
-from ..plotting import save_figure
-from .resnet_common import (job_phase, parse_ints, plt, read_results, snapshots_arrays,
-                            unit_init, write_outputs)
+from .resnet_common import job_phase, snapshots_arrays, write_outputs
 
 NAME = "resnet-digits"
 VIEWS = ("depth", "params")     # meanfield animate: its views, the first the default
@@ -166,46 +165,4 @@ def _measure(flow, state, Xte, yte):
     return row
 
 
-def plot(run_dir, coords=None) -> list[Path]:
-    """figures/accuracy.png (final test accuracy against L for each M) and figures/risk.png
-    (training cross-entropy and test accuracy along training)."""
-    run_dir = Path(run_dir)
-    res = read_results(run_dir)
-    m = io.read_metrics(run_dir / io.METRICS)
-    p = plt()
-    fig, ax = p.subplots(figsize=(5, 3.6), dpi=110)
-    Ms = sorted({v["M"] for v in res["final"].values()})
-    for k, M in enumerate(Ms):
-        pts = sorted((v["L"], v["test_acc"], v["test_acc_seeds"]) for v in res["final"].values() if v["M"] == M)
-        Ls = [q[0] for q in pts]
-        ax.plot(Ls, [100 * q[1] for q in pts], "o-", color=f"C{k}", label=f"M = {M}")
-        for L, _, seeds in pts:
-            ax.scatter([L] * len(seeds), [100 * s for s in seeds], color=f"C{k}", s=8, alpha=0.4)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("depth L")
-    ax.set_ylabel("test accuracy (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(frameon=False)
-    fig.tight_layout()
-    paths = [run_dir / io.FIGURES / "accuracy.png"]
-    save_figure(fig, paths[0])
-    fig, axes = p.subplots(1, 2, figsize=(10, 3.6), dpi=100)
-    pairs = sorted({(int(a), int(b)) for a, b in zip(m["L"], m["M"])}, key=lambda q: (q[1], q[0]))
-    for k, (L, M) in enumerate(pairs):
-        sel = (m["L"] == L) & (m["M"] == M)
-        axes[0].plot(m["t"][sel], m["risk"][sel], color=f"C{k % 10}", label=f"L={L}, M={M}")
-        axes[1].plot(m["t"][sel], 100 * m["test_acc"][sel], color=f"C{k % 10}")
-    axes[0].set_yscale("log")
-    axes[0].set_ylabel("training cross-entropy")
-    axes[1].set_ylabel("test accuracy (%)")
-    for ax in axes:
-        ax.set_xlabel("t (MMN time)")
-        ax.grid(alpha=0.3)
-    axes[0].legend(frameon=False, fontsize=6, ncol=2)
-    fig.tight_layout()
-    paths.append(run_dir / io.FIGURES / "risk.png")
-    save_figure(fig, paths[1])
-    return paths
-
-
-FIGURES = plot
+FIGURES = resnets.digits_figures

@@ -36,28 +36,30 @@ to a reference at finite (L_ref, M_ref) reads c(1/L − 1/L_ref) in depth and
 c(1/M + 1/M_ref)^{1/2} in width, so sizes far below the reference are used.  Published
 comparison: finite ResNets approach the mean-ODE limit at O(1/L + α/√(LM))
 (lchizat/2026-resnets-of-all-shapes-and-sizes, arXiv:2603.18168), i.e. slopes −1 and −1/2.
+The tasks are ``models.resnet_tasks.make_task``, the initial law
+``models.resnet_gaussian_init.unit_init``, the distances and slopes
+``analysis.resnet_limits.limit_distances``, the figures ``figures.resnets.limit_figures``.
 
 ``scale = "small"`` (the test) shrinks every size; ``"full"`` is the README's run.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..seeds import derive_generator
-from .. import io
+from ..analysis.resnet_limits import PUBLISHED_SLOPES, limit_distances
 from ..dynamics import ConditionalOTFlow
 from ..errors import ConfigError
+from ..figures import resnets
 from ..models.resnet import ResNet, grid_measure, lift_matrices
-from .config import ResNetConfig
+from ..models.resnet_gaussian_init import unit_init
+from ..models.resnet_tasks import TASKS, make_task
+from ..seeds import derive_generator
+from .config import ResNetConfig, parse_ints
 from .plan import Plan
-from ..plotting import save_figure
-from .resnet_common import (fit_slope, job_phase, parse_ints, plt, read_results,
-                            snapshots_arrays, unit_init, write_outputs)
+from .resnet_common import job_phase, snapshots_arrays, write_outputs
 
 NAME = "resnet-limit"
 VIEWS = ("depth", "params")     # meanfield animate: its views, the first the default
@@ -107,7 +109,7 @@ class Config(ResNetConfig):
         finite and ≥ 0; every depth < L_ref and width < M_ref; steps a multiple of
         log_every."""
         super().validate()
-        if not self.task_list or any(t not in ("neg", "smooth") for t in self.task_list):
+        if not self.task_list or any(t not in TASKS for t in self.task_list):
             raise ConfigError(f"tasks must list 'neg' and/or 'smooth', got {self.tasks!r}")
         self.check_bounds(at_least_one=("lift", "L_ref", "M_ref", "n_train", "n_test"),
                           nonnegative_ints=("task_seed",),
@@ -136,22 +138,6 @@ class Config(ResNetConfig):
     def unit_dim(self) -> int:
         """u, w in the lifted dimension D = lift·d, and b: 2D + 1."""
         return 2 * self.lift * self.d + 1
-
-
-def make_task(name: str, d: int, n_train: int, n_test: int, seed: int):
-    """(X [n_train, d], Y, X_test, Y_test) in float64 for task ``name`` (module docstring)."""
-    g = torch.Generator().manual_seed(seed)
-    X = torch.randn(n_train, d, generator=g, dtype=torch.float64)
-    Xt = torch.randn(n_test, d, generator=g, dtype=torch.float64)
-    if name == "neg":
-        f = lambda x: -x                                   # noqa: E731
-    else:
-        K = 8
-        W = torch.randn(K, d, generator=g, dtype=torch.float64)
-        c = 2 * math.pi * torch.rand(K, generator=g, dtype=torch.float64)
-        C = torch.randn(d, K, generator=g, dtype=torch.float64)
-        f = lambda x: x + torch.sin(x @ W.T + c) @ C.T / math.sqrt(K)    # noqa: E731
-    return X, f(X), Xt, f(Xt)
 
 
 def plan(cfg: Config) -> Plan:
@@ -184,14 +170,14 @@ def plan(cfg: Config) -> Plan:
     def results(ctx):
         out = {}
         for task in cfg.task_list:
-            out[task] = _analyse({(L, M): ctx.done[key(task, L, M)].result for L, M in jobs}, sz, Lr, Mr)
+            out[task] = limit_distances({(L, M): ctx.done[key(task, L, M)].result for L, M in jobs}, sz)
         ref_snaps = ctx.done[key(cfg.task_list[0], Lr, Mr)].snaps
         ref_layer = (torch.arange(Lr, dtype=torch.float64) / Lr).repeat_interleave(Mr)
         X, Y, _, _ = make_task(cfg.task_list[0], cfg.d, sz["n_train"], sz["n_test"], cfg.task_seed)
         arrays = snapshots_arrays(ref_snaps, ref_layer, model.param_names,
                                   {**model.arrays(), "data_X": X.numpy(), "data_Y": Y.numpy()})
         return write_outputs(ctx, arrays, {"experiment": NAME, "sizes": sz, "tasks": out,
-                                           "published": {"depth_slope": -1.0, "width_slope": -0.5}})
+                                           "published": dict(PUBLISHED_SLOPES)})
 
     return Plan(phases=phases, results=results, threads=cfg.threads,
                 record={"model": model.to_dict(), "sizes": sz})
@@ -225,76 +211,4 @@ def _finish(flow, state, rows, snaps, Xt):
             "t": np.array([r["t"] for r in rows])}
 
 
-def _analyse(res, sz, Lr, Mr) -> dict:
-    ref = res[(Lr, Mr)]
-
-    def dists(r):
-        d_out = np.sqrt(((r["out"] - ref["out"]) ** 2).sum(-1).mean(-1))                   # (R,)
-        d_risk = np.abs(r["curve"] - ref["curve"]).max(-1)                                 # (R,)
-        return d_out, d_risk
-
-    out = {"final_risk_ref": ref["curve"][:, -1].mean().item()}
-    for kind, sizes, key in (("depth", sz["depths"], lambda v: (v, Mr)), ("width", sz["widths"], lambda v: (Lr, v))):
-        do = np.stack([dists(res[key(v)])[0] for v in sizes], 1)                            # (R, K)
-        dr = np.stack([dists(res[key(v)])[1] for v in sizes], 1)
-        out[kind] = {"sizes": sizes, "output_distance": do.tolist(), "risk_distance": dr.tolist(),
-                     "output_slope": fit_slope(sizes, do), "risk_slope": fit_slope(sizes, dr)}
-    return out
-
-
-def plot(run_dir, coords=None) -> list[Path]:
-    """figures/limits.png (distances against L and M with fitted slopes) and
-    figures/risk.png (risk curves of the depth sweep and the reference)."""
-    run_dir = Path(run_dir)
-    res = read_results(run_dir)
-    m = io.read_metrics(run_dir / io.METRICS)
-    p = plt()
-    tasks = list(res["tasks"])
-    fig, axes = p.subplots(len(tasks), 2, figsize=(9, 3.4 * len(tasks)), dpi=110, squeeze=False)
-    for i, task in enumerate(tasks):
-        for j, kind in enumerate(("depth", "width")):
-            ax = axes[i, j]
-            r = res["tasks"][task][kind]
-            x = np.array(r["sizes"], dtype=float)
-            for name, col in (("output", "C0"), ("risk", "C1")):
-                E = np.array(r[f"{name}_distance"])
-                fit = r[f"{name}_slope"]
-                ax.loglog(x, E.T, color=col, alpha=0.25, lw=0.8)
-                ax.loglog(x, E.mean(0), "o-", color=col,
-                          label=f"{name}: slope {fit['slope']:.2f} [{fit['boot_low']:.2f}, {fit['boot_high']:.2f}]")
-            guide = -1.0 if kind == "depth" else -0.5
-            y0 = np.array(r["output_distance"]).mean(0)[0]
-            ax.loglog(x, y0 * (x / x[0]) ** guide, "k--", lw=0.8, label=f"slope {guide:g}")
-            ax.set_xticks(x, [f"{v:g}" for v in x])
-            ax.minorticks_off()
-            ax.set_xlabel("L (M = M_ref)" if kind == "depth" else "M (L = L_ref)")
-            ax.set_ylabel("distance to reference")
-            ax.set_title(f"{task}: {kind}")
-            ax.legend(frameon=False, fontsize=7)
-            ax.grid(alpha=0.3, which="both")
-    fig.tight_layout()
-    paths = [run_dir / io.FIGURES / "limits.png"]
-    save_figure(fig, paths[0])
-    fig, axes = p.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.4), dpi=110, squeeze=False)
-    sz = res["sizes"]
-    for i, task in enumerate(tasks):
-        ax = axes[0, i]
-        sel = (m["task"] == i) & (m["M"] == sz["M_ref"])          # the depth sweep and the reference
-        for k, L in enumerate(sorted({int(v) for v in m["L"][sel]})):
-            rows = sel & (m["L"] == L)
-            ref = L == sz["L_ref"]
-            ax.plot(m["t"][rows], m["risk"][rows], color="k" if ref else f"C{k}", lw=1.6 if ref else 1,
-                    label=f"L={L}, M={sz['M_ref']}" + (" (reference)" if ref else ""))
-        ax.set_yscale("log")
-        ax.set_xlabel("t (MMN time)")
-        ax.set_ylabel("risk (mean over seeds)")
-        ax.set_title(task)
-        ax.legend(frameon=False, fontsize=7)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    paths.append(run_dir / io.FIGURES / "risk.png")
-    save_figure(fig, paths[1])
-    return paths
-
-
-FIGURES = plot
+FIGURES = resnets.limit_figures
