@@ -50,9 +50,11 @@ import torch  # noqa: E402
 from meanfield import io  # noqa: E402
 from meanfield.dynamics import conditional_ot_flow  # noqa: E402
 from meanfield import runner  # noqa: E402
-from meanfield.experiments import get_experiment, resnet_rkhs  # noqa: E402
-from meanfield.experiments.resnet_common import read_results, unit_init  # noqa: E402
-from meanfield.experiments.resnet_rkhs import separated_pairs  # noqa: E402
+from meanfield.analysis.kernels import kernel_exponents  # noqa: E402
+from meanfield.analysis.results import read_results  # noqa: E402
+from meanfield.experiments import get_experiment  # noqa: E402
+from meanfield.models.resnet_gaussian_init import unit_init  # noqa: E402
+from meanfield.models.resnet_tasks import separated_pairs  # noqa: E402
 from meanfield.models.resnet import (ResNet, grid_measure, lift_matrices, matern_kernel,  # noqa: E402
                                      random_fourier_units)
 
@@ -154,7 +156,7 @@ for ax, nu in zip(axes, NUS_K):
 # %% [markdown]
 # Slopes over δ ≥ 0.02 are *pre-asymptotic*: the local slope d log λ_min / d log δ is still
 # moving there. The `resnet-rkhs` experiment measures the exponent where it has converged
-# (`resnet_rkhs.kernel_exponents`): on a grid of 8 points per decade from δ = 10⁻⁴, the
+# (`meanfield.analysis.kernels.kernel_exponents`): on a grid of 8 points per decade from δ = 10⁻⁴, the
 # least-squares slope over the smallest decade [10⁻⁴, 10⁻³], accepted when the local slopes
 # inside it spread by less than 0.01. For ν = 1 it fits λ_min / log(2/z), the logarithm
 # divided out. float64 is enough down to δ = 10⁻⁴ (λ_min ≈ 10⁻⁹ for ν = ∞): the eigensolver
@@ -162,7 +164,7 @@ for ax, nu in zip(axes, NUS_K):
 
 # %%
 cfg_k = get_experiment("resnet-rkhs").Config.build(None, [f"n_pairs={N_PAIRS}", "deltas=0.02,0.5"])
-kexp = {nu: resnet_rkhs.kernel_exponents(cfg_k, cfg_k.sizes(), nu) for nu in NUS_K}
+kexp = {nu: kernel_exponents(cfg_k, cfg_k.sizes(), nu) for nu in NUS_K}
 ax = axes[-1]
 for k, nu in enumerate(NUS_K):
     e = kexp[nu]

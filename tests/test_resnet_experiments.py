@@ -131,11 +131,12 @@ def test_resnet_rkhs_small_mode(tmp_path, capsys, monkeypatch):
     tf = fit["nus"]["inf"]["trained_features"]
     assert 1.85 < tf["slope"] < 2.05 and 1.8 < tf["boot_low"] <= tf["slope"] <= tf["boot_high"] < 2.1, tf
     # the trained-feature exponent is that of the features actually trained: the recorded λ_min(K_0)
+    from meanfield.analysis import kernels
     from meanfield.experiments import resnet_rkhs
     cfg = resnet_rkhs.Config.build(None, ["scale=small", "targets=neg"])
     for nu in (0.5, math.inf):
         for k, delta in enumerate(cfg.sizes()["deltas"]):
-            ours = resnet_rkhs.feature_lam_min(cfg, cfg.sizes(), nu, delta, 4)
+            ours = kernels.feature_lam_min(cfg, cfg.sizes(), nu, delta, 4)
             np.testing.assert_allclose(ours, np.array(res["neg"][f"{nu:g}"]["lam_min_0"])[:, k], rtol=1e-9)
     # only u is trained: w and b of the snapshots never move
     with np.load(ref / io.PARTICLES) as z:

@@ -13,6 +13,7 @@ from scipy import special
 
 from meanfield.cli import main
 from meanfield.errors import ConfigError
+from meanfield.analysis import kernels
 from meanfield.experiments import resnet_rkhs
 from meanfield.models.resnet import matern_kernel, random_fourier_units
 
@@ -89,8 +90,8 @@ def _mp_lam_min(cfg, sz, nu, delta):
 @pytest.mark.parametrize("nu", NUS)
 def test_exact_lam_min_is_float64_accurate_at_the_smallest_delta(nu):
     cfg, sz = full_config()
-    delta = resnet_rkhs.ASYMPTOTIC_FLOOR
-    ours = resnet_rkhs.exact_lam_min(cfg, sz, nu, delta)
+    delta = kernels.ASYMPTOTIC_FLOOR
+    ours = kernels.exact_lam_min(cfg, sz, nu, delta)
     ref = _mp_lam_min(cfg, sz, nu, delta)
     assert abs(ours - ref) < 1e-6 * ref, (ours, ref)             # measured ≤ 6e-8 (ν = ∞, λ_min 1.2e-9)
     # the pair's 2 × 2 block ½(1 − k(δ√lift)) bounds λ_min from above; for ν = ½ and 1 it is the
@@ -104,7 +105,7 @@ def test_exact_lam_min_is_float64_accurate_at_the_smallest_delta(nu):
 @pytest.fixture(scope="module")
 def exponents():
     cfg, sz = full_config()
-    return {nu: resnet_rkhs.kernel_exponents(cfg, sz, nu) for nu in NUS}
+    return {nu: kernels.kernel_exponents(cfg, sz, nu) for nu in NUS}
 
 
 @pytest.mark.parametrize("nu", NUS)
@@ -139,7 +140,7 @@ def test_pre_asymptotic_exponents_are_the_old_window(exponents):
 def test_finite_features_are_delta_squared_asymptotically():
     # M smooth features: λ_min ~ δ² at small δ for every ν, even ν = ½ (the trained-feature steepening)
     cfg, sz = full_config(nus="0.5", deltas="0.02,0.4")
-    e = resnet_rkhs.kernel_exponents(cfg, sz, 0.5, D=cfg.d * cfg.lift)
+    e = kernels.kernel_exponents(cfg, sz, 0.5, D=cfg.d * cfg.lift)
     assert abs(e["features_asymptotic"]["slope"] - 2) < 0.05, e["features_asymptotic"]
     assert abs(e["asymptotic"]["slope"] - 1) < 0.01
 
@@ -159,7 +160,7 @@ def test_nu_1_runs_end_to_end(tmp_path, capsys):
                  "--set", "targets=neg", "--set", "steps=2", "--set", "log_every=1", "--set", "save_every=2",
                  "--no-progress"])
     assert code == 0, capsys.readouterr().err
-    fit = json.loads((out / resnet_rkhs.FIT).read_text())["nus"]["1"]
+    fit = json.loads((out / kernels.FIT).read_text())["nus"]["1"]
     assert fit["log_corrected"] and abs(fit["asymptotic"]["slope"] - 2) < 0.01
     res = json.loads((out / "results.json").read_text())["targets"]["neg"]["1"]
     exact = np.array(res["lam_min_0_exact_kernel"])

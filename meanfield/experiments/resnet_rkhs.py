@@ -31,11 +31,12 @@ pair's 2 × 2 block has smallest eigenvalue ½(1 − k_ν(δ√lift)), an upper 
 except ν = 1, where 1 − k_1 has a logarithm at leading order and λ_min ~ δ² log(1/δ).  The
 PL *bound* follows λ_min, while the PL ratio itself (a Rayleigh quotient along the residual)
 need not when the target is Lipschitz (``neg``) — the distinction of Robin–Scaman–Lelarge
-(NeurIPS 2022) recalled in DESIGN.md.
+(NeurIPS 2022) recalled in docs/design.md §1.
 
-Exponents of λ_min in δ (fit.json, and ``results.json["exponents"]``), three per ν, labelled:
+Exponents of λ_min in δ (fit.json, and ``results.json["exponents"]``; computed by
+``meanfield.analysis.kernels``), three per ν, labelled:
 
-* ``asymptotic`` — the exact kernel ½k_ν (``exact_lam_min``) on a grid of ``GRID_PER_DECADE``
+* ``asymptotic`` — the exact kernel ½k_ν (``analysis.kernels.exact_lam_min``) on a grid of ``GRID_PER_DECADE``
   = 8 points per decade from δ = ``ASYMPTOTIC_FLOOR`` = 1e-4 up to the largest δ of the run;
   the exponent is the least-squares slope of log λ_min against log δ over the smallest decade
   [1e-4, 1e-3], and it counts as converged when the local slopes (successive grid points)
@@ -59,37 +60,34 @@ relative 6·10⁻⁸ (``exact_lam_min``).
 
 results.json holds, per target and ν, λ_min(K_X) at initialisation (random features, and
 ``lam_min_0_exact_kernel`` for the M = ∞ kernel ½k_ν), the minimum over training of pl_ratio
-and of pl_bound, the final risk, and fitted slopes in log δ (bootstrap over seeds).
+and of pl_bound, the final risk, and fitted slopes in log δ (bootstrap over seeds;
+``analysis.kernels.separation_fits``).  Figures: ``figures.resnets.rkhs_figures``.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import torch
 
 from .. import io
+from ..analysis.kernels import ASYMPTOTIC_FLOOR, FIT, lam_min_exponents, separation_fits
 from ..diagnostics import resnet_kernel_pl
 from ..dynamics import ConditionalOTFlow
 from ..errors import ConfigError
+from ..figures import resnets
 from ..models.resnet import ResNet, grid_measure, lift_matrices, random_fourier_units
-from .config import ResNetConfig
+from ..models.resnet_tasks import PAIR_TARGETS, separated_pairs
+from .config import ResNetConfig, parse_floats
 from .plan import Plan
-from ..plotting import save_figure
-from .resnet_common import (fit_slope, job_phase, parse_floats, plt, read_results,
-                            snapshots_arrays, write_outputs)
+from .resnet_common import job_phase, snapshots_arrays, write_outputs
 
 NAME = "resnet-rkhs"
 VIEWS = ("depth", "params")     # meanfield animate: its views, the first the default
 # a config that runs in about a second (the tests run every experiment with it)
 TINY = ("scale=small", "targets=neg", "steps=10", "log_every=5", "save_every=5",
         "checkpoint_every=5")
-FIT = "fit.json"
-ASYMPTOTIC_FLOOR = 1e-4          # smallest δ of the exponent grid
-GRID_PER_DECADE = 8
-SLOPE_TOL = 0.01                 # the asymptotic window counts as converged when its local slopes spread by less
+
 
 @dataclass(frozen=True)
 class Config(ResNetConfig):
@@ -126,7 +124,7 @@ class Config(ResNetConfig):
         > 0, at least two, the largest ≥ 10·``ASYMPTOTIC_FLOOR``, and nus half-integers > 0
         or inf (:meth:`sizes`)."""
         super().validate()
-        if not self.target_list or any(t not in ("neg", "split") for t in self.target_list):
+        if not self.target_list or any(t not in PAIR_TARGETS for t in self.target_list):
             raise ConfigError(f"targets must list 'neg' and/or 'split', got {self.targets!r}")
         self.check_bounds(at_least_one=("lift", "M", "L", "n_pairs"),
                           nonnegative_ints=("task_seed",),
@@ -158,113 +156,6 @@ class Config(ResNetConfig):
     def unit_dim(self) -> int:
         """The linear unit's output u in D = lift·d and its random feature (w, b): 2D + 1."""
         return 2 * self.lift * self.d + 1
-
-
-def separated_pairs(n_pairs: int, d: int, delta: float, *, generator: torch.Generator, split: float):
-    """X [2·n_pairs, d] (pairs c_k ± (δ/2) e_k) and targets (neg: −X; split: −X ± split·e_k)."""
-    c = torch.randn(n_pairs, d, generator=generator, dtype=torch.float64)
-    e = torch.randn(n_pairs, d, generator=generator, dtype=torch.float64)
-    e = e / e.norm(dim=-1, keepdim=True)
-    X = torch.cat([c + 0.5 * delta * e, c - 0.5 * delta * e])
-    off = torch.cat([split * e, -split * e])
-    return X, {"neg": -X, "split": -X + off}
-
-
-def _embedded(cfg, sz, delta):
-    """The data of separation δ embedded in the hidden space, H = A X [2·n_pairs, lift·d]."""
-    X, _ = separated_pairs(sz["n_pairs"], cfg.d, delta, generator=torch.Generator().manual_seed(cfg.task_seed),
-                           split=cfg.split)
-    A, _ = lift_matrices(cfg.d, cfg.lift)
-    return X @ A.T
-
-
-def exact_lam_min(cfg, sz, nu, delta):
-    """λ_min of the infinite-width kernel matrix ½ k_ν(|A x_k − A x_k'|) at the embedded data
-    (``matern_kernel``: every half-integer ν and inf), in float64: distances as norms of
-    differences (never the ‖a‖² + ‖b‖² − 2⟨a, b⟩ of ``torch.cdist``'s matrix-product mode,
-    which cancels at small δ), then LAPACK's symmetric eigensolver.  At δ = 1e-4 this agrees
-    with a 40-digit ``mpmath`` evaluation of the same matrix to a relative 6·10⁻⁸ (ν = ∞,
-    λ_min ≈ 1.2·10⁻⁹; 3·10⁻¹³ for ν = ½; tests/test_resnet_rkhs.py)."""
-    from ..models.resnet import matern_kernel
-
-    H = _embedded(cfg, sz, delta)
-    dist = (H[:, None] - H[None]).norm(dim=-1)                                 # (n, n)
-    return float(torch.linalg.eigvalsh(0.5 * matern_kernel(dist, nu, cfg.lengthscale))[0])
-
-
-def feature_lam_min(cfg, sz, nu, delta, D) -> np.ndarray:
-    """λ_min((1/M) Ψ Ψᵀ) [replicas] at the embedded data for the M random features that
-    ``_build`` draws (the trained ones, at initialisation), as the squared smallest singular
-    value of Ψ/√M (no Gram product: its rounding would square the condition number)."""
-    H = _embedded(cfg, sz, delta)
-    feats = random_fourier_units(sz["M"], D, nu=nu, generator=torch.Generator().manual_seed(cfg.seed),
-                                 lengthscale=cfg.lengthscale, replicas=cfg.replicas)    # (R, M, P)
-    psi = torch.cos(H @ feats[..., D:2 * D].transpose(1, 2) + feats[:, None, :, 2 * D])  # (R, n, M)
-    if psi.shape[1] > psi.shape[2]:
-        return np.zeros(cfg.replicas)                                          # n > M: K is singular
-    return (torch.linalg.svdvals(psi / math.sqrt(sz["M"]))[:, -1] ** 2).numpy()
-
-
-def delta_grid(deltas) -> np.ndarray:
-    """The δ grid of the exponent analysis: ``GRID_PER_DECADE`` points per decade from
-    ``ASYMPTOTIC_FLOOR`` up to (at least) the largest δ of the run."""
-    k = math.ceil(GRID_PER_DECADE * math.log10(max(deltas) / ASYMPTOTIC_FLOOR) - 1e-9)
-    return ASYMPTOTIC_FLOOR * 10.0 ** (np.arange(k + 1) / GRID_PER_DECADE)
-
-
-def log_factor(cfg, delta):
-    """log(2/z), z = √2 · δ√lift / ℓ: the Matérn-1 argument at a pair's hidden distance δ√lift;
-    ½(1 − k_1(δ√lift)) = (z²/4)(log(2/z) − γ + ½) + … is the ν = 1 pair block's λ_min."""
-    z = math.sqrt(2) * np.asarray(delta) * math.sqrt(cfg.lift) / cfg.lengthscale
-    return np.log(2 / z)
-
-
-def local_slopes(grid, lam):
-    """Local log-log slopes of lam(δ) between successive grid points, and where they sit
-    (the geometric midpoints)."""
-    grid, lam = np.asarray(grid, float), np.asarray(lam, float)
-    return np.diff(np.log(lam)) / np.diff(np.log(grid)), np.sqrt(grid[1:] * grid[:-1])
-
-
-def window_fit(grid, lam, lo, hi) -> dict:
-    """Slope of log lam against log δ over the grid points in [lo, hi] (least squares), and
-    the spread (max − min) of the local slopes inside it; ``converged`` when that spread is
-    below ``SLOPE_TOL``."""
-    grid, lam = np.asarray(grid, float), np.asarray(lam, float)
-    sel = (grid >= lo * (1 - 1e-9)) & (grid <= hi * (1 + 1e-9))
-    loc, mid = local_slopes(grid[sel], lam[sel])
-    slope = float(np.polyfit(np.log(grid[sel]), np.log(lam[sel]), 1)[0])
-    spread = float(loc.max() - loc.min()) if len(loc) else float("nan")
-    return {"window": [float(grid[sel][0]), float(grid[sel][-1])], "points": int(sel.sum()), "slope": slope,
-            "local_slope_min": float(loc.min()), "local_slope_max": float(loc.max()),
-            "local_slope_spread": spread, "converged": bool(spread < SLOPE_TOL)}
-
-
-def kernel_exponents(cfg, sz, nu, D=None) -> dict:
-    """The exponent of λ_min(K_X) in δ for the exact kernel ½k_ν, asymptotic and
-    pre-asymptotic, plus the same analysis for the M trained random features when ``D`` (the
-    hidden dimension) is given.  See the module docstring for the rule."""
-    grid = delta_grid(sz["deltas"])
-    lam = np.array([exact_lam_min(cfg, sz, nu, d) for d in grid])
-    run = np.array(sz["deltas"], float)
-    run_lam = np.array([exact_lam_min(cfg, sz, nu, d) for d in run])
-    corr = log_factor(cfg, grid) if nu == 1 else np.ones_like(grid)           # ν = 1: δ² log(1/δ)
-    lo, hi = grid[0], grid[0] * 10
-    loc, mid = local_slopes(grid, lam / corr)
-    out = {"predicted": min(2 * nu, 2.0), "log_corrected": nu == 1, "grid": grid.tolist(),
-           "lam_min_exact": lam.tolist(), "local_slope_at": mid.tolist(), "local_slope_exact": loc.tolist(),
-           "asymptotic": window_fit(grid, lam / corr, lo, hi),
-           "pre_asymptotic": window_fit(run, run_lam, run.min(), run.max())}
-    if nu == 1:
-        out["asymptotic_uncorrected"] = window_fit(grid, lam, lo, hi)
-        out["local_slope_exact_uncorrected"] = local_slopes(grid, lam)[0].tolist()
-    if D is not None:
-        feat = np.stack([feature_lam_min(cfg, sz, nu, d, D) for d in grid], 1)  # (R, G)
-        out["lam_min_features"] = feat.tolist()
-        if (feat > 0).all():
-            out["local_slope_features"] = local_slopes(grid, feat.mean(0))[0].tolist()
-            out["features_asymptotic"] = window_fit(grid, feat.mean(0), lo, hi)
-    return out
 
 
 def plan(cfg: Config) -> Plan:
@@ -328,143 +219,15 @@ def _measure(flow, state):
 
 
 def _analyse(cfg, sz, res) -> dict:
-    R = cfg.replicas
-    D = cfg.d * cfg.lift
+    """results.json: per target and ν the ``separation_fits`` table of its jobs, and the
+    exponents of fit.json (``lam_min_exponents``, from the first target)."""
     out = {"experiment": NAME, "sizes": sz, "targets": {}}
     for ti, target in enumerate(cfg.target_list):
-        per_nu = {}
-        for nu in sz["nus"]:
-            deltas = sz["deltas"]
-            col = lambda name, rows: np.array([[r[f"{name}_r{i}"] for r in rows] for i in range(R)])  # noqa: E731
-            lam0, plmin, pbmin, final = [], [], [], []
-            for delta in deltas:
-                rows = res[(ti, nu, delta)].rows
-                lam0.append(col("lam_min_0", rows)[:, 0])
-                plmin.append(col("pl_ratio", rows).min(-1))
-                pbmin.append(col("pl_bound", rows).min(-1))
-                final.append(col("risk", rows)[:, -1])
-            lam0, plmin, pbmin, final = (np.stack(a, 1) for a in (lam0, plmin, pbmin, final))   # (R, K)
-            exact = [exact_lam_min(cfg, sz, nu, delta) for delta in deltas]
-            per_nu[f"{nu:g}"] = {
-                "deltas": deltas, "lam_min_0": lam0.tolist(), "lam_min_0_exact_kernel": exact, "pl_ratio_min": plmin.tolist(),
-                "pl_bound_min": pbmin.tolist(), "final_risk": final.tolist(),
-                "lam_min_0_slope": fit_slope(deltas, lam0),
-                "lam_min_0_exact_kernel_slope": fit_slope(deltas, np.array([exact]))["slope"],
-                "pl_ratio_min_slope": fit_slope(deltas, plmin),
-                "pl_bound_min_slope": fit_slope(deltas, pbmin),
-                "predicted_lam_slope": min(2 * nu, 2.0)}
-        out["targets"][target] = per_nu
-    out["exponents"] = exponents(cfg, sz, out["targets"][cfg.target_list[0]], D)
+        out["targets"][target] = {f"{nu:g}": separation_fits(cfg, sz, nu, [res[(ti, nu, delta)].rows
+                                                                           for delta in sz["deltas"]])
+                                  for nu in sz["nus"]}
+    out["exponents"] = lam_min_exponents(cfg, sz, out["targets"][cfg.target_list[0]], cfg.d * cfg.lift)
     return out
 
 
-def exponents(cfg, sz, per_nu, D) -> dict:
-    """fit.json: per ν the three labelled exponents of λ_min(K_X) in δ (module docstring):
-    ``asymptotic`` (exact kernel, the smallest decade of the grid, log-corrected for ν = 1),
-    ``pre_asymptotic`` (exact kernel, the run's δ values), ``trained_features`` (the M features
-    trained, at initialisation, the run's δ values; bootstrap over seeds), and the curves
-    behind them (``kernel_exponents``)."""
-    out = {"rule": (f"asymptotic: least-squares slope of log λ_min against log δ on the smallest decade "
-                    f"[{ASYMPTOTIC_FLOOR:g}, {10 * ASYMPTOTIC_FLOOR:g}] of a grid with {GRID_PER_DECADE} points "
-                    f"per decade, converged when its local slopes spread by < {SLOPE_TOL:g}; nu = 1: of "
-                    f"λ_min / log(2/z) (λ_min ~ δ² log(1/δ)); pre_asymptotic and trained_features: "
-                    f"the run's deltas"),
-           "floor": ASYMPTOTIC_FLOOR, "grid_per_decade": GRID_PER_DECADE, "slope_tol": SLOPE_TOL, "nus": {}}
-    for nu in sz["nus"]:
-        r = per_nu[f"{nu:g}"]
-        k = kernel_exponents(cfg, sz, nu, D)
-        tr = r["lam_min_0_slope"]
-        k["trained_features"] = {"window": [min(sz["deltas"]), max(sz["deltas"])], "M": sz["M"],
-                                 "slope": tr["slope"], "boot_low": tr["boot_low"], "boot_high": tr["boot_high"],
-                                 "t_low": tr["t_low"], "t_high": tr["t_high"]}
-        k["summary"] = {"predicted": k["predicted"], "asymptotic": k["asymptotic"]["slope"],
-                        "pre_asymptotic": k["pre_asymptotic"]["slope"], "trained_features": tr["slope"],
-                        "asymptotic_error": abs(k["asymptotic"]["slope"] - k["predicted"]),
-                        "asymptotic_converged": k["asymptotic"]["converged"]}
-        out["nus"][f"{nu:g}"] = k
-    return out
-
-
-def plot(run_dir, coords=None) -> list[Path]:
-    """figures/separation.png (the local slope d log λ_min / d log δ against δ, then per target
-    λ_min(K_X0), min PL ratio and min PL bound against δ per ν) and figures/training.png
-    (risk, ‖v‖², PL ratio and λ_min along training)."""
-    from matplotlib.ticker import NullLocator
-
-    run_dir = Path(run_dir)
-    res = read_results(run_dir)
-    m = io.read_metrics(run_dir / io.METRICS)
-    p = plt()
-    targets = list(res["targets"])
-    fig, axes = p.subplots(1, len(targets) + 1, figsize=(5 * (len(targets) + 1), 3.8), dpi=110, squeeze=False)
-    _plot_local_slopes(axes[0, 0], res)
-    for i, target in enumerate(targets):
-        ax = axes[0, i + 1]
-        for k, (nu, r) in enumerate(res["targets"][target].items()):
-            x = np.array(r["deltas"])
-            ax.loglog(x, r["lam_min_0_exact_kernel"], "x", color=f"C{k}", ms=6)
-            for name, style in (("lam_min_0", "o-"), ("pl_ratio_min", "s--"), ("pl_bound_min", "^:")):
-                y = np.array(r[name]).mean(0)
-                lab = f"ν={nu}: {name}" + (f" (slope {r[name + '_slope']['slope']:.2f})" if name != "pl_bound_min" else "")
-                ax.loglog(x, y, style, color=f"C{k}", label=lab, ms=4)
-        ax.set_xticks(x, [f"{v:g}" for v in x])
-        ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_xlabel("separation δ   (x: λ_min of the exact kernel)")
-        ax.set_title(f"target {target}")
-        ax.legend(frameon=False, fontsize=6)
-        ax.grid(alpha=0.3, which="both")
-    fig.tight_layout()
-    paths = [run_dir / io.FIGURES / "separation.png"]
-    save_figure(fig, paths[0])
-    fig, axes = p.subplots(len(targets), 4, figsize=(14, 3.2 * len(targets)), dpi=100, squeeze=False)
-    dmin, dmax = float(np.min(m["delta"])), float(np.max(m["delta"]))
-    for i, target in enumerate(targets):
-        for j, name in enumerate(("risk", "velocity_sq", "pl_ratio", "lam_min")):
-            ax = axes[i, j]
-            for k, nu in enumerate(sorted(set(m["nu"].tolist()))):
-                for delta, ls in ((dmin, "-"), (dmax, "--")):
-                    sel = (m["target"] == i) & (m["nu"] == nu) & (m["delta"] == delta)
-                    ax.plot(m["t"][sel], m[name][sel], ls, color=f"C{k}", label=f"ν={nu:g}, δ={delta:g}")
-            ax.set_yscale("log")
-            ax.set_xlabel("t")
-            ax.set_title(f"{target}: {name}")
-            ax.grid(alpha=0.3)
-        axes[i, 0].legend(frameon=False, fontsize=6)
-    fig.tight_layout()
-    paths.append(run_dir / io.FIGURES / "training.png")
-    save_figure(fig, paths[1])
-    return paths
-
-
-def _plot_local_slopes(ax, res):
-    """The local slope of λ_min(δ) against δ: exact kernel (solid; ν = 1 log-corrected, its raw
-    slope dashed), the trained M features at initialisation (dotted), the prediction
-    min(2ν, 2) (thin), the asymptotic window (grey) and the run's δ range (hatched)."""
-    ex = res.get("exponents")
-    if not ex:
-        return
-    for k, (nu, e) in enumerate(ex["nus"].items()):
-        x = np.array(e["local_slope_at"])
-        s = e["summary"]
-        ax.semilogx(x, e["local_slope_exact"], "-", color=f"C{k}",
-                    label=f"ν={nu}{' (÷log)' if e['log_corrected'] else ''}: asympt. {s['asymptotic']:.3f}, "
-                          f"pre {s['pre_asymptotic']:.2f}, M feats {s['trained_features']:.2f}")
-        if e["log_corrected"]:
-            ax.semilogx(x, e["local_slope_exact_uncorrected"], "--", color=f"C{k}", lw=0.9,
-                        label=f"ν={nu}: raw (no log correction)")
-        if "local_slope_features" in e:
-            ax.semilogx(x, e["local_slope_features"], ":", color=f"C{k}", lw=0.8)
-        ax.axhline(e["predicted"], color=f"C{k}", lw=0.6, alpha=0.6)
-    lo, hi = ex["nus"][next(iter(ex["nus"]))]["asymptotic"]["window"]
-    ax.axvspan(lo, hi, color="0.85", zorder=0, label="asymptotic window")
-    lo, hi = ex["nus"][next(iter(ex["nus"]))]["pre_asymptotic"]["window"]
-    ax.axvspan(lo, hi, fill=False, hatch="//", ec="0.6", lw=0, zorder=0, label="run's δ (pre-asymptotic)")
-    ax.set_xlabel("separation δ   (solid: exact kernel, dotted: M features)")
-    ax.set_ylabel("local slope d log λ_min / d log δ")
-    ax.set_ylim(-0.1, 2.6)
-    ax.set_title("λ_min(K_X) ~ δ^p: local exponent")
-    ax.legend(frameon=False, fontsize=6)
-    ax.grid(alpha=0.3, which="both")
-
-
-FIGURES = plot
+FIGURES = resnets.rkhs_figures
