@@ -44,7 +44,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import meanfield as mf  # noqa: E402
-from meanfield.experiments.dataset import sweep_table  # noqa: E402
+from meanfield.analysis.tables import sweep_table  # noqa: E402
 from meanfield.sweep import run_sweep  # noqa: E402
 
 torch.set_num_threads(1)        # small systems: one thread is fastest on shared cores

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import meanfield as mf
-from meanfield import io
+from meanfield import data, io
 from meanfield.cli import main
 from meanfield.errors import ConfigError
 from meanfield.experiments import dataset as ds
@@ -179,7 +179,7 @@ def test_files_npz_and_csv_with_or_without_header_read_the_same(tmp_path):
 
 def test_scikit_learn_data_sets_and_a_regression():
     for name, n, d in (("digits01", 360, 64), ("iris12", 100, 4), ("wine01", 130, 13)):
-        X, y, info = ds.load(f"sklearn:{name}")
+        X, y, info = data.load(f"sklearn:{name}")
         assert X.shape == (n, d) and set(np.unique(y)) == {-1.0, 1.0}, name
     p = ds.prepare(ds.Config.build(None, ["data=sklearn:diabetes", "loss=squared"]))
     assert not p["classification"] and abs(p["y"].mean()) < 1e-12 and abs(p["y"].std() - 1) < 1e-12
@@ -187,9 +187,9 @@ def test_scikit_learn_data_sets_and_a_regression():
     with pytest.raises(ConfigError, match="non-binary|binary labels"):
         ds.prepare(ds.Config.build(None, ["data=sklearn:diabetes", "loss=logistic"]))
     with pytest.raises(ConfigError, match="two distinct classes"):
-        ds.load("sklearn:digits11")
+        data.load("sklearn:digits11")
     with pytest.raises(ConfigError, match="unknown scikit-learn data set"):
-        ds.load("sklearn:mnist")
+        data.load("sklearn:mnist")
 
 
 def _bad(tmp_path, kind):

@@ -8,7 +8,7 @@ with ``teacher_sign = "alternate"``).
 Student: N particles, a_i ~ N(init_a_mean, init_a_std²), w_i ~ N(0, init_std²/d · I_d),
 moved by population GD (``drift = "population"``), SGD with ``batch_size`` fresh samples
 (``drift = "sgd"``; batch_size = 1 is MMN's online SGD), with optional noise β, L2 λ and
-schedules ξ(t), β(t).  Conventions: DESIGN.md §1 (risk without ½, t = k·dt).
+schedules ξ(t), β(t).  Conventions: docs/design.md §1 (risk without ½, t = k·dt).
 
 Defaults (the main job): d = 10, m0 = 4, N = 1000, population GD, dt = 0.2, 1000 steps
 (T = 200): under a minute on 2 CPU cores.
