@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from meanfield.errors import DivergenceError
-from meanfield.experiments.pde2d_torus import PERIOD, Config, build_task
+from meanfield.experiments.pde2d_torus import Config, build_task
+from meanfield.figures.pde2d import PERIOD
 from meanfield.pde import Grid2D, GridDD
 
 
