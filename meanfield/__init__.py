@@ -15,8 +15,11 @@ from .measure import ParticleMeasure  # noqa: E402
 from .models import (ConfiningPotential, FiniteDataset, IsotropicGaussians,  # noqa: E402
                      TeacherStudent, Unit)
 from .interact import evaluate, get_backend  # noqa: E402
-from .dynamics import (ParticleDynamics, gradient_flow, langevin, minibatch_sgd,  # noqa: E402
-                       online_sgd)
+from .dynamics import (ParticleDynamics, gradient_flow, langevin, linearized,  # noqa: E402
+                       minibatch_sgd, online_sgd)
+# lazy against mean-field: the output scale α, the tangent kernel
+from .models.scaled import ScaledTask, scaled, symmetric  # noqa: E402
+from .models.ntk import infinite_width_tangent_kernel, tangent_kernel  # noqa: E402
 # the two-layer torch bridge (ResNets: meanfield.models.resnet_torch.to_module/from_module)
 from .models.twolayer_torch import TwoLayerModule, from_module, to_module  # noqa: E402
 from . import diagnostics  # noqa: E402
@@ -24,4 +27,5 @@ from . import diagnostics  # noqa: E402
 __all__ = ["ConfigError", "DivergenceError", "ParticleMeasure", "ConfiningPotential",
            "FiniteDataset", "IsotropicGaussians", "TeacherStudent", "Unit", "evaluate",
            "get_backend", "ParticleDynamics", "gradient_flow", "langevin", "minibatch_sgd",
-           "online_sgd", "TwoLayerModule", "to_module", "from_module", "diagnostics", "__version__"]
+           "online_sgd", "linearized", "ScaledTask", "scaled", "symmetric", "tangent_kernel",
+           "infinite_width_tangent_kernel", "TwoLayerModule", "to_module", "from_module", "diagnostics", "__version__"]

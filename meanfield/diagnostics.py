@@ -64,6 +64,51 @@ def pl_ratio(velocity: torch.Tensor, risk_value, risk_inf: float = 0.0, weights=
 
 
 
+class KernelSpectrum(NamedTuple):
+    """Eigenvalues of a tangent kernel on n data points, as the operator (1/n) K: ``lam_min``
+    [B], ``top`` [B, k] (largest first)."""
+
+    lam_min: torch.Tensor
+    top: torch.Tensor
+
+
+def kernel_spectrum(K: torch.Tensor, k: int = 3) -> KernelSpectrum:
+    """The smallest and the ``k`` largest eigenvalues of (1/n) K for a Gram matrix K [n, n]
+    or [B, n, n] (``models.ntk.tangent_kernel``), in float64.  (1/n) K is the operator of
+    the network's motion on the data, ∂_t f = −2 (1/n) K r (docs/design.md §1): λ_min > 0
+    makes every residual decay.  Results are batched: [B] and [B, k]."""
+    K = torch.as_tensor(K).double()
+    K = K if K.dim() == 3 else K.unsqueeze(0)
+    ev = torch.linalg.eigvalsh(0.5 * (K + K.transpose(-1, -2)) / K.shape[-1])   # ascending
+    k = max(1, min(int(k), ev.shape[-1]))
+    return KernelSpectrum(ev[..., 0], ev.flip(-1)[..., :k])
+
+
+def kernel_rayleigh(K: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """The Rayleigh quotient q = ⟨r, K r⟩ / (n ‖r‖²) of (1/n) K along the residual r [n] or
+    [B, n] (K [n, n] or [B, n, n]), in float64, per replica [B].
+
+    For the squared loss on n points (R = ‖r‖²/n, r = f − y) the flow of docs/design.md §1
+    gives dR/dt = −4 ξ q R, hence R(t) ≤ R(0) exp(−4 ∫_0^t ξ q) and the empirical PL ratio
+    ‖v‖²/R of the particles is 4 q (α-free in the scaled model's normalisation).  q can stay
+    bounded below where λ_min(K) = 0, e.g. with fewer parameters than data points
+    (Robin–Scaman–Lelarge 2022)."""
+    K = torch.as_tensor(K).double()
+    r = torch.as_tensor(r).double()
+    K = K if K.dim() == 3 else K.unsqueeze(0)
+    r = r if r.dim() == 2 else r.unsqueeze(0)
+    Kr = (K @ r.unsqueeze(-1)).squeeze(-1)
+    return (r * Kr).sum(-1) / (K.shape[-1] * (r * r).sum(-1))
+
+
+def kernel_change(K: torch.Tensor, K0: torch.Tensor) -> torch.Tensor:
+    """‖K − K_0‖_F / ‖K_0‖_F per replica [B] (K, K0 [n, n'] or [B, n, n']), in float64: how far
+    the tangent kernel has moved from its initial value (0 in the lazy limit)."""
+    K, K0 = torch.as_tensor(K).double(), torch.as_tensor(K0).double()
+    K, K0 = (x if x.dim() == 3 else x.unsqueeze(0) for x in (K, K0))
+    return torch.linalg.matrix_norm(K - K0) / torch.linalg.matrix_norm(K0)
+
+
 def resnet_kernel_pl(flow, state) -> dict:
     """PL ratio of a ResNet's conditional-OT flow and its kernel lower bound, per replica [B].
 

@@ -11,4 +11,4 @@ from .cot import (COT_DRIFTS, ConditionalOTFlow, CotStepInfo, ResNetState,  # Re
 __all__ = ["DRIFTS", "ParticleDynamics", "ParticleState", "StepInfo", "gradient_flow",
            "langevin", "minibatch_sgd", "online_sgd", "RunRecord", "Schedule", "as_schedule",
            "COT_DRIFTS", "ConditionalOTFlow", "CotStepInfo", "ResNetState", "conditional_ot_flow",
-           "resnet_sgd", "NoiseSwitch"]
+           "resnet_sgd", "NoiseSwitch", "linearized"]

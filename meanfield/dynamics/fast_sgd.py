@@ -416,6 +416,8 @@ def unsupported(dyn, state) -> str | None:
         return "only SGD (drift='sgd': online or minibatch)"
     if getattr(task, "unit", None) is None:
         return "the task has no unit"
+    if not getattr(task, "standard_model", True):
+        return "the compiled loop computes f = Σ m_i φ(x; θ_i); this task's model is scaled or linearised"
     if getattr(task, "loss", "squared") != "squared":
         return f"the compiled loop is written for the squared loss, the task uses the {task.loss} loss"
     th = state.theta

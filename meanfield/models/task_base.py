@@ -121,10 +121,25 @@ class Task:
     name: str = "task"
     loss: str = "squared"
 
+    # the network output is f(x; ρ) = Σ_i m_i φ(x; θ_i) with the loss applied to it (False
+    # for a scaled or linearised model: the compiled SGD loop computes only the former)
+    standard_model: bool = True
+    # the task is a finite dataset: ``full()`` returns it (exact full-batch potentials)
+    finite_data: bool = False
+
     def sample(self, n: int, *, generator: torch.Generator, batch: int = 1,
                dtype=torch.float32, device=None):
         """Draw x [batch, n, d] and y [batch, n] (independent across the batch)."""
         raise NotImplementedError
+
+    def features(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        """φ(x_k; θ_i) [B, n, N] for x [B, n, d], θ [B, N, D]: the features whose weighted sum
+        is the network output (the unit's; a linearised model overrides them)."""
+        return self.unit(x, theta)
+
+    def feature_grad(self, x: torch.Tensor, theta: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
+        """Σ_k coef_k ∇_θφ(x_k; θ_i) [B, N, D] for coef [B, n] (the unit's)."""
+        return self.unit.weighted_grad(x, theta, coef)
 
     @property
     def D(self) -> int:
@@ -179,11 +194,11 @@ class Task:
         theta = as_batched(theta)
         m = as_weights(weights, theta)
         n = x.shape[-2]
-        phi = self.unit(x, theta)                                   # (B, n, N)
+        phi = self.features(x, theta)                               # (B, n, N)
         f = (phi @ m.unsqueeze(-1)).squeeze(-1)                     # (B, n)
         r, ell = loss_terms(self.loss, f, y)                        # (B, n), (B, n)
         psi = (r.unsqueeze(-2) @ phi).squeeze(-2) / n               # (B, N)
-        grad = self.unit.weighted_grad(x, theta, r / n)             # (B, N, D)
+        grad = self.feature_grad(x, theta, r / n)                   # (B, N, D)
         risk = ell.mean(-1)
         se = ell.std(-1) / math.sqrt(n) if n > 1 else torch.full_like(risk, float("nan"))
         return Potential(psi=psi, grad=grad, risk=risk, risk_se=se)

@@ -50,6 +50,7 @@ class FiniteDataset(Task):
     """
 
     name = "dataset"
+    finite_data = True
 
     def __init__(self, unit: Unit, X, Y, *, loss: str = "squared"):
         self.unit = unit

@@ -1,0 +1,280 @@
+"""Lazy against mean-field: the output scale α (models.scaled), the tangent kernel
+(models.ntk), the linearised flow (models.linearized, dynamics.linearized) and the kernel
+diagnostics, each checked against an independent computation: torch autograd Jacobians,
+torch SGD on the scaled module, a torch.func.jvp linearisation, Monte Carlo."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import linregress
+
+import meanfield as mf
+from meanfield import diagnostics
+from meanfield.models import FiniteDataset, TeacherStudent, Unit
+from meanfield.models.scaled import ScaledTask
+
+DT = torch.float64
+
+
+def _data(n=12, d=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, d, generator=g, dtype=DT)
+    y = torch.sin(X @ torch.arange(1.0, d + 1, dtype=DT))
+    return X, y
+
+
+def _theta(N, unit, seed=1, B=None):
+    g = torch.Generator().manual_seed(seed)
+    shape = (N, unit.D) if B is None else (B, N, unit.D)
+    return torch.randn(*shape, generator=g, dtype=DT)
+
+
+# ---- the tangent kernel -----------------------------------------------------------------
+def _autograd_kernel(unit, theta, X):
+    """N · J Jᵀ with J the Jacobian of the torch module's output in its parameters (a, W, b):
+    the mean-field tangent kernel, computed by autograd (independent of models.ntk)."""
+    mod = mf.to_module(unit, theta)
+    params = {k: v.detach() for k, v in mod.named_parameters()}
+
+    def f(p):
+        return torch.func.functional_call(mod, p, (X,))[:, 0]
+
+    jac = torch.func.jacrev(f)(params)
+    J = torch.cat([jac[k].reshape(X.shape[0], -1) for k in sorted(jac)], -1)
+    return theta.shape[0] * J @ J.T
+
+
+@pytest.mark.parametrize("activation,output_weight,bias", [("relu", True, True), ("erf", True, False),
+                                                           ("tanh", False, True)])
+def test_the_tangent_kernel_is_the_gram_of_autograd_jacobians(activation, output_weight, bias):
+    unit = Unit(3, activation, output_weight=output_weight, bias=bias)
+    X, _ = _data()
+    theta = _theta(9, unit)
+    K = mf.tangent_kernel(unit, theta, X, chunk=4)                  # chunks across the units
+    torch.testing.assert_close(K, _autograd_kernel(unit, theta, X), rtol=0, atol=1e-10)
+    # replicas: one kernel each; another second argument; weights
+    th = _theta(9, unit, B=2)
+    Kb = mf.tangent_kernel(unit, th, X)
+    assert Kb.shape == (2, 12, 12)
+    torch.testing.assert_close(Kb[1], _autograd_kernel(unit, th[1], X), rtol=0, atol=1e-10)
+    X2 = X[:5] * 0.5
+    torch.testing.assert_close(mf.tangent_kernel(unit, theta, X, X2),
+                               mf.tangent_kernel(unit, theta, torch.cat([X, X2]))[:12, 12:], rtol=0, atol=1e-12)
+    w = torch.rand(9, dtype=DT)
+    w = w / w.sum()
+    Kw = mf.tangent_kernel(unit, theta, X, weights=w)
+    per_unit = torch.stack([mf.tangent_kernel(unit, theta[j:j + 1], X) for j in range(9)])
+    torch.testing.assert_close(Kw, (w[:, None, None] * per_unit).sum(0), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("activation,bias", [("relu", False), ("relu", True), ("erf", False)])
+def test_the_empirical_kernel_approaches_the_infinite_width_kernel_at_rate_n_to_minus_half(activation, bias):
+    """Monte Carlo over i.i.d. units: the relative Frobenius error, RMS over 6 seeds, falls as
+    N^{-1/2}; against a wrong closed form (w_std off by 20 %) it stops falling — the check can
+    fail."""
+    unit = Unit(3, activation, output_weight=True, bias=bias)
+    X, _ = _data(n=10)
+    stds = dict(w_std=0.8, a_mean=0.3, a_std=1.2, b_std=0.5 if bias else None)
+    Kinf = mf.infinite_width_tangent_kernel(activation, X, **stds)
+    wrong = mf.infinite_width_tangent_kernel(activation, X, **{**stds, "w_std": 0.96})
+    Ns = [64, 256, 1024, 4096]
+    errs, errs_wrong = [], []
+    for N in Ns:
+        e, ew = [], []
+        for s in range(6):
+            g = torch.Generator().manual_seed(1000 * N + s)
+            cols = [0.3 + 1.2 * torch.randn(N, 1, generator=g, dtype=DT),
+                    0.8 * torch.randn(N, 3, generator=g, dtype=DT)]
+            if bias:
+                cols.append(0.5 * torch.randn(N, 1, generator=g, dtype=DT))
+            K = mf.tangent_kernel(unit, torch.cat(cols, -1), X)
+            e.append(float(torch.linalg.norm(K - Kinf) / torch.linalg.norm(Kinf)))
+            ew.append(float(torch.linalg.norm(K - wrong) / torch.linalg.norm(wrong)))
+        errs.append(math.sqrt(np.mean(np.square(e))))
+        errs_wrong.append(math.sqrt(np.mean(np.square(ew))))
+    slope = linregress(np.log(Ns), np.log(errs)).slope
+    assert -0.65 < slope < -0.35, (slope, errs)
+    assert errs[-1] < 0.05
+    assert linregress(np.log(Ns), np.log(errs_wrong)).slope > -0.25, errs_wrong
+
+
+# ---- the scale α ----------------------------------------------------------------------------
+def test_alpha_one_without_centring_is_the_unscaled_flow_bit_for_bit():
+    unit = Unit(3, "relu")
+    X, y = _data()
+    cases = [(FiniteDataset(unit, X, y), "population"),
+             (TeacherStudent.random(unit, 3, generator=torch.Generator().manual_seed(2)), "population"),
+             (TeacherStudent.random(unit, 3, generator=torch.Generator().manual_seed(2)), "sgd")]
+    for task, drift in cases:
+        assert mf.scaled(task, 1.0) is task
+        runs = []
+        for t in (task, ScaledTask(task, 1.0)):
+            dyn = mf.ParticleDynamics(t, dt=0.1, drift=drift, batch_size=4, backend="torch")
+            st = dyn.init(_theta(8, unit, B=2).float(), seed=3)
+            for _ in range(15):
+                st, info = dyn.step(st)
+            runs.append((st.theta, info.potential.risk))
+        assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1]), (task.name, drift)
+
+
+@pytest.mark.parametrize("loss", ["squared", "logistic"])
+def test_the_scaled_flow_is_torch_sgd_on_the_scaled_centred_module(loss):
+    """f_α = α (f − f_0) trained on R(f_α)/α²: one flow step with dt is one SGD step with
+    lr = N·dt on the module's parameters (float64, 10 steps)."""
+    unit = Unit(3, "relu", bias=True)
+    X, y = _data()
+    if loss == "logistic":
+        y = torch.sign(y)
+    N, alpha, dt = 10, 7.0, 0.05
+    theta0 = _theta(N, unit)
+    task = FiniteDataset(unit, X, y, loss=loss)
+    dyn = mf.gradient_flow(mf.scaled(task, alpha, reference=theta0), dt=dt)
+    st = dyn.init(theta0)
+    mod, ref = mf.to_module(unit, theta0, loss=loss), mf.to_module(unit, theta0)
+    opt = torch.optim.SGD(mod.parameters(), lr=N * dt)
+    for _ in range(10):
+        st, info = dyn.step(st)
+        opt.zero_grad()
+        with torch.no_grad():
+            f0 = ref(X)[:, 0]
+        f_alpha = alpha * (mod(X)[:, 0] - f0)
+        from meanfield.models.task_base import loss_terms
+        ell = loss_terms(loss, f_alpha, y)[1].mean()
+        (ell / alpha ** 2).backward()
+        opt.step()
+    _, back = mf.from_module(mod)
+    torch.testing.assert_close(st.theta, back.positions, rtol=0, atol=1e-12)
+    # the reported risk is the scaled network's own, R(f_α)
+    with torch.no_grad():
+        f_alpha = alpha * (mod(X)[:, 0] - ref(X)[:, 0])
+    R = float(loss_terms(loss, f_alpha, y)[1].mean())
+    assert abs(float(dyn.potential(st).risk) - R) < 1e-12
+
+
+def test_the_scaled_closed_form_teacher_student_agrees_with_monte_carlo():
+    """Centred, α = 3, two replicas with their own references: the exact Ψ_α gradient and
+    R(f_α) (a shifted teacher) against the same task by sampling 400 000 inputs."""
+    unit = Unit(4, "relu")
+    ts = TeacherStudent.random(unit, 3, generator=torch.Generator().manual_seed(5), offset=0.2)
+    ref = _theta(6, unit, seed=7, B=2)
+    theta = ref + 0.3 * _theta(6, unit, seed=8, B=2)
+    task = mf.scaled(ts, 3.0, reference=ref)
+    exact = mf.evaluate(task, theta, backend="numpy")
+    x, y = ts.sample(400_000, generator=torch.Generator().manual_seed(9), batch=2, dtype=DT)
+    mc = task.sample_potential(theta, None, x, y)
+    assert (torch.abs(exact.risk - mc.risk) < 5 * mc.risk_se).all(), (exact.risk, mc.risk, mc.risk_se)
+    torch.testing.assert_close(exact.grad, mc.grad, rtol=0, atol=0.02 * float(exact.grad.abs().max()))
+    # not centred: the same check, and α enters the gradient as 1/α against the plain task
+    plain = mf.evaluate(ts, theta, backend="numpy")
+    nc = mf.evaluate(mf.scaled(ts, 4.0), theta, backend="numpy")
+    mc4 = mf.scaled(ts, 4.0).sample_potential(theta, None, x, y)
+    assert (torch.abs(nc.risk - mc4.risk) < 5 * mc4.risk_se).all()
+    assert not torch.allclose(nc.grad, plain.grad / 4.0)      # the residual changes too
+
+
+def test_a_symmetric_initialisation_has_zero_output_and_needs_no_centring():
+    unit = Unit(3, "relu", bias=True)
+    X, y = _data()
+    th = mf.symmetric(_theta(5, unit), unit)
+    assert th.shape == (10, unit.D)
+    task = FiniteDataset(unit, X, y)
+    assert float(task.outputs(th).abs().max()) == 0.0
+    centred = mf.evaluate(mf.scaled(task, 20.0, reference=th), th + 0.01)
+    plain = mf.evaluate(mf.scaled(task, 20.0), th + 0.01)
+    torch.testing.assert_close(centred.grad, plain.grad, rtol=0, atol=1e-12)
+    with pytest.raises(mf.ConfigError, match="output weight"):
+        mf.symmetric(_theta(5, Unit(3, "relu", output_weight=False)), Unit(3, "relu", output_weight=False))
+
+
+# ---- the linearised flow ----------------------------------------------------------------
+def test_the_linearised_flow_is_a_torch_jvp_linearisation_trained_by_the_same_steps():
+    unit = Unit(3, "tanh", bias=True)
+    X, y = _data()
+    N, alpha, dt = 8, 5.0, 0.05
+    theta0 = _theta(N, unit)
+    task = FiniteDataset(unit, X, y)
+    lin = mf.linearized(mf.gradient_flow(mf.scaled(task, alpha, reference=theta0), dt=dt), theta0)
+    st = lin.init(theta0)
+    mod = mf.to_module(unit, theta0)
+    p0 = {k: v.detach().clone() for k, v in mod.named_parameters()}
+    p = {k: v.clone().requires_grad_(True) for k, v in p0.items()}
+
+    def f(params):
+        return torch.func.functional_call(mod, params, (X,))[:, 0]
+
+    opt = torch.optim.SGD(list(p.values()), lr=N * dt)
+    for _ in range(12):
+        st, _ = lin.step(st)
+        opt.zero_grad()
+        delta = {k: p[k] - p0[k] for k in p}
+        _, jvp = torch.func.jvp(f, (p0,), (delta,))             # f(p0 + δ) to first order, minus f(p0)
+        ((y - alpha * jvp) ** 2).mean().div(alpha ** 2).backward()
+        opt.step()
+    mod.load_state_dict({k: v.detach() for k, v in p.items()}, strict=False)
+    _, back = mf.from_module(mod)
+    torch.testing.assert_close(st.theta, back.positions, rtol=0, atol=1e-12)
+
+
+def _linearisation_gaps(task, theta0, alphas, centred):
+    """sup over 100 steps of the RMS over the data of f_α − f_lin,α, for each α."""
+    X = task.X
+    gaps = []
+    for alpha in alphas:
+        dyn = mf.gradient_flow(mf.scaled(task, alpha, reference=theta0 if centred else None), dt=0.02)
+        lin = mf.linearized(dyn, theta0)
+        a, b = dyn.init(theta0), lin.init(theta0)
+        sup = 0.0
+        for _ in range(100):
+            a, _ = dyn.step(a)
+            b, _ = lin.step(b)
+            fa = dyn.task.scaled_outputs(X[None], a.theta)
+            fb = lin.task.scaled_outputs(X[None], b.theta)
+            sup = max(sup, float((fa - fb).pow(2).mean().sqrt()))
+        gaps.append(sup)
+    return linregress(np.log(alphas), np.log(gaps)).slope, gaps
+
+
+def test_the_linearised_flow_tracks_the_flow_within_one_over_alpha():
+    """sup_t ‖f_α − f_lin,α‖ shrinks like 1/α for a smooth unit from a generic centred start
+    (Chizat–Oyallon–Bach Thm 2.3: the remainder α·O(|δθ|²) with δθ = O(1/α)); from a
+    symmetric start it shrinks like 1/α²: the second-order terms of the two units of a pair
+    (a → −a, so δw → −δw) cancel, leaving α·O(|δθ|³)."""
+    unit = Unit(2, "tanh", bias=True)
+    X, y = _data(n=20, d=2)
+    task = FiniteDataset(unit, X, y)
+    alphas = [2.0, 8.0, 32.0]
+    slope, gaps = _linearisation_gaps(task, _theta(40, unit), alphas, centred=True)
+    assert -1.2 < slope < -0.8, (slope, gaps)
+    slope_sym, gaps_sym = _linearisation_gaps(task, mf.symmetric(_theta(20, unit), unit), alphas,
+                                              centred=False)
+    assert -2.3 < slope_sym < -1.7, (slope_sym, gaps_sym)
+
+
+# ---- kernel diagnostics -----------------------------------------------------------------------
+def test_the_pl_ratio_is_four_times_the_kernel_rayleigh_quotient_along_the_residual():
+    unit = Unit(3, "relu", bias=True)
+    X, y = _data()
+    task = FiniteDataset(unit, X, y)
+    for alpha in (1.0, 10.0):
+        theta = mf.symmetric(_theta(6, unit), unit) + 0.1 * _theta(12, unit, seed=4)
+        dyn = mf.gradient_flow(mf.scaled(task, alpha), dt=0.1)
+        st = dyn.init(theta)
+        pot = dyn.potential(st)
+        v2 = diagnostics.velocity_sq_norm(dyn.velocity(st, pot).unsqueeze(0))
+        K = mf.tangent_kernel(unit, theta, X)
+        r = alpha * task.outputs(theta)[0] - y
+        q = diagnostics.kernel_rayleigh(K, r)
+        torch.testing.assert_close(v2 * alpha ** 2, 4 * q * pot.risk, rtol=1e-10, atol=0)
+    spec = diagnostics.kernel_spectrum(K, k=2)
+    ev = torch.linalg.eigvalsh(K / 12)
+    assert abs(float(spec.lam_min[0] - ev[0])) < 1e-12 and abs(float(spec.top[0, 0] - ev[-1])) < 1e-12
+    assert float(diagnostics.kernel_change(K, K)[0]) == 0.0
+    assert abs(float(diagnostics.kernel_change(2 * K, K)[0]) - 1.0) < 1e-12
+    # fewer units than points: λ_min = 0 while the quotient along a residual stays positive
+    small = _theta(2, unit)
+    Ks = mf.tangent_kernel(unit, small, X)
+    assert float(diagnostics.kernel_spectrum(Ks).lam_min[0]) < 1e-12
+    assert float(diagnostics.kernel_rayleigh(Ks, task.outputs(small)[0] - y)[0]) > 1e-3
