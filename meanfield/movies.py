@@ -66,18 +66,21 @@ class Run:
         return [str(n) for n in self.arrays.get("param_names", [])]
 
     def rows_of_phase(self) -> dict:
-        """The metrics rows of the shown phase (multi-N runs: the rows of its N)."""
+        """The metrics rows of the shown phase: those whose columns match the key's
+        ``name=value`` parts (multi-N runs: the rows of its N; "m=" names the N column)."""
         m = self.metrics
         if not m or self.phase is None:
             return m
-        key = self.phase["phase"]
-        if "N" in m and key.startswith("N="):
-            sel = m["N"] == float(key[2:])
-            return {k: v[sel] for k, v in m.items()}
-        if "N" in m and key.startswith("m="):
-            sel = m["N"] == float(key[2:])
-            return {k: v[sel] for k, v in m.items()}
-        return m
+        sel = np.ones(len(next(iter(m.values()))), dtype=bool)
+        for part in self.phase["phase"].split("/"):       # "N=64", "m=20", "N=64/alpha=0.01"
+            name, eq, value = part.partition("=")
+            col = "N" if name == "m" else name
+            if eq and col in m:
+                try:
+                    sel &= m[col] == float(value)
+                except ValueError:
+                    pass
+        return {k: v[sel] for k, v in m.items()}
 
 
 def _replica0(theta: np.ndarray, D: int) -> np.ndarray:

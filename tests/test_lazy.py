@@ -278,3 +278,56 @@ def test_the_pl_ratio_is_four_times_the_kernel_rayleigh_quotient_along_the_resid
     Ks = mf.tangent_kernel(unit, small, X)
     assert float(diagnostics.kernel_spectrum(Ks).lam_min[0]) < 1e-12
     assert float(diagnostics.kernel_rayleigh(Ks, task.outputs(small)[0] - y)[0]) > 1e-3
+
+
+# ---- the experiment ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def lazy_run(tmp_path_factory):
+    from meanfield import runner
+    from meanfield.experiments import get_experiment
+
+    exp = get_experiment("lazy-vs-meanfield")
+    cfg = exp.Config.build(None, ["scale=small"])
+    out = tmp_path_factory.mktemp("lazy") / "run"
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        runner.run(exp, cfg, out, progress=False)
+    finally:
+        torch.set_num_threads(n)
+    return cfg, out
+
+
+def test_the_small_lazy_run_writes_its_figures_and_fits(lazy_run):
+    import json
+
+    from meanfield import io
+
+    cfg, out = lazy_run
+    assert {p.name for p in (out / "figures").iterdir()} == {"paths.png", "alpha.png", "crossover.png",
+                                                           "linearization.png"}
+    fit = json.loads((out / "fit.json").read_text())
+    widths = [8, 16, 32]
+    for key in ("displacement_slope", "linearization_slope"):
+        for N in widths:
+            f = fit[key][str(N)]
+            assert f["ci95"][0] <= f["slope"] <= f["ci95"][1] and f["alphas"] == [10.0, 100.0, 1000.0]
+    assert set(fit["crossover"]["rate"]) >= {"slope", "ci95", "geiger_slope"}
+    # lazy side: the displacement falls as 1/α (measured: −1.00 [−1.05, −0.96] … in small mode)
+    for N in widths:
+        f = fit["displacement_slope"][str(N)]
+        assert -1.1 < f["slope"] < -0.9 and f["ci95"][0] < -1.0 < f["ci95"][1] + 0.02, (N, f)
+    t = io.read_metrics(out / "summary.csv")
+    for N in widths:
+        row = {a: i for i, (n, a) in enumerate(zip(t["N"], t["alpha"])) if n == N}
+        big, one, small = row[1000.0], row[1.0], row[0.01]
+        # at α = 1000 the flow is close to its linearisation (a ReLU unit whose preactivation
+        # crosses 0 on a data point flips its kernel term: 2 % of the test risk at N = 16) …
+        assert abs(t["test_risk"][big] / t["lin_test_risk"][big] - 1) < 0.05
+        assert t["lin_gap_sup"][big] < t["lin_gap_sup"][small] / 50
+        # … at α = 0.01 it is not (the linearised flow's test risk is several times larger)
+        assert t["lin_test_risk"][small] > 3 * t["test_risk"][small]
+        # the kernel moves by more than its size at small α, by ≤ 5 % at α = 1000
+        assert t["ntk_change"][small] > 10 and t["ntk_change"][big] < 0.05
+        # feature learning generalises better than lazy training (α = 1 against α = 1000)
+        assert t["test_risk"][one] < t["test_risk"][big]

@@ -42,6 +42,7 @@ EXPERIMENTS = {
     "resnet-digits": "resnet_digits",
     "linear-obstruction": "linear_obstruction",
     "dataset": "dataset",
+    "lazy-vs-meanfield": "lazy_vs_meanfield",
 }
 ENTRY_POINT_GROUP = "meanfield.experiments"
 
