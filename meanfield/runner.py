@@ -9,7 +9,8 @@ CLI, sweeps (``meanfield.sweep``) and sharded ranks (``meanfield.distributed``) 
 * :func:`run` starts a new run, :func:`resume` continues one, :func:`plot` redraws a run's
   figures, :func:`describe` says where a run stands.
 
-**Promises** (each kept by a test in ``tests/test_hostile.py``):
+**Promises** (each kept by a test in ``tests/test_run_refusals.py``, ``tests/test_runs.py``
+and ``tests/test_run_interruptions.py``):
 
 * *Lock.*  A run directory is locked (``io.DirectoryLock``) for the life of a run or resume;
   a second writer gets ``ConfigError`` naming the holder's pid and command.

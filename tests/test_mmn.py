@@ -1,5 +1,5 @@
-"""MMN reproductions in their small modes: SGD against the radial PDE (the issue's acceptance
-bounds), the noisy variant against the Gibbs fixed point, resume after an interruption."""
+"""MMN reproductions in their small modes: SGD against the radial PDE (MMN's bounds and the
+W1 acceptance), the noisy variant against the Gibbs fixed point, resume after an interruption."""
 
 import dataclasses
 import json

@@ -73,7 +73,7 @@ TRACKING_RATIO_MAX = 2.5
 def tracking_acceptance(risk, risk_se, risk_pde, w1, w1_iid, mean_r_pde, N: int) -> dict:
     """Does SGD follow this PDE solution?  Three checks, at every recorded time:
 
-    * ``risk`` (MMN's bound, as the issue set it): |R_SGD − R_PDE| ≤ 0.05 R_PDE + 25/N
+    * ``risk`` (MMN's bound with the constants this project fixed): |R_SGD − R_PDE| ≤ 0.05 R_PDE + 25/N
       + 3 s.e. (25/N bounds the 1/N self-interaction term, Var σ ≤ (s2 − s1)²/4 for MMN's σ;
       the s.e. is the particles' Monte Carlo risk estimate);
     * ``law``: W1(law of |w_i|, PDE law of r) ≤ 5 % of the PDE's mean r;

@@ -12,7 +12,7 @@ The limit: ρ_t stays rotation invariant, the law of r = |w| solves the radial D
 potentials (``models.radial``; ``pde_d = "inf"`` uses the d = ∞ reduction instead).  With
 finite β and a constant schedule the self-consistent Gibbs law is also computed.
 
-Settings.  The defaults are MMN's Fig. 1 as recorded in REFERENCES.md and the issue: Δ = 0.8,
+Settings.  The defaults are MMN's Fig. 1 as recalled from the paper: Δ = 0.8,
 d = 40, N = 800, t1 = 0.5, t2 = 1.5, s1 = −2.5, s2 = 7.5, κ = 0.8, ε = 10⁻⁶, ξ ≡ 1.  They could
 not be checked against the paper's text here (the search tool reached only abstracts); the
 horizon T = 20 is ours (the risk has fallen from 1.70 to 0.07 by then).  ``scale=small``

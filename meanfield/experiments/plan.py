@@ -1,11 +1,11 @@
-"""What an experiment declares, and what ``meanfield.runner`` does with it (docs/design.md §3).
+"""What an experiment's plan declares, and what ``meanfield.runner`` does with it (docs/design.md §3).
 
-An experiment module holds ``NAME``, its ``Config`` (a frozen dataclass, ``config.py``),
-``plan(cfg) -> Plan`` (*what* the run consists of, never *how* it is run; cheap: heavy work
-goes in the phases' ``build`` or the prelude, after the runner's checks) and optionally
-``plot(run_dir, coords=None) -> [Path]`` (its figures, from the run directory alone).  The runner owns
-everything else — the run directory and its lock, the loop over phases and steps, logging
-cadence, snapshots, checkpoints, resume, divergence, sharding, figures.
+An experiment (``meanfield.experiments``) holds ``NAME``, its ``Config``, ``plan(cfg) ->``
+:class:`Plan` (*what* the run consists of, never *how* it is run; cheap: heavy work goes in
+the phases' ``build`` or the prelude, after the runner's checks) and its declared facts
+(``FIGURES``, ``VIEWS``, ``TINY``).  The runner owns everything else — the run directory and
+its lock, the loop over phases and steps, logging cadence, snapshots, checkpoints, resume,
+divergence, sharding, figures.
 
 **Phases.**  A run is a sequence of phases (one for a single simulation; one per N value,
 per training job, per temperature …), each a :class:`Phase`: how to build its dynamics and

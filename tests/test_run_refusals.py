@@ -1,4 +1,4 @@
-"""A hostile user against the runner (issue 14): every break found in the seam between
+"""What a run refuses, and how: every break a hostile user found in the seam between
 experiments and runs, as a test.  Each refused command must exit 2 with one line and leave
 every file of the run byte-identical (hashes of every file, hidden ones included).
 

@@ -1,4 +1,4 @@
-"""Runs that survive: SIGKILL at random moments (also mid-checkpoint) and resume gives the
+"""Runs that survive interruptions: SIGKILL at random moments (also mid-checkpoint) and resume gives the
 identical final arrays; random configs are either accepted and run, or cleanly rejected."""
 import os
 import random

@@ -1,4 +1,5 @@
-"""Papercuts a new user of the Python API found (issue 17), one test each."""
+"""The Python API as a new user meets it: layouts kept, generators only where randomness is,
+noisy runs logging their free energy, errors and help that say what to do — one test each."""
 import math
 
 import numpy as np
