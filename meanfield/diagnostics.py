@@ -109,6 +109,48 @@ def kernel_change(K: torch.Tensor, K0: torch.Tensor) -> torch.Tensor:
     return torch.linalg.matrix_norm(K - K0) / torch.linalg.matrix_norm(K0)
 
 
+KERNEL_POINTS = 128      # training points on which a run's rows measure the tangent kernel
+
+
+def kernel_row(task, theta, weights=None, K0=None, *, points: int = KERNEL_POINTS) -> dict:
+    """Tangent-kernel columns of a metrics row of a run on a finite dataset, on its first
+    ``points`` training points (K [B, n, n] of ``models.ntk.tangent_kernel``, n ≤ points):
+    ``ntk_lam_min`` and ``ntk_lam_max`` of (1/n)K, ``ntk_rayleigh`` = the Rayleigh quotient
+    of (1/n)K along r = ½∂_fℓ(y, f) (f − y for the squared loss) on those points, and, given
+    the initial kernel ``K0``, ``ntk_change`` = ‖K − K0‖_F/‖K0‖_F; each a float64 array [B]
+    (seed values).  Scaled tasks use f_α (the kernel itself does not depend on α)."""
+    from .models.ntk import tangent_kernel
+    from .models.task_base import loss_terms
+
+    theta = as_batched(theta)
+    x, y = task.full(theta.dtype, theta.device)
+    x, y = x[:, :points], y[:, :points]
+    with torch.no_grad():
+        K = tangent_kernel(task.unit, theta, x[0], weights=weights)
+        if hasattr(task, "scaled_outputs"):
+            f = task.scaled_outputs(x, theta, weights)
+        else:
+            f = task.unit.network(x, theta, as_weights(weights, theta))
+        r, _ = loss_terms(task.loss, f, y)
+    spec = kernel_spectrum(K, k=1)
+    row = {"ntk_lam_min": spec.lam_min.numpy(), "ntk_lam_max": spec.top[:, 0].numpy(),
+           "ntk_rayleigh": kernel_rayleigh(K, r).numpy()}
+    if K0 is not None:
+        row["ntk_change"] = kernel_change(K, K0).numpy()
+    return row
+
+
+def initial_kernel(task, theta, weights=None, *, points: int = KERNEL_POINTS) -> torch.Tensor:
+    """K_0 [B, n, n] on the first ``points`` training points (the reference of
+    :func:`kernel_row`'s ``ntk_change``)."""
+    from .models.ntk import tangent_kernel
+
+    theta = as_batched(theta)
+    x, _ = task.full(theta.dtype, theta.device)
+    with torch.no_grad():
+        return tangent_kernel(task.unit, theta, x[0, :points], weights=weights)
+
+
 def resnet_kernel_pl(flow, state) -> dict:
     """PL ratio of a ResNet's conditional-OT flow and its kernel lower bound, per replica [B].
 

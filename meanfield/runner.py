@@ -190,16 +190,28 @@ def load_run(run_dir):
     run_dir = Path(run_dir)
     rec = io.load_run_config(run_dir)
     exp = get_experiment(rec["experiment"])
-    saved = exp.Config.from_mapping(rec["config"], source=str(run_dir / io.CONFIG))
     ck = read_checkpoint(run_dir)
+    try:
+        saved = exp.Config.from_mapping(rec["config"], source=str(run_dir / io.CONFIG))
+    except ConfigError as e:
+        if ck is not None and ck.get("format") == 2:
+            raise ConfigError(f"{e} (this run was made by an older meanfield, whose {exp.NAME} "
+                              "config this version no longer reads)") from None
+        raise
     if ck is not None:
         if ck.get("experiment") != rec["experiment"]:
             raise ConfigError(f"{run_dir / io.CONFIG} says {rec['experiment']!r} but its checkpoint "
                               f"holds a {ck.get('experiment')!r} run (config.json edited?)")
-        if ck.get("config") != saved.to_dict():
-            diff = sorted(k for k in saved.to_dict() if ck["config"].get(k) != saved.to_dict()[k])
+        # both read through today's Config: keys added since the run started take their
+        # defaults on both sides (a run made before a key existed still reads)
+        try:
+            held = exp.Config.from_mapping(ck.get("config") or {}, source="its checkpoint").to_dict()
+        except ConfigError:
+            held = ck.get("config") or {}
+        if held != saved.to_dict():
+            diff = sorted(k for k in saved.to_dict() if held.get(k) != saved.to_dict()[k])
             raise ConfigError(f"{run_dir / io.CONFIG} does not match its checkpoint ("
-                              + (f"{diff[0]}: {saved.to_dict()[diff[0]]!r} vs {ck['config'].get(diff[0])!r}"
+                              + (f"{diff[0]}: {saved.to_dict()[diff[0]]!r} vs {held.get(diff[0])!r}"
                                  if diff else "keys differ") + "; config.json edited?)")
     for p in sorted(run_dir.glob("*.npz")):
         io.verify_npz(p)

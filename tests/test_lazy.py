@@ -331,3 +331,31 @@ def test_the_small_lazy_run_writes_its_figures_and_fits(lazy_run):
         assert t["ntk_change"][small] > 10 and t["ntk_change"][big] < 0.05
         # feature learning generalises better than lazy training (α = 1 against α = 1000)
         assert t["test_risk"][one] < t["test_risk"][big]
+
+
+def test_alpha_is_a_key_of_the_two_layer_experiments_and_a_sweep_axis(tmp_path):
+    """``--set alpha=1`` is today's run to the byte (metrics and particles), another α is
+    another run whose risk is the scaled network's; a sweep over α is a sweep like one over N."""
+    from meanfield import io, runner, sweep
+    from meanfield.experiments import get_experiment
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for name in ("teacher-student", "dataset", "cb-relu2d"):
+            exp = get_experiment(name)
+            outs = {}
+            for tag, extra in (("default", []), ("one", ["alpha=1"]), ("ten", ["alpha=10", "centred=true"])):
+                outs[tag] = tmp_path / f"{name}-{tag}"
+                runner.run(exp, exp.Config.build(None, [*exp.TINY, *extra]), outs[tag], progress=False)
+            same = [(outs["default"] / f).read_bytes() == (outs["one"] / f).read_bytes()
+                    for f in (io.METRICS, io.PARTICLES)]
+            assert all(same), name
+            a, b = io.read_metrics(outs["default"] / io.METRICS), io.read_metrics(outs["ten"] / io.METRICS)
+            assert not np.array_equal(a["risk"], b["risk"]), name
+        rows = sweep.run_sweep("teacher-student", {"alpha": ["1", "10", "100"]}, tmp_path / "sw",
+                               sets=list(get_experiment("teacher-student").TINY), progress=False)
+    finally:
+        torch.set_num_threads(n)
+    assert sorted(float(r["alpha"]) for r in rows) == [1.0, 10.0, 100.0]
+    assert all(r["status"] == "ok" for r in rows)

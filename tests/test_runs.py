@@ -193,16 +193,12 @@ def test_the_checkpoint_keeps_its_size_and_bytes_written_grow_linearly(tmp_path,
     assert 7 < ratio < 12, ratio
 
 
-def test_status_says_absent_resumable_or_finished(tmp_path, monkeypatch):
-    exp = get_experiment("teacher-student")
-    out = tmp_path / "r"
-    assert runner.status(out) == "absent"
-    out.mkdir()
-    assert runner.status(out) == "absent"                     # an empty directory holds no run
-    cfg = exp.Config.build(None, [*SETS, "N=20", "steps=20"])
+def _stopping_at(exp, step: int):
+    """A plan function for ``exp`` whose dynamics raise KeyboardInterrupt at ``step`` (after
+    the commit before it)."""
     real = exp.plan
 
-    def plan_stopping_at_10(cfg):                              # stop after the step-10 commit
+    def plan_stopping(cfg):
         p = real(cfg)
         phases = p.phases
 
@@ -212,12 +208,12 @@ def test_status_says_absent_resumable_or_finished(tmp_path, monkeypatch):
 
                 def build_stopping(build=build):
                     dyn, state = build()
-                    step = dyn.step
+                    move = dyn.step
 
                     def step_or_stop(st):
-                        if st.step == 15:
+                        if st.step == step:
                             raise KeyboardInterrupt
-                        return step(st)
+                        return move(st)
                     dyn.step = step_or_stop
                     return dyn, state
                 ph.build = build_stopping
@@ -225,6 +221,17 @@ def test_status_says_absent_resumable_or_finished(tmp_path, monkeypatch):
         p.phases = stopping
         return p
 
+    return plan_stopping
+
+
+def test_status_says_absent_resumable_or_finished(tmp_path, monkeypatch):
+    exp = get_experiment("teacher-student")
+    out = tmp_path / "r"
+    assert runner.status(out) == "absent"
+    out.mkdir()
+    assert runner.status(out) == "absent"                     # an empty directory holds no run
+    cfg = exp.Config.build(None, [*SETS, "N=20", "steps=20"])
+    plan_stopping_at_10 = _stopping_at(exp, 15)               # stops after the step-10 commit
     monkeypatch.setattr(exp, "plan", plan_stopping_at_10)
     with pytest.raises(KeyboardInterrupt):
         runner.run(exp, cfg, out, progress=False)
@@ -358,3 +365,51 @@ def test_an_experiment_in_one_file_and_one_line_runs_resumes_sweeps_animates_and
     assert main(["run", "toy-walk", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert "toy-walk" in err and "does not load" in err and err.count("\n") == 1
+
+
+def _as_format2(run_dir: Path) -> None:
+    """Rewrite a run directory in the earlier layout: every row and snapshot inside a
+    checkpoint of format 2, no records, and config.json and the checkpoint without the keys
+    added since (alpha, centred)."""
+    import json
+    import shutil
+
+    ck = io.load_checkpoint(run_dir / io.CHECKPOINT)
+    progress, done, current = runner.load_records(run_dir)
+
+    def entry(rec):
+        return {"columns": rec.columns, "rows": rec.rows, "snaps": [tuple(x) for x in rec.snaps],
+                "state": rec.state, "result": rec.result, "generators": rec.generators}
+
+    config = {k: v for k, v in ck["config"].items() if k not in ("alpha", "centred")}
+    io.save_checkpoint(run_dir / io.CHECKPOINT, {
+        "format": 2, "experiment": ck["experiment"], "config": config, "shared": {},
+        "done": {k: entry(r) for k, r in done.items()},
+        "current": None if current is None else {"key": current.key, **entry(current)},
+        "progress": progress, "finished": ck["finished"], "summary": []})
+    shutil.rmtree(run_dir / store.RECORDS)
+    rec = json.loads((run_dir / io.CONFIG).read_text())
+    rec["config"] = config
+    (run_dir / io.CONFIG).write_text(json.dumps(rec))
+
+
+def test_a_run_of_the_earlier_layout_resumes_bit_for_bit(tmp_path, monkeypatch):
+    """A run interrupted at step 10 whose directory has the earlier layout (format-2
+    checkpoint, no records, a config without the keys added since) shows, resumes in the
+    current layout and ends exactly where an uninterrupted run ends."""
+    exp = get_experiment("teacher-student")
+    cfg = exp.Config.build(None, [*SETS, "N=20", "steps=20"])
+    whole, old = tmp_path / "whole", tmp_path / "old"
+    runner.run(exp, cfg, whole, progress=False)
+    monkeypatch.setattr(exp, "plan", _stopping_at(exp, 15))
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(exp, cfg, old, progress=False)
+    monkeypatch.undo()
+    _as_format2(old)
+    assert io.load_checkpoint(old / io.CHECKPOINT)["format"] == 2
+    assert "step 10 of 20" in runner.describe(old)
+    runner.resume(old, progress=False)
+    assert io.load_checkpoint(old / io.CHECKPOINT)["format"] == store.FORMAT
+    assert (old / io.METRICS).read_bytes() == (whole / io.METRICS).read_bytes()
+    a, b = io.read_npz(old / io.PARTICLES), io.read_npz(whole / io.PARTICLES)
+    assert set(a) == set(b) and all(np.array_equal(a[k], b[k]) for k in a)

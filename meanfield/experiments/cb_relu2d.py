@@ -56,7 +56,7 @@ from ..figures import chizat_bach
 from ..figures.chizat_bach import FIT, RESULTS
 from ..models import FiniteDataset, Unit
 from .config import TwoLayerConfig
-from .particles import size_phase
+from .particles import check_scale, scaled_task, size_phase
 from .plan import Plan, snapshot_arrays
 
 NAME = "cb-relu2d"
@@ -93,6 +93,9 @@ class Config(TwoLayerConfig):
     save_every: int = 10_000
     checkpoint_every: int = 2500
     dtype: str = "float64"
+    # output scale (models.scaled): f_α = α f, or α (f − f_0) with centred
+    alpha: float = 1.0
+    centred: bool = False
 
     _choices = {"scale": ("full", "small")}
     _presets = {"scale": {"small": SMALL}}
@@ -103,6 +106,7 @@ class Config(TwoLayerConfig):
         """RunConfig's checks, then (``ConfigError``): d = 2; N_few, m0, n_train, n_snap ≥ 1;
         N_few < N; teacher_seed ≥ 0; init_radius, fail_factor finite and > 0; lam finite ≥ 0."""
         super().validate()
+        check_scale(self)
         if self.d != 2:
             raise ConfigError(f"cb-relu2d draws particles in the plane: d must be 2, got {self.d}")
         self.check_bounds(at_least_one=("N_few", "m0", "n_train", "n_snap"))
@@ -131,12 +135,13 @@ def teacher_and_data(cfg: Config):
     return theta, s, X, y
 
 
-def initial_state(cfg: Config, dyn, N: int):
-    """θ [S, N, 3] uniform on the sphere of radius init_radius; generator derived from (seed, "N", N)."""
+def initial_theta(cfg: Config, N: int):
+    """(θ [S, N, 3] uniform on the sphere of radius init_radius, its generator derived from
+    (seed, "N", N))."""
     gen = derive_generator(cfg.seed, "N", N)
     th = torch.randn(cfg.replicas, N, 3, generator=gen, dtype=torch.float64)
     th = cfg.init_radius * th / th.norm(dim=-1, keepdim=True)
-    return dyn.init(th.to(getattr(torch, cfg.dtype)), generator=gen)
+    return th.to(getattr(torch, cfg.dtype)), gen
 
 
 def warmup(cfg) -> None:
@@ -153,17 +158,26 @@ def plan(cfg: Config) -> Plan:
     keys = {N: f"m={N}" for N in sizes}
 
     def phases(shared):
-        dyn = gradient_flow(task, dt=cfg.dt, lam=cfg.lam, backend=cfg.backend)
+        dyns = {}
 
-        def energy(state, pot):
-            if pot is None:
-                pot = dyn.potential(state)
-            th = state.theta.double()
-            F = 0.5 * pot.risk.double() + 0.5 * cfg.lam * (th * th).sum(-1).mean(-1)
-            return {"free_energy": float(F.mean()), **{f"free_energy_r{b}": float(v) for b, v in enumerate(F)}}
+        def build(N):
+            theta, gen = initial_theta(cfg, N)
+            dyns[N] = gradient_flow(scaled_task(cfg, task, theta), dt=cfg.dt, lam=cfg.lam,
+                                    backend=cfg.backend)
+            return dyns[N], dyns[N].init(theta, generator=gen)
 
-        return [size_phase(keys[N], {"N": N}, lambda N=N: (dyn, initial_state(cfg, dyn, N)),
-                           label=f"N={N}", extra=energy, snapshot_steps=cfg.snapshot_steps())
+        def energy(N):
+            def free_energy(state, pot):
+                if pot is None:
+                    pot = dyns[N].potential(state)
+                th = state.theta.double()
+                F = 0.5 * pot.risk.double() + 0.5 * cfg.lam * (th * th).sum(-1).mean(-1)
+                return {"free_energy": float(F.mean()),
+                        **{f"free_energy_r{b}": float(v) for b, v in enumerate(F)}}
+            return free_energy
+
+        return [size_phase(keys[N], {"N": N}, lambda N=N: build(N), label=f"N={N}", extra=energy(N),
+                           snapshot_steps=cfg.snapshot_steps(), kernel=True)
                 for N in sizes]
 
     def results(ctx):

@@ -66,7 +66,7 @@ from ..figures import dataset
 from ..models import ACTIVATIONS, FiniteDataset, Unit
 from ..models.tasks import LOSSES
 from .config import TwoLayerConfig
-from .particles import dtype_of, simulation_phase
+from .particles import check_scale, dtype_of, scaled_task, simulation_phase
 from .plan import Plan
 
 NAME = "dataset"
@@ -116,6 +116,9 @@ class Config(TwoLayerConfig):
     init_a_mean: float = 0.0
     init_a_std: float = 1.0
     init_b_std: float = 1.0
+    # output scale (models.scaled): f_α = α f, or α (f − f_0) with centred
+    alpha: float = 1.0
+    centred: bool = False
 
     _schedule_fields = ("xi", "beta")
     _choices = {"scale": ("full", "small"), "loss": LOSSES, "activation": ACTIVATIONS,
@@ -125,9 +128,10 @@ class Config(TwoLayerConfig):
     def validate(self):
         """TwoLayerConfig's checks, then (``ConfigError``): ``data`` not empty; test_fraction in
         [0, 1); split_seed ≥ 0; batch_size ≥ 1; init_a_mean finite; lam, init_std, init_a_std,
-        init_b_std finite and ≥ 0.  The data themselves are checked by ``meanfield.data.load`` (in
+        init_b_std finite and ≥ 0; alpha finite and > 0.  The data themselves are checked by ``meanfield.data.load`` (in
         ``plan``, before anything is written)."""
         super().validate()
+        check_scale(self)
         if not self.data.strip():
             raise ConfigError("data must name a .npz or .csv file or sklearn:NAME, got ''")
         if not (math.isfinite(self.test_fraction) and 0 <= self.test_fraction < 1):
@@ -212,16 +216,20 @@ def plan(cfg: Config) -> Plan:
     train, test = tasks(cfg, prep)
     margin_ok = cfg.loss == "logistic" and train.unit.homogeneity is not None
 
+    scaled = {}                     # the tasks at output scale α, centred on this run's θ_0
+
     def build():
-        dyn = ParticleDynamics(train, dt=cfg.dt, drift=cfg.drift, batch_size=cfg.batch_size,
-                               xi=cfg.xi, beta=cfg.beta, lam=cfg.lam, backend=cfg.backend)
         gen = torch.Generator().manual_seed(cfg.seed)
         theta = initial_theta(cfg, train.unit, gen).to(dtype_of(cfg))
+        scaled.update(train=scaled_task(cfg, train, theta),
+                      test=None if test is None else scaled_task(cfg, test, theta))
+        dyn = ParticleDynamics(scaled["train"], dt=cfg.dt, drift=cfg.drift, batch_size=cfg.batch_size,
+                               xi=cfg.xi, beta=cfg.beta, lam=cfg.lam, backend=cfg.backend)
         return dyn, dyn.init(theta, generator=gen)
 
     phase = simulation_phase(cfg, build, n_mc=1, risk_inf=None,
-                             extra=lambda st: extra_columns(st, train, test, prep["classification"],
-                                                            margin_ok))
+                             extra=lambda st: extra_columns(st, scaled["train"], scaled["test"],
+                                                            prep["classification"], margin_ok and not cfg.centred))
     arrays = {"param_names": np.array(train.param_names)}
     if (len(prep["y"]) + len(prep["y_test"])) * (prep["X"].shape[1] + 1) <= MAX_SAVED_NUMBERS:
         arrays.update({"data_X": prep["X"], "data_Y": prep["y"], "test_X": prep["X_test"],

@@ -11,7 +11,9 @@ whole system, so rows have the unsharded format.  :func:`simulation_phase` is th
 of a run that advances one ``ParticleDynamics`` for ``cfg.steps`` steps; :func:`size_phase`
 the phase of one system of a multi-size run (one N, one width m, one temperature …);
 :func:`relu_warmup` the sweep warm-up of the ReLU teacher-student experiments (n-scaling,
-cb-threshold).
+cb-threshold).  Runs on a finite dataset also record the tangent kernel's spectrum, change and
+Rayleigh quotient (:func:`kernel_columns`); :func:`scaled_task` puts a task at the config's
+output scale α (``models.scaled``).
 """
 from __future__ import annotations
 
@@ -20,11 +22,12 @@ import math
 import torch
 
 from ..seeds import derive_generator
-from ..diagnostics import knn_entropy, velocity_sq_norm
+from ..diagnostics import initial_kernel, kernel_row, knn_entropy, velocity_sq_norm
 from ..dynamics.sharded import ShardedDynamics
 from ..errors import ConfigError, DivergenceError
 from ..interact import evaluate
-from ..models import TeacherStudent, Unit
+from ..models import FiniteDataset, TeacherStudent, Unit
+from ..models.scaled import ScaledTask, scaled
 from .plan import Phase
 
 
@@ -108,15 +111,55 @@ def simulation_phase(cfg, build, *, n_mc: int, risk_inf: float | None, extra=Non
     recording points (the compiled online-SGD path); ``generators``: more named generators
     that ``extra`` draws from, checkpointed with the phase."""
     eval_gen = derive_generator(cfg.seed, "eval")
+    build, kernel = watch_kernel(build)
 
     def measure(dyn, state, pot):
         row = measure_row(dyn, state, pot, eval_gen, n_mc, risk_inf)
-        if extra is not None:
-            row.update(extra(whole(dyn, state)))
+        if extra is not None or kernel:
+            st = whole(dyn, state)
+            if extra is not None:
+                row.update(extra(st))
+            row.update(kernel_columns(dyn.task, st, kernel))
         return row
 
     return Phase(key=key, build=build, measure=measure, chunked=chunked,
                  generators={"eval": eval_gen, **(generators or {})})
+
+
+def has_kernel_columns(task) -> bool:
+    """Whether a run of ``task`` records the tangent-kernel columns: a finite dataset, at any
+    output scale (``models.scaled``)."""
+    inner = task.inner if isinstance(task, ScaledTask) else task
+    return isinstance(inner, FiniteDataset)
+
+
+def watch_kernel(build):
+    """(``build`` that also keeps the initial tangent kernel K_0 of a finite-dataset run,
+    the dict holding it under "K0"): the reference of the ``ntk_change`` column, recomputed
+    from the deterministic initial state whenever the runner builds the phase (resume too)."""
+    box: dict = {}
+
+    def built():
+        dyn, state = build()
+        if has_kernel_columns(dyn.task):
+            box["K0"] = initial_kernel(dyn.task, state.theta, state.weights)
+        return dyn, state
+
+    return built, box
+
+
+def kernel_columns(task, state, box) -> dict:
+    """The tangent-kernel columns of a row (``diagnostics.kernel_row``: ntk_lam_min,
+    ntk_lam_max, ntk_rayleigh, ntk_change) as seed means, with ``<name>_r<b>`` per replica
+    when there are several; {} for a run that records none."""
+    if "K0" not in box or not has_kernel_columns(task):
+        return {}
+    row = {}
+    for k, v in kernel_row(task, state.theta, state.weights, box["K0"]).items():
+        row[k] = float(v.mean())
+        if len(v) > 1:
+            row.update({f"{k}_r{b}": float(x) for b, x in enumerate(v)})
+    return row
 
 
 def size_row(label, state, risk, extra=None, per_replica: bool = True) -> dict:
@@ -134,19 +177,24 @@ def size_row(label, state, risk, extra=None, per_replica: bool = True) -> dict:
 
 
 def size_phase(key: str, columns: dict, build, *, label: str, extra=None, final=None,
-               per_replica: bool = True, snapshot_steps=(0,)) -> Phase:
+               per_replica: bool = True, snapshot_steps=(0,), kernel: bool = False) -> Phase:
     """The phase of one system of a multi-size run (one N, one width m, one temperature …)
     under population dynamics: rows by :func:`size_row` from the step's own potential
     (``extra(state, potential or None) -> dict`` adds columns); the final row's risk from
     ``final(state) -> (risk [B], {entries kept in the phase's result})`` (e.g. a float64
     re-evaluation), else from the dynamics' potential; snapshots at ``snapshot_steps`` (None:
-    every ``save_every`` steps) and at the end."""
+    every ``save_every`` steps) and at the end; ``kernel``: the tangent-kernel columns of a
+    finite-dataset run (:func:`kernel_columns`)."""
     kept: dict = {}
+    box: dict = {}
+    if kernel:
+        build, box = watch_kernel(build)
 
     def measure(dyn, st, pot):
         if pot is None:
             pot = dyn.potential(st)
-        return size_row(label, st, pot.risk, extra(st, pot) if extra else None, per_replica)
+        row = size_row(label, st, pot.risk, extra(st, pot) if extra else None, per_replica)
+        return {**row, **kernel_columns(dyn.task, st, box)} if box else row
 
     def measure_last(dyn, st):
         if final is not None:
@@ -154,7 +202,8 @@ def size_phase(key: str, columns: dict, build, *, label: str, extra=None, final=
             kept.update(more)
         else:
             risk = dyn.potential(st).risk
-        return size_row(label, st, risk, extra(st, None) if extra else None, per_replica)
+        row = size_row(label, st, risk, extra(st, None) if extra else None, per_replica)
+        return {**row, **kernel_columns(dyn.task, st, box)} if box else row
 
     return Phase(key=key, build=build, measure=measure, measure_last=measure_last,
                  columns=columns,
@@ -172,6 +221,19 @@ def relu_warmup(cfg) -> None:
     task = TeacherStudent.random(unit, 2, generator=g)
     theta = torch.randn(1, 8, unit.D, generator=g, dtype=torch.float64).to(getattr(torch, cfg.dtype))
     evaluate(task, theta, backend=cfg.backend)
+
+
+def check_scale(cfg) -> None:
+    """ConfigError unless the config's output scale ``alpha`` is finite and > 0."""
+    if not (math.isfinite(cfg.alpha) and cfg.alpha > 0):
+        raise ConfigError(f"alpha must be a finite number > 0, got {cfg.alpha}")
+
+
+def scaled_task(cfg, task, theta0):
+    """``task`` at the config's output scale: f_α = α f, or α (f − f(·; ρ_0)) with
+    ``centred`` (θ_0 [B, N, D] the run's initial particles; ``models.scaled``); the task
+    itself at α = 1 without centring (today's flow, bit for bit)."""
+    return scaled(task, cfg.alpha, reference=theta0 if cfg.centred else None)
 
 
 def dtype_of(cfg) -> torch.dtype:

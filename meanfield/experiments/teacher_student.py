@@ -25,7 +25,7 @@ from ..dynamics import DRIFTS, ParticleDynamics
 from ..errors import ConfigError
 from ..models import ACTIVATIONS, TeacherStudent, Unit
 from .config import TwoLayerConfig
-from .particles import simulation_phase
+from .particles import check_scale, scaled_task, simulation_phase
 from .plan import Plan
 
 NAME = "teacher-student"
@@ -70,6 +70,9 @@ class Config(TwoLayerConfig):
     init_a_std: float = 1.0
     # Monte Carlo size for risks without closed form (not needed here, kept for symmetry)
     n_mc: int = 10_000
+    # output scale (models.scaled): f_α = α f, or α (f − f_0) with centred
+    alpha: float = 1.0
+    centred: bool = False
 
     _schedule_fields = ("xi", "beta")
     _choices = {"activation": ACTIVATIONS, "drift": DRIFTS,
@@ -81,6 +84,7 @@ class Config(TwoLayerConfig):
         teacher_seed ≥ 0; offset, init_a_mean finite; noise_std, lam, init_std, init_a_std
         finite and ≥ 0; drift "population" only with a closed-form σ (relu, erf)."""
         super().validate()
+        check_scale(self)
         self.check_bounds(at_least_one=("m0", "batch_size", "n_mc"),
                           nonnegative_ints=("teacher_seed",))
         for name in ("offset", "init_a_mean"):
@@ -106,8 +110,6 @@ def build(cfg: Config):
     dtype = getattr(torch, cfg.dtype)
     task = build_task(cfg)
     unit = task.unit
-    dyn = ParticleDynamics(task, dt=cfg.dt, drift=cfg.drift, batch_size=cfg.batch_size,
-                           xi=cfg.xi, beta=cfg.beta, lam=cfg.lam, backend=cfg.backend)
     gen = torch.Generator().manual_seed(cfg.seed)
     R, N, d = cfg.replicas, cfg.N, cfg.d
     w = torch.randn(R, N, d, generator=gen, dtype=torch.float64) * (cfg.init_std / math.sqrt(d))
@@ -116,6 +118,9 @@ def build(cfg: Config):
         a = cfg.init_a_mean + cfg.init_a_std * torch.randn(R, N, 1, generator=gen, dtype=torch.float64)
         cols.insert(0, a)
     theta = torch.cat(cols, -1).to(dtype)
+    task = scaled_task(cfg, task, theta)
+    dyn = ParticleDynamics(task, dt=cfg.dt, drift=cfg.drift, batch_size=cfg.batch_size,
+                           xi=cfg.xi, beta=cfg.beta, lam=cfg.lam, backend=cfg.backend)
     state = dyn.init(theta, generator=gen)
     return task, dyn, state
 

@@ -185,6 +185,34 @@ class ScaledTask(Task):
         """The inner finite dataset's (X [1, n, d], Y [1, n])."""
         return self.inner.full(dtype, device)
 
+    # ---- evaluation on a finite dataset, without gradients ------------------------------
+    def outputs(self, theta, weights=None) -> torch.Tensor:
+        """f_α(X_k; ρ) on every data point of the inner finite dataset, [B, n]."""
+        theta = as_batched(theta)
+        x, _ = self.full(theta.dtype, theta.device)
+        with torch.no_grad():
+            return self.scaled_outputs(x, theta, weights)
+
+    def risk(self, theta, weights=None) -> torch.Tensor:
+        """R(f_α) per replica [B] on the inner finite dataset (its loss, no ½)."""
+        f = self.outputs(theta, weights)
+        _, y = self.full(f.dtype, f.device)
+        return loss_terms(self.loss, f, y)[1].mean(-1)
+
+    def accuracy(self, theta, weights=None) -> torch.Tensor:
+        """The fraction of points with sign f_α(X_k) = Y_k, per replica [B]."""
+        f = self.outputs(theta, weights)
+        _, y = self.full(f.dtype, f.device)
+        return (torch.sign(f) == y).to(torch.float64).mean(-1)
+
+    def margin(self, theta, weights=None) -> torch.Tensor:
+        """α × the inner dataset's normalised margin (f_α = α f when not centred);
+        ``ConfigError`` for a centred model, whose output is not homogeneous in θ."""
+        if self.centred:
+            raise ConfigError("the normalised margin of a centred model α(f − f_0) is not defined "
+                              "(it is not homogeneous in θ)")
+        return self.alpha * self.inner.margin(theta, weights)
+
     @property
     def risk_sharp(self):
         """R_# of the inner task: the risk of the zero network."""
