@@ -137,3 +137,27 @@ def summarise(widths, alphas, finals: dict, sups: dict, *, level: float, n_boot:
     fit["crossover"] = {"level": level, "alpha_star": {str(N): s.tolist() for N, s in zip(widths, stars)},
                         "rate": attempt(crossover_rate, widths, np.stack(stars), n_boot=n_boot, seed=seed)}
     return rows, fit
+
+
+def rayleigh_certificate(t, q, risk, *, xi: float = 1.0) -> dict:
+    """The convergence certificate of a squared-loss run from its Rayleigh quotients
+    (Robin–Scaman–Lelarge 2022): along the flow of docs/design.md §1 on n points,
+    dR/dt = −4 ξ q_t R with q_t = ⟨r, K_t r⟩/(n‖r‖²) (``diagnostics.kernel_rayleigh``), so
+
+        R(t) = R(0) exp(−4 ξ ∫_0^t q_s ds) ≤ R(0) exp(−4 ξ t inf_{s≤t} q_s).
+
+    From records t [K] (increasing, t_0 = 0), q [K] and risk [K]: {"q_inf": the running
+    infimum [K], "bound": R(0) exp(−4ξ ∫q) with the integral by the trapezoid rule [K],
+    "bound_inf": R(0) exp(−4ξ t q_inf) [K], "rate": 4ξ·q_inf at the last record (the rate
+    the certificate guarantees from then on), "ratio": max_k R_k / bound_k (1 up to the
+    time discretisation when the certificate holds)}."""
+    t, q, R = (np.asarray(v, dtype=np.float64).ravel() for v in (t, q, risk))
+    if not (t.size == q.size == R.size >= 2) or np.any(np.diff(t) <= 0) or R[0] <= 0:
+        raise ConfigError("rayleigh_certificate needs increasing times and q, risk of the same length "
+                          ">= 2, with R(0) > 0")
+    q_inf = np.minimum.accumulate(q)
+    integral = np.concatenate([[0.0], np.cumsum(0.5 * (q[1:] + q[:-1]) * np.diff(t))])
+    bound = R[0] * np.exp(-4 * xi * integral)
+    bound_inf = R[0] * np.exp(-4 * xi * (t - t[0]) * q_inf)
+    return {"q_inf": q_inf, "bound": bound, "bound_inf": bound_inf, "rate": float(4 * xi * q_inf[-1]),
+            "ratio": float(np.max(R / bound))}

@@ -49,14 +49,11 @@ these units (a = 0, w = 0), so they never move and never change f (left free the
 test particles, which grow exponentially along descent directions of a stuck system's Ψ); the
 whole experiment is one population-GD run on θ [M·S, m_max, D].
 
-Written (besides metrics.csv, whose rows carry the seed-mean risk per m, ``risk_m<m>``):
-results.csv (one row per horizon T and m: median, mean, max of the seeds' R(T)/R_#, the
-success fraction, and every seed's ``excess_s<s>``), thresholds.csv (one row per horizon and
-criterion: T, success_tol, success_frac, primary, m_star, m_star_over_m0), fit.json (the
-criterion in words, R_#, m*(T)/m0 per horizon, the sensitivity table, the stuck systems),
-particles.npz (snapshots at t = 0, at each horizon and at the end; ``excess`` [H, M, S] at the
-horizons ``horizons`` [H]; the whole trajectory ``excess_traj`` [rows, M, S] at ``excess_t``),
-figures/threshold.png and figures/risk.png (``meanfield.figures.chizat_bach``).
+Written: metrics.csv (the seed-mean risk per m, ``risk_m<m>``), results.csv (per horizon
+and m: the seeds' R(T)/R_# and the success fraction), thresholds.csv (m*(T) per horizon
+and criterion), fit.json (the criterion in words, R_#, m*(T)/m0, the sensitivity table,
+the stuck systems), particles.npz (snapshots at 0, the horizons and the end; ``excess``
+[H, M, S]; ``excess_traj`` at ``excess_t``) and the figures of ``meanfield.figures.chizat_bach``.
 
 Defaults: d = 50, m0 = 10, m ∈ {5, 8} ∪ {10, 11, …, 20} (every integer from m0 to 2·m0),
 16 seeds, dt = 0.5, 24 000 steps, horizons T = 3000, 6000, 12 000, init_radius 1,
@@ -64,14 +61,7 @@ success_tol 10⁻³, success_frac 0.9 (sensitivity: tolerances 10⁻² and 10⁻
 and 1), stuck_rtol 10⁻³.  ``scale=small`` (CI): d = 10, m0 = 3, m ∈ {2, 3, …, 6}, 8 seeds,
 dt = 0.5, 2400 steps, horizons T = 150, 300, 600, 1200.
 
-Measured (``meanfield run cb-threshold``, 2026-12-04: 4 min 48 s wall, 3 min 41 s CPU, on
-2 cores shared at load ≈ 3.5): R_# = 0.0477; m*(T)/m0 = 1.4, 1.1, 1.1 at T = 3000, 6000,
-12 000 (tolerance 10⁻², or fraction 0.75: 1.1, 1.0, 1.0; tolerance 10⁻⁴: 1.5, 1.1, 1.1;
-every seed: 1.5, 1.4, 1.2).  At m = m0, 6, 13, 13 of 16 seeds succeed; the 3 others are stuck
-at R/R_# = 6.1128·10⁻³ from T = 6000 to 12 000 (relative change ≤ 2·10⁻⁸); no system with
-m > m0 is stuck (m = 11's one failing seed still moves, 7.0 → 6.0·10⁻³).  m = 5 and 8 stay at
-7.0·10⁻² and 2.3·10⁻² (median).  ``scale=small`` (5 s): m*(T)/m0 = none, none, 4/3, 4/3 at
-T = 150, 300, 600, 1200, 1 from T = 600 at fraction 0.75; one seed at m = m0 stuck at 0.24.
+Measured (full and small modes, and their cost): docs/sweeps.md.
 """
 from __future__ import annotations
 
@@ -169,6 +159,14 @@ class Config(TwoLayerConfig):
             raise ConfigError(f"sensitivity_tols must be > 0, got {self.sensitivity_tols!r}")
         if any(not 0 < v <= 1 for v in _floats(self.sensitivity_fracs, "sensitivity_fracs")):
             raise ConfigError(f"sensitivity_fracs must be in (0, 1], got {self.sensitivity_fracs!r}")
+
+    def memory_bytes(self) -> int:
+        """TwoLayerConfig's estimate for the one batched system: len(m_values)·replicas
+        replicas of m_max particles (``N`` is not used)."""
+        ms = self.ms()
+        big = {**self.to_dict(), "N": max(ms), "replicas": len(ms) * self.replicas}
+        return TwoLayerConfig.memory_bytes(TwoLayerConfig.from_mapping(
+            {k: v for k, v in big.items() if k in TwoLayerConfig.field_types()}))
 
     def ms(self) -> list[int]:
         """The particle counts m, sorted; ConfigError on anything but positive integers."""

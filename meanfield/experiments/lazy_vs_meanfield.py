@@ -9,7 +9,8 @@ linearisation around the initialisation, and the test risk is worse).
 
 Task: a 2-D ReLU teacher f*(x) = (1/m0) Σ_k s_k relu(⟨w*_k, x⟩) with unit-norm w*_k and signs
 s_k = ±1 (as cb-relu2d), ``n_train`` training inputs and ``n_test`` held-out ones on the unit
-circle.  Student: units a relu(⟨w, x⟩), θ = (a, w) ∈ R³, N particles from a symmetric
+circle.  Student: units a σ(⟨w, x⟩) (σ = ``activation``: relu, or a smooth erf or tanh),
+θ = (a, w) ∈ R³, N particles from a symmetric
 initialisation (N/2 draws θ ~ N(0, init_std² I_3), each with its mirror a → −a, so f_0 = 0
 and no centring is needed; ``init = "centred"`` draws N and subtracts f(·; ρ_0) instead).
 Full-batch gradient descent on the time axis of docs/design.md §1, ``steps`` steps of
@@ -58,15 +59,17 @@ VIEWS = ("plane", "cloud")     # meanfield animate: its views, the first the def
 # a config that runs in about a second (the tests run every experiment with it)
 TINY = ("scale=small", "widths=4,8,16", "alphas=0.1,1,10,100", "steps=40", "log_every=20",
         "save_every=20", "checkpoint_every=20", "n_test=50", "n_boot=100")
-SMALL = {"widths": "8,16,32", "alphas": "0.01,0.1,1,10,100,1000", "steps": 400, "replicas": 3,
-         "log_every": 100, "save_every": 100, "checkpoint_every": 400, "n_train": 16, "n_test": 100}
+SMALL = {"widths": "8,16,32", "alphas": "0.01,0.1,1,10,100,1000", "steps": 400, "dt": 0.1,
+         "replicas": 3, "log_every": 100, "save_every": 100, "checkpoint_every": 400, "n_train": 16,
+         "n_test": 100}
 
 
 @dataclass(frozen=True)
 class Config(TwoLayerConfig):
     """Keys of lazy-vs-meanfield (module docstring): the widths N and scales α swept, the
-    teacher (m0 units, teacher_seed), n_train/n_test inputs, the initial law (init_std,
-    init: symmetric | centred), the crossover level of the kernel change, bootstrap size.
+    teacher (m0 units, teacher_seed), n_train/n_test inputs, the student's activation, the
+    initial law (init_std, init: symmetric | centred), the crossover level of the kernel
+    change, bootstrap size.
     ``N`` is the largest width (set from ``widths``).  ``scale=small``: 3 widths up to 32,
     400 steps, 3 seeds."""
 
@@ -74,25 +77,27 @@ class Config(TwoLayerConfig):
     N: int = 1024
     d: int = 2
     widths: str = "16,64,256,1024"
-    alphas: str = "0.01,0.03,0.1,0.3,1,3,10,30,100,300,1000"
+    alphas: str = "0.01,0.1,0.3,1,3,10,30,100,1000"
     m0: int = 3
     teacher_seed: int = 9
     n_train: int = 32
     n_test: int = 400
+    activation: str = "relu"
     init: str = "symmetric"
     init_std: float = 1.0
     kernel_level: float = 0.1
     n_boot: int = 1000
-    steps: int = 4000
-    dt: float = 0.1
+    steps: int = 8000
+    dt: float = 0.25
     replicas: int = 4
-    log_every: int = 100
-    save_every: int = 100
-    checkpoint_every: int = 1000
+    log_every: int = 200
+    save_every: int = 200
+    checkpoint_every: int = 2000
     dtype: str = "float64"
     backend: str = "torch"
 
-    _choices = {"scale": ("full", "small"), "init": ("symmetric", "centred")}
+    _choices = {"scale": ("full", "small"), "init": ("symmetric", "centred"),
+                "activation": ("relu", "erf", "tanh")}
     _presets = {"scale": {"small": SMALL}}
     resume_mutable = ("checkpoint_every",)
 
@@ -149,7 +154,7 @@ def initial_theta(cfg: Config, unit: Unit, N: int) -> torch.Tensor:
 def plan(cfg: Config) -> Plan:
     """One phase per (N, α): the paired flow and linearised flow of the scaled task; rows by
     :func:`_measure`; snapshots of the flow's particles for the largest N at the extreme α."""
-    unit = Unit(2, "relu", output_weight=True)
+    unit = Unit(2, cfg.activation, output_weight=True)
     teacher, s, X, y, Xt, yt = teacher_and_data(cfg)
     train, test = FiniteDataset(unit, X, y), FiniteDataset(unit, Xt, yt)
     widths, alphas = parse_ints("widths", cfg.widths), parse_floats("alphas", cfg.alphas)

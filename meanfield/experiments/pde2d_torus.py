@@ -37,49 +37,26 @@ the self-interaction term alone adds ≈ k(0)/(2N) = 7.6/N to ½R there).  Repor
 bootstrap intervals over seeds): the free-energy gap |F_N − F| averaged over the last quarter
 of [0, T] per seed, and W2 at T.
 
-The long-time exponential rate (fit.json ``rate_rule`` states it in words; the functions
-named here are in ``meanfield.analysis.rates``).  Fits of
-c + Ae^{−rt} to the grid's F depend on their window here (0.50 on [1, 40], 0.43 on [2, 40],
-0.36 on [5, 40], 0.32 on [10, 40], measured): the local log-slope s(t) = −d/dt log(F − F_∞)
-falls from 0.65 at t = 2 and 0.34 at t = 10 to 0.28 by t = 60.
-So: s(t) is the −slope of ``linregress(t, log(F − F_∞))`` over the records in
-[t − w/2, t + w/2] (w = ``slope_width``, every gap there ≥ ``fit_floor``)
-(``local_log_slope``); the grid's rate window ends at the last t with a defined s and
-extends back (t ≥ ``fit_t0``) while max s / min s − 1 < ``settle_tol``
-(``settled_window``); the rate is the log-linear slope over that window, reported only
-when the local slopes there span ≥ w (``settled``; else None).  Independent check: the Gibbs
-residual, linear in ρ − ρ_∞, decays at half that rate over the same window (F − F_∞ is
-quadratic).  Backward Euler's bias on the rate is ≈ r²dt/4 (``time_step_bias``).
-Particles at N: their limit c_N is the plateau (last quarter of [0, T]) mean of F̄_N − (F − F_∞)
-and their Monte-Carlo floor σ_N the plateau mean of the seed mean's standard error; they
-resolve the records from ``fit_t0`` on where the grid's gap is ≥ ``snr``·σ_N
-(``resolved_records``).  ``long_time_rate_particles`` fits F̄_N − c_N on the resolved
-part of the rate window (resolved only if it spans ≥ w), ``matched_window_rates`` on the
-whole resolved window beside the grid's rate on the same records, both by the same
-least-squares exponential fit (``exp_rate``) with 95 % bootstrap intervals over seeds.
-
-Measured (full mode): grid long-time rate 0.286 on t ∈ [13, 69.5] (local slopes 0.282–0.308;
-0.282 at the window's end; time-step bias ≈ 0.001), Gibbs residual rate 0.143 (ratio 2.01);
-F_∞ = −0.14074100 (fixed point: 2 Newton steps from ρ_100, L¹ 1.9e-7 from it).  The
-particles' 3σ_N floors (0.037, 0.019, 0.010, 0.0059, 0.0038 at N = 20 … 2000) are reached by
-t = 3.5, 5, 6.5, 8, 9.5, before the rate window: no particle long-time rate is resolved at
-any N.  On [2, t_N] particles vs grid: 0.34 [0.20, 0.52] vs 0.48, 0.41 [0.26, 0.71] vs 0.46,
-0.41 [0.34, 0.49] vs 0.45, 0.43 [0.40, 0.48] vs 0.44, 0.41 [0.39, 0.43] vs 0.43.
+The long-time exponential rate (fit.json ``rate_rule`` states it in words; the rule and its
+functions are ``meanfield.analysis.rates``): the grid's rate is the log-linear slope of
+F − F_∞ over the window, ending at the last record above ``fit_floor``, where the local
+log-slopes s(t) = −d/dt log(F − F_∞) (width w = ``slope_width``) agree within
+``settle_tol``; fits on fixed windows depend on them (0.50 on [1, 40], 0.32 on [10, 40],
+measured).  Check: the Gibbs residual, linear in ρ − ρ_∞, decays at half that rate.
+Particles at N resolve the records where the grid's gap is ≥ ``snr`` × their Monte-Carlo
+floor (the plateau's standard error); their rates on that window are fitted beside the
+grid's on the same records, with 95 % bootstrap intervals over seeds.  Measured values
+(full mode): docs/pde.md.
 
 Defaults: τ = 0.1, N from 20 to 2000 (5 values), 8 seeds, dt = 0.02 (a quarter of the
-notebook's step), T = 40 (2000 steps), records every 0.5, 64² cells (h = 0.098; at 128² the
-free energy moved by 1.2e-3 in the transient (t = 0.5), < 6e-5 at every recorded t ≥ 2,
-2.5e-7 on the plateau [30, 40] where the free-energy gap is measured, 2e-8 at T = 40,
-measured; with ``pde_refine`` (default) every run repeats that check up to T and writes it
-to fit.json ``pde_grid``: 49 s more on one core at full size), t_long = 100,
-w = 4, settle_tol = 0.1, fit_t0 = 2, fit_floor = 1e-10, snr = 3.  ``scale=small``: N from 20
-to 200 (3 values), 4 seeds, dt = 0.05, T = 10, 24² cells, t_long = 30, w = 2, fit_t0 = 1.
-Outputs: metrics.csv (per N and t: seed means of F_N, R, Ĥ, and F of the grid), summary.csv
-(per N), fit.json, pde.npz (density snapshots, F, R, residuals over [0, t_long], the fixed
-point ``gibbs``), particles.npz, figures density.png (grid density with the particles of the
-largest N and the targets at the snapshots) and free_energy.png (F − F_∞ and the local
-log-slope against t, rate window shaded; the free-energy gap and W2 against N).  Resumable
-per N like pde2d-teacher.
+notebook's step), T = 40 (2000 steps), records every 0.5, 64² cells (with ``pde_refine``,
+the default, every run repeats the grid check on a grid twice as fine up to T and writes
+it to fit.json ``pde_grid``; docs/pde.md has the measured errors), t_long = 100, w = 4,
+settle_tol = 0.1, fit_t0 = 2, fit_floor = 1e-10, snr = 3.  ``scale=small``: N from 20 to
+200 (3 values), 4 seeds, dt = 0.05, T = 10, 24² cells, t_long = 30, w = 2, fit_t0 = 1.
+Outputs: metrics.csv, summary.csv (per N), fit.json, pde.npz (densities, F, R, Gibbs
+residuals, the fixed point ``gibbs``), particles.npz and the figures of
+``meanfield.figures.pde2d``.  Resumable per N like pde2d-teacher.
 """
 from __future__ import annotations
 
