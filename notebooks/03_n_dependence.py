@@ -11,7 +11,7 @@
 # # 03 — How the risk of N particles approaches its mean-field limit
 #
 # The mean-field network is a measure ρ; a network of N units is the empirical measure
-# ρ_N = (1/N) Σ_i δ_{θ_i}. With R(ρ) = R_# + 2 ∫ V dρ + ∬ U dρ dρ (no ½, DESIGN.md §1), the
+# ρ_N = (1/N) Σ_i δ_{θ_i}. With R(ρ) = R_# + 2 ∫ V dρ + ∬ U dρ dρ (no ½, docs/design.md §1), the
 # question is how fast R(ρ_N) reaches the mean-field value R_∞ = inf_ρ R(ρ) as N grows, and what
 # exponent a log-log fit of the gap R_N − R_∞ against N gives.
 #

@@ -24,7 +24,7 @@
 # 2. `cb-threshold` (Chizat's `success_2NNalt.jl` experiment): the fraction of seeds that
 #    reach a small excess loss, against the number of units m.
 #
-# **Conventions** (DESIGN.md §1). The risk has no ½: R(ρ) = E[(y − f(x; ρ))²] with
+# **Conventions** (docs/design.md §1). The risk has no ½: R(ρ) = E[(y − f(x; ρ))²] with
 # f(x; ρ_m) = (1/m) Σ_i a_i relu(⟨w_i, x⟩). Chizat–Bach minimise ½E(y − f)² + (λ_CB/m) Σ_i |θ_i|²
 # and move each particle by −η·m·∇_{θ_i} (the m-scaled gradient). Since
 # ∇_{θ_i} ½R(ρ_m) = (1/m) ∇Ψ(θ_i; ρ_m), their step is ours,

@@ -12,7 +12,7 @@
 #
 # Add Gaussian noise to the particle update and the mean-field limit is no longer the
 # Wasserstein gradient flow of the risk. It becomes the flow of a **free energy**
-# (DESIGN.md §1, MMN time t = k·dt, inverse temperature β = 1/τ):
+# (docs/design.md §1, MMN time t = k·dt, inverse temperature β = 1/τ):
 #
 #   F_β(ρ) = ½ R(ρ) + (λ/2) ∫ |θ|² dρ + β⁻¹ ∫ ρ log ρ,
 #
@@ -76,7 +76,7 @@ STARTED = time.perf_counter()
 # MMN's isotropic Gaussians (the task of notebook 02: Δ = 0.8, d = 40, piecewise-linear σ),
 # with an L2 penalty λ = 0.5 and noise β. ρ_t stays rotation invariant. The law of r = |w|
 # has a density P(r, t), and on R^40 the radial Fokker–Planck equation keeps the Jacobian
-# r^{d−1} (DESIGN.md §1):
+# r^{d−1} (docs/design.md §1):
 #
 #   ∂_t P = ∂_r [P · 2ξ ∂_r Φ] + (2ξ/β) ∂_r² P,     Φ(r) = ψ_λ(r; P) − ((d − 1)/β) log r.
 #

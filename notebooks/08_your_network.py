@@ -23,7 +23,7 @@
 # 3. runs the logistic-loss N-sweep on scikit-learn's breast_cancer data
 #    (`meanfield sweep dataset`) and shows test error and normalised margin against N.
 #
-# **Conventions** (DESIGN.md §1). Risk without ½ (logistic: R = mean log(1 + e^{−y f})),
+# **Conventions** (docs/design.md §1). Risk without ½ (logistic: R = mean log(1 + e^{−y f})),
 # Ψ = ½ δR/δρ, particles move by θ_i ← θ_i − 2dt ∇Ψ(θ_i; ρ_N). Since
 # ∂R/∂θ_i = (2/N) ∇Ψ(θ_i), that is θ_i ← θ_i − N·dt ∂R/∂θ_i (`mf.to_module`'s docstring).
 #

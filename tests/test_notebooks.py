@@ -40,6 +40,9 @@ FIGURES = {
                        "obstruction_resnet.png", "rkhs/figures/training.png",
                        "linear-obstruction-d3/figures/obstruction.png"],
     "08_your_network": ["units.png", "training.png", "n_sweep.png"],
+    "09_lazy_vs_meanfield": ["scales.png", "certificate.png", "run/figures/paths.png",
+                             "run/figures/alpha.png", "run/figures/crossover.png",
+                             "run/figures/linearization.png"],
 }
 # the key numbers each notebook prints, parsed from its stdout: (regex with one number group,
 # low, high) — what the notebook claims, in ranges its small mode resolves (measured values in
@@ -79,6 +82,11 @@ KEY_NUMBERS = {
     "08_your_network": [(rf"\|f\(x; ρ_N\) − net\(x\)\| = {NUM}", 0.0, 1e-12),
                         (rf"lr = N·dt: max \|Δθ\| = {NUM}", 0.0, 1e-12),
                         (rf"^\s+100\s+{NUM}", 0.0, 0.05)],                                # 0.0177
+    "09_lazy_vs_meanfield": [(rf"against N: slope {NUM}", -0.6, -0.4),                    # −0.507
+                             (rf"\(tanh, centred\): {NUM}", -1.2, -0.8),                    # −0.99
+                             (rf"\(tanh, symmetric\): {NUM}", -2.3, -1.7),                  # −1.99
+                             (rf"min q_t = {NUM}", 1e-3, 1.0),                                # 3.0e-3
+                             (rf"N =   32: displacement slope in α {NUM}", -1.1, -0.9)],     # −1.000
 }
 BUDGET_S = 240          # per notebook, in small mode (conftest.NOTEBOOK_BUDGET_S)
 
