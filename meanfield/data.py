@@ -254,3 +254,21 @@ def standardize(X_train, X_test, y_train, y_test, *, targets: bool):
         y_train, y_test = (y_train - ym) / ys, (y_test - ym) / ys
         record["y_mean"], record["y_std"] = ym, ys
     return X_train, X_test, y_train, y_test, record
+
+
+def digits_split(n_test: int, seed: int):
+    """scikit-learn's 8×8 digits (1797 images, pixels 0…16) as pixels/16, split at random by
+    ``seed``: (X_train [1797 − n_test, 64], y_train, X_test [n_test, 64], y_test), float64
+    pixels centred on the training mean and long labels 0…9 (torch tensors)."""
+    import torch
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    X = torch.as_tensor(X / 16.0, dtype=torch.float64)
+    y = torch.as_tensor(y, dtype=torch.long)
+    if not 1 <= n_test < len(X):
+        raise ConfigError(f"n_test must lie in 1..{len(X) - 1}, got {n_test}")
+    perm = torch.randperm(len(X), generator=torch.Generator().manual_seed(seed))
+    te, tr = perm[:n_test], perm[n_test:]
+    Xc = X - X[tr].mean(0)
+    return Xc[tr], y[tr], Xc[te], y[te]

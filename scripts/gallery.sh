@@ -25,6 +25,7 @@ GALLERY=(
   "resnet-digits||accuracy.png"
   "resnet-rkhs||separation.png training.png"
   "linear-obstruction||obstruction.png"
+  "lazy-vs-meanfield||paths.png alpha.png crossover.png linearization.png"
 )
 
 # the README's sweep: the N-dependence of teacher-student with a wide (1000-unit) teacher

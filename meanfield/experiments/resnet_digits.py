@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import data
 from ..dynamics import resnet_sgd
 from ..errors import ConfigError
 from ..figures import resnets
@@ -93,21 +94,15 @@ class Config(ResNetConfig):
 
 
 def digits_data(cfg: Config):
-    """(model, X_train, y_train, X_test, y_test): centred pixels/16, the PCA embedding A and B."""
-    from sklearn.datasets import load_digits
-
-    X, y = load_digits(return_X_y=True)
-    X = torch.as_tensor(X / 16.0, dtype=torch.float64)
-    y = torch.as_tensor(y, dtype=torch.long)
-    perm = torch.randperm(len(X), generator=torch.Generator().manual_seed(cfg.data_seed))
-    te, tr = perm[:cfg.n_test], perm[cfg.n_test:]
-    Xc = X - X[tr].mean(0)
-    _, S, Vh = torch.linalg.svd(Xc[tr], full_matrices=False)
+    """(model, X_train, y_train, X_test, y_test): the digits split (``data.digits_split``) and
+    the ResNet whose embedding A is the training split's whitened principal directions and
+    whose read-out B takes the first 10 hidden coordinates as logits."""
+    Xtr, ytr, Xte, yte = data.digits_split(cfg.n_test, cfg.data_seed)
+    _, S, Vh = torch.linalg.svd(Xtr, full_matrices=False)
     D = cfg.hidden
-    A = Vh[:D] * (math.sqrt(len(tr)) / S[:D, None])          # whitened principal directions
+    A = Vh[:D] * (math.sqrt(len(Xtr)) / S[:D, None])          # whitened principal directions
     B = torch.eye(10, D, dtype=torch.float64)
-    model = ResNet(A, B, activation="tanh", loss="cross_entropy")
-    return model, Xc[tr], y[tr], Xc[te], y[te]
+    return ResNet(A, B, activation="tanh", loss="cross_entropy"), Xtr, ytr, Xte, yte
 
 
 def plan(cfg: Config) -> Plan:
