@@ -59,7 +59,7 @@ LANDING = ("Two commands", "Gallery")
 REPRODUCTIONS = "Paper vs meanfield"
 NOTEBOOK_SECTION = "Notebooks"
 DROP = ("Further reading",)
-GUIDE_ORDER = ("Quickstart", "Conventions", "Runs that survive", "Sweeps", "Performance",
+GUIDE_ORDER = ("Quickstart", "Conventions", "Runs that survive", "Sweeps", "Mean-field against lazy", "Performance",
                "Your network", "Layout", "KeOps", "Tests")
 # the "Paper vs meanfield" rows: first cell's prefix → (experiments, notebooks) that produce it
 REPRODUCED_BY = {

@@ -2,7 +2,7 @@
 config keys and checks (:class:`GridRunConfig`), their recording steps, the plan
 (:func:`grid_plan`: the grid PDE solved once as the prelude, then one phase per N of
 ``replicas`` particle systems recorded against it) and the pde.npz / particles.npz writer
-(:func:`write_arrays`).
+(:func:`write_arrays`), and pde2d-torus's grid solve to its Gibbs state (:func:`solve_torus_pde`).
 
 Each experiment supplies its task, its PDE solve, its initial particles and what a record
 measures (docs/design.md §3 for the runner's contract); their rates are fitted in
@@ -10,6 +10,7 @@ measures (docs/design.md §3 for the runner's contract); their rates are fitted 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +19,8 @@ import torch
 from .. import io
 from ..dynamics import ParticleDynamics
 from ..errors import ConfigError
-from ..figures.pde2d import PDE_FILE, w2_steps
+from ..figures.pde2d import PDE_FILE, PERIOD, w2_steps
+from ..pde import Grid2D, GridDD
 from ..seeds import derive_generator
 from .config import TwoLayerConfig, check_n_grid, geometric_grid
 from .plan import Phase, Plan, snapshot_arrays
@@ -152,3 +154,46 @@ def write_arrays(ctx, cfg, done, pde, task, snaps_at, param_names):
     arrays.update({"param_names": np.array(param_names), "N_grid": np.array(Ns), **task.arrays()})
     # every N's snapshots are in the runner's layout (theta: the largest N; phase<j>_theta)
     io.write_npz(out / io.PARTICLES, arrays)
+
+
+def solve_torus_pde(cfg, task, times):
+    """pde2d-torus's prelude: the grid solution at ``times`` (up to T), then on to t_long with
+    the Gibbs residual recorded, the grid's Gibbs fixed point (Newton–Krylov from ρ_{t_long})
+    and F_∞ = F_β of it, and with ``pde_refine`` F and R on a grid twice as fine: a dict of
+    arrays."""
+    grid = Grid2D.torus(cfg.cells, PERIOD)
+    dd = GridDD(task, grid, xi=cfg.xi, beta=cfg.beta, cfl=cfg.pde_cfl, backend=cfg.backend,
+                dtype=torch.float64, dt_max=cfg.pde_dt_max)
+    sol = dd.solve(grid.uniform(), times)
+    T = float(times[-1])
+    n_long = max(2, int(math.ceil((cfg.t_long - T) / max(cfg.log_every * cfg.dt, 1e-12))) + 1)
+    long_t = np.linspace(0.0, cfg.t_long - T, n_long)
+    res_long = []
+    tail = dd.solve(sol.density[-1], long_t,
+                    callback=lambda k, t, P: res_long.append(dd.gibbs_residual(P, cfg.beta)))
+    # F_∞ = F_β of the self-consistent Gibbs law (the flow's exact stationary state on the
+    # grid), by Newton–Krylov from the density at t_long
+    P_fp, fp_res, fp_its = dd.gibbs_fixed_point(cfg.beta, tail.density[-1], tol=1e-11)
+    F_inf = dd.free_energy(P_fp, cfg.beta)
+    return {"t": times, "x": grid.axes()[0], "y": grid.axes()[1], "density": sol.density,
+            "risk": sol.risk, "free_energy": sol.free_energy, "mass": sol.mass,
+            "neg_entropy": np.array([dd.neg_entropy(P) for P in sol.density]),
+            "residual": np.array([dd.gibbs_residual(P, cfg.beta) for P in sol.density]),
+            "t_tail": T + long_t, "free_energy_tail": tail.free_energy,
+            "residual_tail": np.array(res_long), "mass_tail": tail.mass, "density_long": tail.density[-1],
+            "gibbs": P_fp, "F_inf": F_inf, "fp_residual": fp_res, "fp_iterations": fp_its,
+            "fp_l1_to_t_long": float(np.abs(P_fp - tail.density[-1]).sum() * grid.area), "steps": sol.steps + tail.steps, "dt_min": min(sol.dt_min, tail.dt_min),
+            "dt_max": max(sol.dt_max, tail.dt_max), "cfl": sol.cfl, "scheme": sol.scheme,
+            "h": np.array(grid.h), "cells": cfg.cells, **_refined(cfg, task, times)}
+
+
+def _refined(cfg, task, times) -> dict:
+    """With ``pde_refine``: F and R at ``times`` on a grid twice as fine per direction (same
+    CFL rule, so its time steps are finer too: the estimate covers both errors)."""
+    if not cfg.pde_refine:
+        return {}
+    grid = Grid2D.torus(2 * cfg.cells, PERIOD)
+    dd = GridDD(task, grid, xi=cfg.xi, beta=cfg.beta, cfl=cfg.pde_cfl, backend=cfg.backend,
+                dtype=torch.float64, dt_max=cfg.pde_dt_max)
+    sol = dd.solve(grid.uniform(), times)
+    return {"free_energy_fine": sol.free_energy, "risk_fine": sol.risk}

@@ -73,9 +73,9 @@ from ..figures import pde2d
 from ..figures.pde2d import PERIOD
 from ..interact import evaluate
 from ..models import TorusMMD
-from ..pde import Grid2D, GridDD, knn_neg_entropy, w2_grid
+from ..pde import Grid2D, knn_neg_entropy, w2_grid
 from ..seeds import derive_generator
-from .pde2d_common import GridRunConfig, grid_plan, record_steps, write_arrays
+from .pde2d_common import GridRunConfig, grid_plan, record_steps, solve_torus_pde, write_arrays
 from .plan import Plan
 
 NAME = "pde2d-torus"
@@ -156,46 +156,6 @@ def build_task(cfg: Config) -> TorusMMD:
                            modes=cfg.modes)
 
 
-def _solve_pde(cfg, task, times):
-    """Grid solution at ``times`` (up to T), then on to t_long: a dict of arrays."""
-    grid = Grid2D.torus(cfg.cells, PERIOD)
-    dd = GridDD(task, grid, xi=cfg.xi, beta=cfg.beta, cfl=cfg.pde_cfl, backend=cfg.backend,
-                dtype=torch.float64, dt_max=cfg.pde_dt_max)
-    sol = dd.solve(grid.uniform(), times)
-    T = float(times[-1])
-    n_long = max(2, int(math.ceil((cfg.t_long - T) / max(cfg.log_every * cfg.dt, 1e-12))) + 1)
-    long_t = np.linspace(0.0, cfg.t_long - T, n_long)
-    res_long = []
-    tail = dd.solve(sol.density[-1], long_t,
-                    callback=lambda k, t, P: res_long.append(dd.gibbs_residual(P, cfg.beta)))
-    # F_∞ = F_β of the self-consistent Gibbs law (the flow's exact stationary state on the
-    # grid), by Newton–Krylov from the density at t_long
-    P_fp, fp_res, fp_its = dd.gibbs_fixed_point(cfg.beta, tail.density[-1], tol=1e-11)
-    F_inf = dd.free_energy(P_fp, cfg.beta)
-    return {"t": times, "x": grid.axes()[0], "y": grid.axes()[1], "density": sol.density,
-            "risk": sol.risk, "free_energy": sol.free_energy, "mass": sol.mass,
-            "neg_entropy": np.array([dd.neg_entropy(P) for P in sol.density]),
-            "residual": np.array([dd.gibbs_residual(P, cfg.beta) for P in sol.density]),
-            "t_tail": T + long_t, "free_energy_tail": tail.free_energy,
-            "residual_tail": np.array(res_long), "mass_tail": tail.mass, "density_long": tail.density[-1],
-            "gibbs": P_fp, "F_inf": F_inf, "fp_residual": fp_res, "fp_iterations": fp_its,
-            "fp_l1_to_t_long": float(np.abs(P_fp - tail.density[-1]).sum() * grid.area), "steps": sol.steps + tail.steps, "dt_min": min(sol.dt_min, tail.dt_min),
-            "dt_max": max(sol.dt_max, tail.dt_max), "cfl": sol.cfl, "scheme": sol.scheme,
-            "h": np.array(grid.h), "cells": cfg.cells, **_fine(cfg, task, times)}
-
-
-def _fine(cfg, task, times) -> dict:
-    """With ``pde_refine``: F and R at ``times`` on a grid twice as fine per direction (same
-    CFL rule, so its time steps are finer too: the estimate covers both errors)."""
-    if not cfg.pde_refine:
-        return {}
-    grid = Grid2D.torus(2 * cfg.cells, PERIOD)
-    dd = GridDD(task, grid, xi=cfg.xi, beta=cfg.beta, cfl=cfg.pde_cfl, backend=cfg.backend,
-                dtype=torch.float64, dt_max=cfg.pde_dt_max)
-    sol = dd.solve(grid.uniform(), times)
-    return {"free_energy_fine": sol.free_energy, "risk_fine": sol.risk}
-
-
 def plan(cfg: Config) -> Plan:
     """The torus grid PDE run to T and on to t_long (the prelude), then one phase per N
     (``pde2d_common.grid_plan``): R, Ĥ, F per seed at every record, W2 with the periodic
@@ -226,7 +186,7 @@ def plan(cfg: Config) -> Plan:
         return {"F_iid": F_iid - float(pde["free_energy"][-1])}
 
     return grid_plan(
-        cfg, task=task, solve_pde=_solve_pde,
+        cfg, task=task, solve_pde=solve_torus_pde,
         theta0=lambda gen, N: PERIOD * torch.rand(cfg.replicas, N, 2, generator=gen,
                                                   dtype=torch.float64),
         measure=measure, after=after,
