@@ -76,6 +76,9 @@ REPRODUCED_BY = {
     "seeds: linear −Id obstruction": (["linear-obstruction"], ["07_rkhs_resnet"]),
     "Chizat–Bach 2020, logistic loss": (["dataset"], ["08_your_network"]),
     "Barboni–Peyré–Vialard 2022, real data": (["resnet-digits"], []),
+    "Chizat–Oyallon–Bach 2019, lazy training": (["lazy-vs-meanfield"], ["09_lazy_vs_meanfield"]),
+    "Geiger–Spigler–Jacot–Wyart 2020": (["lazy-vs-meanfield"], ["09_lazy_vs_meanfield"]),
+    "Robin–Scaman–Lelarge 2022": ([], ["09_lazy_vs_meanfield"]),
 }
 
 problems: list[str] = []  # what a strict build refuses before Sphinx runs
