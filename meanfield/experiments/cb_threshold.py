@@ -22,11 +22,9 @@ and |x|, x/|x| are independent, so R_Gauss = E|x|²·R_sphere = d·R_sphere — 
 minimisers, the landscape scaled by d (equivalently time rescaled by d); we use the exact
 Gaussian population risk instead of 500-sample minibatches.
 
-**Excess loss.**  R_# = E[y²] = E[f*(x)²], x ~ N(0, I_d), the risk of the zero network (no
-label noise; closed form, ``TeacherStudent.risk_sharp``).  The excess loss of a system at
-time T is R(T)/R_#, its risk relative to R_#.  With λ = 0 and m ≥ m0 the teacher is
-representable, so inf R = 0 and R(T)/R_# is the whole optimisation error; for m < m0,
-inf R > 0 and R(T)/R_# also holds the approximation error.
+**Excess loss.**  R(T)/R_# with R_# = E[y²] the risk of the zero network (closed form).  With
+λ = 0 and m ≥ m0 the teacher is representable, so inf R = 0 and R(T)/R_# is the whole
+optimisation error; for m < m0 it also holds the approximation error.
 
 **Success criterion and threshold.**  A system (m, seed) *succeeds at T* when
 R(T)/R_# < ``success_tol``; m*(T) is the smallest m of the grid from which every m' ≥ m of
@@ -43,11 +41,8 @@ log_every·dt) and the final T = steps·dt is always one; horizons beyond steps�
 reached yet.  ``meanfield resume DIR --set steps=K [--set horizons=...]`` continues every
 system from its final state (bit for bit the uninterrupted run) and recomputes the tables.
 
-All m share one batched tensor: every (m, seed) system holds m_max particles of which the
-first m carry weight 1/m and the rest weight 0 and sit at θ = 0, where ∇Ψ(0; ρ) = 0 for
-these units (a = 0, w = 0), so they never move and never change f (left free they would be
-test particles, which grow exponentially along descent directions of a stuck system's Ψ); the
-whole experiment is one population-GD run on θ [M·S, m_max, D].
+All m share one batched tensor (:func:`padded_system`): the whole experiment is one
+population-GD run on θ [M·S, m_max, D].
 
 Written: metrics.csv (the seed-mean risk per m, ``risk_m<m>``), results.csv (per horizon
 and m: the seeds' R(T)/R_# and the success fraction), thresholds.csv (m*(T) per horizon
@@ -55,12 +50,9 @@ and criterion), fit.json (the criterion in words, R_#, m*(T)/m0, the sensitivity
 the stuck systems), particles.npz (snapshots at 0, the horizons and the end; ``excess``
 [H, M, S]; ``excess_traj`` at ``excess_t``) and the figures of ``meanfield.figures.chizat_bach``.
 
-Defaults: d = 50, m0 = 10, m ∈ {5, 8} ∪ {10, 11, …, 20} (every integer from m0 to 2·m0),
-16 seeds, dt = 0.5, 24 000 steps, horizons T = 3000, 6000, 12 000, init_radius 1,
-success_tol 10⁻³, success_frac 0.9 (sensitivity: tolerances 10⁻² and 10⁻⁴, fractions 0.75
-and 1), stuck_rtol 10⁻³.  ``scale=small`` (CI): d = 10, m0 = 3, m ∈ {2, 3, …, 6}, 8 seeds,
-dt = 0.5, 2400 steps, horizons T = 150, 300, 600, 1200.
-
+Defaults (``meanfield config cb-threshold``): d = 50, m0 = 10, every integer m from m0 to
+2·m0 besides 5 and 8, 16 seeds, horizons T = 3000, 6000, 12 000; ``scale=small`` (CI): d = 10,
+m0 = 3, m = 2 … 6, 8 seeds, T up to 1200.
 Measured (full and small modes, and their cost): docs/sweeps.md.
 """
 from __future__ import annotations
@@ -105,12 +97,9 @@ def _floats(text: str, key: str) -> list[float]:
 
 @dataclass(frozen=True)
 class Config(TwoLayerConfig):
-    """Keys of cb-threshold (see the module docstring; ``N`` is unused): m0 teacher units,
-    m_values the comma-separated widths m, replicas seeds per m, teacher_seed, teacher_sign
-    ("alternate" or "plus"), init_radius, lam, horizons (times T, besides steps·dt, at which
-    the excess losses are tabulated), success_tol on R(T)/R_#, success_frac,
-    sensitivity_tols and sensitivity_fracs (the other criteria m* is reported at),
-    stuck_rtol; ``scale=small`` swaps in ``SMALL``."""
+    """Keys of cb-threshold (module docstring): the teacher (m0, teacher_seed, teacher_sign),
+    the widths ``m_values`` (``N`` is not used), the horizons and the success criteria;
+    ``scale=small`` swaps in ``SMALL``."""
 
     scale: str = "full"
     d: int = 50
@@ -212,7 +201,9 @@ def teacher_task(cfg: Config) -> TeacherStudent:
 def padded_system(cfg: Config, dyn):
     """Initial state θ [len(ms)·S, m_max, 1 + d] uniform on the sphere of radius init_radius,
     and weights [len(ms)·S, m_max]: 1/m on the first m particles of the systems of size m,
-    the rest zero and at θ = 0.  System (m, seed s) is drawn from
+    the rest zero and at θ = 0, where ∇Ψ(0; ρ) = 0 for these units (a = 0, w = 0), so they
+    never move and never change f (left free they would be test particles, which grow
+    exponentially along descent directions of a stuck system's Ψ).  System (m, seed s) is drawn from
     ``seeds.derive_generator(seed, m, s)``, so its initial particles do not depend on which
     other m or how many seeds the run holds (``m_values=5,10`` and the full grid start m = 5
     alike)."""
