@@ -24,7 +24,9 @@ author = "the meanfield authors"
 copyright = "2026, the meanfield authors"
 release = version = meanfield.__version__
 
-extensions = ["myst_nb", "sphinx.ext.autodoc", "sphinx.ext.mathjax"]
+# MathJax is served from the site (sphinx-mathjax-offline copies MathJax 3 into _static and
+# points mathjax_path there): formulas render with no network at read time
+extensions = ["myst_nb", "sphinx.ext.autodoc", "sphinx.ext.mathjax", "sphinx-mathjax-offline"]
 exclude_patterns = ["_build", "**/.ipynb_checkpoints"]
 source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb"}
 
@@ -74,6 +76,8 @@ def _warn_missing_docstring(app, what, name, obj, options, lines):
 # - a line indented under a paragraph becomes a block quote (the formula under its sentence),
 #   a paragraph that resumes after it starts anew, and a list may follow its "…:" line
 #   directly (blank lines inserted where RST wants them); ``x``² gets its escaped space;
+# - a formula written with TeX sub- or superscripts in braces (‖v‖²_{L²(ρ_N)}, e^{−μt/ξ},
+#   P_{l+1}) becomes a :math: span, which MathJax renders (help() keeps showing the text);
 # - a numpy-style "Parameters / ----------" section whose entries are "name : description"
 #   becomes a rubric and a definition list.
 _LITERAL = re.compile(r"(``.+?``|:[\w:+-]+:`[^`]+`|`[^`]+`_{0,2})")
@@ -98,9 +102,36 @@ def _escape_text(seg: str) -> str:
     return seg
 
 
+_FORMULA = re.compile(r"[^\s`]*[_^]\{[^\s`]*")
+_CLOSE = {")": "(", "]": "[", "}": "{"}
+
+
+def _formula_span(token: str) -> str:
+    """``token`` (a run of non-space characters holding ``_{`` or ``^{``) as a :math: role,
+    with the punctuation around it left outside: a trailing ``.,;:`` and closing brackets
+    that the token does not open, and opening brackets that it does not close."""
+    lead, trail = "", ""
+    while token and (token[-1] in ".,;:" or (token[-1] in _CLOSE and
+                                            token.count(token[-1]) > token.count(_CLOSE[token[-1]]))):
+        trail, token = token[-1] + trail, token[:-1]
+    while token and token[0] in "([" and token.count(token[0]) > token.count({"(": ")", "[": "]"}[token[0]]):
+        lead, token = lead + token[0], token[1:]
+    if token.count("{") != token.count("}"):
+        return lead + token + trail
+    return f"{lead}:math:`{token}`{trail}"
+
+
+def _math_spans(text: str) -> str:
+    """Every formula token of ``text`` outside inline literals and roles as a :math: span."""
+    parts = _LITERAL.split(text)
+    return "".join(p if i % 2 else _FORMULA.sub(lambda m: _formula_span(m.group(0)), p)
+                   for i, p in enumerate(parts))
+
+
 def _escape_line(line: str) -> str:
     bullet = re.match(r"^(\s*\* )", line)
     head, rest = (bullet.group(1), line[bullet.end():]) if bullet else ("", line)
+    rest = _math_spans(rest)
     parts = _LITERAL.split(rest)
     out = [p if i % 2 else _escape_text(p) for i, p in enumerate(parts)]
     for i in range(1, len(out), 2):        # ``x``² : markup must touch space or punctuation

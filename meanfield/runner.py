@@ -416,7 +416,7 @@ def execute(exp, cfg, plan, out, ck=None, *, progress: bool = True, comm=None) -
     """Run ``plan``'s phases into the locked run directory ``out`` from checkpoint ``ck``
     (None: from the start): the one loop of the code base (module docstring).  What persists
     between commits, and how, is ``meanfield.store``'s."""
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
     out = Path(out)
     writer = comm is None or comm.rank == 0
@@ -452,7 +452,7 @@ def execute(exp, cfg, plan, out, ck=None, *, progress: bool = True, comm=None) -
             if len(set(keys)) != len(keys):
                 raise ValueError(f"{exp.NAME}: phase keys must be unique, got {keys}")  # pragma: no cover
             total = sum(ph.steps or cfg.steps for ph in phases)
-            bar = tqdm(total=total, desc=exp.NAME, disable=None if (progress and writer) else True,
+            bar = progress_bar(total=total, desc=exp.NAME, disable=None if (progress and writer) else True,
                        dynamic_ncols=True, leave=False)
             state = None
             try:

@@ -30,7 +30,7 @@
 #
 # **The task** (the `n-scaling` experiment, see `meanfield config n-scaling` and
 # docs/sweeps.md): ReLU units φ(x; θ) = a relu(⟨w, x⟩), x ~ N(0, I_d), closed-form population
-# risk. The teacher is a *law*: m0 atoms a* = 1, w*_k ~ N(0, diag(σ²)) with σ from 1 down to
+# risk. The teacher is a *law*: m0 atoms a\* = 1, w\*_k ~ N(0, diag(σ²)) with σ from 1 down to
 # 0.2, weights 1/m0. Its network tends to the ellipsoidal norm ‖diag(σ) x‖/√(2π), which no finite
 # student represents, while the teacher's law itself has R = 0. So R_∞ = 0 and the gap is R_N
 # itself (Chizat–Bach 2018: for these 2-homogeneous units a Wasserstein gradient flow that

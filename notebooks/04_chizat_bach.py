@@ -70,7 +70,7 @@ def fresh(path):
 # %% [markdown]
 # ## 1. ReLU particles in the plane (`cb-relu2d`)
 #
-# Teacher f*(x) = (1/3) Σ_k s_k relu(⟨w*_k, x⟩), |w*_k| = 1, s = (+, −, +); n = 100 inputs on
+# Teacher f\*(x) = (1/3) Σ_k s_k relu(⟨w\*_k, x⟩), |w\*_k| = 1, s = (+, −, +); n = 100 inputs on
 # the unit circle, y = f*(x); the "population" is this finite dataset, so the gradient is the
 # exact full-batch one. Particles θ_i = (a_i, w_i) ∈ R³ start uniformly on the sphere of
 # radius 2; λ = 4·10⁻⁴ (λ_CB = 2·10⁻⁴; the experiment's docstring explains why not Chizat's
@@ -223,7 +223,7 @@ fig.savefig(OUT / "relu2d_risk.png", dpi=110)
 #
 # ## 2. The threshold in m (`cb-threshold`)
 #
-# Teacher f*(x) = (1/m0) Σ_k s_k relu(⟨w*_k, x⟩) with unit-norm directions uniform on the sphere
+# Teacher f\*(x) = (1/m0) Σ_k s_k relu(⟨w\*_k, x⟩) with unit-norm directions uniform on the sphere
 # and alternating signs (with all signs + even m = m0 succeeds from every seed: no threshold);
 # x ~ N(0, I_d), so the population risk and its gradient are closed form (arc-cosine kernel).
 # Chizat uses inputs on the sphere; the network is 1-homogeneous in x, so
