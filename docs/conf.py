@@ -102,8 +102,31 @@ def _escape_text(seg: str) -> str:
     return seg
 
 
-_FORMULA = re.compile(r"[^\s`]*[_^]\{[^\s`]*")
 _CLOSE = {")": "(", "]": "[", "}": "{"}
+
+
+def _formula_tokens(text: str):
+    """(start, end) of every run of non-space characters that holds a TeX sub- or superscript
+    in braces (``_{…}``/``^{…}``; spaces allowed inside brackets opened after it)."""
+    spans, i = [], 0
+    while True:
+        m = re.search(r"[_^]\{", text[i:])
+        if not m:
+            return spans
+        at = i + m.start()
+        start = at
+        while start > 0 and not text[start - 1].isspace() and text[start - 1] != "`":
+            start -= 1
+        end, depth = at, 0                 # brackets opened inside the formula may hold spaces
+        while end < len(text) and text[end] != "`" and not (text[end].isspace() and depth <= 0):
+            depth += (text[end] in "{[(") - (text[end] in "}])")
+            end += 1
+        if depth > 0:                      # never closed: the formula is the run without spaces
+            end = at
+            while end < len(text) and not text[end].isspace() and text[end] != "`":
+                end += 1
+        spans.append((start, end))
+        i = max(end, at + 2)
 
 
 def _formula_span(token: str) -> str:
@@ -116,7 +139,7 @@ def _formula_span(token: str) -> str:
         trail, token = token[-1] + trail, token[:-1]
     while token and token[0] in "([" and token.count(token[0]) > token.count({"(": ")", "[": "]"}[token[0]]):
         lead, token = lead + token[0], token[1:]
-    if token.count("{") != token.count("}"):
+    if token.count("{") != token.count("}") or not token:
         return lead + token + trail
     return f"{lead}:math:`{token}`{trail}"
 
@@ -124,8 +147,16 @@ def _formula_span(token: str) -> str:
 def _math_spans(text: str) -> str:
     """Every formula token of ``text`` outside inline literals and roles as a :math: span."""
     parts = _LITERAL.split(text)
-    return "".join(p if i % 2 else _FORMULA.sub(lambda m: _formula_span(m.group(0)), p)
-                   for i, p in enumerate(parts))
+    out = []
+    for i, p in enumerate(parts):
+        if i % 2 == 0:
+            pieces, last = [], 0
+            for a, b in _formula_tokens(p):
+                pieces += [p[last:a], _formula_span(p[a:b])]
+                last = b
+            p = "".join(pieces) + p[last:]
+        out.append(p)
+    return "".join(out)
 
 
 def _escape_line(line: str) -> str:

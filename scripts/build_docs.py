@@ -50,7 +50,7 @@ BUILD = DOCS / "_build"          # --build-dir: the staged sources, doctrees and
 SRC = BUILD / "src"
 HTML = BUILD / "html"
 CACHE = ROOT / ".cache" / "docs-notebooks"
-sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]  # this checkout's meanfield, whatever is installed
+sys.path[:0] = [str(ROOT), str(ROOT / "scripts"), str(DOCS)]  # this checkout's meanfield, whatever is installed
 import notebooks as nbrun  # noqa: E402  (scripts/notebooks.py)
 
 # README sections: the landing page keeps these; "Paper vs meanfield" is its own page; the
@@ -183,12 +183,49 @@ def rewrite_links(text: str, source_dir: str, page: str) -> str:
     return re.sub(r'(<img [^>]*src=")([^"]+)(")', img, text)
 
 
+# Markdown reads "_" after a symbol or a bracket as the start of an emphasis (∂_t … E_{x'}
+# became an italic span): such underscores are escaped outside code, maths, tags and link targets
+_VERBATIM = re.compile(r"(```.*?```|`[^`\n]*`|\$\$.*?\$\$|\$[^$\n]+\$|<[^>\n]+>|\]\([^)\s]*\))", re.S)
+
+
+def markdown_maths(text: str) -> str:
+    """``text`` with every formula written with TeX sub- or superscripts in braces (E_{x'}[…],
+    e^{−μt}) as ``$…$`` maths, the way docs/conf.py renders docstrings (not on table rows,
+    whose "|" would split the maths), and every other "_" that follows a symbol or punctuation
+    mark (not a letter, digit, space or backslash) written ``\\_``, outside code, maths, HTML
+    tags and link targets."""
+    from conf import _formula_span, _formula_tokens   # docs/conf.py, on the path (main)
+
+    def maths(seg: str) -> str:
+        out = []
+        for line in seg.split("\n"):
+            if not line.lstrip().startswith("|"):
+                pieces, last = [], 0
+                for a, b in _formula_tokens(line):
+                    span = _formula_span(line[a:b])
+                    pieces += [line[last:a], re.sub(r":math:`(.*)`", r"$\1$", span)]
+                    last = b
+                line = "".join(pieces) + line[last:]
+            out.append(line)
+        return "\n".join(out)
+
+    parts = _VERBATIM.split(text)
+    for i in range(0, len(parts), 2):
+        parts[i] = maths(parts[i])
+    parts = _VERBATIM.split("".join(parts))
+    for i in range(0, len(parts), 2):
+        parts[i] = re.sub(r"(?<=[^\w\s\\])_(?=\S)", r"\\_", parts[i])
+    return "".join(parts)
+
+
 _staged: set[str] = set()  # pages written by this build; any other file in SRC is stale
 
 
 def write(rel: str, text: str) -> None:
     """Write a staged file, leaving it untouched when unchanged (Sphinx rebuilds less)."""
     _staged.add(rel)
+    if rel.endswith(".md"):
+        text = markdown_maths(text)
     path = SRC / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists() or path.read_text() != text:
@@ -466,6 +503,9 @@ def stage_notebooks(given: Path | None, small: bool, jobs: int) -> list[str]:
             problem(f"notebook {stem}: a cell raised {errors[0].ename}: {errors[0].evalue}")
         if nbrun.images_of(nb) == 0:
             problem(f"notebook {stem}: no figure among its outputs")
+        for cell in nb.cells:
+            if cell.cell_type == "markdown":
+                cell.source = markdown_maths(cell.source)
         write(f"notebooks/{stem}.ipynb", nbformat.writes(nb))
         stems.append(stem)
     return stems

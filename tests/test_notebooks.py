@@ -208,3 +208,22 @@ def test_docs_site_cli_reference_comes_from_the_parser(docs_site, cli_subparsers
     html = (docs_site / "cli.html").read_text()
     for sub in cli_subparsers.choices:
         assert f'id="cli-{sub}"' in html, sub
+
+
+def test_docs_site_renders_maths_from_its_own_copy_of_mathjax(docs_site):
+    """Every page loads MathJax from the site itself (nothing from another host at read time);
+    the API pages' TeX-style formulas are math spans, with no raw ``_{`` left in their text."""
+    assert (docs_site / "_static" / "mathjax" / "tex-chtml.js").stat().st_size > 100_000
+    pages = sorted(docs_site.rglob("*.html"))
+    assert len(pages) > 50
+    for page in pages:
+        html = page.read_text()
+        assert not re.search(r'<script[^>]+src="https?://', html), page.name
+    maths, raw = 0, []
+    for page in sorted((docs_site / "api").glob("*.html")):
+        html = page.read_text()
+        maths += len(re.findall(r'class="math[ "]', html))
+        text = re.sub(r'<span class="math[^"]*">.*?</span>', "", html, flags=re.S)
+        text = re.sub(r"<(code|pre)[^>]*>.*?</\1>", "", text, flags=re.S)
+        raw += [page.name for _ in re.findall(r"[_^]\{", re.sub(r"<[^>]+>", "", text))]
+    assert maths > 50 and not raw, (maths, sorted(set(raw))[:10])
