@@ -22,10 +22,13 @@ from .models.scaled import ScaledTask, scaled, symmetric  # noqa: E402
 from .models.ntk import infinite_width_tangent_kernel, tangent_kernel  # noqa: E402
 # the two-layer torch bridge (ResNets: meanfield.models.resnet_torch.to_module/from_module)
 from .models.twolayer_torch import TwoLayerModule, from_module, to_module  # noqa: E402
+# torch's threads for the API (meanfield.threads: one thread unless told otherwise)
+from .threads import set_threads, using_threads  # noqa: E402
 from . import diagnostics  # noqa: E402
 
 __all__ = ["ConfigError", "DivergenceError", "ParticleMeasure", "ConfiningPotential",
            "FiniteDataset", "IsotropicGaussians", "TeacherStudent", "Unit", "evaluate",
            "get_backend", "ParticleDynamics", "gradient_flow", "langevin", "minibatch_sgd",
            "online_sgd", "linearized", "ScaledTask", "scaled", "symmetric", "tangent_kernel",
-           "infinite_width_tangent_kernel", "TwoLayerModule", "to_module", "from_module", "diagnostics", "__version__"]
+           "infinite_width_tangent_kernel", "TwoLayerModule", "to_module", "from_module",
+           "set_threads", "using_threads", "diagnostics", "__version__"]

@@ -8,6 +8,7 @@
     meanfield list
     meanfield config EXPERIMENT
     meanfield sweep EXPERIMENT --grid KEY=V1,V2 --grid seed=0:8 [--set ...] [--scheduler ADDR] --out DIR
+    meanfield export DIR --out FILE.pt [--snapshot K] [--replica R]
 
 Bad input prints one line on stderr and exits with status 2, writing nothing; a diverging
 run prints one line and exits with status 3, its last checkpoint intact.
@@ -79,6 +80,13 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="list the experiments")
     cf = sub.add_parser("config", help="print an experiment's config keys, types and defaults")
     cf.add_argument("experiment", help="an experiment name (see `meanfield list`)")
+    ex = sub.add_parser("export", help="save a two-layer run's network as a plain torch file "
+                                        "(nn.Sequential in the data's own units; loads without meanfield)")
+    ex.add_argument("run_dir", type=_path, help="the run directory whose network is exported")
+    ex.add_argument("--out", type=_path, required=True, help="the torch file to write, e.g. model.pt")
+    ex.add_argument("--snapshot", type=int, default=-1,
+                    help="which snapshot, Python indexing (default -1: the last)")
+    ex.add_argument("--replica", type=int, default=0, help="which replica of the run (default 0)")
     # ---- sweeps (meanfield.sweep) ----
     sw = sub.add_parser("sweep", help="run an experiment over a grid of config values (Dask)")
     sw.add_argument("experiment", help="an experiment name (see `meanfield list`)")
@@ -166,6 +174,16 @@ def _cmd_list(args):
         print(f"{name:20s} {summary_line(exp)}" + (f"  [movies: {', '.join(views)}]" if views else ""))
 
 
+def _cmd_export(args):
+    from .runs import load_run
+
+    run = load_run(args.run_dir)
+    i = run.snapshot_index(args.snapshot, None)
+    out = run.export(args.out, i, replica=args.replica)
+    print(f"{run.experiment}: step {int(run.steps[i])} (t = {run.times[i]:.6g}) of {args.run_dir} "
+          f"-> {out} (torch.load(path, weights_only=True); README: Your network, your data)")
+
+
 def _cmd_config(args):
     """Every key of the experiment's Config: type, default, and the presets that change it."""
     import dataclasses
@@ -235,9 +253,13 @@ def main(argv=None) -> int:
         previous_term = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         args = _parser().parse_args(argv)
-        code = {"run": _cmd_run, "resume": _cmd_resume, "plot": _cmd_plot, "show": _cmd_show,
+        command = {"run": _cmd_run, "resume": _cmd_resume, "plot": _cmd_plot, "show": _cmd_show,
                 "animate": _cmd_animate, "list": _cmd_list, "config": _cmd_config,
-                "sweep": _cmd_sweep}[args.command](args)
+                   "sweep": _cmd_sweep, "export": _cmd_export}[args.command]
+        from .threads import for_command
+
+        with for_command():     # torch's threads: each experiment's Plan.threads chooses
+            code = command(args)
     except ConfigError as e:
         print(f"meanfield: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_USAGE

@@ -8,6 +8,7 @@ SIMD loop) and d > 16 (register-blocked strips).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -241,3 +242,82 @@ def test_movies_benchmark_tiny(tmp_path):
     assert row["view"] == "cloud" and row["frames"] == 6 and row["N"] == 50
     assert row["median_s"] > 0 and row["s_per_frame"] == pytest.approx(row["median_s"] / 6)
     assert payload["results"][0]["meets_goal"] == (row["median_s"] < 30)
+
+
+# ---- threads: the API chooses as the command line does (meanfield.threads) ----------------
+def test_api_threads_benchmark_tiny(tmp_path, capsys):
+    """The API and the command line run the same flow (the same final risk, to float
+    rounding), each row in a fresh process: the API on meanfield's one thread, the
+    torch-default row on torch's own count."""
+    from benchmarks import api_threads as bt
+
+    out = tmp_path / "t.json"
+    payload = bt.main(["--steps", "20", "--default-steps", "5", "--load", "0", "--json", str(out),
+                       "--quiet"])
+    rows = {r["row"]: r for r in json.loads(out.read_text())["results"]}
+    assert set(rows) == {"cli", "api", "api-torch-default"} and payload["benchmark"] == "api_threads"
+    cli, api, dflt = rows["cli"], rows["api"], rows["api-torch-default"]
+    assert api["final_risk"] == pytest.approx(cli["final_risk"], rel=1e-5)
+    assert api["threads"] == 1 and dflt["threads"] >= 1 and dflt["steps"] == 5
+    assert api["ms_per_step"] == pytest.approx(1e3 * api["seconds"] / 20)
+    assert api["vs_cli"] == pytest.approx(api["ms_per_step"] / cli["ms_per_step"])
+    assert "api / cli =" in capsys.readouterr().out
+
+
+def test_importing_meanfield_chooses_one_thread_unless_told(monkeypatch):
+    """A fresh process gets one thread on import; the rule (``threads.api_default``) gives
+    MEANFIELD_THREADS when set (0: torch's own count) and leaves a set OMP_NUM_THREADS to
+    torch."""
+    from meanfield import threads
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "MEANFIELD_THREADS")}
+    res = subprocess.run([sys.executable, "-c", "import torch, meanfield; print(torch.get_num_threads())"],
+                         env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and res.stdout.split() == ["1"], res.stderr
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "MEANFIELD_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    assert threads.api_default() == 1
+    monkeypatch.setenv("MEANFIELD_THREADS", "3")
+    assert threads.api_default() == 3
+    monkeypatch.setenv("MEANFIELD_THREADS", "0")
+    assert threads.api_default() == threads.TORCH_DEFAULT
+    monkeypatch.delenv("MEANFIELD_THREADS")
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert threads.api_default() == torch.get_num_threads()
+
+
+def test_set_threads_and_using_threads_change_and_restore_the_count(monkeypatch, capsys):
+    import meanfield as mf
+    from meanfield import cli, threads
+    from meanfield.errors import ConfigError
+
+    start = torch.get_num_threads()
+    try:
+        assert mf.set_threads(2) == start and torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError):
+            with mf.using_threads(1) as n:
+                assert n == 1 == torch.get_num_threads()
+                raise RuntimeError
+        assert torch.get_num_threads() == 2
+        assert mf.set_threads(0) == 2 and torch.get_num_threads() == threads.TORCH_DEFAULT
+        for bad in (-1, 1.5, True):
+            with pytest.raises(ConfigError, match="threads must be an integer >= 0"):
+                mf.set_threads(bad)
+        # a command runs on torch's default (each experiment's Plan.threads chooses inside)
+        # and gives the API's count back afterwards
+        mf.set_threads(1)
+        seen = []
+        monkeypatch.setattr(cli, "_cmd_list", lambda args: seen.append(torch.get_num_threads()))
+        assert cli.main(["list"]) == 0
+        assert seen == [threads.TORCH_DEFAULT] and torch.get_num_threads() == 1
+        monkeypatch.setenv("MEANFIELD_THREADS", "2")
+        assert cli.main(["list"]) == 0 and seen[-1] == 2 and threads.api_default() == 2
+        monkeypatch.setenv("MEANFIELD_THREADS", "many")
+        assert cli.main(["list"]) == 2                # one line naming the variable, status 2
+        assert "MEANFIELD_THREADS must be an integer >= 0" in capsys.readouterr().err
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            monkeypatch.delenv(var, raising=False)
+        assert threads.api_default() == 1             # …and ignored by the import-time rule
+    finally:
+        torch.set_num_threads(start)

@@ -4,6 +4,7 @@ Every comparison is against plain torch code written here (never the library's o
 round trips are exact, forward values agree to 1e-6 (float32) / 1e-12 (float64), and one
 step of ``gradient_flow`` on a ``FiniteDataset`` with step dt is one ``torch.optim.SGD`` step
 with lr = N·dt on the module's loss (squared and logistic, no ½; weight_decay = 2λ/N)."""
+import hashlib
 import math
 
 import pytest
@@ -176,3 +177,73 @@ def test_bad_modules_and_measures_are_one_line_errors():
         mf.to_module(unit, mf.ParticleMeasure(torch.randn(2, 5, 4)))
     with pytest.raises(ConfigError, match="D=4"):
         mf.to_module(unit, torch.randn(5, 3))
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_an_output_bias_reads_as_a_fixed_offset_and_both_layouts_rebuild_the_function(dtype):
+    torch.manual_seed(1)
+    d, N = 4, 11
+    seq = torch.nn.Sequential(torch.nn.Linear(d, N), torch.nn.Tanh(), torch.nn.Linear(N, 1)).to(dtype)
+    c = float(seq[2].bias.detach()[0])
+    unit, meas, off = mf.from_module(seq, offset=True)
+    assert off == c != 0.0 and unit == mf.Unit(d, "tanh", output_weight=True, bias=True)
+    x = torch.randn(30, d, generator=gen(5), dtype=F64).to(dtype)
+    with torch.no_grad():
+        ref = seq(x)[:, 0]
+        mod = mf.to_module(unit, meas, offset=off)
+        plain = mf.to_module(unit, meas, offset=off, layout="sequential")
+        assert rel(mod(x)[:, 0], ref) < TOL[dtype] and rel(plain(x)[:, 0], ref) < TOL[dtype]
+        # without the offset: f alone, c below the original everywhere
+        assert rel(mf.to_module(unit, meas)(x)[:, 0] + c, ref) < TOL[dtype]
+    assert isinstance(plain, torch.nn.Sequential) and type(plain[1]) is torch.nn.Tanh
+    assert torch.equal(plain[0].weight, seq[0].weight) and torch.equal(plain[0].bias, seq[0].bias)
+    assert torch.allclose(plain[2].weight, seq[2].weight, rtol=TOL[dtype], atol=0)   # c_j = a_j / N
+    # the module's offset round-trips; read without offset=True it is refused
+    u2, m2, off2 = mf.from_module(mod, offset=True)
+    assert off2 == pytest.approx(c, rel=TOL[dtype]) and torch.equal(m2.positions, meas.positions)
+    with pytest.raises(ConfigError, match="fixed offset with from_module\\(module, offset=True\\)"):
+        mf.from_module(mod)
+    with pytest.raises(ConfigError, match="output layer has a bias"):
+        mf.from_module(seq)
+
+
+def test_the_sequential_layout_of_a_weighted_measure_without_output_weight_is_the_same_function():
+    unit = mf.Unit(3, "erf", output_weight=False, bias=True)
+    theta = random_theta(unit, 7, F64)
+    w = torch.rand(7, generator=gen(2), dtype=F64)
+    meas = mf.ParticleMeasure(theta, weights=w / w.sum())
+    seq = mf.to_module(unit, meas, layout="sequential")
+    x = torch.randn(25, 3, generator=gen(6), dtype=F64)
+    with torch.no_grad():
+        assert rel(seq(x)[:, 0], plain_f(theta, unit, x, meas.weights)) < 1e-12
+    assert seq[2].bias is None and isinstance(seq[1], ActivationModule)
+    u2, m2 = mf.from_module(seq)                           # read back: a_j = N m_j, uniform
+    assert u2 == mf.Unit(3, "erf", output_weight=True, bias=True)
+    assert torch.allclose(m2.positions[:, 0], 7 * meas.weights, rtol=1e-12, atol=0)
+    with pytest.raises(ConfigError, match="layout must be one of"):
+        mf.to_module(unit, meas, layout="keras")
+    with pytest.raises(ConfigError, match="offset must be a finite number"):
+        mf.to_module(unit, meas, offset=float("nan"))
+
+
+def test_load_module_reads_a_module_its_state_dict_and_an_export_alike(tmp_path):
+    from meanfield.models.twolayer_torch import export_payload, load_module
+
+    torch.manual_seed(2)
+    seq = torch.nn.Sequential(torch.nn.Linear(3, 5), ActivationModule("erf"), torch.nn.Linear(5, 1))
+    torch.save(seq, tmp_path / "module.pt")
+    torch.save(seq.state_dict(), tmp_path / "state.pt")
+    torch.save(export_payload(seq, "erf"), tmp_path / "export.pt")
+    got = [load_module(tmp_path / f, activation="erf") for f in ("module.pt", "state.pt", "export.pt")]
+    for unit, meas, c, sha in got:
+        assert unit == got[0][0] and torch.equal(meas.positions, got[0][1].positions)
+        assert c == float(seq[2].bias.detach()[0]) and len(sha) == 64
+    assert got[0][3] == hashlib.sha256((tmp_path / "module.pt").read_bytes()).hexdigest()
+    # an export holds plain tensors and names: torch alone reads it
+    payload = torch.load(tmp_path / "export.pt", weights_only=True)
+    assert payload["activation"] == {"name": "erf"} and payload["torch_activation"] is None
+    with pytest.raises(ConfigError, match="does not say its activation"):
+        load_module(tmp_path / "state.pt")
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(ConfigError, match="holds a list, not nn.Sequential"):
+        load_module(tmp_path / "list.pt")

@@ -127,6 +127,7 @@ def test_small_run_on_breast_cancer_with_the_logistic_loss(tmp_path, capsys):
     data = rec["data"]
     assert (data["n"], data["d"], data["n_train"], data["n_test"]) == (569, 30, 456, 113)
     assert data["classification"] and data["standardize"] and len(data["x_mean"]) == 30
+    assert rec["config"]["d"] == 30                              # the data's d, not the default
     assert rec["task"]["loss"] == "logistic"
     m = io.read_metrics(out / io.METRICS)
     for col in ("risk", "test_risk", "train_accuracy", "test_accuracy", "test_error", "margin"):
@@ -256,3 +257,21 @@ def test_a_sweep_over_N_works_unchanged(tmp_path):
                      metric="test_error", progress=False, warmup=False)
     assert len(rows) == 4 and all(r["status"] == "ok" for r in rows)
     assert all(0 <= r["final_risk"] <= 1 for r in rows)        # the summarised metric: test error
+
+
+def test_the_config_takes_its_input_dimension_from_the_data(tmp_path):
+    """``d`` is filled in from the data when a run is configured (config.json records the
+    data's d); a d given that differs is refused in one line; a resumed run (``base``) keeps
+    the d it recorded, so runs made before d was filled in resume unchanged."""
+    assert ds.Config.build(None, ["scale=small"]).d == 30
+    assert ds.Config.build(None, ["data=sklearn:diabetes", "loss=squared"]).d == 10
+    assert ds.Config.build(None, ["d=30"]).d == 30
+    with pytest.raises(ConfigError, match=r"d is the data's input dimension \(30 for "
+                                          r"sklearn:breast_cancer\), got d=7: leave d unset"):
+        ds.Config.build(None, ["d=7"])
+    toml = tmp_path / "c.toml"
+    toml.write_text("d = 7\n")
+    with pytest.raises(ConfigError, match="got d=7"):
+        ds.Config.build(toml)
+    old = ds.Config().to_dict()                                   # d = 10, as runs recorded it
+    assert old["d"] == 10 and ds.Config.build(None, ["steps=4000"], base=old).d == 10

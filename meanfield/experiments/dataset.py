@@ -23,8 +23,15 @@ scaling are recorded in config.json (``data``), with a SHA-256 of the data as re
 float64) so that a changed file can be told from the one a run used.
 
 Model and dynamics.  N particles of the unit φ(x; θ) = a σ(⟨w, x⟩ + b) (``activation``,
-``output_weight``, ``bias``) with a ~ N(init_a_mean, init_a_std²), w ~ N(0, init_std²/d I),
-b ~ N(0, init_b_std²); ``FiniteDataset`` with the chosen loss (no ½; logistic
+``output_weight``, ``bias``) on the data's d inputs (``d`` is filled in from the data when a
+run is configured, so config.json records it) with a ~ N(init_a_mean, init_a_std²),
+w ~ N(0, init_std²/d I), b ~ N(0, init_b_std²) — or, with ``init = FILE``, the network saved
+in FILE (a torch file of ``nn.Sequential(nn.Linear(d, N), act, nn.Linear(N, 1))``, its state
+dict or a ``meanfield export``; in the data's own units, converted exactly to the run's
+standardised ones, its layout matching the run's: ``meanfield.experiments.init_file``).  Its
+output bias is a fixed offset c (the network is c + f; regression only: the labels become
+y − c); config.json records the file's SHA-256 under "init" and resume refuses a changed
+file.  ``FiniteDataset`` with the chosen loss (no ½; logistic
 ℓ = log(1 + e^{−y f})).  ``drift = "population"`` is full-batch gradient descent on the
 training risk, ``"sgd"`` minibatches of ``batch_size`` (with replacement), with the usual L2
 ``lam``, noise ``beta`` (mean-field Langevin) and schedules ``xi``, ``beta``, on the MMN time
@@ -66,6 +73,7 @@ from ..figures import dataset
 from ..models import ACTIVATIONS, FiniteDataset, Unit
 from ..models.tasks import LOSSES
 from .config import TwoLayerConfig
+from .init_file import read_init
 from .particles import check_scale, dtype_of, scaled_task, simulation_phase
 from .plan import Plan
 
@@ -85,8 +93,9 @@ class Config(TwoLayerConfig):
     ``split_seed``, ``standardize``; the unit (``activation``, ``output_weight``, ``bias``);
     the dynamics (``drift``, ``batch_size``, schedules ``xi`` and ``beta``, L2 ``lam``); the
     initial law (``init_std`` of w·√d, ``init_a_mean``, ``init_a_std``, ``init_b_std``).
-    ``d`` is not used: the input dimension is the data's (recorded in config.json).
-    ``scale=small`` swaps in ``SMALL``."""
+    ``d`` is the data's input dimension, filled in by :meth:`build` (a ``d`` given that
+    differs from the data's is refused); ``init`` a torch file of the network to start from
+    (module docstring).  ``scale=small`` swaps in ``SMALL``."""
 
     scale: str = "full"
     N: int = 100
@@ -116,6 +125,7 @@ class Config(TwoLayerConfig):
     init_a_mean: float = 0.0
     init_a_std: float = 1.0
     init_b_std: float = 1.0
+    init: str = ""                # a torch file of the network to start from ("" : draw one)
     # output scale (models.scaled): f_α = α f, or α (f − f_0) with centred
     alpha: float = 1.0
     centred: bool = False
@@ -124,6 +134,27 @@ class Config(TwoLayerConfig):
     _choices = {"scale": ("full", "small"), "loss": LOSSES, "activation": ACTIVATIONS,
                 "drift": DRIFTS}
     _presets = {"scale": {"small": SMALL}}
+
+    @classmethod
+    def build(cls, toml_path=None, overrides=(), base: dict | None = None):
+        """``RunConfig.build``, then ``d`` set to the data's input dimension (the data loaded
+        and checked, ``meanfield.data.load``, cached) so that config.json records it; a ``d``
+        given in the TOML file or ``--set`` that differs from the data's is a ``ConfigError``.
+        With ``base`` (a resumed run's saved config) ``d`` is kept as recorded."""
+        import dataclasses
+
+        from .config import read_toml
+
+        cfg = super().build(toml_path, overrides, base)
+        if base is not None:
+            return cfg
+        d = int(data.load(cfg.data)[0].shape[1])
+        given = any(item.partition("=")[0].strip() == "d" for item in overrides) or \
+            (toml_path is not None and "d" in read_toml(toml_path))
+        if given and cfg.d != d:
+            raise ConfigError(f"d is the data's input dimension ({d} for {cfg.data}), got d={cfg.d}: "
+                              "leave d unset")
+        return cfg if cfg.d == d else dataclasses.replace(cfg, d=d)
 
     def validate(self):
         """TwoLayerConfig's checks, then (``ConfigError``): ``data`` not empty; test_fraction in
@@ -159,13 +190,15 @@ class Config(TwoLayerConfig):
 
 def prepare(cfg: Config) -> dict:
     """Load, check, label, split and standardise the data of ``cfg`` (``meanfield.data``):
-    {"X", "y", "X_test", "y_test" (numpy float64), "classification", "record" (for
-    config.json)}.  All data errors are ConfigErrors raised here, before the runner writes
-    anything."""
+    {"X", "y", "X_test", "y_test" (numpy float64, in the run's standardised units),
+    "X_data", "y_data", "X_test_data", "y_test_data" (the same splits in the data's own
+    units, labels mapped), "classification", "record" (for config.json)}.  All data errors
+    are ConfigErrors raised here, before the runner writes anything."""
     X, y, info = data.load(cfg.data)
     y, classification, label_map = data.labels(y, cfg.loss, cfg.data)
     tr, te = data.split(len(y), cfg.test_fraction, cfg.split_seed, y if classification else None)
     Xtr, ytr, Xte, yte = X[tr], y[tr], X[te], y[te]
+    raw = {"X_data": Xtr, "y_data": ytr, "X_test_data": Xte, "y_test_data": yte}
     record = {"source": info["source"], "sha256": data.fingerprint(X, y), "n": int(len(y)),
               "d": int(X.shape[1]), "n_train": int(len(tr)), "n_test": int(len(te)),
               "classification": classification, "label_map": info.get("label_map", label_map),
@@ -176,7 +209,7 @@ def prepare(cfg: Config) -> dict:
         Xtr, Xte, ytr, yte, scaling = data.standardize(Xtr, Xte, ytr, yte, targets=not classification)
         record.update(scaling)
     return {"X": Xtr, "y": ytr, "X_test": Xte, "y_test": yte, "classification": classification,
-            "record": record}
+            "record": record, **raw}
 
 
 # ---- the run ---------------------------------------------------------------------------------
@@ -198,12 +231,33 @@ def initial_theta(cfg: Config, unit: Unit, gen: torch.Generator) -> torch.Tensor
     return torch.cat(cols, -1)
 
 
-def tasks(cfg: Config, prep: dict):
-    """(training FiniteDataset, test FiniteDataset or None) with the config's unit and loss."""
+def tasks(cfg: Config, prep: dict, offset: float = 0.0):
+    """(training FiniteDataset, test FiniteDataset or None) with the config's unit and loss;
+    with a fixed ``offset`` c (an ``init`` network's output bias) the labels are y − c, so
+    that the flow trains c + f on y (squared loss)."""
     unit = build_unit(cfg, prep["X"].shape[1])
-    train = FiniteDataset(unit, prep["X"], prep["y"], loss=cfg.loss)
-    test = FiniteDataset(unit, prep["X_test"], prep["y_test"], loss=cfg.loss) if len(prep["y_test"]) else None
+    train = FiniteDataset(unit, prep["X"], prep["y"] - offset, loss=cfg.loss)
+    test = FiniteDataset(unit, prep["X_test"], prep["y_test"] - offset, loss=cfg.loss) \
+        if len(prep["y_test"]) else None
     return train, test
+
+
+def initial_network(cfg: Config, prep: dict):
+    """(θ [N, D] float64, offset c, record) of the ``init`` file seen in the run's
+    standardised units (``experiments.init_file.read_init``), or None without ``init``.
+    A nonzero offset is refused for classification (labels ±1: accuracy and margin are
+    those of f itself)."""
+    if not cfg.init:
+        return None
+    rec = prep["record"]
+    unit = build_unit(cfg, prep["X"].shape[1])
+    theta, offset, record = read_init(cfg.init, unit, cfg.N, x_mean=rec.get("x_mean"),
+                                      x_std=rec.get("x_std"), y_mean=rec.get("y_mean", 0.0),
+                                      y_std=rec.get("y_std", 1.0), what="the dataset run")
+    if offset != 0.0 and prep["classification"]:
+        raise ConfigError(f"init file {cfg.init}: its output bias ({offset:.4g}) is a fixed offset, "
+                          "which a classification run (labels ±1) does not take: set it to zero")
+    return theta, offset, record
 
 
 def plan(cfg: Config) -> Plan:
@@ -213,14 +267,17 @@ def plan(cfg: Config) -> Plan:
     One torch thread: these systems are small (measured on 2 shared cores: N = 1000 on
     breast_cancer, 6 ms per step on one thread, 120 ms on two)."""
     prep = prepare(cfg)
-    train, test = tasks(cfg, prep)
+    init = initial_network(cfg, prep)
+    train, test = tasks(cfg, prep, 0.0 if init is None else init[1])
     margin_ok = cfg.loss == "logistic" and train.unit.homogeneity is not None
 
     scaled = {}                     # the tasks at output scale α, centred on this run's θ_0
 
     def build():
         gen = torch.Generator().manual_seed(cfg.seed)
-        theta = initial_theta(cfg, train.unit, gen).to(dtype_of(cfg))
+        theta = initial_theta(cfg, train.unit, gen) if init is None else \
+            init[0].expand(cfg.replicas, *init[0].shape).clone()
+        theta = theta.to(dtype_of(cfg))
         scaled.update(train=scaled_task(cfg, train, theta),
                       test=None if test is None else scaled_task(cfg, test, theta))
         dyn = ParticleDynamics(scaled["train"], dt=cfg.dt, drift=cfg.drift, batch_size=cfg.batch_size,
@@ -234,8 +291,10 @@ def plan(cfg: Config) -> Plan:
     if (len(prep["y"]) + len(prep["y_test"])) * (prep["X"].shape[1] + 1) <= MAX_SAVED_NUMBERS:
         arrays.update({"data_X": prep["X"], "data_Y": prep["y"], "test_X": prep["X_test"],
                        "test_Y": prep["y_test"]})
-    return Plan(phases=lambda shared: [phase], arrays=arrays, threads=1,
-                record={"task": train.to_dict(), "data": prep["record"]})
+    record = {"task": train.to_dict(), "data": prep["record"]}
+    if init is not None:
+        record["init"] = init[2]
+    return Plan(phases=lambda shared: [phase], arrays=arrays, threads=1, record=record)
 
 
 def extra_columns(state, train, test, classification: bool, margin_ok: bool) -> dict:

@@ -10,6 +10,14 @@ moved by population GD (``drift = "population"``), SGD with ``batch_size`` fresh
 (``drift = "sgd"``; batch_size = 1 is MMN's online SGD), with optional noise β, L2 λ and
 schedules ξ(t), β(t).  Conventions: docs/design.md §1 (risk without ½, t = k·dt).
 
+Starting network.  ``init = FILE`` starts the student from the network saved in FILE (a
+torch file of ``nn.Sequential(nn.Linear(d, N, bias=False), act, nn.Linear(N, 1))``, its
+state dict or a ``meanfield export``; layout matching the run's d, N, activation:
+``meanfield.experiments.init_file``) instead of drawing it.  Its output bias is a fixed
+offset c: the student is c + f, trained as f on the labels y − c (the teacher's label offset
+becomes offset − c); config.json records the file's SHA-256 under "init" and resume refuses
+a changed file.
+
 Defaults (the main job): d = 10, m0 = 4, N = 1000, population GD, dt = 0.2, 1000 steps
 (T = 200): under a minute on 2 CPU cores.
 """
@@ -25,6 +33,7 @@ from ..dynamics import DRIFTS, ParticleDynamics
 from ..errors import ConfigError
 from ..models import ACTIVATIONS, TeacherStudent, Unit
 from .config import TwoLayerConfig
+from .init_file import read_init
 from .particles import check_scale, scaled_task, simulation_phase
 from .plan import Plan
 
@@ -41,7 +50,8 @@ class Config(TwoLayerConfig):
     σ, output_weight: units a σ(⟨w, x⟩) rather than σ(⟨w, x⟩), teacher_sign, teacher_seed,
     the label offset c and Gaussian label noise_std), the dynamics (drift, batch_size,
     schedules xi and beta, L2 lam) and the initial law (init_std, init_a_mean,
-    init_a_std); n_mc is the Monte Carlo size of risks without closed form."""
+    init_a_std) or the initial network (init, a torch file); n_mc is the Monte Carlo size of
+    risks without closed form."""
 
     N: int = 1000
     d: int = 10
@@ -68,6 +78,7 @@ class Config(TwoLayerConfig):
     init_std: float = 1.0
     init_a_mean: float = 0.0
     init_a_std: float = 1.0
+    init: str = ""                # a torch file of the student to start from ("": draw one)
     # Monte Carlo size for risks without closed form (not needed here, kept for symmetry)
     n_mc: int = 10_000
     # output scale (models.scaled): f_α = α f, or α (f − f_0) with centred
@@ -96,28 +107,45 @@ class Config(TwoLayerConfig):
                               f"got {self.activation!r}; use drift=sgd")
 
 
-def build_task(cfg: Config) -> TeacherStudent:
+def build_task(cfg: Config, offset: float = 0.0) -> TeacherStudent:
     """The teacher: m0 units of ``Unit(d, activation, output_weight)`` drawn with
-    ``teacher_seed`` (unit-norm w*, a* = 1, weights 1/m0 or ±1/m0), label offset and noise."""
+    ``teacher_seed`` (unit-norm w*, a* = 1, weights 1/m0 or ±1/m0), label offset and noise;
+    with a student's fixed ``offset`` c (an ``init`` network's output bias) the label offset
+    is ``cfg.offset − c`` (the student c + f trained as f on y − c)."""
     unit = Unit(cfg.d, cfg.activation, output_weight=cfg.output_weight)
     tgen = torch.Generator().manual_seed(cfg.teacher_seed)
     return TeacherStudent.random(unit, cfg.m0, generator=tgen, sign=cfg.teacher_sign,
-                                 offset=cfg.offset, noise_std=cfg.noise_std)
+                                 offset=cfg.offset - offset, noise_std=cfg.noise_std)
 
 
-def build(cfg: Config):
-    """(task, dynamics, initial state) from a config; deterministic given the seeds."""
+def initial_network(cfg: Config):
+    """(θ [N, D] float64, offset c, record) of the ``init`` file
+    (``experiments.init_file.read_init``: d, N and activation must match, no hidden biases),
+    or None without ``init``."""
+    if not cfg.init:
+        return None
+    unit = Unit(cfg.d, cfg.activation, output_weight=cfg.output_weight)
+    return read_init(cfg.init, unit, cfg.N, what="the teacher-student run")
+
+
+def build(cfg: Config, init=None):
+    """(task, dynamics, initial state) from a config (and :func:`initial_network`'s result,
+    read when not given); deterministic given the seeds."""
     dtype = getattr(torch, cfg.dtype)
-    task = build_task(cfg)
+    init = initial_network(cfg) if init is None else init
+    task = build_task(cfg, 0.0 if init is None else init[1])
     unit = task.unit
     gen = torch.Generator().manual_seed(cfg.seed)
     R, N, d = cfg.replicas, cfg.N, cfg.d
-    w = torch.randn(R, N, d, generator=gen, dtype=torch.float64) * (cfg.init_std / math.sqrt(d))
-    cols = [w]
-    if unit.output_weight:
-        a = cfg.init_a_mean + cfg.init_a_std * torch.randn(R, N, 1, generator=gen, dtype=torch.float64)
-        cols.insert(0, a)
-    theta = torch.cat(cols, -1).to(dtype)
+    if init is not None:
+        theta = init[0].expand(R, *init[0].shape).clone().to(dtype)
+    else:
+        w = torch.randn(R, N, d, generator=gen, dtype=torch.float64) * (cfg.init_std / math.sqrt(d))
+        cols = [w]
+        if unit.output_weight:
+            a = cfg.init_a_mean + cfg.init_a_std * torch.randn(R, N, 1, generator=gen, dtype=torch.float64)
+            cols.insert(0, a)
+        theta = torch.cat(cols, -1).to(dtype)
     task = scaled_task(cfg, task, theta)
     dyn = ParticleDynamics(task, dt=cfg.dt, drift=cfg.drift, batch_size=cfg.batch_size,
                            xi=cfg.xi, beta=cfg.beta, lam=cfg.lam, backend=cfg.backend)
@@ -128,9 +156,14 @@ def build(cfg: Config):
 def plan(cfg: Config) -> Plan:
     """One phase: the recorded simulation of :func:`build`'s dynamics from its initial state
     (rows by ``particles.measure_row``: the exact risk, ‖v‖², the PL ratio against
-    R_∞ = noise_std²); particles.npz also holds the teacher's arrays.  Shardable."""
-    task = build_task(cfg)
-    phase = simulation_phase(cfg, lambda: build(cfg)[1:], n_mc=cfg.n_mc,
+    R_∞ = noise_std²); particles.npz also holds the teacher's arrays; with ``init`` config.json
+    records the file under "init" (its SHA-256 and the offset).  Shardable."""
+    init = initial_network(cfg)
+    task = build_task(cfg, 0.0 if init is None else init[1])
+    phase = simulation_phase(cfg, lambda: build(cfg, init)[1:], n_mc=cfg.n_mc,
                              risk_inf=0.0 if cfg.noise_std == 0 else cfg.noise_std ** 2)
-    return Plan(phases=lambda shared: [phase], record={"task": task.to_dict()},
+    record = {"task": task.to_dict()}
+    if init is not None:
+        record["init"] = init[2]
+    return Plan(phases=lambda shared: [phase], record=record,
                 arrays={"param_names": np.array(task.param_names), **task.arrays()})
