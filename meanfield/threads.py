@@ -5,9 +5,10 @@ hundred), where an OpenMP team costs more than it saves, and on a machine whose 
 processes keep busy a team of torch's default size waits for descheduled threads.  Measured
 on this project's 2-core machine with two busy processes beside it (``python -m
 benchmarks.api_threads``, benchmarks/README.md §8): the ``dataset`` experiment's default job
-(breast_cancer, N = 100, population GD) took 170 ms per step on torch's default 2 threads
-and 3.8 ms on one.  The command line always chose for its experiments (``Plan.threads``: one
-thread for small systems); the Python API now chooses the same way.
+(breast_cancer, N = 100, population GD) took 98.8 ms per step on torch's default 2 threads
+and 3.09 ms on one (the command line: 7.25 ms, its recording included).  The command line
+always chose for its experiments (``Plan.threads``: one thread for small systems); the
+Python API now chooses the same way.
 
 **The rule, applied once when meanfield is imported:**
 
