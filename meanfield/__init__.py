@@ -8,7 +8,7 @@ Rooms: ``models`` (WHAT is minimised), ``interact`` (HOW pairwise sums are compu
 (``meanfield.models.twolayer_torch``); the ResNet bridge of the same names is
 ``meanfield.models.resnet_torch``.
 """
-__version__ = "0.1.0"
+from .version import __version__  # noqa: E402,F401
 
 from .errors import ConfigError, DivergenceError  # noqa: E402
 from .measure import ParticleMeasure  # noqa: E402
@@ -25,10 +25,12 @@ from .models.twolayer_torch import TwoLayerModule, from_module, to_module  # noq
 # torch's threads for the API (meanfield.threads: one thread unless told otherwise)
 from .threads import set_threads, using_threads  # noqa: E402
 from . import diagnostics  # noqa: E402
+# a run directory as an object: its config, metrics, measures, data, torch module, export
+from .runs import Run, load_run  # noqa: E402
 
 __all__ = ["ConfigError", "DivergenceError", "ParticleMeasure", "ConfiningPotential",
            "FiniteDataset", "IsotropicGaussians", "TeacherStudent", "Unit", "evaluate",
            "get_backend", "ParticleDynamics", "gradient_flow", "langevin", "minibatch_sgd",
            "online_sgd", "linearized", "ScaledTask", "scaled", "symmetric", "tangent_kernel",
            "infinite_width_tangent_kernel", "TwoLayerModule", "to_module", "from_module",
-           "set_threads", "using_threads", "diagnostics", "__version__"]
+           "set_threads", "using_threads", "diagnostics", "Run", "load_run", "__version__"]

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__
+from .version import __version__
 from .errors import ConfigError
 
 CONFIG, METRICS, PARTICLES, CHECKPOINT, FIGURES = (

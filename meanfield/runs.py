@@ -139,10 +139,11 @@ class Run:
         """B, the independent systems of the run (1 unless ``replicas`` was set)."""
         return 1 if self._theta.ndim == 3 else self._theta.shape[1]
 
-    def snapshot_index(self, k: int = -1, step: int | None = None) -> int:
-        """The index in [0, K) of snapshot k (Python indexing) or of the snapshot at ``step``;
-        ``ConfigError`` naming the snapshots there are otherwise."""
+    def snapshot_index(self, k: int | None = None, step: int | None = None) -> int:
+        """The index in [0, K) of snapshot k (Python indexing; None: the last) or of the
+        snapshot at ``step``; ``ConfigError`` naming the snapshots there are otherwise."""
         K = len(self.steps)
+        k = -1 if k is None else k
         if step is not None:
             hits = np.flatnonzero(self.steps == step)
             if not len(hits):
@@ -154,8 +155,8 @@ class Run:
                               f"got {k!r}")
         return int(k) % K
 
-    def measure(self, k: int = -1, *, step: int | None = None, replica: int | None = 0) -> ParticleMeasure:
-        """ρ at snapshot k (Python indexing: -1 the last) or at the snapshot of ``step``:
+    def measure(self, k: int | None = None, *, step: int | None = None, replica: int | None = 0) -> ParticleMeasure:
+        """ρ at snapshot k (Python indexing; None or -1: the last) or at the snapshot of ``step``:
         positions [N, D] of ``replica`` (None: all, [B, N, D]) in the run's dtype, uniform
         weights, ``param_names`` the unit's.  ``ConfigError`` for an index, step or replica
         the run does not have."""
@@ -224,7 +225,7 @@ class Run:
                               "(SHA-256 differs from config.json's)")
         return {k: prep[f"{k}_data"] for k in ("X", "y", "X_test", "y_test")}
 
-    def network(self, k: int = -1, *, step: int | None = None, replica: int = 0):
+    def network(self, k: int | None = None, *, step: int | None = None, replica: int = 0):
         """(W [N', d], b [N'] or None, c [N'], offset or None) in float64: the hidden weights,
         hidden biases, output weights and output bias of the run's network at snapshot k in
         the data's own units (module docstring: α, centring, the offset and the
@@ -261,7 +262,7 @@ class Run:
                 has_off = True
         return W, (b if has_b else None), c, (offset if has_off else None)
 
-    def to_module(self, k: int = -1, *, step: int | None = None, replica: int = 0,
+    def to_module(self, k: int | None = None, *, step: int | None = None, replica: int = 0,
                   dtype=None) -> torch.nn.Sequential:
         """The run's network at snapshot k (or ``step``) as a plain
         ``nn.Sequential(nn.Linear(d, N'), act, nn.Linear(N', 1))`` whose forward takes inputs
@@ -273,7 +274,7 @@ class Run:
         dtype = dtype or torch.as_tensor(np.array(self._theta[:1])).dtype
         return sequential_of(self.unit.activation, W, b, c, offset=offset, dtype=dtype)
 
-    def export(self, out, k: int = -1, *, step: int | None = None, replica: int = 0,
+    def export(self, out, k: int | None = None, *, step: int | None = None, replica: int = 0,
                dtype=None) -> Path:
         """Write :meth:`to_module`'s network to ``out`` with ``torch.save`` (atomically): a
         dict that ``torch.load(out, weights_only=True)`` reads with torch alone

@@ -514,7 +514,7 @@ def _finished(run_dir: Path, config: dict) -> bool:
 
 
 def _version():
-    from . import __version__
+    from .version import __version__
 
     return __version__
 
