@@ -9,7 +9,9 @@ Rooms: ``models`` (WHAT is minimised), ``interact`` (HOW pairwise sums are compu
 ``meanfield.models.resnet_torch``.
 """
 from .version import __version__  # noqa: E402,F401
+from .cli import guard_startup  # noqa: E402  (before torch: Ctrl-C while `meanfield` starts)
 
+guard_startup()
 from .errors import ConfigError, DivergenceError  # noqa: E402
 from .measure import ParticleMeasure  # noqa: E402
 from .models import (ConfiningPotential, FiniteDataset, IsotropicGaussians,  # noqa: E402

@@ -90,18 +90,22 @@ def _parser() -> argparse.ArgumentParser:
     # ---- sweeps (meanfield.sweep) ----
     sw = sub.add_parser("sweep", help="run an experiment over a grid of config values (Dask)")
     sw.add_argument("experiment", help="an experiment name (see `meanfield list`)")
-    sw.add_argument("--grid", dest="grids", action="append", default=[], metavar="KEY=V1,V2|A:B",
-                    help="a grid axis: values 'N=100,200,400' or an integer range 'seed=0:8' (repeatable)")
+    sw.add_argument("--grid", dest="grids", action="append", default=[], metavar="KEY=V1,V2|A:B[:STEP]",
+                    help="a grid axis (repeatable): values 'N=100,200,400' (';' between values that hold "
+                         "commas), or an integer range 'seed=0:8' or 'N=100:1000:100' (A:B:STEP, B excluded, "
+                         "as Python's range)")
     sw.add_argument("--config", type=Path, help="TOML file of config keys")
     sw.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key for every point (repeatable)")
     sw.add_argument("--out", type=_path, required=True, help="sweep directory (re-use it to restart)")
     sw.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://HOST:8786")
     sw.add_argument("--workers", type=int, help="LocalCluster worker processes (default: one per "
-                    "core; 0 runs the points one after another in this process)")
+                    "core; 0 runs the points one after another in this process; refused beyond what the "
+                    "machine's memory holds)")
     sw.add_argument("--replicas-for", dest="replicas_for", metavar="seed",
                     help="run the seeds of each grid point as replicas of one run (one tensor)")
-    sw.add_argument("--metric", default="risk", help="metrics.csv column summarised (default: risk)")
+    sw.add_argument("--metric", default="risk", help="metrics.csv column summarised, checked before the "
+                    "sweep starts; summary.csv calls its columns final_METRIC, best_METRIC (default: risk)")
     sw.add_argument("--max-points", dest="max_points", type=int, default=None,
                     help="refuse grids of more points than this (default: 100000)")
     sw.add_argument("--no-progress", action="store_true",
@@ -185,21 +189,23 @@ def _cmd_export(args):
 
 
 def _cmd_config(args):
-    """Every key of the experiment's Config: type, default, and the presets that change it."""
+    """Every key of the experiment's Config: type, default, its meaning (``Config.key_help``)
+    and the presets that change it."""
     import dataclasses
 
     from .experiments import get_experiment
 
     exp = get_experiment(args.experiment)
     types = exp.Config.field_types()
+    meaning = exp.Config.key_help() if hasattr(exp.Config, "key_help") else {}
     presets = {f"{k}={v}": vals for k, table in exp.Config._presets.items()
                for v, vals in table.items()}
     print((exp.__doc__ or exp.NAME).strip().splitlines()[0])
     for f in dataclasses.fields(exp.Config):
         extra = "; ".join(f"{name}: {vals[f.name]!r}" for name, vals in presets.items()
                           if f.name in vals)
-        print(f"  {f.name:18s} {types[f.name].__name__:6s} {f.default!r}"
-              + (f"   ({extra})" if extra else ""))
+        print(f"  {f.name:18s} {types[f.name].__name__:5s} {f.default!r:12s} {meaning.get(f.name, '')}"
+              + (f"  ({extra})" if extra else ""))
     print("keys that may change on resume: " + (", ".join(exp.Config.resume_mutable) or "none")
           + ("" if "steps" not in exp.Config.resume_mutable else " (steps only upwards)"))
 
@@ -213,17 +219,24 @@ def _cmd_sweep(args):
     grid = sweep.parse_grid(args.grids, max_points=max_points)
     if not grid:
         raise ConfigError("sweep needs at least one --grid KEY=VALUES")
-    # validate everything before a cluster starts
-    sweep.plan(args.experiment, grid, sets=args.sets, config_file=args.config,
-               replicas_for=args.replicas_for, max_points=max_points)
+    # validate everything before a cluster starts: the points, --workers, --metric
+    jobs = sweep.plan(args.experiment, grid, sets=args.sets, config_file=args.config,
+                      replicas_for=args.replicas_for, max_points=max_points)
     if args.workers is not None and args.workers < 0:
         raise ConfigError(f"--workers must be >= 0, got {args.workers}")
+    if args.workers != 0 and not args.scheduler:
+        sweep.check_workers(args.workers, jobs)
+    sweep.check_metric(args.experiment, jobs[0].config, args.metric)
     kw = dict(sets=args.sets, config_file=args.config, replicas_for=args.replicas_for,
-              metric=args.metric, progress=not args.no_progress, max_points=max_points)
+              metric=args.metric, progress=not args.no_progress, max_points=max_points, check=False)
     if args.workers == 0 and not args.scheduler:
         rows = sweep.run_sweep(args.experiment, grid, args.out, **kw)
     else:
-        client = sweep.dask_client(args.scheduler, args.workers)
+        try:
+            client = sweep.dask_client(args.scheduler, args.workers)
+        except sweep.ClusterError as e:
+            print(f"meanfield: error: {_one_line(e)}", file=sys.stderr)
+            return EXIT_POINTS_FAILED
         try:
             rows = sweep.run_sweep(args.experiment, grid, args.out, executor=client.get_executor(), **kw)
         finally:
@@ -241,10 +254,14 @@ def main(argv=None) -> int:
     corrupted or locked run directory, a config that cannot fit) or a refused file operation,
     printed as one ``meanfield: error: ...`` line on stderr; 3 (``EXIT_DIVERGED``) on a
     ``DivergenceError``; 4 (``EXIT_SHARD_LOST``) when a sharded run loses a rank; 5
-    (``EXIT_POINTS_FAILED``) when a sweep ends with failed points; 130 on Ctrl-C and 143 on
+    (``EXIT_POINTS_FAILED``) when a sweep ends with failed points or its local Dask cluster
+    cannot start its workers (one line, nothing written); 130 on Ctrl-C (also in the first
+    seconds, while imports run: :func:`guard_startup`) and 143 on
     SIGTERM (both release the run directory's lock and stop a sweep's Dask cluster first).  ``--help`` exits through ``SystemExit(0)`` (argparse).  Sets
     ``MPLBACKEND=Agg`` unless already set.
     """
+    if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
+        signal.signal(signal.SIGINT, signal.default_int_handler)     # Ctrl-C raises from here on
     os.environ.setdefault("MPLBACKEND", "Agg")
     from .errors import ShardError
 
@@ -267,8 +284,9 @@ def main(argv=None) -> int:
         print(f"meanfield: diverged: {_one_line(e)} ({_divergence_hint(e)})", file=sys.stderr)
         return EXIT_DIVERGED
     except ShardError as e:
-        print(f"meanfield: {e} (last checkpoint kept; continue with `meanfield resume DIR`)",
-              file=sys.stderr)
+        where = getattr(args, "out", None) if getattr(args, "command", None) == "run" else getattr(args, "run_dir", None)
+        print(f"meanfield: {_one_line(e)} (the run directory keeps its last checkpoint; continue with "
+              f"`meanfield resume {where or 'DIR'}`)", file=sys.stderr)
         return EXIT_SHARD_LOST
     except OSError as e:      # the system refused a file operation (disk full, permissions …)
         where = f" ({e.filename})" if getattr(e, "filename", None) else ""
@@ -282,6 +300,28 @@ def main(argv=None) -> int:
         if previous_term is not None:
             signal.signal(signal.SIGTERM, previous_term)
     return code or 0
+
+
+def guard_startup() -> None:
+    """Ctrl-C in the first seconds of a ``meanfield`` command, while it imports torch and the
+    experiments (before :func:`main` runs), prints one line and exits with status 130 instead
+    of a traceback.  ``meanfield/__init__`` calls this first; it acts only in a process
+    launched as the command (the console script or ``python -m meanfield``), in the main
+    thread, over Python's own SIGINT handler, and :func:`main` puts that handler back."""
+    argv = list(getattr(sys, "orig_argv", None) or [])[1:]
+    while argv and argv[0].startswith("-") and argv[0] not in ("-m", "-c"):
+        argv.pop(0)                                  # interpreter options (-u, -B, -X …)
+    launched = (argv[:2] == ["-m", "meanfield"]
+                or (bool(argv) and Path(argv[0]).name in ("meanfield", "meanfield.exe", "meanfield-script.py")))
+    if (launched and threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+        signal.signal(signal.SIGINT, _interrupted_while_starting)
+
+
+def _interrupted_while_starting(signum, frame):
+    sys.stderr.write("meanfield: interrupted (nothing was started)\n")
+    sys.stderr.flush()
+    os._exit(130)
 
 
 class _Terminated(KeyboardInterrupt):
@@ -310,27 +350,30 @@ def _one_line(e) -> str:
 
 
 def _divergence_hint(e) -> str:
-    """What to do after a divergence: resume from the last checkpoint with a smaller dt when
-    the run has a checkpoint and dt may change on resume, else start again."""
+    """The command that recovers from a divergence, with half the run's dt: where the
+    experiment's resume rule allows dt, ``meanfield resume DIR --set dt=…`` (from the last
+    checkpoint, or from step 0 when none was written); else a new run in a new directory."""
     run_dir = getattr(e, "run_dir", None)
     if run_dir is None:
         return "lower dt"
     prog = getattr(e, "checkpoint", None)
-    if prog is None:
-        return "no checkpoint was written; start again with a smaller dt in a new directory"
     from . import io, runner
 
     try:
-        exp = io.load_run_config(run_dir)["experiment"]
+        rec = io.load_run_config(run_dir)
         from .experiments import get_experiment
 
-        dt_ok = "dt" in get_experiment(exp).Config.resume_mutable
-    except ConfigError:
-        dt_ok = False
-    where = runner.describe_progress(prog)
+        dt_ok = "dt" in get_experiment(rec["experiment"]).Config.resume_mutable
+        half = f"{float(rec['config']['dt']) / 2:.3g}"
+    except (ConfigError, KeyError, TypeError, ValueError):
+        dt_ok, half = False, "..."
+    kept = (f"last checkpoint kept: {runner.describe_progress(prog)}" if prog is not None
+            else "no checkpoint was written")
     if dt_ok:
-        return f"last checkpoint kept: {where}; continue with a smaller dt: meanfield resume {run_dir} --set dt=..."
-    return f"last checkpoint kept: {where}; dt cannot change on resume here: start again with a smaller dt"
+        again = "continue" if prog is not None else "start it again from step 0"
+        return f"{kept}; {again} with a smaller step: meanfield resume {run_dir} --set dt={half}"
+    return (f"{kept}; dt cannot change on resume here: start again in a new directory with a "
+            f"smaller step (--set dt={half})")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -198,6 +198,16 @@ def _start_method() -> str:
     return "forkserver"
 
 
+def quiet_resource_tracker() -> None:
+    """Silence multiprocessing's resource tracker in the processes started from now on.  The
+    tracker (a process of its own, started with the first semaphore) warns at exit about the
+    semaphores of processes stopped by a signal — a killed rank, Dask workers stopped by
+    Ctrl-C — and then cleans them up itself: noise for users, filtered in its environment."""
+    quiet = "ignore:resource_tracker:UserWarning"
+    if quiet not in os.environ.get("PYTHONWARNINGS", ""):
+        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), quiet]))
+
+
 def spawn(fn, nprocs: int, *args, timeout: float = 600.0):
     """Run ``fn(comm, *args)`` on ``nprocs`` new local processes joined in one process group
     (each rank gets its :class:`Comm`); returns rank 0's result.
@@ -208,7 +218,13 @@ def spawn(fn, nprocs: int, *args, timeout: float = 600.0):
     those tensors in this process).  If any rank fails, the
     others are terminated and the failure is raised here: a ``ConfigError`` or
     ``DivergenceError`` of a rank as such (the lowest rank's), anything else as
-    :class:`ShardError` naming the rank and how it ended."""
+    :class:`ShardError` naming the rank and how it ended — also when the ranks cannot be
+    started (the fork server killed: ``EOFError``), after stopping those that had started.
+    torch's "Terminating process" warning and the resource tracker's leaked-semaphore warning
+    that follow a killed rank are silenced (the ShardError says what happened)."""
+    import logging
+    import multiprocessing
+
     import torch.multiprocessing as mp
 
     try:
@@ -218,18 +234,29 @@ def spawn(fn, nprocs: int, *args, timeout: float = 600.0):
                           f"{nprocs} spawned ranks ({type(e).__name__}: {e}); launch the ranks "
                           "with torchrun or srun instead (see meanfield.distributed)") from None
     tmp = tempfile.mkdtemp(prefix="meanfield-shards-")
+    quiet_resource_tracker()
     method = _start_method()
     queue = mp.get_context(method).SimpleQueue()
     messages = []
+    torch_log = logging.getLogger("torch.multiprocessing.spawn")
+    level = torch_log.level
 
     def drain():
         while not queue.empty():
             messages.append(queue.get())
 
     try:
-        ctx = mp.start_processes(_child, args=(nprocs, os.path.join(tmp, "store"), timeout,
-                                               payload, queue),
-                                 nprocs=nprocs, join=False, start_method=method)
+        torch_log.setLevel(logging.ERROR)             # "Terminating process … via signal SIGTERM"
+        before = set(multiprocessing.active_children())
+        try:
+            ctx = mp.start_processes(_child, args=(nprocs, os.path.join(tmp, "store"), timeout,
+                                                   payload, queue),
+                                     nprocs=nprocs, join=False, start_method=method)
+        except (EOFError, ConnectionError) as e:      # the fork server died (killed) mid-start
+            for p in set(multiprocessing.active_children()) - before:
+                p.kill()
+            raise ShardError(f"sharded run stopped: its {nprocs} ranks could not be started ({method} "
+                             f"server lost: {type(e).__name__})") from None
         failed = False
         try:
             while not ctx.join(timeout=0.1):
@@ -243,6 +270,7 @@ def spawn(fn, nprocs: int, *args, timeout: float = 600.0):
         results = [pickle.loads(m[2]) for m in messages if m[0] == "result"]
         return results[0] if results else None
     finally:
+        torch_log.setLevel(level)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -271,5 +299,5 @@ def _failure(errors: dict, exitcodes: list, exc) -> Exception:
     return ShardError(f"sharded run stopped: {str(exc).strip().splitlines()[0][:300]}")
 
 
-__all__ = ["ShardError", "group_comm", "init_group", "is_writer", "launcher_env", "spawn",
-           "threads_per_rank"]
+__all__ = ["ShardError", "group_comm", "init_group", "is_writer", "launcher_env", "quiet_resource_tracker",
+           "spawn", "threads_per_rank"]

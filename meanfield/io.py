@@ -41,20 +41,34 @@ CHECKPOINT_MAGIC = b"MEANFIELD-CHECKPOINT 2 sha256="
 CHECKSUM_KEY = "__checksum__"
 
 
+def with_filename(e: OSError, path) -> OSError:
+    """``e`` with ``path`` as its file when the system named none (a full disk fails a write,
+    not an open: "No space left on device" alone would not say which file)."""
+    if e.filename is None and e.errno is not None:
+        return type(e)(e.errno, e.strerror or str(e), str(path))
+    return e
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically: a temporary ``.NAME.*.tmp`` in the same
-    directory, fsync, then ``os.replace``; the temporary is removed if anything fails."""
+    directory, fsync, then ``os.replace``; the temporary is removed if anything fails.  An
+    OSError of the write (a full disk) names ``path``."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise with_filename(e, path) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise with_filename(e, path) from None
         raise
 
 
@@ -146,10 +160,13 @@ def append_metrics(path: Path, rows: list[dict], columns: list[str]) -> None:
     w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     for r in rows:
         w.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()})
-    with open(path, "ab") as f:
-        f.write(buf.getvalue().encode())
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(path, "ab") as f:
+            f.write(buf.getvalue().encode())
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise with_filename(e, path) from None
 
 
 def read_metrics(path: Path) -> dict[str, np.ndarray]:

@@ -42,10 +42,15 @@ class Run:
     """What a view reads from a run directory: ``config`` (config.json), ``experiment``,
     ``arrays`` (particles.npz), ``snaps`` (``io.read_snapshots``), ``metrics`` (metrics.csv as
     arrays, or {}), ``pde`` (pde.npz, or None), and the snapshots of the phase to show
-    (``phase``: the main one)."""
+    (``phase``: the main one).  The run directory is verified first as ``show``, ``plot`` and
+    ``resume`` verify it (``runner.load_run``: config.json parses into the experiment's
+    Config and agrees with the checkpoint, every checksum holds): ConfigError otherwise."""
 
     def __init__(self, run_dir):
+        from . import runner
+
         self.dir = Path(run_dir)
+        runner.load_run(self.dir)
         rec = io.load_run_config(self.dir)
         self.experiment = rec["experiment"]
         self.record = rec

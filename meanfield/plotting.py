@@ -41,10 +41,31 @@ def save_figure(fig, path) -> Path:
     try:
         fig.savefig(tmp, format=path.suffix.lstrip(".") or "png")
         tmp.replace(path)
+    except OSError as e:                  # a full disk: name the figure
+        raise io.with_filename(e, path) from None
     finally:
         pyplot().close(fig)
         tmp.unlink(missing_ok=True)
     return path
+
+
+def value_scale(ax, values, axis: str = "y") -> str:
+    """Set ``ax``'s value axis (``axis`` "y" or "x") for ``values``: "log" when every finite
+    value is > 0; else "symlog", linear within the decade below the smallest nonzero |value|
+    (at least 10⁻⁴ of the largest), so negative values (a free energy, an entropy) stay on the
+    plot; "linear" when every value is 0.  Returns the scale set."""
+    v = np.asarray([x for x in values if x is not None], dtype=float)
+    v = v[np.isfinite(v)]
+    setter = ax.set_yscale if axis == "y" else ax.set_xscale
+    if v.size and (v > 0).all():
+        setter("log")
+        return "log"
+    nz = np.abs(v[v != 0])
+    if not nz.size:
+        setter("linear")
+        return "linear"
+    setter("symlog", linthresh=float(10 ** np.floor(np.log10(max(nz.min(), nz.max() * 1e-4)))))
+    return "symlog"
 
 
 def plot_risk(run_dir, ax=None):
@@ -132,6 +153,34 @@ def plot_diagnostics(run_dir):
     return fig
 
 
+FREE_ENERGY_COLUMNS = (("free_energy", "free energy F = ½R + (λ/2)∫|θ|² dρ − β⁻¹ Ĥ"),
+                       ("entropy", "entropy Ĥ (k-NN estimate)"))
+
+
+def plot_free_energy(run_dir):
+    """The free energy and the entropy a noisy run records (metrics.csv's ``free_energy``
+    and ``entropy``: the Langevin dynamics' Lyapunov functional and its entropy term)
+    against t, on signed axes: the free energy's logarithmic while it stays > 0, else
+    symmetric-log (``value_scale``), the entropy's linear (both can be negative)."""
+    run_dir = Path(run_dir)
+    m = io.read_metrics(run_dir / io.METRICS)
+    cols = [(k, label) for k, label in FREE_ENERGY_COLUMNS if k in m]
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(cols), figsize=(4 * len(cols), 3.2), dpi=120, squeeze=False)
+    for ax, (key, label) in zip(axes[0], cols):
+        ok = np.isfinite(m[key])
+        ax.plot(m["t"][ok], m[key][ok], color="C2")
+        if key == "free_energy":            # it decays over decades, towards a value of any sign
+            value_scale(ax, m[key][ok])
+        if (m[key][ok] <= 0).any():
+            ax.axhline(0.0, color="0.6", lw=0.6)
+        ax.set_xlabel("t (MMN time, t = k·dt)")
+        ax.set_title(label, fontsize=9)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 def _coordinate(theta, names, coord):
     """Values of a named coordinate of θ [..., D]: a parameter name, or "|w|"."""
     if coord == "|w|":
@@ -176,7 +225,8 @@ def plot_histograms(run_dir, coords=None, max_times: int = 4):
 
 def plot_run(run_dir, coords=None) -> list[Path]:
     """Redraw every figure of a run into DIR/figures/ from its files alone (risk, velocity
-    norm and PL ratio, particle cloud, histograms of ``coords``); returns the paths."""
+    norm and PL ratio, free energy and entropy when the run records them — noisy runs —,
+    particle cloud, histograms of ``coords``); returns the paths."""
     run_dir = Path(run_dir)
     figdir = run_dir / io.FIGURES
     figdir.mkdir(exist_ok=True)
@@ -188,6 +238,12 @@ def plot_run(run_dir, coords=None) -> list[Path]:
         for c in coords:
             _coordinate(np.zeros(len(names)), names, c)
     figures = [("risk.png", plot_risk), ("diagnostics.png", plot_diagnostics)]
+    header = []
+    if (run_dir / io.METRICS).is_file():
+        with open(run_dir / io.METRICS, errors="replace") as f:
+            header = f.readline().strip().split(",")
+    if any(k in header for k, _ in FREE_ENERGY_COLUMNS):
+        figures.append(("free_energy.png", plot_free_energy))
     if has_particles:
         figures += [("particles.png", plot_particles),
                     ("histograms.png", lambda d: plot_histograms(d, coords))]

@@ -197,6 +197,9 @@ def load_run(run_dir):
         if ck is not None and ck.get("format") == 2:
             raise ConfigError(f"{e} (this run was made by an older meanfield, whose {exp.NAME} "
                               "config this version no longer reads)") from None
+        if ck is None and "config key" not in str(e):      # a value this version refuses
+            raise ConfigError(f"{run_dir / io.CONFIG}: {e}; the run never reached a checkpoint: "
+                              f"remove {run_dir} and run it again") from None
         raise
     if ck is not None:
         if ck.get("experiment") != rec["experiment"]:
@@ -393,8 +396,9 @@ def machine_memory() -> int:
 
 def memory_needed(cfg) -> int:
     """Estimated peak bytes of a run of ``cfg``: what its Config declares
-    (``cfg.memory_bytes()``: particles, snapshots, samples, the backend's workspace)."""
-    return int(cfg.memory_bytes())
+    (``cfg.bytes_needed()``: ``memory_bytes()`` — particles, snapshots, samples, the backend's
+    workspace — plus the size-like keys' ``size_terms()``: n_values, n_boot, grid cells …)."""
+    return int(cfg.bytes_needed() if hasattr(cfg, "bytes_needed") else cfg.memory_bytes())
 
 
 def _gb(n: float) -> str:

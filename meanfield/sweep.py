@@ -8,14 +8,17 @@ writes
 
     DIR/sweep.json           the experiment, grid, fixed overrides (a record, for people)
     DIR/<point>/             one run directory per point (docs/design.md §3), e.g. DIR/N=100_seed=3/
-    DIR/summary.csv          one row per point: the grid values, run, status, final_risk,
-                             best_risk, t_final, wall_s   (rewritten atomically after every point)
+    DIR/summary.csv          one row per point: the grid values, run, status, final_<metric>,
+                             best_<metric> (final_risk, best_risk by default), t_final, wall_s
+                             (rewritten atomically after every point)
 
 Grid specs (``--grid``, repeatable, one key each): ``KEY=v1,v2,...`` (values separated by
 ``;`` instead when a value holds commas, e.g. ``xi=power:1,0.25,1;power:1,0.5,1``) or an integer
 range ``KEY=a:b[:step]`` (Python's range(a, b, step): ``seed=0:8`` is 0 … 7).  The grid is
 the Cartesian product, first key slowest.  Every point's config is built and validated in the
-parent before anything runs: a bad spec or value is a ConfigError (exit 2, nothing written).
+parent before anything runs, ``--metric`` is checked against what the first point measures
+(``sweep_report.check_metric``) and ``--workers`` against the machine's memory
+(:func:`check_workers`): a bad spec or value is a ConfigError (exit 2, nothing written).
 
 **Execution.**  :func:`run_sweep` takes any ``concurrent.futures``-style executor (an object
 with ``submit(fn, *args) -> Future``): :class:`SerialExecutor` (in this process, for tests
@@ -57,7 +60,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
-import csv
 import itertools
 import math
 import os
@@ -67,12 +69,16 @@ from pathlib import Path
 
 from . import io
 from .errors import ConfigError
+from .sweep_report import MetricError, check_metric, metric_values, read_summary, stat_columns
 
 SUMMARY, RECORD = "summary.csv", "sweep.json"
 MAX_POINTS = 100_000          # default limit on a grid's size (--max-points)
 _RANGE = re.compile(r"^\s*(-?\d+)\s*:\s*(-?\d+)\s*(?::\s*(-?\d+)\s*)?$")
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-RESULT_COLUMNS = ("run", "status", "final_risk", "best_risk", "t_final", "wall_s")
+RESULT_COLUMNS = ("run", "status", "final_risk", "best_risk", "t_final", "wall_s")   # metric risk
+# resident memory of one Dask worker process after a point (torch and meanfield imported):
+# 332 MB measured on this machine after a teacher-student point, rounded up with its nanny's share
+WORKER_BYTES = 350_000_000
 
 
 # ---- grid ------------------------------------------------------------------------------
@@ -101,11 +107,11 @@ def parse_grid(specs, *, max_points: int = MAX_POINTS) -> dict[str, list[str]]:
             step = int(m.group(3)) if m.group(3) is not None else 1
             if step == 0:
                 raise ConfigError(f"--grid {spec!r}: range step must not be 0")
-            r = range(a, b, step)
-            if not len(r):
+            n = max(0, -((a - b) // step))          # len(range(a, b, step)), for any integers
+            if not n:
                 raise ConfigError(f"--grid {spec!r}: range {a}:{b} is empty (b is excluded, as in Python)")
-            _check_size(total * len(r), max_points)
-            values = [str(v) for v in r]
+            _check_size(total * n, max_points)
+            values = [str(v) for v in range(a, b, step)]
         else:
             parts = raw.split(";") if ";" in raw else raw.split(",")
             values = [p.strip() for p in parts]
@@ -153,10 +159,13 @@ def point_name(point: dict) -> str:
 
 class Job:
     """One unit of work: a run directory for one config (``seeds`` > 1 when the grid's
-    seeds run as replicas).  ``points`` are the grid points it covers (one per replica)."""
+    seeds run as replicas).  ``points`` are the grid points it covers (one per replica);
+    ``bytes`` the memory its run needs (``runner.memory_needed``)."""
 
-    def __init__(self, name: str, config: dict, points: list[dict], replica_key: str | None):
+    def __init__(self, name: str, config: dict, points: list[dict], replica_key: str | None,
+                 bytes: int = 0):
         self.name, self.config, self.points, self.replica_key = name, config, points, replica_key
+        self.bytes = bytes
 
 
 def plan(experiment: str, grid: dict[str, list[str]], *, sets=(), config_file=None,
@@ -193,13 +202,14 @@ def plan(experiment: str, grid: dict[str, list[str]], *, sets=(), config_file=No
 
     def build(point):
         cfg = exp.Config.build(config_file, list(sets) + [f"{k}={v}" for k, v in point.items()])
-        check_memory(cfg)
+        need[0] = check_memory(cfg)
         return cfg
 
     jobs: list[Job] = []
+    need = [0]
     if replicas_for is None:
         for p in points:
-            jobs.append(Job(point_name(p), build(p).to_dict(), [p], None))
+            jobs.append(Job(point_name(p), build(p).to_dict(), [p], None, need[0]))
     else:
         groups: dict[tuple, list[dict]] = {}
         for p in points:
@@ -214,7 +224,7 @@ def plan(experiment: str, grid: dict[str, list[str]], *, sets=(), config_file=No
             cfg = build({**pts[0], "replicas": str(len(pts))})
             label = dict(rest)
             label["seed"] = f"{seeds[0]}..{seeds[-1]}" if len(seeds) > 1 else str(seeds[0])
-            jobs.append(Job(point_name(label), cfg.to_dict(), pts, "seed"))
+            jobs.append(Job(point_name(label), cfg.to_dict(), pts, "seed", need[0]))
     names = [j.name for j in jobs]
     for i, j in enumerate(jobs):          # make names unique (sanitising can collide)
         if names.count(j.name) > 1:
@@ -223,27 +233,6 @@ def plan(experiment: str, grid: dict[str, list[str]], *, sets=(), config_file=No
 
 
 # ---- executing one point ------------------------------------------------------------------
-def _metric_columns(run_dir: Path, metric: str, replicas: int):
-    """Per replica: (final value, best value, final t) of ``metric`` from metrics.csv;
-    :class:`MetricError` when the table has rows but no such column."""
-    path = run_dir / io.METRICS
-    m = io.read_metrics(path) if path.exists() else {}
-    if m and metric not in m and f"{metric}_r0" not in m:
-        raise MetricError(f"--metric {metric!r} is not a column of {run_dir.name}'s {io.METRICS} "
-                          f"(columns: {', '.join(m)})")
-    out = []
-    for r in range(replicas):
-        col = f"{metric}_r{r}" if replicas > 1 and f"{metric}_r{r}" in m else metric
-        if col in m and len(m[col]):
-            v = m[col]
-            finite = v[~(v != v)]
-            out.append((float(v[-1]), float(finite.min()) if len(finite) else math.nan,
-                        float(m["t"][-1]) if "t" in m else math.nan))
-        else:
-            out.append((math.nan, math.nan, math.nan))
-    return out
-
-
 def _threads_from_env():
     n = os.environ.get("OMP_NUM_THREADS")
     if n and n.isdigit() and int(n) > 0:
@@ -251,10 +240,6 @@ def _threads_from_env():
 
         if torch.get_num_threads() != int(n):
             torch.set_num_threads(int(n))
-
-
-class MetricError(ConfigError):
-    """``--metric`` names no column of the experiment's metrics.csv (stops the sweep)."""
 
 
 def run_point(experiment: str, config: dict, run_dir: str, metric: str = "risk") -> dict:
@@ -296,7 +281,7 @@ def run_point(experiment: str, config: dict, run_dir: str, metric: str = "risk")
             resumed = True
     else:
         runner.run(exp, cfg, out, progress=False)
-    values = _metric_columns(out, metric, cfg.replicas)
+    values = metric_values(out, metric, cfg.replicas)
     return {"status": "ok", "wall_s": time.perf_counter() - started, "resumed": resumed,
             "skipped": skipped, "values": values}
 
@@ -329,12 +314,6 @@ class SerialExecutor:
 
 
 # ---- the sweep ----------------------------------------------------------------------------
-def read_summary(path) -> list[dict]:
-    """summary.csv as a list of dicts of strings."""
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def _read_summary(path: Path) -> dict[str, dict]:
     """Previous summary rows keyed by (run, replica); {} when there is none."""
     if not path.exists():
@@ -381,9 +360,12 @@ def warm_up(experiment: str, jobs: list[Job]) -> None:
 
 def run_sweep(experiment: str, grid, out, *, sets=(), config_file=None, executor=None,
               replicas_for: str | None = None, metric: str = "risk", progress: bool = True,
-              point_fn=None, warmup: bool = True, max_points: int = MAX_POINTS) -> list[dict]:
+              point_fn=None, warmup: bool = True, max_points: int = MAX_POINTS,
+              check: bool = True) -> list[dict]:
     """Run every point of ``grid`` (a dict {key: [values]} or a list of ``--grid`` specs)
-    into ``out``; returns the summary rows (also written to ``out/summary.csv``).
+    into ``out``; returns the summary rows (also written to ``out/summary.csv``).  With
+    ``check``, ``metric`` is checked first (``sweep_report.check_metric``; the CLI checks it
+    before starting a cluster).
 
     ``executor``: any object with ``submit(fn, *args) -> concurrent.futures.Future``
     (default :class:`SerialExecutor`).  ``point_fn(experiment, config, run_dir, metric)``
@@ -392,15 +374,17 @@ def run_sweep(experiment: str, grid, out, *, sets=(), config_file=None, executor
     run directory is locked by its own run.  See the module docstring for restarts,
     failures and replicas.
     """
-    with _locked_sweep_dir(experiment, grid, out, sets, config_file, replicas_for, max_points) as (grid, out, jobs):
+    with _locked_sweep_dir(experiment, grid, out, sets, config_file, replicas_for, max_points,
+                           metric if check else None) as (grid, out, jobs):
         return _run_sweep(experiment, grid, out, jobs, sets=sets, config_file=config_file,
                           executor=executor, replicas_for=replicas_for, metric=metric,
                           progress=progress, point_fn=point_fn, warmup=warmup)
 
 
 @contextlib.contextmanager
-def _locked_sweep_dir(experiment, grid, out, sets, config_file, replicas_for, max_points):
-    """Check everything, then create and lock the sweep directory: (grid, out, jobs)."""
+def _locked_sweep_dir(experiment, grid, out, sets, config_file, replicas_for, max_points, metric):
+    """Check everything (the metric too, unless None), then create and lock the sweep
+    directory: (grid, out, jobs)."""
     if not isinstance(grid, dict):
         grid = parse_grid(grid, max_points=max_points)
     if out is None or str(out).strip() == "":
@@ -412,6 +396,8 @@ def _locked_sweep_dir(experiment, grid, out, sets, config_file, replicas_for, ma
         raise ConfigError(f"--out {out} holds a single run, not a sweep")
     jobs = plan(experiment, grid, sets=sets, config_file=config_file, replicas_for=replicas_for,
                 max_points=max_points)
+    if metric is not None:
+        check_metric(experiment, jobs[0].config, metric)
     if (out / RECORD).exists():
         old = io.read_json(out / RECORD)
         if not isinstance(old, dict):
@@ -450,7 +436,7 @@ def _run_sweep(experiment, grid, out, jobs, *, sets, config_file, executor, repl
             row["run"] = job.name
             row["status"] = status
             fin, best, tf = res["values"][r] if res else (math.nan, math.nan, math.nan)
-            row.update(final_risk=fin, best_risk=best, t_final=tf)
+            row.update(zip(stat_columns(metric), (fin, best)), t_final=tf)
             wall = res["wall_s"] if res else math.nan
             if res and res.get("skipped"):
                 prev = previous.get((job.name, str(r) if job.replica_key else ""))
@@ -528,38 +514,65 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def check_workers(workers: int | None, jobs: list[Job] = ()) -> int:
+    """The number of LocalCluster workers (default: one per core), or ConfigError (before
+    anything starts) when ``workers`` processes — ``WORKER_BYTES`` each plus the largest
+    point's run (``Job.bytes``) — need more memory than the machine has."""
+    from .runner import machine_memory
+
+    n = default_workers() if workers is None else workers
+    if n < 1:
+        raise ConfigError(f"--workers must be >= 1 for a Dask cluster, got {n}")
+    per = WORKER_BYTES + max((j.bytes for j in jobs), default=0)
+    if n * per > machine_memory():
+        raise ConfigError(f"--workers {n} needs about {n * per / 1e9:.3g} GB ({per / 1e6:.0f} MB per worker "
+                          f"process and its point); this machine has {machine_memory() / 1e9:.3g} GB: "
+                          f"at most {max(1, machine_memory() // per)} workers")
+    return n
+
+
+class ClusterError(RuntimeError):
+    """The local Dask cluster could not start its workers (a worker killed while starting,
+    out of memory …); nothing has run: the same command may be run again."""
+
+
 def dask_client(scheduler: str | None = None, workers: int | None = None):
     """A ``distributed.Client``: to ``scheduler`` (or ``DASK_SCHEDULER_ADDRESS``) when given,
     else to a new in-process LocalCluster of ``workers`` single-threaded worker processes
-    (default: one per core) whose environment has ``OMP_NUM_THREADS=1``.  Close it (it is a
-    context manager) to stop the cluster."""
+    (default: one per core; :func:`check_workers`) whose environment has
+    ``OMP_NUM_THREADS=1``.  Close it (it is a context manager) to stop the cluster.
+    ConfigError for a scheduler that is unreachable or not an address; :class:`ClusterError`
+    when the LocalCluster does not start."""
     import logging
 
     import dask
     from distributed import Client, LocalCluster
 
+    from .distributed import quiet_resource_tracker
+
     address = scheduler or dask.config.get("scheduler-address", None)
     if address:
         try:
             return Client(address, timeout="20s")
-        except (OSError, TimeoutError) as e:
-            raise ConfigError(f"cannot reach the Dask scheduler at {address} ({type(e).__name__}: {e})") from None
-    n = default_workers() if workers is None else workers
-    if n < 1:
-        raise ConfigError(f"--workers must be >= 1 for a Dask cluster, got {n}")
+        except (OSError, TimeoutError, ValueError, TypeError) as e:
+            raise ConfigError(f"cannot reach the Dask scheduler at {address} ({type(e).__name__}: "
+                              f"{' '.join(str(e).split())})") from None
+    n = check_workers(workers)
     env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    # multiprocessing's resource tracker (a process of its own, started with the cluster)
-    # warns at exit about the semaphores of worker processes stopped by Ctrl-C, and then
-    # cleans them up itself: noise for users, silenced in its environment only
-    quiet = "ignore:resource_tracker:UserWarning"
-    if quiet not in os.environ.get("PYTHONWARNINGS", ""):
-        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), quiet]))
-    with dask.config.set({f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in env.items()}):
-        # the scheduler serves HTTP even without a dashboard, on 8787 unless told otherwise:
-        # ":0" takes a free port (two sweeps at once used to print "Port 8787 is already in use")
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                               dashboard_address=":0", silence_logs=logging.ERROR)
-    client = Client(cluster)
+    quiet_resource_tracker()
+    cluster = None
+    try:
+        with dask.config.set({f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in env.items()}):
+            # the scheduler serves HTTP even without a dashboard, on 8787 unless told otherwise:
+            # ":0" takes a free port (two sweeps at once used to print "Port 8787 is already in use")
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                   dashboard_address=":0", silence_logs=logging.CRITICAL)
+        client = Client(cluster)
+    except Exception as e:  # noqa: BLE001 — "Nanny failed to start", a timeout …
+        if cluster is not None:
+            cluster.close()
+        raise ClusterError(f"the local Dask cluster could not start its {n} workers ({type(e).__name__}: "
+                           f"{' '.join(str(e).split())[:200]}); nothing ran: run the same command again") from None
     client._meanfield_cluster = cluster            # closed with the client (see close_client)
     return client
 
@@ -573,4 +586,5 @@ def close_client(client) -> None:
 
 
 __all__ = ["parse_grid", "expand", "point_name", "plan", "run_point", "run_sweep", "warm_up",
-           "SerialExecutor", "dask_client", "close_client", "read_summary"]
+           "SerialExecutor", "check_workers", "ClusterError", "dask_client", "close_client",
+           "read_summary", "MetricError"]

@@ -406,8 +406,9 @@ def stage_cli() -> None:
 def experiments_page() -> str:
     """experiments.md: one section per registered experiment (``meanfield.experiments.names()``,
     entry points included): its documentation, movie views, every config key with its type,
-    default and presets, and the keys a resume may change — from the declarations alone, so
-    an experiment registered by one line appears here without editing this script."""
+    default, meaning (``Config.key_help()``, what ``meanfield config`` prints) and presets,
+    and the keys a resume may change — from the declarations alone, so an experiment
+    registered by one line appears here without editing this script."""
     import dataclasses
 
     from meanfield.experiments import get_experiment, names, views_of
@@ -427,10 +428,12 @@ def experiments_page() -> str:
         views = views_of(exp)
         if views:
             text.append(f"Movies (`meanfield animate DIR --what VIEW`): {', '.join(views)}.\n")
-        rows = ["| key | type | default | presets |", "|---|---|---|---|"]
+        meaning = cfg.key_help() if hasattr(cfg, "key_help") else {}
+        rows = ["| key | type | default | meaning | presets |", "|---|---|---|---|---|"]
         for f in dataclasses.fields(cfg):
             pre = "; ".join(f"{p}: `{vals[f.name]!r}`" for p, vals in presets.items() if f.name in vals)
-            rows.append(f"| `{f.name}` | {types[f.name].__name__} | `{f.default!r}` | {pre} |")
+            text_ = meaning.get(f.name, "").replace("|", "\\|")          # a table cell
+            rows.append(f"| `{f.name}` | {types[f.name].__name__} | `{f.default!r}` | {text_} | {pre} |")
         text.append("\n".join(rows) + "\n")
         text.append("Keys a resume may change: "
                     + (", ".join(f"`{k}`" for k in cfg.resume_mutable) or "none") + ".\n")

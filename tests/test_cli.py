@@ -196,3 +196,72 @@ def test_config_lists_every_key_with_its_default_and_presets(capsys):
     assert "800" in keys["N"] and "(scale=small: 300)" in keys["N"]
     assert main(["config", "no-such-thing"]) == 2
     assert "unknown experiment" in capsys.readouterr().err
+
+
+def test_every_key_of_every_experiment_says_what_it_means(capsys):
+    """`meanfield config EXPERIMENT` prints one line of meaning per key (``Config.key_help``,
+    which the docs site's experiments page shows too): none is left undescribed."""
+    from meanfield.experiments import get_experiment, names
+
+    undescribed = [(n, k) for n in names() for k, text in get_experiment(n).Config.key_help().items()
+                   if not text.strip() or "\n" in text]
+    assert not undescribed, undescribed
+    for name in names():
+        assert main(["config", name]) == 0
+        lines = capsys.readouterr().out.splitlines()[1:-1]
+        meaning = get_experiment(name).Config.key_help()
+        by_key = {line.split()[0]: line for line in lines}
+        assert set(by_key) == set(meaning)
+        assert all(meaning[k] in line for k, line in by_key.items()), name
+    assert main(["config", "dataset"]) == 0
+    by_key = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:-1]}
+    assert "squared or logistic" in by_key["loss"] and "(loss=squared: 0.02)" in by_key["dt"]
+
+
+def test_sweep_help_shows_ranges_with_a_step(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["sweep", "--help"])
+    assert stop.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "KEY=V1,V2|A:B[:STEP]" in text and "'N=100:1000:100' (A:B:STEP, B excluded" in text
+
+
+@pytest.mark.parametrize("loss, steps", [("squared", 1000), ("logistic", 200)])
+def test_the_dataset_defaults_descend_for_both_losses(tmp_path, capsys, loss, steps):
+    """The default dt of each loss (logistic 2, squared 0.02) on the default data and N: the
+    training risk falls at every recorded row (dt = 2 diverged for the squared loss)."""
+    out = tmp_path / loss
+    code, _, err = run_cli(capsys, "run", "dataset", "--set", f"loss={loss}", "--set", f"steps={steps}",
+                           "--set", "log_every=20", "--set", "save_every=100", "--out", str(out),
+                           "--no-progress")
+    assert code == 0, err
+    cfg = json.loads((out / "config.json").read_text())["config"]
+    assert cfg["dt"] == (0.02 if loss == "squared" else 2.0)
+    risk = io.read_metrics(out / io.METRICS)["risk"]
+    assert np.all(np.diff(risk) < 0) and risk[-1] < 0.3 * risk[0]
+
+
+def test_a_noisy_run_draws_its_free_energy_and_entropy_on_signed_axes(tmp_path, capsys):
+    """teacher-student with finite β records the free energy (negative here) and the entropy:
+    plot_run draws both, on a symmetric-log axis where the free energy changes sign."""
+    import matplotlib
+
+    from meanfield import plotting
+
+    out = tmp_path / "noisy"
+    code, _, err = run_cli(capsys, "run", "teacher-student", "--set", "N=50", "--set", "d=3",
+                           "--set", "steps=100", "--set", "beta=100", "--set", "lam=0.01",
+                           "--set", "backend=torch", "--out", str(out), "--no-progress")
+    assert code == 0, err
+    m = io.read_metrics(out / io.METRICS)
+    assert (m["free_energy"] < 0).any() and (m["free_energy"] > 0).any()
+    assert (out / "figures" / "free_energy.png").stat().st_size > 1000
+    fig = plotting.plot_free_energy(out)
+    f_ax, h_ax = fig.axes
+    assert f_ax.get_yscale() == "symlog" and h_ax.get_yscale() == "linear"
+    lo, hi = f_ax.get_ylim()
+    assert lo < m["free_energy"].min() and hi > m["free_energy"].max()      # every value shown
+    matplotlib.pyplot.close(fig)
+    quiet = tmp_path / "quiet"
+    assert main(["run", "teacher-student", *SMALL, "--out", str(quiet)]) == 0
+    assert not (quiet / "figures" / "free_energy.png").exists()              # noiseless: no panel

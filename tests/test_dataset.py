@@ -256,7 +256,7 @@ def test_a_sweep_over_N_works_unchanged(tmp_path):
                            "checkpoint_every=20", "data=sklearn:iris12"],
                      metric="test_error", progress=False, warmup=False)
     assert len(rows) == 4 and all(r["status"] == "ok" for r in rows)
-    assert all(0 <= r["final_risk"] <= 1 for r in rows)        # the summarised metric: test error
+    assert all(0 <= r["final_test_error"] <= 1 for r in rows)  # the summarised metric, named after it
 
 
 def test_the_config_takes_its_input_dimension_from_the_data(tmp_path):

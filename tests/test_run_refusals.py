@@ -380,30 +380,52 @@ def test_show_and_plot_of_a_file_or_nothing(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.txt"]
 
 
-def test_a_bogus_metric_stops_the_sweep_with_status_2(tmp_path, capsys):
+@pytest.mark.parametrize("workers", [["--workers", "0"], []])
+def test_a_bogus_metric_is_refused_before_the_sweep_runs(tmp_path, capsys, workers):
+    """In this process or on a Dask cluster (refused before it starts): one measured row of
+    the first point says which columns there are; nothing is written."""
     out = tmp_path / "S"
+    t0 = time.perf_counter()
     err = refused(capsys, "--metric 'bogus' is not a column", "sweep", "teacher-student",
                   "--grid", "seed=0:3", "--set", "N=20", "--set", "d=3", "--set", "steps=5",
-                  "--set", "backend=torch", "--workers", "0", "--metric", "bogus", "--out", str(out),
+                  "--set", "backend=torch", *workers, "--metric", "bogus", "--out", str(out),
                   "--no-progress")
-    assert "risk" in err                                        # names the columns there are
+    assert "risk" in err and "velocity_sq" in err               # names the columns there are
+    assert not out.exists() and time.perf_counter() - t0 < 15
 
 
-def test_divergence_names_the_directory_and_the_checkpoint(tmp_path, capsys):
+def test_divergence_names_the_command_that_recovers_with_half_the_step(tmp_path, capsys):
     diverge = ["--set", "N=20", "--set", "d=3", "--set", "backend=torch", "--set", "dt=1e30",
                "--set", "steps=40", "--no-progress"]
     code, _, err = cli(capsys, "run", "teacher-student", "--out", str(tmp_path / "a"), *diverge,
                        "--set", "checkpoint_every=100")
     assert code == 3 and "DIR" not in err and err.count("\n") == 1
     assert "no checkpoint was written" in err and "last checkpoint kept" not in err
+    assert f"start it again from step 0 with a smaller step: meanfield resume {tmp_path / 'a'} --set dt=5e+29" in err
     code, _, err = cli(capsys, "run", "teacher-student", "--out", str(tmp_path / "b"), *diverge,
                        "--set", "checkpoint_every=1")
     assert code == 3 and "last checkpoint kept: phase 1 of 1 (main): step" in err
-    assert f"meanfield resume {tmp_path / 'b'} --set dt=..." in err
+    assert f"continue with a smaller step: meanfield resume {tmp_path / 'b'} --set dt=5e+29" in err
     code, _, err = cli(capsys, "run", "n-scaling", "--out", str(tmp_path / "c"), "--set", "scale=small",
                        "--set", "m0=50", "--set", "dt=1e30", "--set", "steps=20",
                        "--set", "checkpoint_every=1", "--no-progress")
     assert code == 3 and "last checkpoint kept" in err and "dt cannot change on resume here" in err
+    assert "start again in a new directory with a smaller step (--set dt=5e+29)" in err
+    assert "meanfield resume" not in err
+
+
+def test_the_suggested_resume_recovers_a_diverged_squared_loss_run(tmp_path, capsys):
+    """dt = 2 (the logistic loss's default) diverges for the squared loss: the message names
+    `meanfield resume DIR --set dt=1`, and resuming that directory with a smaller step runs
+    it to the end, no new directory needed."""
+    out = tmp_path / "sq"
+    small = ["--set", "loss=squared", "--set", "steps=40", "--set", "log_every=10",
+             "--set", "save_every=20", "--no-progress"]
+    code, _, err = cli(capsys, "run", "dataset", "--out", str(out), "--set", "dt=2", *small)
+    assert code == 3 and err.count("\n") == 1 and f"meanfield resume {out} --set dt=1" in err
+    code, stdout, err = cli(capsys, "resume", str(out), "--set", "dt=0.02", "--no-progress")
+    assert code == 0, err
+    assert io.read_metrics(out / io.METRICS)["step"][-1] == 40 and runner.status(out) == "finished"
 
 
 def test_a_run_killed_while_drawing_figures_is_completed_by_plot(tmp_path, capsys, monkeypatch):
@@ -494,3 +516,141 @@ def test_resume_refuses_a_run_whose_data_file_changed(tmp_path, capsys):
     before = files(out)
     refused(capsys, "changed since the run started", "resume", str(out), "--set", "steps=20",
             before=before, where=out)
+
+
+# ---- 9. more hostile cases: one line, exit 2, nothing written ----------------------------------
+SWEEP_TINY = ["--set", "N=20", "--set", "d=3", "--set", "steps=5", "--set", "backend=torch", "--no-progress"]
+
+
+def test_a_grid_range_past_64_bits_is_refused_before_it_is_expanded(tmp_path, capsys):
+    out = tmp_path / "S"
+    refused(capsys, "the grid has 18446744073709551616 points, more than --max-points", "sweep",
+            "teacher-student", "--grid", "seed=0:18446744073709551616", "--out", str(out))
+    refused(capsys, "more than --max-points", "sweep", "teacher-student",
+            "--grid", "seed=0:-99999999999999999999999:-7", "--out", str(out))
+    assert not out.exists()
+
+
+def test_a_scheduler_address_that_is_no_address_is_refused(tmp_path, capsys):
+    out = tmp_path / "S"
+    refused(capsys, "cannot reach the Dask scheduler at garbage:// (ValueError: unknown address scheme",
+            "sweep", "teacher-student", "--grid", "seed=0:2", *SWEEP_TINY, "--scheduler", "garbage://",
+            "--out", str(out))
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("experiment", ["linear-obstruction", "resnet-rkhs"])
+def test_threads_below_zero_are_refused_before_anything_is_written(tmp_path, capsys, experiment):
+    out = tmp_path / "r"
+    refused(capsys, "threads must be >= 0, got -1", "run", experiment, "--set", "scale=small",
+            "--set", "threads=-1", "--out", str(out))
+    assert not out.exists()
+
+
+def test_a_directory_stuck_with_a_refused_value_is_clearly_refused(tmp_path, capsys):
+    """An earlier version wrote config.json and figures/ before refusing threads=-1: resume
+    (with or without a fix), show, plot and animate name config.json and the way out, and
+    change nothing."""
+    from meanfield.experiments import get_experiment
+
+    stuck = tmp_path / "lo"
+    (stuck / io.FIGURES).mkdir(parents=True)
+    cfg = get_experiment("linear-obstruction").Config.build(None, ["scale=small"]).to_dict()
+    io.write_json(stuck / io.CONFIG, io.run_record("linear-obstruction", {**cfg, "threads": -1}, {}), strict=True)
+    (stuck / io.LOCK).touch()                           # as the refused run left it
+    before = files(stuck)
+    for cmd in (["resume", str(stuck)], ["resume", str(stuck), "--set", "threads=1"], ["show", str(stuck)],
+                ["plot", str(stuck)], ["animate", str(stuck)]):
+        err = refused(capsys, f"remove {stuck} and run it again", *cmd, before=before, where=stuck)
+        assert f"{stuck / io.CONFIG}: threads must be >= 0, got -1" in err
+
+
+def test_workers_beyond_the_machine_are_refused_before_a_cluster_starts(tmp_path, capsys):
+    out = tmp_path / "S"
+    t0 = time.perf_counter()
+    err = refused(capsys, "--workers 1000000000 needs about", "sweep", "teacher-student",
+                  "--grid", "seed=0:2", *SWEEP_TINY, "--workers", "1000000000", "--out", str(out))
+    assert "this machine has" in err and "at most" in err
+    assert time.perf_counter() - t0 < 10 and not out.exists()
+
+
+# every size-like key besides N, d and replicas, found by setting each integer key of every
+# experiment to 10⁹: each is bounded by the memory check (n_values first by the N grid)
+SIZE_KEYS = [("mmn-isotropic", "pde_cells"), ("mmn-isotropic", "n_iid"), ("chaos-rate", "n_values"),
+             ("chaos-rate", "n_boot"), ("n-scaling", "n_values"), ("n-scaling", "n_boot"),
+             ("cb-relu2d", "n_train"), ("cb-relu2d", "n_snap"), ("cb-threshold", "m0"),
+             ("mfld-torus", "n_targets"), ("mfld-torus", "modes"), ("pde2d-teacher", "n_values"),
+             ("pde2d-teacher", "cells"), ("pde2d-teacher", "w2_sub"), ("pde2d-teacher", "n_boot"),
+             ("pde2d-torus", "n_targets"), ("pde2d-torus", "modes"), ("resnet-limit", "n_train"),
+             ("resnet-limit", "n_test"), ("resnet-rkhs", "n_pairs"), ("lazy-vs-meanfield", "n_boot")]
+
+
+@pytest.mark.parametrize("experiment, key", SIZE_KEYS)
+def test_every_size_like_key_is_bounded_like_N(tmp_path, capsys, monkeypatch, experiment, key):
+    monkeypatch.setenv("MEANFIELD_MEMORY_LIMIT", "16e9")
+    out = tmp_path / "r"
+    t0 = time.perf_counter()
+    err = refused(capsys, f"{key}", "run", experiment, "--set", "scale=small", "--set", f"{key}=1000000000",
+                  "--out", str(out))
+    assert f"{key}=1000000000" in err or f"{key} must be <=" in err
+    assert ("needs about" in err and "this machine has 16 GB" in err) or key == "n_values"
+    assert time.perf_counter() - t0 < 20 and not out.exists()
+
+
+def test_a_grid_of_a_size_like_key_is_bounded_before_the_sweep_runs(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MEANFIELD_MEMORY_LIMIT", "16e9")
+    out = tmp_path / "S"
+    refused(capsys, "n_boot=1000000000", "sweep", "n-scaling", "--set", "scale=small",
+            "--grid", "n_boot=100,1000000000", "--workers", "0", "--out", str(out))
+    refused(capsys, "n_values must be <= N - N_min + 1", "sweep", "n-scaling", "--set", "scale=small",
+            "--grid", "n_values=3,1000000000", "--workers", "0", "--out", str(out))
+    assert not out.exists()
+
+
+def test_a_geometric_N_grid_has_three_values_once_N_exceeds_N_min_by_two():
+    """What lets the multi-N configs check "at least 3 distinct N" without expanding the grid."""
+    from meanfield.experiments.config import geometric_grid
+
+    for lo in range(1, 40):
+        for hi in list(range(lo + 2, lo + 60)) + [10 * lo + 7, 1000 * lo]:
+            for n in (3, 4, 5, 7, 10, 33):
+                if n <= hi - lo + 1:
+                    assert len(geometric_grid(lo, hi, n)) >= 3, (lo, hi, n)
+    assert len(geometric_grid(5, 6, 2)) == 2                    # N − N_min = 1: two at most
+
+
+@pytest.mark.parametrize("value, needle", [("abc", "N must be an integer, got 'abc'"),
+                                           (10 ** 12, "does not match its checkpoint (N: 1000000000000")])
+def test_animate_verifies_the_run_directory_as_show_does(run_a, capsys, value, needle):
+    rec = json.loads((run_a / io.CONFIG).read_text())
+    rec["config"]["N"] = value
+    (run_a / io.CONFIG).write_text(json.dumps(rec))
+    before = files(run_a)
+    for cmd in (["animate", str(run_a), "--no-progress"], ["show", str(run_a)]):
+        refused(capsys, needle, *cmd, before=before, where=run_a)
+
+
+@pytest.mark.parametrize("value", ["2", "1.0001", "0", "-0.5", "nan", "inf"])
+def test_a_split_out_of_its_range_is_refused(tmp_path, capsys, value):
+    out = tmp_path / "r"
+    refused(capsys, "split must be", "run", "resnet-rkhs", "--set", "scale=small", "--set", f"split={value}",
+            "--out", str(out))
+    assert not out.exists()
+
+
+def test_a_full_disk_names_the_file(tmp_path, capsys, monkeypatch):
+    """ENOSPC on a write (fsync here; a tmpfs filled up in the hostile tests) names the file,
+    in the one line of status 2."""
+    import errno
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(io.os, "fsync", full)
+    out = tmp_path / "r"
+    code, _, err = cli(capsys, "run", "teacher-student", "--out", str(out), *TINY)
+    monkeypatch.undo()
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("meanfield: error: No space left on device (") and f"({out}/" in err
+    named = Path(err.split("(")[-1].rstrip(")\n"))
+    assert named.parent == out and not named.name.endswith(".tmp")

@@ -99,6 +99,24 @@ class Config(TwoLayerConfig):
 
     _choices = {"scale": ("full", "small")}
     _presets = {"scale": {"small": SMALL}}
+    _help = {"scale": "preset: full (the README's run) or small (scale=small: the tests')",
+             "N": "particles m of the well-specified runs",
+             "N_few": "the too-narrow width (fewer particles than the teacher needs)",
+             "d": "input dimension (2: the plane)",
+             "dt": "GD step (Chizat–Bach's step η is 2·dt)",
+             "m0": "units of the teacher",
+             "n_train": "inputs on the unit circle (the finite dataset)",
+             "replicas": "independent seeds per width (replicas of one tensor)",
+             "teacher_seed": "seed of the teacher's directions and of the inputs",
+             "init_radius": "particles start uniform on the sphere of this radius in R³",
+             "lam": "λ of the penalty (λ/2)|θ|² (Chizat–Bach's λ is λ/2)",
+             "n_snap": "log-spaced snapshots over the run",
+             "fail_factor": "a seed fails above fail_factor × the worst final risk at m = N",
+             "alpha": "output scale α: the network trained is α f (lazy as α grows)",
+             "centred": "with alpha: train α (f − f_0), the output at initialisation removed"}
+    # the inputs' activations (replicas × m × n_train) and the log-spaced snapshots
+    _size_terms = {"n_train": lambda c: 8 * c.n_train * (8 + 8 * c.replicas * (c.N + c.N_few)),
+                   "n_snap": lambda c: 24 * c.n_snap * (1 + c.replicas * (c.N + c.N_few) * 3)}
     # snapshot steps are log-spaced up to `steps`: a longer run is a new run
     resume_mutable = ("checkpoint_every", "backend")
 

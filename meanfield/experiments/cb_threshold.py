@@ -124,6 +124,24 @@ class Config(TwoLayerConfig):
 
     _choices = {"scale": ("full", "small"), "teacher_sign": ("plus", "alternate")}
     _presets = {"scale": {"small": SMALL}}
+    _help = {"scale": "preset: full (the README's run) or small (scale=small: the tests')",
+             "N": "not used: the widths are m_values",
+             "dt": "GD step (Chizat–Bach's step η is 2·dt)",
+             "m0": "units of the teacher",
+             "m_values": "the widths m, comma-separated (all run as one batched system)",
+             "replicas": "independent seeds per width",
+             "teacher_seed": "seed of the teacher's directions",
+             "teacher_sign": "the teacher's output signs: plus (all +) or alternate (+, −, …)",
+             "init_radius": "particles start uniform on the sphere of this radius in R^(1+d)",
+             "lam": "λ of the penalty (λ/2)|θ|²",
+             "horizons": "times T at which the excess loss is read, comma-separated",
+             "success_tol": "a system succeeds at T when R(T)/R_# < success_tol",
+             "success_frac": "m*(T): every larger m succeeds for at least this fraction of seeds",
+             "sensitivity_tols": "other tolerances at which m*(T) is also reported",
+             "sensitivity_fracs": "other fractions at which m*(T) is also reported",
+             "stuck_rtol": "a failing system is stuck when R moved by less than this (relative)"}
+    # the teacher's units (the estimate of memory_bytes sizes the students only)
+    _size_terms = {"m0": lambda c: 4 * c.m0 * (c.d + 2) * 8}
     # more steps continue every system from its final state; every metrics row holds every
     # system's risk, so horizons may be added on resume (multiples of log_every·dt)
     resume_mutable = ("steps", "horizons", "checkpoint_every", "backend")

@@ -49,7 +49,7 @@ from ..figures import mmn
 from ..models import IsotropicGaussians, Unit
 from ..pde import RadialGrid
 from ..seeds import derive_generator
-from .config import check_n_grid, geometric_grid
+from .config import boot_bytes, check_n_grid, geometric_grid, n_grid_bytes
 from .mmn_common import PiecewiseMMNConfig, build, record_steps, solve_pde
 from .plan import Phase, Plan, snapshot_arrays
 
@@ -89,6 +89,13 @@ class Config(PiecewiseMMNConfig):
     n_iid: int = 16               # i.i.d. N-samples of the PDE law per N and t: W1's null baseline
 
     _presets = {"scale": {"small": SMALL}}
+    _help = {"N": "the largest particle count of the N grid",
+             "N_min": "the smallest particle count of the N grid",
+             "n_values": "values of the geometric N grid from N_min to N",
+             "replicas": "independent seeds per N (run as replicas of one tensor)",
+             "n_boot": "bootstrap resamples of the fitted slopes' intervals",
+             "n_iid": "draws of N i.i.d. radii from the PDE law per N and t: W1's null baseline"}
+    _size_terms = {"n_values": n_grid_bytes, "n_boot": boot_bytes}
     shardable = False
     # the PDE reference is recorded at the run's k·dt: nothing that moves those times may change
     resume_mutable = ("checkpoint_every", "backend")

@@ -64,6 +64,25 @@ class RunConfig:
     _presets: typing.ClassVar[dict] = {}
     # whether the experiment's phases may be split over `shards` processes
     shardable: typing.ClassVar[bool] = False
+    # one line of meaning per key ({key: text}), merged along the class hierarchy (a
+    # subclass's entry wins): `meanfield config EXPERIMENT` and the docs site print it
+    _help: typing.ClassVar[dict] = {
+        "steps": "steps of each phase (step k sits at t = k·dt)",
+        "dt": "step size on the MMN time axis (docs/design.md §1)",
+        "seed": "seed of the run's random generator",
+        "backend": "pair-sum backend: auto, numpy (float64 reference), torch or keops",
+        "dtype": "floating-point type of the particles: float32 or float64",
+        "replicas": "independent systems advanced together in one tensor",
+        "log_every": "a metrics row every this many steps",
+        "save_every": "a particle snapshot every this many steps",
+        "checkpoint_every": "a checkpoint every this many steps",
+        "shards": "processes the particles are split over (experiments that allow it)",
+        "shard_timeout": "seconds a sharded run's collectives wait before giving up",
+    }
+    # bytes that size-like keys other than the particles cost ({key: f(cfg) -> bytes},
+    # merged along the class hierarchy): the runner's memory check adds them to
+    # memory_bytes(), so n_boot=10**9 is refused before anything runs, like N=10**9
+    _size_terms: typing.ClassVar[dict] = {}
     # keys that `meanfield resume` may change (meanfield.runner)
     resume_mutable: typing.ClassVar[tuple[str, ...]] = RESUME_MUTABLE
 
@@ -106,6 +125,8 @@ class RunConfig:
 
         for name in self._schedule_fields:
             as_schedule(getattr(self, name), name)
+        if "threads" in self.field_types():        # torch's intra-op threads; 0: its default
+            self.check_bounds(nonnegative_ints=("threads",))
 
     def memory_bytes(self) -> int:
         """Peak bytes a run of this config needs (``meanfield.runner`` refuses a config that
@@ -113,9 +134,35 @@ class RunConfig:
         size: :class:`TwoLayerConfig` and :class:`ResNetConfig` estimate theirs."""
         raise NotImplementedError(f"{type(self).__qualname__} does not declare memory_bytes()")
 
+    def size_terms(self) -> dict[str, int]:
+        """{size-like key: the bytes it costs beyond ``memory_bytes()``} from the ``_size_terms``
+        of the class and its bases (bootstrap resamples, grid cells, data points …)."""
+        terms: dict = {}
+        for klass in reversed(type(self).__mro__):
+            terms.update(vars(klass).get("_size_terms", {}))
+        return {k: int(f(self)) for k, f in terms.items()}
+
+    def bytes_needed(self) -> int:
+        """Peak bytes of a run: :meth:`memory_bytes` plus :meth:`size_terms` (what
+        ``meanfield.runner.check_memory`` compares with the machine's memory)."""
+        return int(self.memory_bytes()) + sum(self.size_terms().values())
+
     def size_text(self) -> str:
-        """What sizes the run (for the memory refusal's message): "replicas=…, dtype=…"."""
-        return f"replicas={self.replicas}, dtype={self.dtype}"
+        """What sizes the run (for the memory refusal's message): "replicas=…, dtype=…", and
+        the size-like keys that cost more than a tenth of the estimate ("n_boot=…")."""
+        terms = self.size_terms()
+        total = max(1, sum(terms.values()) + int(self.memory_bytes())) if terms else 1
+        big = "".join(f", {k}={getattr(self, k)}" for k, b in terms.items() if b > total / 10)
+        return f"replicas={self.replicas}, dtype={self.dtype}{big}"
+
+    @classmethod
+    def key_help(cls) -> dict[str, str]:
+        """{key: its one-line meaning} for every key in field order, from the ``_help`` of the
+        class and its bases (a subclass's entry wins); "" for a key nobody described."""
+        merged: dict = {}
+        for klass in reversed(cls.__mro__):
+            merged.update(vars(klass).get("_help", {}))
+        return {f.name: merged.get(f.name, "") for f in dataclasses.fields(cls)}
 
     def check_bounds(self, *, at_least_one=(), nonnegative_ints=(), positive=(),
                      nonnegative=()) -> None:
@@ -237,6 +284,9 @@ class _Particles:
     N: int = 1000
     d: int = 10
 
+    _help: typing.ClassVar[dict] = {"N": "particles (units of the network)",
+                                    "d": "input dimension"}
+
 
 @dataclass(frozen=True)
 class TwoLayerConfig(RunConfig, _Particles):
@@ -289,10 +339,12 @@ class ResNetConfig(RunConfig):
     threads: int = 1
 
     resume_mutable = RESNET_RESUME_MUTABLE
+    _help = {"scale": "preset of sizes: full (the README's run) or small (the tests')",
+             "threads": "torch intra-op threads during the run (0: torch's default)"}
 
     def validate(self) -> None:
-        """RunConfig's checks, then (``ConfigError``): ``backend`` among the ResNet backends,
-        ``scale`` a preset, threads ≥ 0."""
+        """RunConfig's checks (threads ≥ 0 among them), then (``ConfigError``): ``backend``
+        among the ResNet backends, ``scale`` a preset."""
         from ..interact import RESNET_BACKENDS
 
         super().validate()
@@ -301,7 +353,6 @@ class ResNetConfig(RunConfig):
         scales = tuple(self._presets.get("scale", {})) or ("full", "small")
         if self.scale not in scales:
             raise ConfigError(f"scale must be one of {list(scales)}, got {self.scale!r}")
-        self.check_bounds(nonnegative_ints=("threads",))
 
     def largest_job(self) -> tuple[int, int]:
         """(L, M) of the training job with the most units."""
@@ -357,18 +408,39 @@ def geometric_grid(lo: int, hi: int, n: int) -> list[int]:
 
 def check_n_grid(cfg) -> None:
     """The checks of a multi-N config (keys N, N_min, n_values, replicas, n_boot; ``cfg.grid()``
-    the N values), ``ConfigError`` naming the first that fails: 1 ≤ N_min < N; n_values ≥ 3
-    and at least 3 distinct N; replicas (seeds per N) ≥ 2 for a spread; n_boot ≥ 100."""
+    the N values), ``ConfigError`` naming the first that fails: 1 ≤ N_min < N; 3 ≤ n_values ≤
+    N − N_min + 1 (the grid holds distinct integers of [N_min, N]); N − N_min ≥ 2 (at least 3
+    distinct N: the rounded geometric grid of n ≥ 3 values from N_min to N ≥ N_min + 2 always
+    has 3, tests/test_run_refusals.py checks it); replicas (seeds per N) ≥ 2 for a spread;
+    n_boot ≥ 100.  Nothing here expands the grid: the memory check (``n_values`` in
+    :func:`n_grid_bytes`) comes first."""
     if not 1 <= cfg.N_min < cfg.N:
         raise ConfigError(f"N_min must be in [1, N), got N_min={cfg.N_min}, N={cfg.N}")
     if cfg.n_values < 3:
         raise ConfigError(f"n_values must be >= 3 to fit a slope, got {cfg.n_values}")
-    if len(cfg.grid()) < 3:
-        raise ConfigError(f"the N grid {cfg.grid()} has fewer than 3 distinct values")
+    if cfg.n_values > cfg.N - cfg.N_min + 1:
+        raise ConfigError(f"n_values must be <= N - N_min + 1 = {cfg.N - cfg.N_min + 1} (the N grid "
+                          f"holds distinct integers from N_min={cfg.N_min} to N={cfg.N}), got {cfg.n_values}")
+    if cfg.N - cfg.N_min < 2:
+        raise ConfigError(f"the N grid from N_min={cfg.N_min} to N={cfg.N} has fewer than 3 distinct values")
     if cfg.replicas < 2:
         raise ConfigError(f"replicas (seeds per N) must be >= 2 for a spread, got {cfg.replicas}")
     if cfg.n_boot < 100:
         raise ConfigError(f"n_boot must be >= 100, got {cfg.n_boot}")
+
+
+def n_grid_bytes(cfg) -> int:
+    """Bytes the n_values phases of a multi-N config keep beside the largest N's particles:
+    per N value its snapshots at 0 and T (replicas × N × (d + 2) float64, twice) and its
+    metrics rows (64 columns of float64 every ``log_every`` steps), and the grid itself."""
+    rows = cfg.steps // max(1, cfg.log_every) + 2
+    return int(cfg.n_values * (4 * cfg.replicas * cfg.N * (cfg.d + 2) * 8 + rows * 64 * 8 + 32))
+
+
+def boot_bytes(cfg) -> int:
+    """Bytes of a bootstrap over ``n_boot`` resamples of ``replicas`` seeds at each of up to
+    ``n_values`` x values (int64 indices and float means, a few copies)."""
+    return int(32 * cfg.n_boot * (cfg.replicas + getattr(cfg, "n_values", 1)))
 
 
 def read_toml(path) -> dict:

@@ -100,6 +100,23 @@ class Config(TwoLayerConfig):
                 "activation": ("relu", "erf", "tanh")}
     _presets = {"scale": {"small": SMALL}}
     resume_mutable = ("checkpoint_every",)
+    _help = {"scale": "preset: full (the README's run) or small (scale=small: 3 widths up to 32)",
+             "N": "the largest width (set from widths)",
+             "d": "2: units in the plane",
+             "dt": "GD step (dt·min(1, α) at scale α)",
+             "replicas": "independent seeds (replicas of one tensor)",
+             "widths": "the widths N swept, comma-separated (even for a symmetric init)",
+             "alphas": "the output scales α swept, comma-separated, increasing",
+             "m0": "units of the teacher",
+             "teacher_seed": "seed of the teacher's directions and of the inputs",
+             "n_train": "training inputs on the unit circle",
+             "n_test": "held-out inputs on the unit circle",
+             "activation": "σ of the student's units: relu, erf or tanh",
+             "init": "symmetric (mirrored pairs: f_0 = 0) or centred (f − f_0)",
+             "init_std": "initial θ ~ N(0, init_std² I_3)",
+             "kernel_level": "the crossover α*: the kernel's relative change at T falls to this",
+             "n_boot": "bootstrap resamples of the intervals"}
+    _size_terms = {"n_boot": lambda c: 32 * c.n_boot * c.replicas}
 
     def validate(self):
         """TwoLayerConfig's checks, then (``ConfigError``): d = 2; widths increasing, even for

@@ -63,9 +63,15 @@ class Config(RunConfig):
     _choices = {"scale": ("full", "small")}
     _presets = {"scale": {"small": {"steps": 200}}}
     resume_mutable = RESNET_RESUME_MUTABLE
+    _help = {"d": "matrix size: θ is d × d",
+             "replicas": "1 + the number of perturbed starts",
+             "scale": "preset: full (the README's run) or small (200 steps)",
+             "init_scale": "size of the perturbed starts' random θ",
+             "threads": "torch intra-op threads during the run (0: torch's default)"}
 
     def validate(self):
-        """RunConfig's checks, then d ≥ 1 and init_scale finite and ≥ 0 (``ConfigError``)."""
+        """RunConfig's checks (threads ≥ 0 among them), then d ≥ 1 and init_scale finite and
+        ≥ 0 (``ConfigError``)."""
         super().validate()
         self.check_bounds(at_least_one=("d",), nonnegative=("init_scale",))
 

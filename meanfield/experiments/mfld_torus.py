@@ -99,6 +99,20 @@ class Config(TwoLayerConfig):
 
     _choices = {"scale": ("full", "small")}
     _presets = {"scale": {"small": SMALL}}
+    _help = {"scale": "preset: full (Chizat's settings) or small (scale=small: the tests')",
+             "N": "particles on the torus",
+             "d": "2: the torus [0, 2π)²",
+             "dt": "step (Chizat's η is 2·dt; iteration k sits at t = k·dt)",
+             "replicas": "independent seeds per run (replicas of one tensor)",
+             "n_targets": "targets of the MMD, uniform on the torus",
+             "target_seed": "seed of the targets' draw",
+             "modes": "Fourier modes of the kernel per coordinate",
+             "taus": "the fixed temperatures τ = 1/β, comma-separated",
+             "tau0": "the annealed run's τ_k = tau0/(k + 1)",
+             "noise_off": "the iteration from which every run is noiseless"}
+    # the kernel's (2·modes + 1)² Fourier modes at every particle of every run, and the targets'
+    _size_terms = {"modes": lambda c: 32 * (2 * c.modes + 1) ** 2 * (8 * c.N * c.replicas + c.n_targets),
+                   "n_targets": lambda c: 16 * c.n_targets * ((2 * c.modes + 1) ** 2 + 2)}
     # noise_off and the stationary window are fixed fractions of the run: no longer runs
     resume_mutable = ("checkpoint_every", "backend")
 

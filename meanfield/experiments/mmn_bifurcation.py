@@ -84,6 +84,11 @@ class Config(MMNConfig):
     pde_cells: int = 1200
 
     _presets = {"scale": {"small": SMALL}}
+    _help = {"replicas": "2: replica 0 starts at kappa_small, replica 1 at kappa_large",
+             "kappa_small": "κ of replica 0: the initial scale that stays stuck",
+             "kappa_large": "κ of replica 1: the initial scale that converges",
+             "sigma_knots": "σ's knots, comma-separated and increasing (σ constant outside)",
+             "sigma_values": "σ's values at the knots, comma-separated"}
     # 51 snapshots of the first 256 units of each replica (33 MB; all 800 would take 104 MB:
     # d = 320); the movie and histograms.png draw those, the checkpoint keeps every unit
     snapshot_particles = 256

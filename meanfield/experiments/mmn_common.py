@@ -61,6 +61,26 @@ class MMNConfig(TwoLayerConfig):
     snapshot_particles: typing.ClassVar[int | None] = None
     # the PDE reference is recorded at the run's k·dt: only cadences that keep those times
     resume_mutable = ("checkpoint_every", "backend", "shards", "shard_timeout")
+    _help = {
+        "scale": "preset: full (the paper's settings) or small (a run of seconds)",
+        "dt": "step ε of online SGD (step k sits at t = kε)",
+        "delta": "Δ: x | y ~ N(0, (1 + yΔ)² I_d) for the label y = ±1",
+        "init_std": "κ: the initial units w_i ~ N(0, κ²/d I_d)",
+        "xi": "time scale ξ(t): a number or a schedule spec (power:, log:, linear:)",
+        "beta": "inverse temperature β of the noise (inf: none): a number or a schedule spec",
+        "lam": "λ of the penalty (λ/2)|w|² (noisy SGD / mean-field Langevin)",
+        "n_mc": "fresh samples of the Monte Carlo risk on each metrics row",
+        "pde_cells": "cells of the radial PDE's grid on [0, pde_rmax]",
+        "pde_rmax": "where the radial PDE's grid of r = |w| ends",
+        "pde_d": "the PDE's reduction: finite (the run's d) or inf (d = ∞)",
+        "pde_cfl": "CFL number of the PDE's time steps, in (0, 0.5]",
+        "pde_refine": "also solve the PDE on a grid twice as fine (its grid error in fit.json)",
+        "n_iid": "draws of N i.i.d. radii from the PDE law per row: W1's null baseline",
+    }
+    # the radial solver's tables (cells × its quadrature nodes; ×3 with the finer grid) and
+    # the i.i.d. baseline's n_iid × N draws
+    _size_terms = {"pde_cells": lambda c: 8 * 1024 * c.pde_cells * (3 if c.pde_refine else 1),
+                   "n_iid": lambda c: 32 * c.n_iid * c.N * c.replicas}
 
     def validate(self):
         """RunConfig's checks, then (``ConfigError``): 0 ≤ delta < 1; d ≥ 2; init_std,
@@ -105,6 +125,10 @@ class PiecewiseMMNConfig(MMNConfig):
     s1: float = -2.5
     s2: float = 7.5
 
+    _help = {"t1": "σ = s1 below t1 (MMN's piecewise-linear σ)",
+             "t2": "σ = s2 above t2 (linear between t1 and t2)",
+             "s1": "σ's value below t1", "s2": "σ's value above t2"}
+
     def validate(self):
         """MMNConfig's checks, then t1, t2, s1, s2 finite and t2 > t1 (``ConfigError``)."""
         super().validate()
@@ -120,12 +144,13 @@ class PiecewiseMMNConfig(MMNConfig):
 
 
 # ------------------------------------------------------------------------------------------
-def build(cfg: MMNConfig, N: int | None = None):
+def build(cfg: MMNConfig, N: int | None = None, *, paired: bool = False):
     """(task, dynamics, initial state): online SGD on MMN's isotropic Gaussians, replica b
     started from N(0, κ_b²/d I_d) with κ_b = ``cfg.init_stds()[b]``; N particles per replica
     (default ``cfg.N``).  The generator is seeded with ``cfg.seed`` for the run's own N,
     and derived from (seed, "N", N) for another N (chaos-rate's grid: independent systems
-    across N, not prefixes of one draw)."""
+    across N, not prefixes of one draw).  ``paired``: replicas 2k and 2k + 1 start from the
+    same draw (they differ only in their SGD samples; an even number of replicas)."""
     gen = torch.Generator().manual_seed(cfg.seed) if N is None else derive_generator(cfg.seed, "N", N)
     N = cfg.N if N is None else N
     unit = Unit(cfg.d, cfg.activation(), output_weight=False)
@@ -133,7 +158,11 @@ def build(cfg: MMNConfig, N: int | None = None):
     dyn = ParticleDynamics(task, dt=cfg.dt, drift="sgd", batch_size=1, xi=cfg.xi, beta=cfg.beta,
                            lam=cfg.lam)
     kappa = torch.tensor(cfg.init_stds(), dtype=torch.float64).view(-1, 1, 1)
-    w = torch.randn(cfg.replicas, N, cfg.d, generator=gen, dtype=torch.float64)
+    if paired:
+        w = torch.randn(cfg.replicas // 2, N, cfg.d, generator=gen,
+                        dtype=torch.float64).repeat_interleave(2, dim=0)
+    else:
+        w = torch.randn(cfg.replicas, N, cfg.d, generator=gen, dtype=torch.float64)
     theta = (w * kappa / math.sqrt(cfg.d)).to(getattr(torch, cfg.dtype))
     return task, dyn, dyn.init(theta, generator=gen)
 

@@ -71,7 +71,7 @@ from ..figures import n_scaling
 from ..figures.n_scaling import FIT, RESULTS
 from ..interact import evaluate
 from ..models import TeacherStudent, Unit
-from .config import TwoLayerConfig, check_n_grid, geometric_grid
+from .config import TwoLayerConfig, boot_bytes, check_n_grid, geometric_grid, n_grid_bytes
 from .particles import relu_warmup, size_phase
 from .plan import Plan, snapshot_arrays
 
@@ -113,6 +113,18 @@ class Config(TwoLayerConfig):
 
     _choices = {"scale": ("full", "small")}
     _presets = {"scale": {"small": SMALL}}
+    _help = {"scale": "preset: full (the README's run) or small (scale=small: the tests')",
+             "N": "the largest particle count of the N grid",
+             "N_min": "the smallest particle count of the N grid",
+             "n_values": "values of the geometric N grid from N_min to N",
+             "replicas": "independent seeds per N (run as replicas of one tensor)",
+             "m0": "units of the teacher (a smooth law: its weights are 1/m0)",
+             "teacher_seed": "seed of the teacher's draw",
+             "teacher_std_min": "the teacher's axis scales σ_j run from 1 down to this",
+             "init_std": "initial w_i ~ N(0, init_std²/d I_d)",
+             "init_a_std": "initial output weights a_i ~ N(0, init_a_std²)",
+             "n_boot": "bootstrap resamples of the fitted slopes' intervals"}
+    _size_terms = {"n_values": n_grid_bytes, "n_boot": boot_bytes}
     # more steps continue every N from its final state (GD is deterministic)
     resume_mutable = ("steps", "checkpoint_every", "backend")
 

@@ -22,7 +22,7 @@ from ..errors import ConfigError
 from ..figures.pde2d import PDE_FILE, PERIOD, w2_steps
 from ..pde import Grid2D, GridDD
 from ..seeds import derive_generator
-from .config import TwoLayerConfig, check_n_grid, geometric_grid
+from .config import TwoLayerConfig, boot_bytes, check_n_grid, geometric_grid, n_grid_bytes
 from .plan import Phase, Plan, snapshot_arrays
 
 
@@ -55,6 +55,27 @@ class GridRunConfig(TwoLayerConfig):
     resume_mutable = ("checkpoint_every", "backend")
     _surface = "grid"             # what is two-dimensional (the d check's message)
     _min_cells = 6
+    _help = {"scale": "preset: full (the README's run) or small (scale=small: the tests')",
+             "N": "the largest particle count of the N grid",
+             "N_min": "the smallest particle count of the N grid",
+             "n_values": "values of the geometric N grid from N_min to N",
+             "d": "2: the PDE's grid is two-dimensional",
+             "replicas": "independent seeds per N (replicas of one tensor)",
+             "w2_every": "W2 between the particles and the grid density every this many steps",
+             "xi": "time scale ξ of the dynamics",
+             "cells": "cells per direction of the PDE's grid (cells² in all)",
+             "pde_cfl": "CFL number of the grid PDE's time steps",
+             "pde_dt_max": "the grid PDE's largest time step",
+             "pde_refine": "also solve on (2·cells)² cells: the grid error in fit.json",
+             "w2_replicas": "seeds whose W2 to the grid density is measured",
+             "w2_sub": "each cell split into w2_sub² points for W2",
+             "n_boot": "bootstrap resamples of the fitted slopes' intervals"}
+    # the grid's densities at every record (and the finer grid), W2's cost matrices
+    # (N × cells²·w2_sub²), the N grid's phases and the bootstrap
+    _size_terms = {
+        "cells": lambda c: 8 * c.cells ** 2 * (c.steps // max(1, c.log_every) + 66) * (5 if c.pde_refine else 1),
+        "w2_sub": lambda c: 16 * c.N * (c.cells * c.w2_sub) ** 2,
+        "n_values": n_grid_bytes, "n_boot": boot_bytes}
 
     def validate(self):
         """RunConfig's checks, then (``ConfigError``): d = 2; the N grid

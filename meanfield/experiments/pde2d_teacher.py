@@ -99,6 +99,15 @@ class Config(GridRunConfig):
 
     _choices = {"scale": ("full", "small"), "activation": ("erf", "relu")}
     _presets = {"scale": {"small": SMALL}}
+    _help = {"activation": "σ of the units: erf (σ(z) = erf(z/√2)) or relu",
+             "teacher_angles": "directions α_k of the teacher's units, in degrees, comma-separated",
+             "teacher_norm": "r*: the teacher's units are w*_k = r*(cos α_k, sin α_k)",
+             "init_std": "κ: the initial law ρ_0 = N(0, κ² I_2)",
+             "beta": "inverse temperature β of the noise (inf: none)",
+             "lam": "λ of the penalty (λ/2)|w|²",
+             "box_lo": "the PDE's box [box_lo, box_hi]² starts here",
+             "box_hi": "the PDE's box [box_lo, box_hi]² ends here",
+             "outflow_tol": "mass that may leave the PDE's box before the run stops"}
 
     def validate(self):
         """GridRunConfig's checks (d = 2, the N grid, cells ≥ 6, w2 keys, xi, pde_cfl,

@@ -123,6 +123,19 @@ class Config(GridRunConfig):
     _presets = {"scale": {"small": SMALL}}
     _surface = "torus"
     _min_cells = 8
+    _help = {"xi": "time scale ξ (½: Chizat's step η is dt)",
+             "tau": "temperature τ = 1/β (Chizat's τ)",
+             "n_targets": "targets of the MMD, uniform on the torus",
+             "modes": "Fourier modes of the kernel per coordinate",
+             "target_seed": "seed of the targets' draw",
+             "t_long": "the grid PDE runs on to t_long towards its Gibbs state",
+             "fit_t0": "the rate's fit window starts after this time",
+             "fit_floor": "the fit window ends at the last record with F − F_∞ above this",
+             "slope_width": "width in t of the local log-slopes",
+             "settle_tol": "the local slopes agree within this (relative) in the fit window",
+             "snr": "particles' records count where the grid's gap is ≥ snr × their floor"}
+    _size_terms = {"modes": lambda c: 32 * (2 * c.modes + 1) ** 2 * (c.N * c.replicas + c.cells ** 2 + c.n_targets),
+                   "n_targets": lambda c: 16 * c.n_targets * ((2 * c.modes + 1) ** 2 + 2)}
 
     def validate(self):
         """GridRunConfig's checks (d = 2, the N grid, cells ≥ 8, w2 keys, xi, pde_cfl,

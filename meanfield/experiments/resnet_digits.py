@@ -62,6 +62,17 @@ class Config(ResNetConfig):
     init_b_std: float = 0.5
 
     _presets = {"scale": {"full": {}, "small": {"depths": "1,2", "widths": "4"}}}
+    _help = {"dt": "step of the minibatch conditional-OT flow on the MMN time axis",
+             "replicas": "independent seeds (replicas of one tensor)",
+             "depths": "the depths L trained, comma-separated",
+             "widths": "the widths M trained, comma-separated",
+             "hidden": "hidden dimension D: the top principal directions of the images (10..64)",
+             "batch_size": "images per SGD step, drawn without replacement",
+             "n_test": "test images held out",
+             "data_seed": "seed of the train/test split",
+             "init_u_std": "initial u ~ N(0, init_u_std²)",
+             "init_w_std": "initial w ~ N(0, init_w_std²/D I_D)",
+             "init_b_std": "initial b ~ N(0, init_b_std²)"}
 
     def validate(self):
         """ResNetConfig's checks, then (``ConfigError``): 10 ≤ hidden ≤ 64; 1 ≤ n_test ≤ 1000;

@@ -102,6 +102,26 @@ class Config(ResNetConfig):
     _choices = {"init": ("shared", "iid")}
     _presets = {"scale": {"full": {}, "small": {"L_ref": 16, "M_ref": 32, "depths": "2,4",
                                                  "widths": "2,4", "n_train": 16, "n_test": 32}}}
+    _help = {"d": "input dimension of the data x ~ N(0, I_d)",
+             "dt": "step of the conditional-OT flow on the MMN time axis",
+             "replicas": "independent seeds (replicas of one tensor)",
+             "tasks": "the targets, comma-separated: neg (y = −x) and/or smooth (a random smooth map)",
+             "lift": "hidden dimension D = lift·d (Barboni–Peyré–Vialard's lifting)",
+             "activation": "σ of the residual units u σ(⟨w, x⟩ + b)",
+             "init": "initial law: shared (the same M atoms in every layer) or iid (per layer)",
+             "L_ref": "layers of the reference ResNet",
+             "M_ref": "units per layer of the reference ResNet",
+             "depths": "the depths L compared with the reference, comma-separated",
+             "widths": "the widths M compared with the reference, comma-separated",
+             "n_train": "training points x ~ N(0, I_d)",
+             "n_test": "fresh test points of the output distance",
+             "task_seed": "seed of the data and of the smooth task's map",
+             "init_u_std": "initial u ~ N(0, init_u_std²)",
+             "init_w_std": "initial w ~ N(0, init_w_std²/D I_D)",
+             "init_b_std": "initial b ~ N(0, init_b_std²)"}
+    # the hidden states and adjoints of every point at every layer of the reference
+    _size_terms = {"n_train": lambda c: 16 * (c.L_ref + 2) * c.replicas * c.n_train * c.lift * c.d * 8,
+                   "n_test": lambda c: 16 * (c.L_ref + 2) * c.replicas * c.n_test * c.lift * c.d * 8}
 
     def validate(self):
         """ResNetConfig's checks, then (``ConfigError``): tasks among "neg", "smooth"; lift,

@@ -117,10 +117,26 @@ class Config(ResNetConfig):
 
     _presets = {"scale": {"full": {}, "small": {"M": 32, "L": 2, "n_pairs": 3, "deltas": "0.05,0.5",
                                                  "nus": "0.5,inf"}}}
+    _help = {"d": "input dimension of the pairs' centres c_k ~ N(0, I_d)",
+             "dt": "step of the conditional-OT flow on the MMN time axis",
+             "replicas": "independent seeds (replicas of one tensor)",
+             "lift": "hidden dimension D = lift·d (Barboni–Peyré–Vialard's lifting)",
+             "M": "random Fourier features per layer",
+             "L": "layers",
+             "n_pairs": "separated pairs of points per δ",
+             "deltas": "the separations δ of the pairs, comma-separated",
+             "nus": "Matérn smoothness ν of the features' kernel, comma-separated (inf: Gaussian)",
+             "targets": "the targets, comma-separated: neg (y = −x) and/or split",
+             "split": "split target: a pair's members are sent ±split·e_k apart, in (0, 1]",
+             "lengthscale": "length scale ℓ of the Matérn kernel",
+             "task_seed": "seed of the pairs"}
+    # the data kernels K_l [2·n_pairs]² of every layer and the hidden states of the points
+    _size_terms = {"n_pairs": lambda c: 8 * 3 * (c.L + 2) * c.replicas * ((2 * c.n_pairs) ** 2
+                                                                      + 8 * c.n_pairs * c.lift * c.d)}
 
     def validate(self):
         """ResNetConfig's checks, then (``ConfigError``): targets among "neg", "split"; lift,
-        M, L, n_pairs ≥ 1; task_seed ≥ 0; split, lengthscale finite and > 0; deltas numbers
+        M, L, n_pairs ≥ 1; task_seed ≥ 0; lengthscale finite and > 0; 0 < split ≤ 1; deltas numbers
         > 0, at least two, the largest ≥ 10·``ASYMPTOTIC_FLOOR``, and nus half-integers > 0
         or inf (:meth:`sizes`)."""
         super().validate()
@@ -129,6 +145,9 @@ class Config(ResNetConfig):
         self.check_bounds(at_least_one=("lift", "M", "L", "n_pairs"),
                           nonnegative_ints=("task_seed",),
                           positive=("split", "lengthscale"))
+        if not self.split <= 1:
+            raise ConfigError(f"split must be in (0, 1] (the offset ±split·e_k is O(1): at most the "
+                              f"centres' scale, c_k ~ N(0, I_d)), got {self.split}")
         s = self.sizes()
         for nu in s["nus"]:
             if not (nu == math.inf or (nu > 0 and abs(2 * nu - round(2 * nu)) < 1e-12)):

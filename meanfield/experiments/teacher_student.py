@@ -89,6 +89,25 @@ class Config(TwoLayerConfig):
     _choices = {"activation": ACTIVATIONS, "drift": DRIFTS,
                 "teacher_sign": ("plus", "alternate")}
     shardable = True
+    _help = {"m0": "units of the teacher",
+             "activation": "σ of the units: " + ", ".join(ACTIVATIONS) + " (population drift: relu, erf)",
+             "output_weight": "units a σ(⟨w, x⟩) (true) or σ(⟨w, x⟩) (false)",
+             "teacher_sign": "the teacher's weights: plus (all 1/m0) or alternate (±1/m0)",
+             "teacher_seed": "seed of the teacher's directions",
+             "offset": "c: labels y = c + f*(x) + noise",
+             "noise_std": "standard deviation of the Gaussian label noise",
+             "drift": "population (exact gradient) or sgd (batch_size fresh samples a step)",
+             "batch_size": "fresh samples per SGD step (1: MMN's online SGD)",
+             "xi": "time scale ξ(t): a number or a schedule spec (power:, log:, linear:)",
+             "beta": "inverse temperature β of the noise (inf: none): a number or a schedule spec",
+             "lam": "λ of the penalty (λ/2)|θ|² (the free energy's L2 term)",
+             "init_std": "initial w_i ~ N(0, init_std²/d I_d)",
+             "init_a_mean": "initial a_i ~ N(init_a_mean, init_a_std²)",
+             "init_a_std": "initial a_i ~ N(init_a_mean, init_a_std²)",
+             "init": "a torch file of the student to start from (\"\": draw it)",
+             "n_mc": "Monte Carlo samples of risks without a closed form",
+             "alpha": "output scale α: the network trained is α f (lazy as α grows)",
+             "centred": "with alpha: train α (f − f_0), the output at initialisation removed"}
 
     def validate(self):
         """TwoLayerConfig's checks, then (``ConfigError``): m0, batch_size, n_mc ≥ 1;
