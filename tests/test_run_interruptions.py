@@ -1,5 +1,7 @@
 """Runs that survive interruptions: SIGKILL at random moments (also mid-checkpoint) and resume gives the
-identical final arrays; random configs are either accepted and run, or cleanly rejected."""
+identical final arrays; random configs are either accepted and run, or cleanly rejected; kills
+and Ctrl-C at awkward moments (Dask workers starting, a sharded run's fork server or rank, the
+command's imports) end in one line with the documented status."""
 import os
 import random
 import signal
@@ -151,3 +153,102 @@ def test_random_configs_are_accepted_and_run_or_cleanly_rejected(tmp_path_factor
         assert isinstance(e, DivergenceError), repr(e)
         return
     assert rows[-1]["step"] == cfg.steps
+
+
+# ---- kills and Ctrl-C at the awkward moments: one line, the documented status -------------------
+def _one_line(err: bytes) -> str:
+    text = err.decode()
+    assert text.count("\n") == 1 and "Traceback" not in text, text
+    return text
+
+
+def test_a_worker_killed_while_the_cluster_starts_is_one_line_and_status_5(tmp_path):
+    """Dask's workers die as they start (a sitecustomize that exits in spawned workers):
+    "Nanny failed to start" becomes one line, status 5 (a sweep that could not run its
+    points; the same command may be run again), and nothing is written."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import os, sys\n"
+        "if 'spawn_main' in ' '.join(getattr(sys, 'orig_argv', [])) and os.environ.get('KILL_WORKERS'):\n"
+        "    os._exit(1)\n")
+    out = tmp_path / "S"
+    env = {**os.environ, "KILL_WORKERS": "1", "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1"}
+    p = subprocess.run([sys.executable, "-m", "meanfield", "sweep", "teacher-student", "--grid", "seed=0:2",
+                        "--set", "N=20", "--set", "d=3", "--set", "steps=5", "--set", "backend=torch",
+                        "--workers", "2", "--out", str(out), "--no-progress"],
+                       env=env, capture_output=True, timeout=300)
+    err = _one_line(p.stderr)
+    assert p.returncode == 5, err
+    assert "could not start its 2 workers" in err and "Nanny failed to start" in err
+    assert not out.exists()
+
+
+def _children(pid):
+    import psutil
+
+    try:
+        return psutil.Process(pid).children()
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _fork_server(p, timeout=120):
+    """The fork server of a sharded run's process ``p`` (a child running forkserver.main)."""
+    t0 = time.time()
+    while time.time() - t0 < timeout and p.poll() is None:
+        for c in _children(p.pid):
+            try:
+                if "forkserver" in " ".join(c.cmdline()):
+                    return c
+            except Exception:  # noqa: BLE001 — gone meanwhile
+                pass
+        time.sleep(0.005)
+    raise AssertionError(f"no fork server appeared ({p.poll()})")
+
+
+SHARDED = ["--set", "N=2000", "--set", "d=5", "--set", "steps=3000", "--set", "backend=torch",
+           "--set", "shards=2", "--set", "checkpoint_every=20", "--no-progress"]
+
+
+def test_a_killed_fork_server_of_a_sharded_run_is_one_line_and_status_4(tmp_path):
+    out = tmp_path / "sh"
+    p = _cli("run", "teacher-student", "--out", str(out), *SHARDED)
+    _fork_server(p).kill()                          # while it imports torch for the ranks
+    _, err = p.communicate(timeout=300)
+    err = _one_line(err)
+    assert p.returncode == 4, err
+    assert "could not be started" in err and f"meanfield resume {out}" in err
+    assert runner.status(out) == "resumable"            # what `meanfield resume` continues
+
+
+def test_a_killed_rank_is_one_line_and_status_4_without_torch_or_semaphore_noise(tmp_path):
+    out = tmp_path / "sh"
+    p = _cli("run", "teacher-student", "--out", str(out), *SHARDED)
+    server = _fork_server(p)
+    _wait_for(out / io.CHECKPOINT, timeout=240)
+    ranks = server.children()
+    assert len(ranks) == 2
+    ranks[-1].kill()
+    _, err = p.communicate(timeout=300)
+    err = _one_line(err)
+    assert p.returncode == 4 and "was killed by signal SIGKILL" in err, err
+    assert "Terminating process" not in err and "leaked semaphore" not in err
+    assert runner.status(out) == "resumable"
+
+
+def test_ctrl_c_while_the_command_starts_is_one_line_and_status_130(tmp_path):
+    """SIGINT while `meanfield` still imports torch (its library is mapped, the imports go on):
+    one line and 130, not a KeyboardInterrupt traceback from importlib; nothing written."""
+    out = tmp_path / "r"
+    p = _cli("run", "teacher-student", "--out", str(out), "--set", "N=20", "--set", "d=3")
+    maps = f"/proc/{p.pid}/maps"
+    t0 = time.time()
+    while "libtorch" not in open(maps).read():
+        assert p.poll() is None and time.time() - t0 < 120
+        time.sleep(0.002)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    err = _one_line(err)
+    assert p.returncode == 130 and err == "meanfield: interrupted (nothing was started)\n"
+    assert not out.exists()

@@ -242,3 +242,64 @@ def test_plot_and_show_a_sweep_fit_the_n_dependence(tmp_path, capsys):
     (out / "sweep.json").write_text("[1, 2]")
     assert main(["show", str(out)]) == 2
     assert "is not a meanfield sweep record" in capsys.readouterr().err
+
+
+def test_the_summary_is_named_after_its_metric_and_keeps_negative_values_on_the_plot(tmp_path, capsys,
+                                                                                      monkeypatch):
+    """--metric free_energy (β = 100: negative values): summary.csv, show and fit.json call the
+    columns final_free_energy and best_free_energy, and the figure's value axes are
+    symmetric-log, so no finished point falls off them."""
+    from meanfield import plotting, sweep_report
+
+    monkeypatch.setattr(runner, "draw", lambda exp, run_dir, coords=None: [])   # the points' own figures
+    out = tmp_path / "fe"
+    rows = sweep.run_sweep("teacher-student", ["N=8,16,32", "seed=0:2"], out,
+                           sets=TINY + ["beta=100", "lam=0.01"], metric="free_energy", progress=False,
+                           warmup=False)
+    assert len(rows) == 6 and all(r["status"] == "ok" for r in rows)
+    header = (out / sweep.SUMMARY).read_text().splitlines()[0].split(",")
+    assert {"final_free_energy", "best_free_energy"} <= set(header) and "final_risk" not in header
+    for r in rows:
+        m = _metrics(out / r["run"])
+        assert r["final_free_energy"] == m["free_energy"][-1]
+        assert r["best_free_energy"] == np.nanmin(m["free_energy"])
+    assert any(r["final_free_energy"] < 0 for r in rows)
+    assert main(["show", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "final_free_energy vs N" in shown and "final_risk" not in shown
+    assert sweep_report.read_fit(out)["stats"] == ["final_free_energy", "best_free_energy"]
+    drawn = []
+    monkeypatch.setattr(plotting, "save_figure", lambda fig, path: drawn.append((fig, path)) or path)
+    sweep_report.plot_sweep(out)
+    (fig, path), = drawn
+    assert path.name == "free_energy_vs_N.png"
+    for ax in fig.axes:
+        assert ax.get_yscale() == "symlog"
+        lo, hi = ax.get_ylim()
+        assert lo < min(r["best_free_energy"] for r in rows) and hi > max(r["final_free_energy"] for r in rows)
+    plotting.pyplot().close(fig)
+
+
+def test_value_axes_are_logarithmic_only_for_positive_values():
+    from meanfield.plotting import pyplot, value_scale
+
+    fig, ax = pyplot().subplots()
+    assert value_scale(ax, [1e-3, 0.5, None, float("nan")]) == "log"
+    assert value_scale(ax, [-0.02, 1e-3, 0.4]) == "symlog" and ax.get_yscale() == "symlog"
+    assert value_scale(ax, [0.0, 0.0]) == "linear"
+    pyplot().close(fig)
+
+
+def test_a_sweep_summarised_before_columns_were_named_after_the_metric_still_reads(tmp_path, capsys,
+                                                                                   monkeypatch):
+    """Earlier sweeps called the columns final_risk/best_risk whatever their --metric:
+    show reads them as the metric's."""
+    from meanfield import sweep_report
+
+    monkeypatch.setattr(runner, "draw", lambda exp, run_dir, coords=None: [])
+    out = tmp_path / "old"
+    sweep.run_sweep("teacher-student", ["N=8,16,32"], out, sets=TINY, progress=False, warmup=False)
+    record = json.loads((out / sweep.RECORD).read_text())
+    (out / sweep.RECORD).write_text(json.dumps({**record, "metric": "velocity_sq"}))
+    assert sweep_report.sweep_fits(out)["stats"] == ["final_risk", "best_risk"]
+    assert main(["show", str(out)]) == 0 and "final_risk vs N" in capsys.readouterr().out
