@@ -51,9 +51,10 @@ def save_figure(fig, path) -> Path:
 
 def value_scale(ax, values, axis: str = "y") -> str:
     """Set ``ax``'s value axis (``axis`` "y" or "x") for ``values``: "log" when every finite
-    value is > 0; else "symlog", linear within the decade below the smallest nonzero |value|
-    (at least 10⁻⁴ of the largest), so negative values (a free energy, an entropy) stay on the
-    plot; "linear" when every value is 0.  Returns the scale set."""
+    value is > 0; else "symlog", linear up to the power of ten below the median nonzero
+    |value| (at least 10⁻⁴ of the largest), so negative values (a free energy, an entropy)
+    stay on the plot and values fluctuating around 0 stay in its linear part; "linear" when
+    every value is 0.  Returns the scale set."""
     v = np.asarray([x for x in values if x is not None], dtype=float)
     v = v[np.isfinite(v)]
     setter = ax.set_yscale if axis == "y" else ax.set_xscale
@@ -64,7 +65,7 @@ def value_scale(ax, values, axis: str = "y") -> str:
     if not nz.size:
         setter("linear")
         return "linear"
-    setter("symlog", linthresh=float(10 ** np.floor(np.log10(max(nz.min(), nz.max() * 1e-4)))))
+    setter("symlog", linthresh=float(10 ** np.floor(np.log10(max(np.median(nz), nz.max() * 1e-4)))))
     return "symlog"
 
 
