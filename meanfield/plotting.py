@@ -51,10 +51,10 @@ def save_figure(fig, path) -> Path:
 
 def value_scale(ax, values, axis: str = "y") -> str:
     """Set ``ax``'s value axis (``axis`` "y" or "x") for ``values``: "log" when every finite
-    value is > 0; else "symlog", linear up to the power of ten below the median nonzero
-    |value| (at least 10⁻⁴ of the largest), so negative values (a free energy, an entropy)
-    stay on the plot and values fluctuating around 0 stay in its linear part; "linear" when
-    every value is 0.  Returns the scale set."""
+    value is > 0; else "symlog" when the nonzero |values| span more than two decades, linear
+    up to the power of ten below their median (at least 10⁻⁴ of the largest), so negative
+    values (a free energy, an entropy) stay on the plot and values fluctuating around 0 stay
+    in its linear part; else "linear".  Returns the scale set."""
     v = np.asarray([x for x in values if x is not None], dtype=float)
     v = v[np.isfinite(v)]
     setter = ax.set_yscale if axis == "y" else ax.set_xscale
@@ -62,7 +62,7 @@ def value_scale(ax, values, axis: str = "y") -> str:
         setter("log")
         return "log"
     nz = np.abs(v[v != 0])
-    if not nz.size:
+    if not nz.size or nz.max() < 100 * nz.min():
         setter("linear")
         return "linear"
     setter("symlog", linthresh=float(10 ** np.floor(np.log10(max(np.median(nz), nz.max() * 1e-4)))))

@@ -247,8 +247,8 @@ def test_plot_and_show_a_sweep_fit_the_n_dependence(tmp_path, capsys):
 def test_the_summary_is_named_after_its_metric_and_keeps_negative_values_on_the_plot(tmp_path, capsys,
                                                                                       monkeypatch):
     """--metric free_energy (β = 100: negative values): summary.csv, show and fit.json call the
-    columns final_free_energy and best_free_energy, and the figure's value axes are
-    symmetric-log, so no finished point falls off them."""
+    columns final_free_energy and best_free_energy, and the figure's value axes are signed
+    (symmetric-log or linear), so no finished point falls off them."""
     from meanfield import plotting, sweep_report
 
     monkeypatch.setattr(runner, "draw", lambda exp, run_dir, coords=None: [])   # the points' own figures
@@ -274,7 +274,7 @@ def test_the_summary_is_named_after_its_metric_and_keeps_negative_values_on_the_
     (fig, path), = drawn
     assert path.name == "free_energy_vs_N.png"
     for ax in fig.axes:
-        assert ax.get_yscale() == "symlog"
+        assert ax.get_yscale() in ("symlog", "linear")          # signed: log would drop them
         lo, hi = ax.get_ylim()
         assert lo < min(r["best_free_energy"] for r in rows) and hi > max(r["final_free_energy"] for r in rows)
     plotting.pyplot().close(fig)
@@ -286,6 +286,7 @@ def test_value_axes_are_logarithmic_only_for_positive_values():
     fig, ax = pyplot().subplots()
     assert value_scale(ax, [1e-3, 0.5, None, float("nan")]) == "log"
     assert value_scale(ax, [-0.02, 1e-3, 0.4]) == "symlog" and ax.get_yscale() == "symlog"
+    assert value_scale(ax, [-0.03, -0.025, 0.001]) == "linear"     # within two decades
     assert value_scale(ax, [0.0, 0.0]) == "linear"
     pyplot().close(fig)
 
