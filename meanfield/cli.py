@@ -285,7 +285,7 @@ def main(argv=None) -> int:
         return EXIT_DIVERGED
     except ShardError as e:
         where = getattr(args, "out", None) if getattr(args, "command", None) == "run" else getattr(args, "run_dir", None)
-        print(f"meanfield: {_one_line(e)} (the run directory keeps its last checkpoint; continue with "
+        print(f"meanfield: {_one_line(e)} (last checkpoint kept; continue with "
               f"`meanfield resume {where or 'DIR'}`)", file=sys.stderr)
         return EXIT_SHARD_LOST
     except OSError as e:      # the system refused a file operation (disk full, permissions …)

@@ -381,4 +381,4 @@ def test_cli_reports_a_lost_rank_in_one_line_with_status_4(tmp_path, monkeypatch
     assert _cli("run", "teacher-student", "--set", "shards=2", "--out", str(tmp_path / "x")) == 4
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["meanfield: sharded run stopped: rank 1 exited with status 13 (last checkpoint "
-                   "kept; continue with `meanfield resume DIR`)"]
+                   f"kept; continue with `meanfield resume {tmp_path / 'x'}`)"]
