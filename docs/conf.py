@@ -24,9 +24,11 @@ author = "the meanfield authors"
 copyright = "2026, the meanfield authors"
 release = version = meanfield.__version__
 
-# MathJax is served from the site (sphinx-mathjax-offline copies MathJax 3 into _static and
-# points mathjax_path there): formulas render with no network at read time
-extensions = ["myst_nb", "sphinx.ext.autodoc", "sphinx.ext.mathjax", "sphinx-mathjax-offline"]
+# MathJax is served from the site: MathJax 3 as packaged by sphinx-mathjax-offline is copied
+# into _static (see setup below; that package's own extension does not declare itself safe
+# for parallel reading), so formulas render with no network at read time
+extensions = ["myst_nb", "sphinx.ext.autodoc", "sphinx.ext.mathjax"]
+mathjax_path = "mathjax/tex-chtml.js"
 exclude_patterns = ["_build", "**/.ipynb_checkpoints"]
 source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb"}
 
@@ -240,7 +242,20 @@ def _plain_text_safe(app, what, name, obj, options, lines):
     lines[:] = out
 
 
+def _copy_mathjax(app, exc):
+    """build-finished: MathJax 3 (from the sphinx-mathjax-offline package) into _static/mathjax."""
+    import importlib.util
+
+    from sphinx.util.fileutil import copy_asset
+
+    spec = importlib.util.find_spec("sphinx-mathjax-offline")
+    if exc is None and spec is not None:
+        copy_asset(str(Path(spec.origin).parent / "static" / "mathjax"),
+                   str(Path(app.outdir) / "_static" / "mathjax"))
+
+
 def setup(app):
-    """Register the docstring rewrite and the missing-docstring check."""
+    """Register the docstring rewrite, the missing-docstring check and the MathJax copy."""
+    app.connect("build-finished", _copy_mathjax)
     app.connect("autodoc-process-docstring", _plain_text_safe)
     app.connect("autodoc-process-docstring", _warn_missing_docstring)
