@@ -39,7 +39,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
 import time
 from pathlib import Path
 
@@ -49,6 +48,7 @@ import torch
 from . import io
 from .errors import ConfigError, DivergenceError
 from .experiments import figures_of, get_experiment
+from .experiments import config as _config
 from . import store
 from .experiments.plan import PhaseRecord, RunContext, Snapshot, default_results
 
@@ -379,40 +379,9 @@ def describe(run_dir) -> str:
     return "\n".join(lines)
 
 
-# ---- memory --------------------------------------------------------------------------------
-def machine_memory() -> int:
-    """Bytes of physical memory (``MEANFIELD_MEMORY_LIMIT`` overrides, e.g. "8e9")."""
-    env = os.environ.get("MEANFIELD_MEMORY_LIMIT", "").strip()
-    if env:
-        try:
-            return int(float(env))
-        except ValueError:
-            raise ConfigError(f"MEANFIELD_MEMORY_LIMIT must be a number of bytes, got {env!r}") from None
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # pragma: no cover (not POSIX)
-        return 1 << 62
-
-
-def memory_needed(cfg) -> int:
-    """Estimated peak bytes of a run of ``cfg``: what its Config declares
-    (``cfg.bytes_needed()``: ``memory_bytes()`` — particles, snapshots, samples, the backend's
-    workspace — plus the size-like keys' ``size_terms()``: n_values, n_boot, grid cells …)."""
-    return int(cfg.bytes_needed() if hasattr(cfg, "bytes_needed") else cfg.memory_bytes())
-
-
-def _gb(n: float) -> str:
-    return f"{n / 1e9:.3g} GB" if n >= 1e8 else f"{n / 1e6:.3g} MB"
-
-
-def check_memory(cfg) -> int:
-    """ConfigError when :func:`memory_needed` exceeds the machine's memory; else the estimate.
-    Called before an experiment builds anything."""
-    need, have = memory_needed(cfg), machine_memory()
-    if need > have:
-        raise ConfigError(f"this config needs about {_gb(need)} of memory ({cfg.size_text()}); "
-                          f"this machine has {_gb(have)}")
-    return need
+# ---- memory: the Sizes promise, kept beside the configs it reads (experiments/config.py) ------
+machine_memory, memory_needed, check_memory = (_config.machine_memory, _config.memory_needed,
+                                               _config.check_memory)
 
 
 # ---- the loop ------------------------------------------------------------------------------

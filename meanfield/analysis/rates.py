@@ -14,6 +14,10 @@ the rule's parameters and states it in words, :meth:`RateRule.describe`):
   and :func:`particle_rates`: the particles' rates where they resolve the grid's gap above
   their Monte-Carlo floor.
 
+The asymptotic rate itself is the spectrum's (``meanfield.pde.grid2d_spectrum``: the grid PDE
+linearised at its Gibbs state): :func:`spectral_table` reports a refinement sequence of it
+and :func:`richardson` extrapolates a sequence to h → 0.
+
 :func:`grid_curve` joins a PDE record's main and long-time parts; :func:`grid_refinement` is
 fit.json's ``pde_grid``: the grid error between a grid and one twice as fine, beside the
 particle–PDE gaps it must resolve.  :func:`risk_gap_tables` (pde2d-teacher) and
@@ -30,6 +34,7 @@ import torch
 from scipy.stats import linregress
 
 from ..diagnostics import loglog_rate
+from ..errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -255,6 +260,66 @@ def particle_rates(rule: RateRule, t, F, gap_pde, window, *, n_boot: int, genera
             long.update({"resolved": True, "window": [float(t[sel][0]), float(t[sel][-1])],
                          "rate_pde": round(float(exp_rate(t[sel], gap_pde[sel])), 3)})
     out.update({"matched": matched, "long_time": long})
+    return out
+
+
+# ---- the asymptotic rate from the spectrum ---------------------------------------------------
+def richardson(h, values) -> dict:
+    """Extrapolation to h → 0 of values [G] computed on grids of spacing h [G] (G ≥ 2, any
+    order): with the three finest, v = a + b h^p solved exactly for (a, b, p) (p by
+    ``scipy.optimize.brentq`` in [0.25, 8]; ``order`` None when the differences do not
+    shrink monotonically); with the two finest, a with p = 2 (``extrapolated_p2``).  The
+    ``error`` estimate is max(|a − a_p2|, |a − v_finest|/10) when three grids give an order,
+    else |a_p2 − v_finest|.  Returns {"extrapolated", "order", "extrapolated_p2", "error",
+    "finest"}."""
+    from scipy.optimize import brentq
+
+    h, v = np.asarray(h, np.float64), np.asarray(values, np.float64)
+    o = np.argsort(-h)
+    h, v = h[o], v[o]
+    if len(h) < 2:
+        raise ConfigError(f"richardson needs at least two grids, got {len(h)}")
+    h2, h3, v2, v3 = h[-2], h[-1], v[-2], v[-1]
+    a2 = float(v3 + (v3 - v2) * h3 ** 2 / (h2 ** 2 - h3 ** 2))
+    out = {"extrapolated": a2, "order": None, "extrapolated_p2": a2, "error": abs(a2 - float(v3)),
+           "finest": float(v3)}
+    if len(h) >= 3:
+        h1, v1 = h[-3], v[-3]
+        q = (v1 - v2) / (v2 - v3) if v2 != v3 else math.inf
+
+        def f(p):
+            return (h1 ** p - h2 ** p) / (h2 ** p - h3 ** p) - q
+
+        if math.isfinite(q) and q > 0 and f(0.25) * f(8.0) < 0:
+            p = brentq(f, 0.25, 8.0)
+            a = float(v3 - (v2 - v3) * h3 ** p / (h2 ** p - h3 ** p))
+            out.update({"extrapolated": a, "order": float(p),
+                        "error": max(abs(a - a2), abs(a - float(v3)) / 10)})
+    return out
+
+
+def spectral_table(seq: dict, time_unit: float = 1.0) -> dict:
+    """fit.json's ``spectral``: the asymptotic rates of a grid refinement sequence
+    (``meanfield.pde.grid2d_spectrum.spectral_sequence``: per grid the smallest non-zero
+    eigenvalues μ of the flow linearised at the Gibbs state), in rates per ``time_unit`` (1:
+    per unit of t; dt: per iteration).  ρ − ρ_∞ (and the Gibbs residual) decays at μ_1, the
+    free energy's gap at 2μ_1.  Returns {"cells", "rate_free_energy" [G] (2μ_1), "rate_density"
+    [G] (μ_1), "mu2_over_mu1" [G], "rate_frozen_potential" [G] (2μ_1 without the kernel term),
+    "mass_mode_max", "max_imag", "gibbs_residual_max", "extrapolated": :func:`richardson` of
+    2μ_1, "extrapolated_density": of μ_1}."""
+    mu = np.asarray(seq["mu"], np.float64)
+    u = float(time_unit)
+    out = {"cells": [int(c) for c in np.asarray(seq["cells"])],
+           "rate_free_energy": (2 * mu[:, 0] * u).tolist(), "rate_density": (mu[:, 0] * u).tolist(),
+           "mu2_over_mu1": (mu[:, 1] / mu[:, 0]).tolist() if mu.shape[1] > 1 else None,
+           "rate_frozen_potential": (2 * np.asarray(seq["mu_frozen_potential"]) * u).tolist(),
+           "mass_mode_max": float(np.abs(seq["mass_mode"]).max()),
+           "max_imag": float(np.max(seq["max_imag"])),
+           "gibbs_residual_max": float(np.max(seq["gibbs_residual"]))}
+    h = np.asarray(seq["h"], np.float64)
+    if len(h) >= 2:
+        out["extrapolated"] = richardson(h, 2 * mu[:, 0] * u)
+        out["extrapolated_density"] = richardson(h, mu[:, 0] * u)
     return out
 
 

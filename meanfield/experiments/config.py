@@ -12,6 +12,7 @@ line naming the key (and a did-you-mean suggestion for unknown keys).
 import dataclasses
 import difflib
 import math
+import os
 import tomllib
 import typing
 from dataclasses import dataclass
@@ -374,6 +375,42 @@ class ResNetConfig(RunConfig):
         """"L·M=…, replicas=…, dtype=…" of the largest job."""
         L, M = self.largest_job()
         return f"L·M={L}·{M}, {super().size_text()}"
+
+
+# ---- the memory check (meanfield.runner's Sizes promise) ---------------------------------
+def machine_memory() -> int:
+    """Bytes of physical memory (``MEANFIELD_MEMORY_LIMIT`` overrides, e.g. "8e9")."""
+    env = os.environ.get("MEANFIELD_MEMORY_LIMIT", "").strip()
+    if env:
+        try:
+            return int(float(env))
+        except ValueError:
+            raise ConfigError(f"MEANFIELD_MEMORY_LIMIT must be a number of bytes, got {env!r}") from None
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover (not POSIX)
+        return 1 << 62
+
+
+def memory_needed(cfg) -> int:
+    """Estimated peak bytes of a run of ``cfg``: what its Config declares
+    (``cfg.bytes_needed()``: ``memory_bytes()`` — particles, snapshots, samples, the backend's
+    workspace — plus the size-like keys' ``size_terms()``: n_values, n_boot, grid cells …)."""
+    return int(cfg.bytes_needed() if hasattr(cfg, "bytes_needed") else cfg.memory_bytes())
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.3g} GB" if n >= 1e8 else f"{n / 1e6:.3g} MB"
+
+
+def check_memory(cfg) -> int:
+    """ConfigError when :func:`memory_needed` exceeds the machine's memory; else the estimate.
+    Called (``meanfield.runner``, ``meanfield.sweep``) before an experiment builds anything."""
+    need, have = memory_needed(cfg), machine_memory()
+    if need > have:
+        raise ConfigError(f"this config needs about {_gb(need)} of memory ({cfg.size_text()}); "
+                          f"this machine has {_gb(have)}")
+    return need
 
 
 def parse_ints(name: str, spec: str) -> list[int]:

@@ -21,6 +21,7 @@ from ..dynamics import ParticleDynamics
 from ..errors import ConfigError
 from ..figures.pde2d import PDE_FILE, PERIOD, w2_steps
 from ..pde import Grid2D, GridDD
+from ..pde.grid2d_spectrum import spectral_sequence
 from ..seeds import derive_generator
 from .config import TwoLayerConfig, boot_bytes, check_n_grid, geometric_grid, n_grid_bytes
 from .plan import Phase, Plan, snapshot_arrays
@@ -205,7 +206,19 @@ def solve_torus_pde(cfg, task, times):
             "gibbs": P_fp, "F_inf": F_inf, "fp_residual": fp_res, "fp_iterations": fp_its,
             "fp_l1_to_t_long": float(np.abs(P_fp - tail.density[-1]).sum() * grid.area), "steps": sol.steps + tail.steps, "dt_min": min(sol.dt_min, tail.dt_min),
             "dt_max": max(sol.dt_max, tail.dt_max), "cfl": sol.cfl, "scheme": sol.scheme,
-            "h": np.array(grid.h), "cells": cfg.cells, **_refined(cfg, task, times)}
+            "h": np.array(grid.h), "cells": cfg.cells, **_refined(cfg, task, times),
+            **_spectral(cfg, task)}
+
+
+def _spectral(cfg, task) -> dict:
+    """The asymptotic rates from the spectrum of the flow linearised at each grid's Gibbs
+    state (``meanfield.pde.grid2d_spectrum.spectral_sequence``) on the grids of
+    ``cfg.spectral_grid()``, as arrays "spectral_<key>"; {} when there are none."""
+    cells = cfg.spectral_grid()
+    if not cells:
+        return {}
+    seq = spectral_sequence(task, cells, cfg.beta, xi=cfg.xi, period=PERIOD, backend=cfg.backend)
+    return {f"spectral_{k}": v for k, v in seq.items()}
 
 
 def _refined(cfg, task, times) -> dict:

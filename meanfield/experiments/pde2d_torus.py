@@ -43,6 +43,13 @@ F − F_∞ over the window, ending at the last record above ``fit_floor``, wher
 log-slopes s(t) = −d/dt log(F − F_∞) (width w = ``slope_width``) agree within
 ``settle_tol``; fits on fixed windows depend on them (0.50 on [1, 40], 0.32 on [10, 40],
 measured).  Check: the Gibbs residual, linear in ρ − ρ_∞, decays at half that rate.
+The window rate averages local slopes that are still falling; the asymptotic rate itself is
+2μ₁, μ₁ the smallest non-zero eigenvalue of the grid PDE linearised at its Gibbs state
+(``meanfield.pde.grid2d_spectrum``: the Scharfetter–Gummel flux's derivative with Ψ's
+dependence on ρ through the kernel, shift-invert ``eigs``), computed on every grid of
+``spectral_cells`` (plus the run's own) and extrapolated to h → 0 (fit.json ``spectral``,
+``analysis.rates.spectral_table``, with the window rate's and the last local slope's
+excess over 2μ₁ on the run's grid).
 Particles at N resolve the records where the grid's gap is ≥ ``snr`` × their Monte-Carlo
 floor (the plateau's standard error); their rates on that window are fitted beside the
 grid's on the same records, with 95 % bootstrap intervals over seeds.  Measured values
@@ -52,8 +59,9 @@ Defaults: τ = 0.1, N from 20 to 2000 (5 values), 8 seeds, dt = 0.02 (a quarter 
 notebook's step), T = 40 (2000 steps), records every 0.5, 64² cells (with ``pde_refine``,
 the default, every run repeats the grid check on a grid twice as fine up to T and writes
 it to fit.json ``pde_grid``; docs/pde.md has the measured errors), t_long = 100, w = 4,
-settle_tol = 0.1, fit_t0 = 2, fit_floor = 1e-10, snr = 3.  ``scale=small``: N from 20 to
-200 (3 values), 4 seeds, dt = 0.05, T = 10, 24² cells, t_long = 30, w = 2, fit_t0 = 1.
+settle_tol = 0.1, fit_t0 = 2, fit_floor = 1e-10, snr = 3, spectral grids 24², 32², 48², 64²,
+96², 128².  ``scale=small``: N from 20 to 200 (3 values), 4 seeds, dt = 0.05, T = 10, 24²
+cells, t_long = 30, w = 2, fit_t0 = 1, spectral grids 16², 24², 32².
 Outputs: metrics.csv, summary.csv (per N), fit.json, pde.npz (densities, F, R, Gibbs
 residuals, the fixed point ``gibbs``), particles.npz and the figures of
 ``meanfield.figures.pde2d``.  Resumable per N like pde2d-teacher.
@@ -67,7 +75,8 @@ import numpy as np
 import torch
 
 from .. import io
-from ..analysis.rates import RateRule, free_energy_tables, grid_curve, grid_rate, grid_refinement
+from ..analysis.rates import (RateRule, free_energy_tables, grid_curve, grid_rate, grid_refinement,
+                              spectral_table)
 from ..errors import ConfigError, DivergenceError
 from ..figures import pde2d
 from ..figures.pde2d import PERIOD
@@ -83,13 +92,13 @@ VIEWS = ("density",)     # meanfield animate: its views, the first the default
 # a config that runs in about a second (the tests run every experiment with it)
 TINY = ("scale=small", "N=40", "N_min=10", "replicas=2", "steps=12", "log_every=4",
         "save_every=12", "cells=10", "t_long=1", "w2_replicas=2", "n_boot=100", "fit_t0=0.1",
-        "fit_floor=1e-9")
+        "fit_floor=1e-9", "spectral_cells=8,10")
 
 SMALL = {"N": 200, "N_min": 20, "n_values": 3, "replicas": 4, "dt": 0.05, "steps": 200,
          "log_every": 8, "save_every": 4, "w2_every": 200, "checkpoint_every": 200, "cells": 24,
          "pde_cfl": 4.0,
          "pde_dt_max": 0.1, "t_long": 30.0, "w2_replicas": 2, "n_boot": 300, "fit_t0": 1.0,
-         "slope_width": 2.0}
+         "slope_width": 2.0, "spectral_cells": "16,24,32"}
 
 
 @dataclass(frozen=True)
@@ -119,6 +128,7 @@ class Config(GridRunConfig):
     slope_width: float = 4.0
     settle_tol: float = 0.1
     snr: float = 3.0
+    spectral_cells: str = "24,32,48,64,96,128"   # grids of the spectral rate ("" for none)
 
     _presets = {"scale": {"small": SMALL}}
     _surface = "torus"
@@ -133,7 +143,8 @@ class Config(GridRunConfig):
              "fit_floor": "the fit window ends at the last record with F − F_∞ above this",
              "slope_width": "width in t of the local log-slopes",
              "settle_tol": "the local slopes agree within this (relative) in the fit window",
-             "snr": "particles' records count where the grid's gap is ≥ snr × their floor"}
+             "snr": "particles' records count where the grid's gap is ≥ snr × their floor",
+             "spectral_cells": "grids of the spectral rate, comma-separated (\"\": none)"}
     _size_terms = {"modes": lambda c: 32 * (2 * c.modes + 1) ** 2 * (c.N * c.replicas + c.cells ** 2 + c.n_targets),
                    "n_targets": lambda c: 16 * c.n_targets * ((2 * c.modes + 1) ** 2 + 2)}
 
@@ -155,6 +166,22 @@ class Config(GridRunConfig):
                               f"per local slope), got {self.slope_width}")
         if not 0 < self.settle_tol < 1:
             raise ConfigError(f"settle_tol must be in (0, 1), got {self.settle_tol}")
+        self.spectral_grid()
+
+    def spectral_grid(self) -> list[int]:
+        """The cells per direction of the spectral rate's refinement sequence, from
+        ``spectral_cells`` (comma-separated, increasing, each ≥ 6; "" for none), with the
+        run's own ``cells`` added; ``ConfigError`` otherwise."""
+        text = self.spectral_cells.replace(";", ",").strip()
+        if not text:
+            return []
+        try:
+            cells = [int(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise ConfigError(f"spectral_cells must be comma-separated integers, got {self.spectral_cells!r}") from None
+        if cells != sorted(set(cells)) or min(cells) < 6:
+            raise ConfigError(f"spectral_cells must be increasing distinct integers >= 6, got {self.spectral_cells!r}")
+        return sorted(set(cells) | {self.cells})
 
     @property
     def beta(self) -> float:
@@ -222,6 +249,7 @@ def _write_results(cfg, ctx, done, pde_all, task, snaps_at):
                else v) for k, v in pde_all.items()}
     rule = RateRule.from_config(cfg)
     g = grid_rate(rule, *grid_curve(pde))
+    spectral = _spectral_fit(cfg, pde, g)
     metrics, summary, tables = free_energy_tables(
         rule, Ns, {N: done[N]["series"] for N in Ns}, {N: done[N]["F_iid"] for N in Ns}, pde,
         g["rate_window"], n_boot=cfg.n_boot, seed=cfg.seed,
@@ -246,7 +274,7 @@ def _write_results(cfg, ctx, done, pde_all, task, snaps_at):
            "long_time_rate_pde": r, "settled": g["settled"], "rate_window": g["rate_window"],
            "rate_rule": rule.describe(),
            "local_slope_range": g["local_slope_range"], "local_slope_end": g["local_slope_end"],
-           "gibbs_residual_rate": g["gibbs_residual_rate"],
+           "gibbs_residual_rate": g["gibbs_residual_rate"], "spectral": spectral,
            # backward Euler damps the slowest mode of ρ (rate r/2) by 1/(1 + r dt/2) per step:
            # the measured F rate is 2 log(1 + r dt/2)/dt ≈ r − r² dt/4
            "time_step_bias": None if r is None else r * r * float(pde["dt_max"]) / 4,
@@ -258,6 +286,25 @@ def _write_results(cfg, ctx, done, pde_all, task, snaps_at):
     io.write_json(ctx.out / pde2d.FIT_FILE, fit)
     write_arrays(ctx, cfg, done, pde_all, task, snaps_at, ["x0", "x1"])
     return summary
+
+
+def _spectral_fit(cfg, pde, g):
+    """fit.json's ``spectral`` (``analysis.rates.spectral_table``) with, on the run's own grid,
+    the theory's asymptotic rate 2μ_1 beside the fitted window rate and the last local slope
+    (their relative excess over it); None without ``spectral_cells``."""
+    if "spectral_mu" not in pde:
+        return None
+    seq = {key: pde[f"spectral_{key}"] for key in ("cells", "h", "mu", "mass_mode", "max_imag",
+                                                    "gibbs_residual", "mu_frozen_potential")}
+    table = spectral_table(seq)
+    own = table["rate_free_energy"][table["cells"].index(cfg.cells)]
+    table["run_grid"] = {"cells": cfg.cells, "rate_free_energy": own,
+                         "window_rate": g["long_time_rate_pde"], "local_slope_end": g["local_slope_end"],
+                         "window_rate_excess": (None if g["long_time_rate_pde"] is None
+                                                else g["long_time_rate_pde"] / own - 1),
+                         "local_slope_end_excess": (None if g["local_slope_end"] is None
+                                                    else g["local_slope_end"] / own - 1)}
+    return table
 
 
 FIGURES = pde2d.torus_figures

@@ -10,8 +10,9 @@ pde2d-torus (:func:`torus_figures`), drawn from a run directory alone.
   [0, 2π)², the targets as crosses) — and free_energy.png — F − F_∞ against t for the grid
   and for each N's particles (theirs against their own limit c_N, each N's Monte-Carlo floor
   dotted), the local log-slope against t with the rate window shaded
-  (``meanfield.analysis.rates``), the free-energy gap against N beside N i.i.d. draws of
-  ρ_T, and W2 at T against N.
+  (``meanfield.analysis.rates``) and the asymptotic rate from the spectrum of the linearised
+  flow (on the run's grid and extrapolated to h → 0, when fit.json has ``spectral``), the
+  free-energy gap against N beside N i.i.d. draws of ρ_T, and W2 at T against N.
 
 Both read metrics.csv, summary.csv (:data:`SUMMARY_FILE`), fit.json (:data:`FIT_FILE`),
 pde.npz (:data:`PDE_FILE`), particles.npz and config.json; the file names here are the ones
@@ -223,7 +224,15 @@ def torus_figures(run_dir, coords=None) -> list[Path]:
     ax[0].set_title("free-energy gap; dotted: each N's Monte-Carlo floor (snr × s.e.)", fontsize=8)
     ax[0].legend(frameon=False, fontsize=6)
     if r is not None:
-        ax[1].axhline(r, color="k", ls="--", lw=0.8, label=f"long-time rate {r:.3f}")
+        ax[1].axhline(r, color="k", ls="--", lw=0.8, label=f"window rate {r:.3f}")
+    sp = fit.get("spectral")
+    if sp:
+        own = sp["run_grid"]["rate_free_energy"]
+        ax[1].axhline(own, color="C3", ls="-", lw=0.9,
+                      label=f"asymptotic rate 2μ₁ on this grid (spectrum): {own:.4f}")
+        if "extrapolated" in sp:
+            e = sp["extrapolated"]["extrapolated"]
+            ax[1].axhline(e, color="C3", ls=":", lw=0.9, label=f"2μ₁ extrapolated to h → 0: {e:.4f}")
     ax[1].set_ylim(0, 1.0)
     ax[1].set_ylabel("local log-slope −d/dt log(F − F_∞)")
     ax[1].set_title(f"local slopes over {rule.slope_width:g}-wide windows (particles: where resolved); "
