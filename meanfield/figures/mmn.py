@@ -7,9 +7,11 @@ and chaos-rate (:func:`chaos_figures`), drawn from a run directory alone.
   self-consistent Gibbs law at the last time, when the run computed it); a spike of units
   near w = 0 is clipped and its mass printed.  Reads metrics.csv, ``pde.npz``
   (:data:`PDE_FILE`), particles.npz and config.json.
-* :func:`chaos_figures`: chaos.png — three panels against N (log-log): the risk's bias and
-  seed-to-seed s.d. at T, W1 of the particles and of N i.i.d. draws of the PDE law, and
-  their ratio.  Reads summary.csv (:data:`SUMMARY_FILE`) and fit.json (:data:`FIT_FILE`).
+* :func:`chaos_figures`: chaos.png — three panels against N: the risk's bias and its
+  seed-to-seed s.d. at T with the Monte Carlo error taken out (log-log), W1 of the particles
+  beside the exact expectation for N i.i.d. draws of the PDE law (log-log), and the per-seed
+  ratios' distribution.  Reads summary.csv (:data:`SUMMARY_FILE`) and fit.json
+  (:data:`FIT_FILE`).
 
 The file names here are the ones the experiments write (they import them from here).
 """
@@ -104,10 +106,16 @@ def radial_figures(run_dir, coords=None) -> list[Path]:
 
 
 def chaos_figures(run_dir, coords=None) -> list[Path]:
-    """figures/chaos.png, three panels against N (log-log, seed means ± 2 s.e., fitted slopes
-    with their intervals, and the theory's guides): the risk's bias E[R_N − R_PDE] at T
-    (theory 1/N) and its seed-to-seed s.d. (N^{−1/2}); W1 of the particles and of N i.i.d.
-    draws of the PDE law; and their ratio with its bootstrap interval (chaos: N-independent)."""
+    """figures/chaos.png, three panels against N (log-log, fitted slopes with their intervals,
+    and the theory's guides): the risk's bias E[R_N − R_PDE] at T (± 2 s.e.; theory 1/N), its
+    seed-to-seed s.d. with the Monte Carlo error taken out (the interval of that error alone;
+    the raw s.d. and the Monte Carlo s.e. faded; with paired seeds, its initial-sampling and
+    SGD parts; theory N^{−1/2} for the initial sampling); W1 of the particles (± 2 s.e.) beside
+    the exact expectation for N i.i.d. draws of the PDE law (its Monte Carlo draws as a
+    check); and the per-seed ratios W1 / E W1_iid (quartile boxes, range whiskers, median)
+    with the ratio of the seed mean and its bootstrap interval, beside the quartiles of the
+    i.i.d. draws' own ratios (chaos: N-independent).  Reads summary.csv (:data:`SUMMARY_FILE`)
+    and fit.json (:data:`FIT_FILE`)."""
     from matplotlib.ticker import NullFormatter
 
     run_dir = Path(run_dir)
@@ -115,46 +123,71 @@ def chaos_figures(run_dir, coords=None) -> list[Path]:
     fit = json.loads((run_dir / FIT_FILE).read_text())
     N = s["N"]
     plt = pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), dpi=120)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), dpi=120)
 
     def line(ax, key, v, color, label):
-        f = fit[key]
+        f = fit.get(key) or {}
         if f.get("slope") is None:
             return
-        c = np.exp(np.mean(np.log(v)) - f["slope"] * np.mean(np.log(N)))
+        ok = np.asarray(v) > 0
+        c = np.exp(np.mean(np.log(np.asarray(v)[ok])) - f["slope"] * np.mean(np.log(N[ok])))
         ax.plot(N, c * N ** f["slope"], "-", color=color, lw=1,
                 label=f"{label}: slope {f['slope']:.2f} [{f['ci95'][0]:.2f}, {f['ci95'][1]:.2f}]")
 
     ax = axes[0]
     ax.errorbar(N, s["risk_bias"], yerr=2 * s["risk_bias_se"], fmt="o", color="C0", ms=4, capsize=2)
     line(ax, "risk_bias", s["risk_bias"], "C0", "bias E R_N − R_PDE")
-    ax.plot(N, s["risk_sd"], "s", color="C1", ms=4)
-    line(ax, "risk_sd", s["risk_sd"], "C1", "s.d. over seeds")
+    sd = s["risk_sd"]
+    ax.errorbar(N, sd, yerr=[sd - s["risk_sd_lo"], s["risk_sd_hi"] - sd], fmt="s", color="C1", ms=4,
+                capsize=2)
+    line(ax, "risk_sd", sd, "C1", "s.d. over seeds, MC error out")
+    ax.plot(N, s["risk_sd_raw"], "s", color="C1", mfc="none", alpha=0.4, ms=4, label="raw s.d.")
+    ax.plot(N, s["mc_se"], ".", color="0.5", label="MC s.e. of one risk")
+    if "risk_sd_init" in s:
+        for key, c, lab in (("risk_sd_init", "C4", "initial sampling"), ("risk_sd_sgd", "C5", "SGD noise")):
+            f = fit.get(key) or {}
+            ax.plot(N, np.where(s[key] > 0, s[key], np.nan), "D", color=c, ms=3,
+                    label=lab if f.get("slope") is None else None)
+            line(ax, key, s[key], c, lab)
     ax.plot(N, s["risk_bias"][0] * N[0] / N, ":", color="0.4", label="1/N")
-    ax.plot(N, s["risk_sd"][0] * np.sqrt(N[0] / N), "--", color="0.6", label="N^(−1/2)")
+    ax.plot(N, sd[0] * np.sqrt(N[0] / N), "--", color="0.6", label="N^(−1/2)")
     ax.set_title(f"risk at T = {fit['T']:g}", fontsize=9)
     ax = axes[1]
     ax.errorbar(N, s["w1"], yerr=2 * s["w1_se"], fmt="o", color="C0", ms=4, capsize=2)
     line(ax, "w1", s["w1"], "C0", "particles")
-    ax.errorbar(N, s["w1_iid"], yerr=2 * s["w1_iid_se"], fmt="^", color="C2", ms=4, capsize=2)
-    line(ax, "w1_iid", s["w1_iid"], "C2", "i.i.d. from the PDE law")
+    ax.plot(N, s["w1_iid"], "-", color="C2", lw=1.2,
+            label=f"E W1 of N i.i.d. draws (exact): slope {fit['w1_iid']['slope']:.2f}")
+    if "w1_iid_mc" in s:
+        ax.errorbar(N, s["w1_iid_mc"], yerr=2 * s["w1_iid_mc_se"], fmt="^", color="C2", ms=3,
+                    capsize=2, alpha=0.6, label="its Monte Carlo draws")
     ax.set_title("W1(law of |w| at T, PDE law)", fontsize=9)
     ax = axes[2]
     r = fit["w1_ratio"]
-    ax.errorbar(N, s["w1_ratio"], yerr=[s["w1_ratio"] - s["w1_ratio_lo"], s["w1_ratio_hi"] - s["w1_ratio"]],
-                fmt="o", color="C3", ms=4, capsize=2,
-                label=f"slope {r['slope']:.2f} [{r['slope_ci95'][0]:.2f}, {r['slope_ci95'][1]:.2f}]")
-    ax.axhline(1.0, color="0.5", ls="--", lw=1, label="i.i.d. accuracy")
-    ax.set_ylim(0, max(2.0, float(np.max(s["w1_ratio_hi"])) * 1.1))
-    ax.set_title("W1(particles) / W1(i.i.d.), 95 % interval", fontsize=9)
-    for k, ax in enumerate(axes):
+    x = np.arange(len(N))
+    ax.vlines(x, s["w1_ratio_min"], s["w1_ratio_max"], color="C3", lw=0.8)
+    ax.bar(x, s["w1_ratio_q75"] - s["w1_ratio_q25"], bottom=s["w1_ratio_q25"], width=0.35,
+           color="C3", alpha=0.3, label="per seed: quartiles, range")
+    ax.plot(x, s["w1_ratio_median"], "_", color="C3", ms=14, mew=2, label="per seed: median")
+    ax.errorbar(x + 0.3, s["w1_ratio"], yerr=[s["w1_ratio"] - s["w1_ratio_lo"], s["w1_ratio_hi"] - s["w1_ratio"]],
+                fmt="o", color="k", ms=4, capsize=2,
+                label=f"seed mean, 95 %: slope {r['slope']:.2f} [{r['slope_ci95'][0]:.2f}, {r['slope_ci95'][1]:.2f}]")
+    if "iid_ratio_q25" in s:
+        ax.bar(x - 0.3, s["iid_ratio_q75"] - s["iid_ratio_q25"], bottom=s["iid_ratio_q25"], width=0.2,
+               color="C2", alpha=0.4, label="i.i.d. draws: quartiles")
+    ax.axhline(1.0, color="0.5", ls="--", lw=1)
+    ax.set_xticks(x, [str(int(n)) for n in N])
+    ax.set_ylim(0, max(2.0, float(np.max(s["w1_ratio_max"])) * 1.1))
+    ax.set_xlabel("N")
+    ax.set_title("W1(particles) / E W1(i.i.d.)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False, fontsize=6.5)
+    for ax in axes[:2]:
         ax.set_xscale("log")
-        if k < 2:
-            ax.set_yscale("log")
+        ax.set_yscale("log")
         ax.set_xticks(N, [str(int(n)) for n in N])
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("N")
         ax.grid(alpha=0.3, which="both")
-        ax.legend(frameon=False, fontsize=7)
+        ax.legend(frameon=False, fontsize=6.5)
     fig.tight_layout()
     return [save_figure(fig, run_dir / io.FIGURES / "chaos.png")]
