@@ -110,6 +110,59 @@ def test_small_mode_decays_faster_for_larger_tau_and_annealing_wins(small_run):
         assert (small_run / "figures" / f).stat().st_size > 10_000
 
 
+def test_small_mode_reports_each_rate_with_its_floor_rule_interval_and_mean_field_asymptote(small_run):
+    """Every fixed-τ rate comes with its 95 % bootstrap interval over seeds, the number of
+    iterations fitted, the rate under the other noise-floor rule (the seed mean's standard
+    error instead of its fluctuation in time) and their relative difference, and the mean-field
+    limit's asymptotic rate per iteration: 2μ₁·dt from the spectrum of the grid PDE linearised
+    at its Gibbs state (ξ = 1, β = 1/τ) on 12² and 16² cells here.  The asymptotic rates
+    increase with τ; the one at τ = 0.1 on 12² equals an independent spectral computation
+    scaled by dt (a per-unit-time rate reported as per iteration would be 25× off)."""
+    from meanfield.experiments.mfld_torus import Config
+    from meanfield.pde.grid2d_spectrum import spectral_sequence
+
+    fit = json.loads((small_run / "fit.json").read_text())
+    finest = []
+    for label, v in fit["fixed_tau"].items():
+        rules = v["floor_rules"]
+        assert set(rules) == {"window_sd", "seed_se", "floor_sensitivity"}
+        assert v["rate_per_iteration"] == rules["window_sd"]["rate"]
+        lo, hi = v["ci95"]
+        assert lo <= v["rate_per_iteration"] <= hi and v["fit_points"] >= 3
+        r = [rules[k]["rate"] for k in ("window_sd", "seed_se")]
+        assert rules["floor_sensitivity"] == pytest.approx(max(r) / min(r) - 1)
+        mf = v["mean_field_asymptotic"]
+        assert mf["cells"] == [12, 16] and mf["mass_mode_max"] < 1e-10
+        np.testing.assert_allclose(mf["rate_free_energy"], 2 * np.array(mf["rate_density"]), rtol=1e-12)
+        finest.append(mf["rate_free_energy"][-1])
+    assert np.all(np.diff(finest) > 0), finest
+    cfg = Config.build(None, ["scale=small"])
+    task = TorusMMD.random(cfg.n_targets, generator=torch.Generator().manual_seed(cfg.target_seed),
+                           modes=cfg.modes)
+    seq = spectral_sequence(task, [12], 1 / 0.1, xi=1.0)
+    assert fit["fixed_tau"]["tau=0.1"]["mean_field_asymptotic"]["rate_free_energy"][0] == \
+        pytest.approx(2 * seq["mu"][0, 0] * cfg.dt, rel=1e-9)
+
+
+def test_decay_rate_floor_rules_recover_a_known_rate(gen):
+    """F̄(k) − F^∞ = 0.5 e^{−0.05 k} plus seed noise of s.d. 0.01 (10 seeds, stationary from
+    k = 300): both floor rules fit until the gap meets 5 × their floor and recover 0.05 within
+    their bootstrap intervals; a slower truth (0.04) lies outside them."""
+    from meanfield.analysis import decay
+
+    k = np.arange(0, 800)
+    noise = 0.01 * torch.randn(len(k), 10, generator=gen(3), dtype=torch.float64).numpy()
+    F = 0.5 * np.exp(-0.05 * k)[:, None] + noise
+    rules = decay.decay_rate_rules(k, F, 800, n_boot=300)
+    for rule in decay.FLOOR_RULES:
+        v = rules[rule]
+        assert v["ci95"][0] <= 0.05 <= v["ci95"][1], (rule, v)
+        assert v["rate"] == pytest.approx(0.05, rel=0.1) and not v["ci95"][0] <= 0.04 <= v["ci95"][1]
+        assert 40 < v["fit_until"] < 120 and v["points"] == v["fit_until"] + 1
+    with pytest.raises(ConfigError, match="floor"):
+        decay.decay_rate(k, F, 800, floor="none")
+
+
 def _mmd_and_knn_entropy(theta, targets, weights, modes=5, period=2 * math.pi):
     """An independent recomputation for θ [N, 2]: the MMD² from explicit numpy kernel matrices
     k(x, y) = ∏_c (1 + 2 Σ_{k≤K} cos(k(x_c − y_c))/(1 + k)), and the 1-NN Kozachenko–Leonenko

@@ -11,7 +11,9 @@ In N (the n-scaling experiment; docs/design.md §1: R = E[(y − f)²], no ½):
   is ``meanfield.diagnostics.loglog_rate``).
 
 In time (the mfld-torus experiment): :func:`decay_rate`, the exponential rate at which a
-seed-mean free energy F(k) approaches its stationary value.
+seed-mean free energy F(k) approaches its stationary value, fitted until the gap meets a
+noise floor, and :func:`decay_rate_rules`, that rate under two floor rules with bootstrap
+intervals over seeds (how much the rate depends on the rule).
 
 Pure functions of arrays (and, for the i.i.d. constants, of a task's closed-form kernels);
 nothing here simulates.
@@ -24,6 +26,7 @@ import warnings
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from ..interact import evaluate
 
 
@@ -115,25 +118,64 @@ def seed_curves(rows, replicas: int) -> dict:
             "F": np.array([[r[f"free_energy_r{b}"] for b in range(S)] for r in rows])}
 
 
-def decay_rate(k, F, k_off):
+FLOOR_RULES = ("window_sd", "seed_se")
+
+
+def decay_rate(k, F, k_off, floor: str = "window_sd", factor: float = 5.0, until=None):
     """The exponential rate at which the seed-mean F̄(k) of ``F`` [K, S] (per seed, at the
     iterations ``k`` [K]) approaches its stationary value F^∞ = the mean of F̄ over the window
     k_off/2 ≤ k < k_off: the least-squares fit log(F̄ − F^∞) ≈ intercept − rate·k
     (``scipy.stats.linregress``) over the iterations before the gap F̄ − F^∞ first falls
-    below 5 s.e. (the standard deviation of F̄ in the window) or k reaches k_off.
+    below ``factor`` × the noise floor σ or k reaches k_off.  The floor rule ``floor``:
+    "window_sd", σ = the standard deviation of F̄ over the window (its fluctuation in time);
+    "seed_se", σ = the mean over the window of F̄'s standard error across seeds,
+    s.d._seeds/√S.  ``until`` (an iteration) fixes the end of the fit instead.
 
     Returns (rate per iteration, F^∞, k_end the last iteration fitted, intercept); rate and
     intercept are nan when fewer than 3 iterations are left to fit."""
     from scipy.stats import linregress
 
+    if floor not in FLOOR_RULES:
+        raise ConfigError(f"floor must be one of {FLOOR_RULES}, got {floor!r}")
     Fm = F.mean(-1)
     win = (k >= k_off / 2) & (k < k_off)
     f_inf = float(Fm[win].mean())
-    se = float(Fm[win].std(ddof=1)) if win.sum() > 1 else 0.0
+    if floor == "window_sd":
+        se = float(Fm[win].std(ddof=1)) if win.sum() > 1 else 0.0
+    else:
+        S = F.shape[-1]
+        se = float((F[win].std(-1, ddof=1) / math.sqrt(S)).mean()) if S > 1 else 0.0
     gap = Fm - f_inf
-    small = np.nonzero((gap < 5 * se) | (k >= k_off))[0]
-    end = int(small[0]) if len(small) else len(k)
-    if end < 3:
+    if until is None:
+        small = np.nonzero((gap < factor * se) | (k >= k_off))[0]
+        end = int(small[0]) if len(small) else len(k)
+    else:
+        end = int(np.sum(k <= until))
+    if end < 3 or not (gap[:end] > 0).all():
         return math.nan, f_inf, int(k[max(end - 1, 0)]), math.nan
     fit = linregress(k[:end], np.log(gap[:end]))
     return float(-fit.slope), f_inf, int(k[end - 1]), float(fit.intercept)
+
+
+def decay_rate_rules(k, F, k_off, *, n_boot: int = 1000, seed: int = 0) -> dict:
+    """:func:`decay_rate` under each floor rule of FLOOR_RULES, with a 95 % percentile
+    bootstrap interval over seeds (the seeds of F [K, S] resampled, F^∞ re-estimated in every
+    resample, the fit window the rule chose on all seeds; resamples whose gap is not positive
+    over it are left out): {rule: {"rate", "ci95", "fit_until", "points" (records fitted),
+    "F_inf", "intercept"}, "floor_sensitivity": max/min − 1 of the rates (what the choice of
+    window adds to the interval)}."""
+    rng = np.random.default_rng(seed)
+    S = F.shape[-1]
+    idx = rng.integers(0, S, (n_boot, S))
+    out = {}
+    for rule in FLOOR_RULES:
+        rate, f_inf, k_end, icpt = decay_rate(k, F, k_off, rule)
+        boot = np.array([decay_rate(k, F[:, i], k_off, rule, until=k_end)[0] for i in idx])
+        boot = boot[np.isfinite(boot)]
+        ci = np.percentile(boot, [2.5, 97.5]).tolist() if len(boot) else [math.nan, math.nan]
+        out[rule] = {"rate": rate, "ci95": [float(v) for v in ci], "fit_until": k_end,
+                     "points": int(np.sum(k <= k_end)), "F_inf": f_inf, "intercept": icpt}
+    rates = [out[r]["rate"] for r in FLOOR_RULES]
+    out["floor_sensitivity"] = (float(max(rates) / min(rates) - 1)
+                                if all(np.isfinite(rates)) and min(rates) > 0 else math.nan)
+    return out

@@ -27,14 +27,22 @@ particles merge, nearest-neighbour distances reach 10⁻¹⁶ and Ĥ → −∞)
 Decay rates (fit.json): for each fixed τ, the seed-mean F_τ(k) minus its stationary value
 F_τ^∞ (the mean over iterations ``noise_off``/2 … ``noise_off``), fitted by
 ``scipy.stats.linregress`` of log(F − F^∞) on k over the iterations before the gap first falls
-below 5× the seed-mean's standard error in that stationary window; the rate is −slope (per
-iteration; ``meanfield.analysis.decay.decay_rate``).  Theory (Chizat 2022): exponential
-convergence for fixed τ, faster for larger τ.
+below 5× the noise floor; the rate is −slope (per iteration; ``meanfield.analysis.decay.
+decay_rate``).  Two floor rules are reported (``decay.decay_rate_rules``): the standard
+deviation of the seed mean over the stationary window (the rate fit.json quotes) and the
+mean standard error of the seed mean across seeds, each with a 95 % bootstrap interval over
+seeds (the fit window fixed, F^∞ re-estimated) and the number of iterations fitted; their
+relative difference is ``floor_sensitivity``.  Beside them, the mean-field limit's
+asymptotic rate per iteration, 2μ₁·dt, with μ₁ the smallest non-zero eigenvalue of the grid
+PDE linearised at its Gibbs state (``meanfield.pde.grid2d_spectrum``, ξ = 1, β = 1/τ) on
+the ``spectral_cells`` grids and extrapolated to h → 0 (``analysis.rates.spectral_table``),
+computed once as the prelude.  Theory (Chizat 2022): exponential convergence for fixed τ,
+faster for larger τ.
 Annealing: the final MMD R of the annealed runs against noiseless GD (seed means and the
 fraction of seeds where annealing is lower).
 
-Defaults are the paper's (above).  ``scale=small`` (CI): 4 seeds, 300 iterations, noise off
-after 240.  Outputs: metrics.csv (per run — numbered as in config.json's "runs" — and logged
+Defaults are the paper's (above), with spectral grids of 32², 48², 64² cells.
+``scale=small`` (CI): 4 seeds, 300 iterations, noise off after 240, spectral grids 12², 16².  Outputs: metrics.csv (per run — numbered as in config.json's "runs" — and logged
 iteration: τ and the seed means of R, Ĥ, F),
 curves.npz (per run: iteration [K], R, Ĥ, F [K, S]), fit.json, particles.npz (final
 particles of every run, targets), figures free_energy.png (seed-mean F_τ − F_τ^∞ against iteration
@@ -52,12 +60,14 @@ import torch
 from ..seeds import derive_generator
 from .. import io
 from ..analysis import decay
+from ..analysis.rates import spectral_table
 from ..diagnostics import knn_entropy
 from ..dynamics import NoiseSwitch, ParticleDynamics
 from ..errors import ConfigError
 from ..figures import langevin
 from ..figures.langevin import CURVES, FIT
 from ..models import TorusMMD
+from ..pde.grid2d_spectrum import spectral_sequence
 from .config import TwoLayerConfig
 from .particles import size_phase
 from .plan import Plan, snapshot_arrays
@@ -65,11 +75,12 @@ from .plan import Plan, snapshot_arrays
 NAME = "mfld-torus"
 VIEWS = ("torus",)     # meanfield animate: its views, the first the default
 # a config that runs in about a second (the tests run every experiment with it)
-TINY = ("scale=small", "steps=20", "noise_off=10", "log_every=2", "checkpoint_every=10")
+TINY = ("scale=small", "steps=20", "noise_off=10", "log_every=2", "checkpoint_every=10",
+        "spectral_cells=")
 PERIOD = 2 * math.pi
 
 SMALL = {"replicas": 4, "steps": 300, "noise_off": 240, "log_every": 2, "save_every": 6,
-         "checkpoint_every": 150}
+         "checkpoint_every": 150, "spectral_cells": "12,16"}
 
 
 @dataclass(frozen=True)
@@ -96,6 +107,8 @@ class Config(TwoLayerConfig):
     save_every: int = 20          # 51 snapshots of every run: the movie of the five side by side
     checkpoint_every: int = 500
     dtype: str = "float64"
+    spectral_cells: str = "32,48,64"   # grids of the mean-field asymptotic rates ("" for none)
+    n_boot: int = 1000                 # bootstrap resamples of the rates' intervals
 
     _choices = {"scale": ("full", "small")}
     _presets = {"scale": {"small": SMALL}}
@@ -109,10 +122,13 @@ class Config(TwoLayerConfig):
              "modes": "Fourier modes of the kernel per coordinate",
              "taus": "the fixed temperatures τ = 1/β, comma-separated",
              "tau0": "the annealed run's τ_k = tau0/(k + 1)",
-             "noise_off": "the iteration from which every run is noiseless"}
+             "noise_off": "the iteration from which every run is noiseless",
+             "spectral_cells": "grids of the mean-field asymptotic rates, comma-separated (\"\": none)",
+             "n_boot": "bootstrap resamples of the rates' intervals"}
     # the kernel's (2·modes + 1)² Fourier modes at every particle of every run, and the targets'
     _size_terms = {"modes": lambda c: 32 * (2 * c.modes + 1) ** 2 * (8 * c.N * c.replicas + c.n_targets),
-                   "n_targets": lambda c: 16 * c.n_targets * ((2 * c.modes + 1) ** 2 + 2)}
+                   "n_targets": lambda c: 16 * c.n_targets * ((2 * c.modes + 1) ** 2 + 2),
+                   "n_boot": lambda c: 32 * c.n_boot * c.replicas}
     # noise_off and the stationary window are fixed fractions of the run: no longer runs
     resume_mutable = ("checkpoint_every", "backend")
 
@@ -132,7 +148,25 @@ class Config(TwoLayerConfig):
             raise ConfigError(f"noise_off must be in [1, steps], got {self.noise_off} (steps={self.steps})")
         if self.noise_off < 2 * self.log_every:
             raise ConfigError(f"noise_off must be >= 2·log_every, got {self.noise_off}")
+        if self.n_boot < 100:
+            raise ConfigError(f"n_boot must be >= 100, got {self.n_boot}")
         self.tau_values()
+        self.spectral_grid()
+
+    def spectral_grid(self) -> list[int]:
+        """Cells per direction of the grids on which the mean-field asymptotic rates are
+        computed, from ``spectral_cells`` (comma-separated, increasing, each ≥ 6; "" for
+        none); ``ConfigError`` otherwise."""
+        text = self.spectral_cells.replace(";", ",").strip()
+        if not text:
+            return []
+        try:
+            cells = [int(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise ConfigError(f"spectral_cells must be comma-separated integers, got {self.spectral_cells!r}") from None
+        if cells != sorted(set(cells)) or min(cells) < 6:
+            raise ConfigError(f"spectral_cells must be increasing distinct integers >= 6, got {self.spectral_cells!r}")
+        return cells
 
     def tau_values(self) -> list[float]:
         """The fixed temperatures τ parsed from ``taus`` ("," or ";" separated), in order;
@@ -212,7 +246,15 @@ def plan(cfg: Config) -> Plan:
     def results(ctx):
         return _write_results(cfg, ctx, task, [ctx.done[keys[j]] for j in range(len(runs))])
 
-    return Plan(phases=phases, results=results, threads=1,
+    def prelude():
+        # the mean-field limit's asymptotic rate per τ: the spectrum of the grid PDE
+        # linearised at its Gibbs state (ξ = 1, β = 1/τ), on each grid of spectral_cells
+        cells = cfg.spectral_grid()
+        return {"spectral": {f"tau={t:g}": spectral_sequence(task, cells, 1.0 / t, xi=1.0, period=PERIOD,
+                                                            backend=cfg.backend)
+                             for t in cfg.tau_values()} if cells else {}}
+
+    return Plan(phases=phases, results=results, prelude=prelude, threads=1,
                 record={"task": task.to_dict(), "runs": [r[0] for r in runs]})
 
 
@@ -226,11 +268,18 @@ def _write_results(cfg, ctx, task, done):
                for j, rec in enumerate(done) for r in rec.rows]
     io.write_metrics(out / io.METRICS, metrics)
     fixed = {}
+    spectral = ctx.shared.get("spectral") or {}
     for j, tau in enumerate(cfg.tau_values()):
         c = curves[j]
-        rate, f_inf, k_end, icpt = decay.decay_rate(c["k"], c["F"], cfg.noise_off)
-        fixed[runs[j][0]] = {"tau": tau, "rate_per_iteration": rate, "F_inf": f_inf, "fit_until": k_end,
-                             "fit_intercept": icpt, "F_final": float(c["F"][-1].mean())}
+        rules = decay.decay_rate_rules(c["k"], c["F"], cfg.noise_off, n_boot=cfg.n_boot, seed=cfg.seed)
+        main = rules["window_sd"]
+        fixed[runs[j][0]] = {"tau": tau, "rate_per_iteration": main["rate"], "ci95": main["ci95"],
+                             "F_inf": main["F_inf"], "fit_until": main["fit_until"],
+                             "fit_points": main["points"], "fit_intercept": main["intercept"],
+                             "F_final": float(c["F"][-1].mean()), "floor_rules": rules}
+        if runs[j][0] in spectral:
+            # per iteration: t = k·dt, so a rate r per unit t is r·dt per iteration
+            fixed[runs[j][0]]["mean_field_asymptotic"] = spectral_table(spectral[runs[j][0]], time_unit=cfg.dt)
     Ra, Rn = curves[len(runs) - 2]["R"][-1], curves[len(runs) - 1]["R"][-1]    # annealed, noiseless
     rates = [v["rate_per_iteration"] for v in fixed.values()]
     fit = {"iterations": cfg.steps, "noise_off": cfg.noise_off, "eta": 2 * cfg.dt, "dt": cfg.dt,

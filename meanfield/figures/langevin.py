@@ -48,6 +48,11 @@ def torus_figures(run_dir, coords=None) -> list[Path]:
         if np.isfinite(info["rate_per_iteration"]):
             ax.plot(kk, np.exp(info["fit_intercept"] - info["rate_per_iteration"] * kk), color=f"C{j}",
                     lw=2.2, ls="--")
+            mf = info.get("mean_field_asymptotic")
+            if mf:          # the mean-field limit's asymptotic rate (spectrum), same intercept
+                r = mf["rate_free_energy"][-1]
+                ax.plot(kk, np.exp(info["fit_intercept"] - r * kk), color=f"C{j}", lw=1.0, ls=":",
+                        label=f"  mean-field asymptotic {r:.3g}/iter")
     value_scale(ax, gaps)                 # signed: stationary gaps are as often < 0 as > 0
     ax.axhline(0.0, color="0.5", lw=0.6)
     ax.set_xlabel("iteration k (t = k·dt)")
