@@ -127,6 +127,24 @@ def test_threshold_is_the_smallest_m_from_which_all_succeed():
     assert thresholds.threshold([2, 3], [0.0, 0.5], 0.9) is None
 
 
+def test_criterion_text_states_the_failures_allowed_and_every_larger_m():
+    """The criterion in words says that m* needs every larger m of the grid to pass too, and
+    how many failing seeds a fraction allows; that count is the one ``threshold`` applies:
+    with k = the stated minimum of successes an m passes, with k − 1 it does not (16 seeds at
+    0.9: at least 15, at most one failure; 0.75: 12; every seed: 16; 10 seeds at 0.9: 9)."""
+    import re
+
+    assert "at least 15 of 16 (at most 1 failing)" in thresholds.criterion_text(1e-3, 0.9, 16)
+    for frac, seeds in ((0.9, 16), (0.75, 16), (1.0, 16), (0.9, 10), (0.5, 7)):
+        text = thresholds.criterion_text(1e-3, frac, seeds)
+        assert "every larger m of the grid passes too" in text
+        need = int(re.search(r"i\.e\. at least (\d+) of", text).group(1))
+        assert thresholds.threshold([5], [need / seeds], frac) == 5
+        assert thresholds.threshold([5], [(need - 1) / seeds], frac) is None
+        # m* is not a lone passing m: a failing larger m moves it up
+        assert thresholds.threshold([5, 6, 7], [1.0, (need - 1) / seeds, 1.0], frac) == 7
+
+
 def test_threshold_table_moves_with_the_tolerance_the_fraction_and_the_horizon():
     """Four seeds per m: m = 2 fails, m = 3 has one seed at 5e-3 (a success at tolerance 1e-2
     only) at T = 1 and 3e-3 at T = 2, m = 4 has one seed at 2e-3 at T = 1 that converges by

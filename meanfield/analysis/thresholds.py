@@ -124,8 +124,14 @@ def threshold_summary(ms, m0: int, excess: dict, table: list[dict], tol: float, 
 
 def criterion_text(tol: float, frac: float, seeds: int) -> str:
     """The success criterion (tolerance ``tol`` on R(T)/R_#, fraction ``frac`` of ``seeds``
-    seeds) in words, as fit.json gives it."""
+    seeds) in words, as fit.json gives it: what a success is, that m* needs every larger m of
+    the grid to pass as well (not m alone), and how many failing seeds a fraction allows
+    (with 16 seeds, "≥ 0.9" is at most one failure)."""
+    import math
+
+    need = math.ceil(frac * seeds - 1e-9)
     return (f"a seed succeeds at T when R(T)/R_# < {tol:g}, with R_# = E[y^2] the risk of "
-            f"the zero network (x ~ N(0, I_d), no label noise); m*(T) is the smallest m of the grid "
-            f"from which every larger m of the grid succeeds in at least {frac:g} of the "
-            f"{seeds} seeds")
+            f"the zero network (x ~ N(0, I_d), no label noise); an m passes when at least "
+            f"{frac:g} of its {seeds} seeds succeed, i.e. at least {need} of {seeds} (at most "
+            f"{seeds - need} failing); m*(T) is the smallest m of the grid that passes and "
+            f"from which every larger m of the grid passes too")
