@@ -145,7 +145,7 @@ def _cloud(run: Run, idx, plt):
         ax2.set_xlabel("t (MMN time)")
         ax2.set_ylabel("risk R(ρ_N)")
         ax2.grid(alpha=0.3)
-    title = fig.suptitle("", fontsize=9)
+    title = fig.suptitle("t", fontsize=9)     # a placeholder: tight_layout keeps room for the title
     fig.tight_layout()
 
     def update(i):
@@ -194,7 +194,7 @@ def _plane(run: Run, idx, plt, tail: int = 8):
     ax.set_aspect("equal")
     ax.set_xlabel(f"|a| {names[w[0]]}" if a is not None else names[w[0]])
     ax.set_ylabel(f"|a| {names[w[1]]}" if a is not None else names[w[1]])
-    title = ax.set_title("", fontsize=9)
+    title = ax.set_title("t", fontsize=9)     # a placeholder: tight_layout keeps room for the title
     fig.tight_layout()
 
     def update(i):
@@ -247,7 +247,7 @@ def _radial(run: Run, idx, plt):
         ax.legend(frameon=False, fontsize=7)
         ax.grid(alpha=0.3)
         artists.append((ax, b, L, bars, curve))
-    title = fig.suptitle("", fontsize=9)
+    title = fig.suptitle("t", fontsize=9)     # a placeholder: tight_layout keeps room for the title
     fig.tight_layout()
     bulk_bins, bulk_r = bins[:-1] > 0.1 * rmax, r > 0.1 * rmax
 
@@ -287,7 +287,7 @@ def _torus(run: Run, idx, plt):
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_title(labels[j] if j < len(labels) else s["phase"], fontsize=8)
-    title = fig.suptitle("", fontsize=9)
+    title = fig.suptitle("t", fontsize=9)     # a placeholder: tight_layout keeps room for the title
     fig.tight_layout()
     idx = idx[idx < K]
 
@@ -328,7 +328,7 @@ def _density(run: Run, idx, plt):
     ax.set_xlim(xf[0], xf[-1])
     ax.set_ylim(yf[0], yf[-1])
     ax.set_aspect("equal")
-    title = ax.set_title("", fontsize=9)
+    title = ax.set_title("t", fontsize=9)     # a placeholder: tight_layout keeps room for the title
     fig.tight_layout()
 
     def update(i):
@@ -392,7 +392,7 @@ def _depth(run: Run, idx, plt):
     ax.set_xlabel("hidden state, 1st principal direction at s = 1")
     ax.set_ylabel("2nd principal direction")
     ax.grid(alpha=0.3)
-    title = ax.set_title("", fontsize=9)
+    title = ax.set_title("t", fontsize=9)     # a placeholder: tight_layout keeps room for the title
     fig.tight_layout()
 
     def update(i):
@@ -417,7 +417,7 @@ def _params(run: Run, idx, plt):
     ax.set_xlabel("layer coordinate s")
     ax.set_ylabel("|u| (residual weight of each unit)")
     ax.grid(alpha=0.3)
-    title = ax.set_title("", fontsize=9)
+    title = ax.set_title("t", fontsize=9)     # a placeholder: tight_layout keeps room for the title
     fig.tight_layout()
 
     def update(i):
