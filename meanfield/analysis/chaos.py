@@ -349,8 +349,10 @@ def statistics_at_T(Ns, at_T: dict, *, n_boot: int = 2000, seed: int = 0, paired
     return summary, fit
 
 
-# acceptance: the largest N's law within CHAOS_RATIO_MAX × the i.i.d. W1; the risk's bias ∝ 1/N
+# acceptance: the largest N's law within CHAOS_RATIO_MAX × the i.i.d. W1; the risk's bias ∝ 1/N,
+# its slope's interval meeting −1 ± BIAS_SLOPE_TOL (a 1/N² term steepens a precise fit a little)
 CHAOS_RATIO_MAX = 1.5
+BIAS_SLOPE_TOL = 0.1
 
 
 def chaos_acceptance(summary: list[dict], fit: dict) -> dict:
@@ -362,17 +364,22 @@ def chaos_acceptance(summary: list[dict], fit: dict) -> dict:
       the PDE law, PDE) — the trained particles sit as close to the PDE law as an exact
       sample of it does (up to 50 %);
     * ``risk``: the bias E_seeds[R_N(T)] − R_PDE(T) is positive at every N and decays like
-      1/N: its fitted slope's 95 % interval contains −1 (a wrong R_PDE leaves an
-      N-independent offset, which flattens the slope or changes the bias's sign).
+      1/N: its fitted slope's 95 % interval meets [−1 − BIAS_SLOPE_TOL, −1 + BIAS_SLOPE_TOL]
+      (a wrong R_PDE leaves an N-independent offset, which flattens the slope — to −0.76
+      [−0.80, −0.73] for ξ × 1.1 — or changes the bias's sign; the tolerance admits the
+      higher-order terms of the bias, which a run with 32 seed pairs resolves: −1.019
+      [−1.027, −1.010]).
 
     ``summary``, ``fit``: as :func:`statistics_at_T` makes them.  Returns {"law", "risk",
-    "passed", "w1_ratio", "ratio_max", "risk_bias_slope", "risk_bias_ci95"}."""
+    "passed", "w1_ratio", "ratio_max", "risk_bias_slope", "risk_bias_ci95", "bias_slope_tol"}."""
     ratio = float(summary[-1]["w1_ratio"])
     b = fit["risk_bias"]
-    risk = b.get("slope") is not None and b["ci95"][0] <= THEORY["risk_bias"] <= b["ci95"][1]
+    risk = (b.get("slope") is not None and b["ci95"][0] <= THEORY["risk_bias"] + BIAS_SLOPE_TOL
+            and b["ci95"][1] >= THEORY["risk_bias"] - BIAS_SLOPE_TOL)
     law = ratio <= CHAOS_RATIO_MAX
     return {"law": bool(law), "risk": bool(risk), "passed": bool(law and risk), "w1_ratio": ratio,
-            "ratio_max": CHAOS_RATIO_MAX, "risk_bias_slope": b.get("slope"), "risk_bias_ci95": b.get("ci95")}
+            "ratio_max": CHAOS_RATIO_MAX, "risk_bias_slope": b.get("slope"), "risk_bias_ci95": b.get("ci95"),
+            "bias_slope_tol": BIAS_SLOPE_TOL}
 
 
 def _exact_rate(Ns, values) -> dict:
