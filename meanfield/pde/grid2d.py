@@ -61,7 +61,8 @@ Two schemes (the ideas of ``pde.radial``, dimension by dimension):
 
 Every solve reports its CFL number, the smallest and largest dt and the number of steps
 (:class:`GridSolution`), and :meth:`GridDD.gibbs_fixed_point` finds the self-consistent
-Gibbs law directly (Newton–Krylov on the potential).  Diagnostics beside the solver, defined
+Gibbs law directly (Newton–Krylov on the potential); ``meanfield.pde.grid2d_spectrum``
+linearises the implicit flux there and gives the flow's asymptotic decay rates.  Diagnostics beside the solver, defined
 in ``grid2d_mesh`` and importable from here: W2 between the grid density and particles
 (:func:`w2_grid`: POT's ``ot.emd2``, cells as a weighted measure, periodic ground cost on
 the torus), a Kozachenko–Leonenko entropy estimate for particles (:func:`knn_neg_entropy`,
