@@ -435,6 +435,21 @@ def parse_floats(name: str, spec: str, *, allow_inf: bool = False) -> list[float
     return vals
 
 
+def spectral_cells(text: str) -> list[int]:
+    """The grid sizes of a ``spectral_cells`` key: comma- (or ";"-) separated increasing
+    distinct integers ≥ 6, [] for ""; ConfigError naming the key otherwise."""
+    text = text.replace(";", ",").strip()
+    if not text:
+        return []
+    try:
+        cells = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"spectral_cells must be comma-separated integers, got {text!r}") from None
+    if not cells or cells != sorted(set(cells)) or min(cells) < 6:
+        raise ConfigError(f"spectral_cells must be increasing distinct integers >= 6, got {text!r}")
+    return cells
+
+
 def geometric_grid(lo: int, hi: int, n: int) -> list[int]:
     """The N grid of the multi-N experiments: n values geometric from lo to hi
     (``np.geomspace``), rounded half to even and made distinct, increasing."""

@@ -68,7 +68,7 @@ from ..figures import langevin
 from ..figures.langevin import CURVES, FIT
 from ..models import TorusMMD
 from ..pde.grid2d_spectrum import spectral_sequence
-from .config import TwoLayerConfig
+from .config import TwoLayerConfig, spectral_cells
 from .particles import size_phase
 from .plan import Plan, snapshot_arrays
 
@@ -157,16 +157,7 @@ class Config(TwoLayerConfig):
         """Cells per direction of the grids on which the mean-field asymptotic rates are
         computed, from ``spectral_cells`` (comma-separated, increasing, each ≥ 6; "" for
         none); ``ConfigError`` otherwise."""
-        text = self.spectral_cells.replace(";", ",").strip()
-        if not text:
-            return []
-        try:
-            cells = [int(v) for v in text.split(",") if v.strip()]
-        except ValueError:
-            raise ConfigError(f"spectral_cells must be comma-separated integers, got {self.spectral_cells!r}") from None
-        if cells != sorted(set(cells)) or min(cells) < 6:
-            raise ConfigError(f"spectral_cells must be increasing distinct integers >= 6, got {self.spectral_cells!r}")
-        return cells
+        return spectral_cells(self.spectral_cells)
 
     def tau_values(self) -> list[float]:
         """The fixed temperatures τ parsed from ``taus`` ("," or ";" separated), in order;

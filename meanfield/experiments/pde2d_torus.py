@@ -84,6 +84,7 @@ from ..interact import evaluate
 from ..models import TorusMMD
 from ..pde import Grid2D, knn_neg_entropy, w2_grid
 from ..seeds import derive_generator
+from .config import spectral_cells
 from .pde2d_common import GridRunConfig, grid_plan, record_steps, solve_torus_pde, write_arrays
 from .plan import Plan
 
@@ -172,16 +173,8 @@ class Config(GridRunConfig):
         """The cells per direction of the spectral rate's refinement sequence, from
         ``spectral_cells`` (comma-separated, increasing, each ≥ 6; "" for none), with the
         run's own ``cells`` added; ``ConfigError`` otherwise."""
-        text = self.spectral_cells.replace(";", ",").strip()
-        if not text:
-            return []
-        try:
-            cells = [int(v) for v in text.split(",") if v.strip()]
-        except ValueError:
-            raise ConfigError(f"spectral_cells must be comma-separated integers, got {self.spectral_cells!r}") from None
-        if cells != sorted(set(cells)) or min(cells) < 6:
-            raise ConfigError(f"spectral_cells must be increasing distinct integers >= 6, got {self.spectral_cells!r}")
-        return sorted(set(cells) | {self.cells})
+        cells = spectral_cells(self.spectral_cells)
+        return sorted(set(cells) | {self.cells}) if cells else []
 
     @property
     def beta(self) -> float:
